@@ -1,0 +1,1 @@
+"""ResNet-18 facial expression recognition baselines (SCN, RUL, EAC, DAN)."""

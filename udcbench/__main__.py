@@ -1,0 +1,3 @@
+from udcbench.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""Shared CLI plumbing: one-line errors, consoles, dataset resolution, ``-o key=value`` options."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from udcbench.datasets import create_dataset, dataset_names, detect_dataset, get_adapter_class
+from udcbench.datasets.base import DatasetAdapter
+from udcbench.errors import DatasetNotFoundError, UdcbenchError
+from udcbench.progress import stderr
+from udcbench.workspace import load_workspace
+
+#: Results go to stdout; logs and progress to stderr (:data:`udcbench.progress.stderr`).
+stdout = Console(soft_wrap=True)
+DEBUG_VAR = "UDCBENCH_DEBUG"
+
+
+def debug() -> bool:
+    return os.environ.get(DEBUG_VAR, "") not in ("", "0")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line on stderr and exit."""
+    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def command(app: typer.Typer, name: str | None = None, panel: str | None = None, **kwargs) -> Callable:
+    """Register a command whose known errors print as one line (traceback with UDCBENCH_DEBUG=1)."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kw):
+            try:
+                return fn(*args, **kw)
+            except UdcbenchError as exc:
+                if debug():
+                    raise
+                fail(str(exc).replace("[", r"\["))
+            except KeyboardInterrupt:
+                if debug():
+                    raise
+                fail("interrupted", 130)
+
+        app.command(name=name, rich_help_panel=panel, **kwargs)(wrapper)
+        return fn
+
+    return decorate
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, str]:
+    """``["label_mode=majority7", "angles=all"]`` -> dict."""
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UdcbenchError(f"dataset option '{pair}' is not KEY=VALUE")
+        options[key.strip().replace("-", "_")] = value.strip()
+    return options
+
+
+def resolve_dataset(target: str | None, dataset: str | None = None, options: dict[str, Any] | None = None
+                    ) -> DatasetAdapter:
+    """A dataset from a folder (layout detected, or ``--dataset``) or a name (its workspace folder)."""
+    options = options or {}
+    workspace = load_workspace()
+    if target is None:
+        if dataset is None:
+            raise UdcbenchError("give a dataset folder or name")
+        target = dataset
+    path = Path(target).expanduser()
+    if not path.exists() and target in dataset_names():
+        cls = get_adapter_class(target)
+        if not cls.spec.needs_source:
+            return cls(None, **options)
+        path = workspace.dataset_dir(target)
+        if not path.exists():
+            raise DatasetNotFoundError(f"{cls.spec.title} not found at {path}. {cls.where_to_get()}")
+        return cls(path, **options)
+    if not path.exists() and (workspace.data / target).exists():
+        path = workspace.data / target
+    if not path.exists():
+        raise DatasetNotFoundError(
+            f"'{target}' is neither a folder nor a dataset name (known: {', '.join(dataset_names())})"
+        )
+    return create_dataset(dataset or detect_dataset(path), path, **options)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output on stdout (no rich markup)."""
+    print(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,1 @@
+"""Data files shipped with udcbench (the KDEF split list, ...)."""

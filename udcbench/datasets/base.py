@@ -1,0 +1,271 @@
+"""The dataset adapter interface: records, samples, options and the adapter registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from udcbench.errors import DatasetNotFoundError, UdcbenchError, UnreadableImageError, unknown_name
+from udcbench.labels import label_names
+
+#: Canonical split names; adapters map their own names onto these.
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a dataset, before decoding."""
+
+    id: str
+    split: str
+    label: int
+    path: Path | None = None
+    #: Vote distribution over the dataset's classes (FERPlus ``probability`` mode).
+    soft: tuple[float, ...] | None = None
+
+
+@dataclass
+class Sample:
+    """A decoded image with its label: what every adapter yields."""
+
+    image: np.ndarray  # H x W x 3, uint8, RGB
+    label: int
+    split: str
+    id: str
+    landmarks: np.ndarray | None = None  # 68 x 2 float32 pixel (x, y), when the source has them
+    soft: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    """A dataset option (``-o key=value`` on the command line)."""
+
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+    def parse(self, key: str, value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(self.default, str):
+            kind = type(self.default)
+            try:
+                value = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+            except ValueError:
+                raise UdcbenchError(f"option {key}: expected {kind.__name__}, got '{value}'") from None
+        if self.choices is not None and value not in self.choices:
+            raise UdcbenchError(
+                f"option {key}: '{value}' is not one of {', '.join(map(str, self.choices))}"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a user needs to know about a dataset: shown by ``udcbench datasets``."""
+
+    name: str
+    title: str
+    num_classes: int
+    splits: tuple[str, ...]
+    layout: str
+    licence: str
+    url: str = ""
+    citation: str = ""
+    needs_source: bool = True
+    options: dict[str, Option] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return label_names(self.num_classes)
+
+
+class DatasetAdapter(ABC):
+    """Reads one dataset layout. Never writes into the source folder.
+
+    Subclasses set ``spec`` and implement ``_scan`` (list the records without decoding) and,
+    when images are not plain files, ``load_image``.
+    """
+
+    spec: ClassVar[DatasetSpec]
+
+    def __init__(self, root: Path | str | None = None, **options: Any):
+        if self.spec.needs_source:
+            if root is None:
+                raise UdcbenchError(f"{self.spec.title} needs a source folder (--src)")
+            root = Path(root)
+            if not root.exists():
+                raise DatasetNotFoundError(f"{self.spec.title} not found at {root}. {self.where_to_get()}")
+            if not root.is_dir():
+                raise DatasetNotFoundError(f"{root} is not a folder")
+        self.root = Path(root) if root is not None else None
+        unknown = set(options) - set(self.spec.options)
+        if unknown:
+            known = ", ".join(self.spec.options) or "none"
+            raise UdcbenchError(f"{self.spec.name}: unknown option(s) {sorted(unknown)}; options: {known}")
+        self.options = {
+            key: opt.parse(key, options.get(key, opt.default)) for key, opt in self.spec.options.items()
+        }
+        #: Non-fatal problems found while scanning (skipped files, ...), reported by ``udcbench info``.
+        self.problems: list[str] = []
+        self._records: list[Record] | None = None
+
+    # -- what subclasses provide ------------------------------------------------------------
+    @abstractmethod
+    def _scan(self) -> list[Record]:
+        """List every record of the dataset (all splits)."""
+
+    def load_image(self, record: Record) -> np.ndarray:
+        """Decode one image as H x W x 3 uint8 RGB."""
+        if record.path is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement load_image")
+        return read_image(record.path)
+
+    def ground_truth_landmarks(self, record: Record) -> np.ndarray | None:
+        """68 x 2 landmarks that come with the dataset, or None."""
+        return None
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        """Whether ``root`` looks like this dataset's layout."""
+        return False
+
+    @classmethod
+    def where_to_get(cls) -> str:
+        """One sentence on where to get the data and where to put it."""
+        spec = cls.spec
+        if not spec.url:
+            return f"Expected layout: {spec.layout}."
+        return (
+            f"It is licence-gated: request it at {spec.url}, unpack it to data/{spec.name} "
+            f"(layout: {spec.layout}) or pass --src."
+        )
+
+    # -- shared behaviour -----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def face_cropped(self) -> bool:
+        """Whether images are face crops (landmark detection may then use the whole image as the box)."""
+        return True
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return label_names(self.num_classes)
+
+    def records(self, split: str | None = None) -> list[Record]:
+        """Records of one split (or all), scanned once and cached."""
+        if self._records is None:
+            self._records = self._scan()
+            if not self._records:
+                raise UdcbenchError(f"{self.spec.title} at {self.root}: no images found ({self.spec.layout})")
+        if split is None:
+            return list(self._records)
+        if split not in SPLITS:
+            raise unknown_name("split", split, SPLITS)
+        return [r for r in self._records if r.split == split]
+
+    def splits(self) -> list[str]:
+        """The canonical splits present, in canonical order."""
+        present = {r.split for r in self.records()}
+        return [s for s in SPLITS if s in present]
+
+    def sample(self, record: Record) -> Sample:
+        """Decode a record into a Sample."""
+        soft = None if record.soft is None else np.asarray(record.soft, dtype=np.float32)
+        return Sample(
+            image=self.load_image(record),
+            label=record.label,
+            split=record.split,
+            id=record.id,
+            landmarks=self.ground_truth_landmarks(record),
+            soft=soft,
+        )
+
+    def samples(self, split: str | None = None) -> Iterator[Sample]:
+        """Decode and yield every sample of a split (or all)."""
+        for record in self.records(split):
+            yield self.sample(record)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self.samples()
+
+    def __len__(self) -> int:
+        return len(self.records())
+
+    def describe(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        where = str(self.root) if self.root is not None else "built-in"
+        return f"{self.spec.title} ({where}{'; ' + opts if opts else ''})"
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Decode an image file as H x W x 3 uint8 RGB (grayscale is replicated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableImageError(path, "file not found")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise UnreadableImageError(path, "not a decodable image (corrupt or unsupported format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def class_counts(records: list[Record], num_classes: int) -> list[int]:
+    """Number of records per class index."""
+    counts = Counter(r.label for r in records)
+    return [counts.get(i, 0) for i in range(num_classes)]
+
+
+# -- registry -------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[DatasetAdapter]] = {}
+
+
+def register_dataset(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
+    """Class decorator: make an adapter available by its ``spec.name``."""
+    _REGISTRY[cls.spec.name] = cls
+    return cls
+
+
+def dataset_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_adapter_class(name: str) -> type[DatasetAdapter]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_name("dataset", name, dataset_names()) from None
+
+
+def create_dataset(name: str, root: Path | str | None = None, **options: Any) -> DatasetAdapter:
+    """Instantiate a registered adapter: ``create_dataset("ferplus", "data/ferplus", label_mode="majority7")``."""
+    return get_adapter_class(name)(root, **options)
+
+
+def detect_dataset(root: Path) -> str:
+    """Name of the adapter whose layout ``root`` has (``imagefolder`` is tried last)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"{root}: no such folder")
+    order = sorted(_REGISTRY.values(), key=lambda c: c.spec.name == "imagefolder")
+    for cls in order:
+        if cls.spec.needs_source and cls.detect(root):
+            return cls.spec.name
+    layouts = "; ".join(f"{c.spec.name}: {c.spec.layout}" for c in order if c.spec.needs_source)
+    raise UdcbenchError(f"{root}: no known dataset layout found. Expected one of: {layouts}")
+
+
+ProgressFn = Callable[[int], None]

@@ -1,0 +1,110 @@
+"""Export any adapter's data as a HuggingFace ``DatasetDict`` saved with ``save_to_disk``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from udcbench import __version__
+from udcbench.datasets.base import DatasetAdapter, class_counts
+from udcbench.errors import UdcbenchError
+from udcbench.labels import __doc__ as LABELS_DOC
+from udcbench.progress import track
+
+
+def _png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - OpenCV failure
+        raise UdcbenchError("PNG encoding failed")
+    return data.tobytes()
+
+
+def dataset_card(adapter: DatasetAdapter, counts: dict[str, list[int]]) -> str:
+    """README.md for the exported dataset: source, licence, citation, label mapping and counts."""
+    spec = adapter.spec
+    header = "| class | " + " | ".join(counts) + " |"
+    rule = "|---" * (len(counts) + 1) + "|"
+    rows = [f"| {i} {name} | " + " | ".join(str(c[i]) for c in counts.values()) + " |"
+            for i, name in enumerate(adapter.classes)]
+    totals = "| total | " + " | ".join(str(sum(c)) for c in counts.values()) + " |"
+    return "\n".join([
+        "---",
+        f"pretty_name: {spec.title} (udcbench export)",
+        "task_categories:\n- image-classification",
+        "---",
+        f"# {spec.title}",
+        "",
+        f"Exported by udcbench {__version__} from `{adapter.describe()}`.",
+        "",
+        "## Source and licence",
+        f"- Source: {spec.url or 'udcbench'}",
+        f"- Licence: {spec.licence}",
+        "- This export inherits the source's licence terms; redistribute it only where they allow.",
+        "",
+        "## Columns",
+        "`image` (PNG, RGB), `label` (ClassLabel, canonical udcbench order), `id`, `split`, `source`"
+        + (", `soft_label` (vote distribution)" if any(r.soft for r in adapter.records()[:1]) else "") + ".",
+        "",
+        "## Labels",
+        "```",
+        (LABELS_DOC or "").strip(),
+        "```",
+        "",
+        "## Counts",
+        header,
+        rule,
+        *rows,
+        totals,
+        "",
+        "## Citation",
+        "```bibtex",
+        spec.citation or "(see the source)",
+        "```",
+        "",
+    ])
+
+
+def export_hf(adapter: DatasetAdapter, out: Path, overwrite: bool = False, progress: bool = True):
+    """Write ``adapter``'s splits as a ``datasets.DatasetDict`` to ``out`` and return it."""
+    import datasets
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UdcbenchError(f"{out} is not empty; pass --overwrite to replace it")
+    if adapter.root is not None and out.resolve().is_relative_to(adapter.root.resolve()):
+        raise UdcbenchError(f"refusing to write into the source folder {adapter.root}")
+    has_soft = any(r.soft is not None for r in adapter.records())
+    features = {
+        "image": datasets.Image(),
+        "label": datasets.ClassLabel(names=list(adapter.classes)),
+        "id": datasets.Value("string"),
+        "split": datasets.Value("string"),
+        "source": datasets.Value("string"),
+    }
+    if has_soft:
+        features["soft_label"] = datasets.Sequence(datasets.Value("float32"), length=adapter.num_classes)
+    features = datasets.Features(features)
+    source = adapter.describe()
+    splits, counts = {}, {}
+    for split in adapter.splits():
+        records = adapter.records(split)
+        counts[split] = class_counts(records, adapter.num_classes)
+        columns = {name: [] for name in features}
+        for record in track(records, description=f"export {split}") if progress else records:
+            columns["image"].append({"bytes": _png(adapter.load_image(record)), "path": None})
+            columns["label"].append(record.label)
+            columns["id"].append(record.id)
+            columns["split"].append(split)
+            columns["source"].append(source)
+            if has_soft:
+                columns["soft_label"].append(list(record.soft))
+        splits[split] = datasets.Dataset.from_dict(columns, features=features)
+    dataset = datasets.DatasetDict(splits)
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    dataset.save_to_disk(str(out))
+    (out / "README.md").write_text(dataset_card(adapter, counts))
+    return dataset
