@@ -72,6 +72,8 @@ def resolve_dataset(target: str | None, dataset: str | None = None, options: dic
     """A dataset from a folder (layout detected, or ``--dataset``) or a name (its workspace folder)."""
     options = options or {}
     workspace = load_workspace()
+    if dataset is not None:
+        get_adapter_class(dataset)  # an unknown name fails here, with the known names
     if target is None:
         if dataset is None:
             raise UdcbenchError("give a dataset folder or name")

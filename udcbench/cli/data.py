@@ -124,8 +124,11 @@ def generate_cmd(
 
     out = out if out is not None else load_workspace().dataset_dir("synthetic")
     stats = generate_synthetic(out, n_train, n_test, seed, size, workers, overwrite)
-    stderr.print(f"wrote {stats['images']} images to {out} in {stats['seconds']:.1f} s "
-                 f"({stats['images_per_second']:.0f} images/s)")
+    if stats["skipped"]:
+        stderr.print(f"{out} already holds these {stats['images']} faces (same seed, size and counts): nothing to do")
+    else:
+        stderr.print(f"wrote {stats['images']} images to {out} in {stats['seconds']:.1f} s "
+                     f"({stats['images_per_second']:.0f} images/s)")
     summary = summarize(create_dataset("imagefolder", out))
     if as_json:
         print_json({**summary, "generation": stats})

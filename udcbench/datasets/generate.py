@@ -52,13 +52,15 @@ def generate_synthetic(out: Path, n_train: int = 2800, n_test: int = 700, seed: 
     The images depend only on (seed, size, split, index), never on ``workers``.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UdcbenchError(f"{out} is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
     if min(n_train, n_test) < 0 or n_train + n_test == 0:
         raise UdcbenchError("--n-train and --n-test must be >= 0 and not both 0")
     counts = {"train": n_train, "test": n_test}
+    if out.exists() and any(out.iterdir()):
+        if not overwrite and _complete(out, seed, size, counts):
+            return {"images": n_train + n_test, "seconds": 0.0, "images_per_second": None, "skipped": True}
+        if not overwrite:
+            raise UdcbenchError(f"{out} is not empty and holds other data; pass --overwrite to replace it")
+        shutil.rmtree(out)
     for split, n in counts.items():
         for label in range(7 if n else 0):
             (out / split / CANONICAL_LABELS[label]).mkdir(parents=True, exist_ok=True)
@@ -95,4 +97,15 @@ def generate_synthetic(out: Path, n_train: int = 2800, n_test: int = 700, seed: 
         "note": "Procedural faces for demos, tests and pipeline checks; not a FER benchmark.",
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return {"images": len(ids), "seconds": seconds, "images_per_second": len(ids) / max(seconds, 1e-9)}
+    return {"images": len(ids), "seconds": seconds, "images_per_second": len(ids) / max(seconds, 1e-9),
+            "skipped": False}
+
+
+def _complete(out: Path, seed: int, size: int, counts: dict[str, int]) -> bool:
+    """Whether ``out`` already holds exactly this generation (its manifest is written last)."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    same = (manifest.get("seed"), manifest.get("size"), manifest.get("counts")) == (seed, size, counts)
+    return same and sum(1 for _ in out.rglob("*.png")) == sum(counts.values())

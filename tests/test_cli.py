@@ -1,0 +1,111 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from udcbench.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def workspace(tmp_path: Path, monkeypatch) -> Path:
+    """Each CLI test runs in an empty workspace folder."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE", "UDCBENCH_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_help_lists_the_data_commands_with_examples():
+    result = run("--help")
+    assert result.exit_code == 0
+    for name in ("datasets", "info", "generate", "export", "landmarks"):
+        assert name in result.output
+    for name in ("datasets", "info", "generate", "export", "landmarks"):
+        sub = run(name, "--help")
+        assert sub.exit_code == 0 and "Example" in sub.output, name
+
+
+def test_datasets_json():
+    result = run("datasets", "--json")
+    assert result.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == {"rafdb", "ferplus", "kdef", "imagefolder", "synthetic"}
+    assert rows["ferplus"]["options"]["label_mode"]["default"] == "majority"
+    assert rows["rafdb"]["default_location"].endswith("data/rafdb")
+
+
+def test_info_on_a_folder_and_by_name(ferplus_root: Path, workspace: Path):
+    result = run("info", str(ferplus_root), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["split_totals"] == {"train": 4, "valid": 2}
+    assert summary["splits"]["train"]["contempt"] == 1 and summary["absent_splits"] == ["test"]
+    result = run("info", str(ferplus_root), "-o", "label_mode=majority7")
+    assert result.exit_code == 0 and "contempt" not in result.stdout
+    (workspace / "data").mkdir()
+    ferplus_root.rename(workspace / "data" / "ferplus")
+    result = run("info", "ferplus", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["total"] == 6
+
+
+def test_known_errors_are_one_line_without_traceback(workspace: Path, monkeypatch):
+    for args, message in (
+        (("info", "nowhere"), "neither a folder nor a dataset name"),
+        (("info", "rafdb"), "RAF-DB not found at"),
+        (("info", str(workspace)), "no known dataset layout"),
+        (("export", "celeba", "--out", "x"), "unknown dataset 'celeba'"),
+        (("info", "synthetic", "-o", "bogus"), "not KEY=VALUE"),
+    ):
+        result = run(*args)
+        assert result.exit_code == 2, args
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    monkeypatch.setenv("UDCBENCH_DEBUG", "1")
+    result = run("info", "nowhere")
+    assert result.exit_code != 0 and result.exception is not None
+
+
+def test_rafdb_missing_error_says_where_to_get_it():
+    result = run("info", "rafdb")
+    assert "whdeng.cn" in result.output and "data/rafdb" in result.output
+
+
+def test_generate_then_info_export_and_landmarks(workspace: Path):
+    result = run("generate", "--n-train", "28", "--n-test", "14", "--size", "48", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["split_totals"] == {"train": 28, "test": 14}
+    out = workspace / "data" / "synthetic"
+    assert (out / "landmarks.npz").is_file() and (out / "manifest.json").is_file()
+    again = run("generate", "--n-train", "28", "--n-test", "14", "--size", "48", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["generation"]["skipped"]  # already there
+    other = run("generate", "--n-train", "7", "--n-test", "0")
+    assert other.exit_code == 2 and "--overwrite" in other.output  # other data: never overwritten silently
+
+    result = run("landmarks", str(out), "--split", "test", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["methods"] == {"ground_truth": 14} and not report["cached"]
+    assert json.loads(run("landmarks", str(out), "--split", "test", "--json").stdout)["cached"]
+
+    result = run("export", "imagefolder", "--src", str(out), "--out", str(workspace / "hf"))
+    assert result.exit_code == 0, result.output
+    assert "train 28" in result.stdout and (workspace / "hf" / "dataset_dict.json").is_file()
+
+
+def test_generate_is_independent_of_workers(workspace: Path):
+    assert run("generate", "a", "--n-train", "14", "--n-test", "0", "--size", "32").exit_code == 0
+    assert run("generate", "b", "--n-train", "14", "--n-test", "0", "--size", "32", "--workers", "2").exit_code == 0
+    files_a = sorted(p.relative_to(workspace / "a") for p in (workspace / "a").rglob("*.png"))
+    files_b = sorted(p.relative_to(workspace / "b") for p in (workspace / "b").rglob("*.png"))
+    assert files_a == files_b and len(files_a) == 14
+    for rel in files_a:
+        assert (workspace / "a" / rel).read_bytes() == (workspace / "b" / rel).read_bytes()
