@@ -2,8 +2,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FERPLUS_REAL, needs_ferplus
+
 from udcbench.datasets import create_dataset
 from udcbench.datasets.export import export_hf
 from udcbench.errors import UdcbenchError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import cv2
 import numpy as np
@@ -10,7 +10,7 @@ import numpy as np
 CROP_METHODS = ("haar", "landmarks", "none")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cascade(name: str) -> cv2.CascadeClassifier:
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
     if cascade.empty():  # pragma: no cover - broken OpenCV install
@@ -39,7 +39,9 @@ def detect_face_haar(image: np.ndarray) -> tuple[int, int, int, int] | None:
     return None
 
 
-def square_crop(image: np.ndarray, box: tuple[float, float, float, float], size: int, margin: float = 0.25) -> np.ndarray:
+def square_crop(
+    image: np.ndarray, box: tuple[float, float, float, float], size: int, margin: float = 0.25
+) -> np.ndarray:
     """Square crop around ``box`` (x, y, w, h) grown by ``margin``, resized to ``size``; pads by replication."""
     x, y, w, h = box
     side = max(w, h) * (1 + 2 * margin)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -85,8 +84,8 @@ def print_summary(summary: dict) -> None:
 @command(app, "info", panel=PANEL)
 def info_cmd(
     target: str = typer.Argument(..., help="Dataset folder, or a dataset name (its folder under data/)."),
-    dataset: Optional[str] = DatasetArg,
-    option: Optional[list[str]] = OptionsArg,
+    dataset: str | None = DatasetArg,
+    option: list[str] | None = OptionsArg,
     as_json: bool = JsonArg,
 ) -> None:
     """Summarise a dataset: images per split and class, absent splits, problems found.
@@ -103,7 +102,7 @@ def info_cmd(
 
 @command(app, "generate", panel=PANEL)
 def generate_cmd(
-    out: Optional[Path] = typer.Argument(None, help="Output folder (default: data/synthetic)."),
+    out: Path | None = typer.Argument(None, help="Output folder (default: data/synthetic)."),
     n_train: int = typer.Option(2800, help="Training images (balanced over the 7 classes)."),
     n_test: int = typer.Option(700, help="Test images."),
     seed: int = typer.Option(0, help="Generator seed."),
@@ -140,8 +139,8 @@ def generate_cmd(
 def export_cmd(
     name: str = typer.Argument(..., help=f"Dataset adapter: {', '.join(dataset_names())}."),
     out: Path = typer.Option(..., "--out", help="Output folder for the DatasetDict."),
-    src: Optional[Path] = typer.Option(None, "--src", help="Source folder (default: data/NAME)."),
-    option: Optional[list[str]] = OptionsArg,
+    src: Path | None = typer.Option(None, "--src", help="Source folder (default: data/NAME)."),
+    option: list[str] | None = OptionsArg,
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
 ) -> None:
     """Export a dataset as a HuggingFace DatasetDict (save_to_disk) with a dataset card.
@@ -160,10 +159,10 @@ def export_cmd(
 @command(app, "landmarks", panel=PANEL)
 def landmarks_cmd(
     target: str = typer.Argument(..., help="Dataset folder or name."),
-    split: Optional[str] = typer.Option(None, help="Only this split (train, valid, test)."),
+    split: str | None = typer.Option(None, help="Only this split (train, valid, test)."),
     source: str = typer.Option("auto", help="auto, ground_truth, dlib or mean_shape."),
-    dataset: Optional[str] = DatasetArg,
-    option: Optional[list[str]] = OptionsArg,
+    dataset: str | None = DatasetArg,
+    option: list[str] | None = OptionsArg,
     cache: bool = typer.Option(True, help="Read and write the landmark cache."),
     as_json: bool = JsonArg,
 ) -> None:

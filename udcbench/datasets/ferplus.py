@@ -180,7 +180,6 @@ class FerPlus(DatasetAdapter):
                 f"nor {KAGGLE_FILE} found"
             )
         records, dropped, missing = [], 0, 0
-        absent = set()
         for split, name, votes in self._vote_rows():
             target = ferplus_target(votes, mode)
             if target is None:
@@ -189,8 +188,7 @@ class FerPlus(DatasetAdapter):
             stem = Path(name).stem
             if folders:
                 if split not in folders:
-                    absent.add(split)
-                    continue
+                    continue  # an absent split (reported by udcbench info), not an error
                 path = folders[split] / name
                 if not path.is_file():
                     missing += 1
@@ -199,8 +197,6 @@ class FerPlus(DatasetAdapter):
                 path = None
             soft = tuple(float(p) for p in target[: self.num_classes]) if mode == "probability" else None
             records.append(Record(id=stem, split=split, label=int(np.argmax(target)), path=path, soft=soft))
-        for split in sorted(absent):
-            self.problems.append(f"split '{split}' is absent ({FOLDERS[split]}/ not found)")
         if missing:
             self.problems.append(f"{missing} labelled images are missing from their folders")
         self.dropped = dropped

@@ -76,13 +76,15 @@ _HAIR = np.array([(25, 20, 18), (60, 40, 28), (110, 75, 45), (180, 140, 80), (14
 _IRIS = np.array([(70, 45, 25), (40, 30, 20), (70, 110, 150), (80, 110, 70), (110, 90, 50)], float)
 
 #: Per-image random draws: every name is one uniform number in [0, 1) of the image's generator.
-_UNIFORMS = (
-    "intensity blend blend_label blend_intensity jaw_w jaw_h eye_scale eye_shift eye_h brow_dy nose_len "
-    "nose_w mouth_w mouth_h mouth_dy yaw pitch roll scale cx cy skin skin_r skin_g skin_b hair hair_gain "
-    "lip_r lip_g lip_b cloth_r cloth_g cloth_b style hairline iris gaze_x gaze_y brow_th glasses frame_r "
-    "frame_g frame_b top_r top_g top_b bottom_r bottom_g bottom_b light_angle light gain gain_r gain_g "
-    "gain_b blur blur_sigma noise noise_dx noise_dy"
-).split()
+_UNIFORMS: tuple[str, ...] = (
+    "intensity", "blend", "blend_label", "blend_intensity", "jaw_w", "jaw_h", "eye_scale", "eye_shift",
+    "eye_h", "brow_dy", "nose_len", "nose_w", "mouth_w", "mouth_h", "mouth_dy", "yaw", "pitch", "roll",
+    "scale", "cx", "cy", "skin", "skin_r", "skin_g", "skin_b", "hair", "hair_gain", "lip_r", "lip_g", "lip_b",
+    "cloth_r", "cloth_g", "cloth_b", "style", "hairline", "iris", "gaze_x", "gaze_y", "brow_th", "glasses",
+    "frame_r", "frame_g", "frame_b", "top_r", "top_g", "top_b", "bottom_r", "bottom_g", "bottom_b",
+    "light_angle", "light", "gain", "gain_r", "gain_g", "gain_b", "blur", "blur_sigma", "noise", "noise_dx",
+    "noise_dy",
+)
 _BG_GRID = 6
 _NORMALS = len(ACTION_UNITS) + _BG_GRID * _BG_GRID * 3
 _SHIFT = 4  # OpenCV sub-pixel bits for every drawing call
@@ -98,7 +100,9 @@ _UPPER_LIP_W = np.array([0.5, 1, 1, 1, 0.5, 0.8, 1, 0.8])
 _LOWER_LIP_OUTER = [55, 56, 57, 58, 59]
 _LOWER_LIP_INNER = [65, 66, 67]
 _DEPTH = np.zeros(NUM_LANDMARKS)
-_DEPTH[17:27], _DEPTH[27:36], _DEPTH[[30, 33]], _DEPTH[36:48], _DEPTH[48:68], _DEPTH[8] = 0.12, 0.25, 0.35, 0.1, 0.18, 0.12
+# How far each landmark sits in front of the face outline, for the yaw and pitch shifts.
+_DEPTH[17:27], _DEPTH[27:36], _DEPTH[[30, 33]] = 0.12, 0.25, 0.35
+_DEPTH[36:48], _DEPTH[48:68], _DEPTH[8] = 0.1, 0.18, 0.12
 
 
 @dataclass(frozen=True)
