@@ -93,7 +93,8 @@ def info_cmd(
     Examples: udcbench info data/ferplus ; udcbench info ../ferplus -o label_mode=majority7 ; udcbench info synthetic
     """
     adapter = resolve_dataset(target, dataset, parse_options(option))
-    summary = summarize(adapter)
+    with stderr.status(f"scanning {adapter.describe()}"):
+        summary = summarize(adapter)
     if as_json:
         print_json(summary)
     else:
