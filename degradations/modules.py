@@ -1,0 +1,198 @@
+"""Module layer over :mod:`degradations.functional` (the kornia pattern).
+
+Each module draws its random parameters with a ``torch.Generator`` (one for the batch, or one per
+image), keeps them in ``module.params`` and replays them exactly when given ``params=``::
+
+    udc = UDCDegradation(load_recipe("toled"))
+    y = udc(x, generator=torch.Generator().manual_seed(0))
+    again = udc(x, params=udc.params)          # bit-identical
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from degradations import functional as Fd
+from degradations.psf import display_psf, load_measured_psf, resample_psf
+from degradations.recipe import Recipe
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _per_image(generators: Generators, batch: int) -> list[torch.Generator | None]:
+    if generators is None or isinstance(generators, torch.Generator):
+        return [generators] * batch
+    if len(generators) != batch:
+        raise ValueError(f"got {len(generators)} generators for a batch of {batch}")
+    return list(generators)
+
+
+def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * torch.rand((), generator=generator, dtype=torch.float64).item()
+
+
+def _seed(generator: torch.Generator | None) -> int:
+    return int(torch.randint(0, 2**62, (), generator=generator).item())
+
+
+def noise_generators(seeds: torch.Tensor) -> list[torch.Generator]:
+    """One generator per image from the ``noise_seed`` parameters (what makes noise replayable)."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+class ChannelScale(nn.Module):
+    """Per-channel gains drawn uniformly per image from ``ranges`` ((lo, hi) for R, G, B)."""
+
+    def __init__(self, ranges: Sequence[Sequence[float]]):
+        super().__init__()
+        self.ranges = [tuple(map(float, r)) for r in ranges]
+        self.params: dict[str, torch.Tensor] | None = None
+
+    def sample(self, batch: int, generators: Generators = None) -> dict[str, torch.Tensor]:
+        gens = _per_image(generators, batch)
+        gains = [[_uniform(lo, hi, g) for lo, hi in self.ranges] for g in gens]
+        return {"gains": torch.tensor(gains, dtype=torch.float64)}
+
+    def forward(self, x: torch.Tensor, params: dict | None = None, generator: Generators = None) -> torch.Tensor:
+        self.params = params if params is not None else self.sample(len(x), generator)
+        return Fd.channel_scale(x, self.params["gains"])
+
+
+class PSFBlur(nn.Module):
+    """Blur by a fixed (3, K, K) PSF (no random parameters)."""
+
+    def __init__(self, psf: torch.Tensor | np.ndarray):
+        super().__init__()
+        self.register_buffer("psf", torch.as_tensor(np.asarray(psf), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Fd.blur(x, self.psf.to(x.dtype))
+
+
+class PoissonGaussianNoise(nn.Module):
+    """Sensor noise with a photon count L drawn log-uniformly per image from ``photons``."""
+
+    def __init__(self, photons: Sequence[float], read_noise: float = Fd.READ_NOISE_E):
+        super().__init__()
+        self.photons = tuple(map(float, photons))
+        self.read_noise = float(read_noise)
+        self.params: dict[str, torch.Tensor] | None = None
+
+    def sample(self, batch: int, generators: Generators = None) -> dict[str, torch.Tensor]:
+        lo, hi = map(math.log, self.photons)
+        photons, seeds = [], []
+        for g in _per_image(generators, batch):
+            photons.append(math.exp(_uniform(lo, hi, g)))
+            seeds.append(_seed(g))
+        return {"photons": torch.tensor(photons, dtype=torch.float64), "noise_seed": torch.tensor(seeds)}
+
+    def forward(self, x: torch.Tensor, params: dict | None = None, generator: Generators = None) -> torch.Tensor:
+        self.params = params if params is not None else self.sample(len(x), generator)
+        gens = noise_generators(self.params["noise_seed"])
+        return Fd.poisson_gaussian_noise(x, self.params["photons"], gens, self.read_noise)
+
+
+class UDCDegradation(nn.Module):
+    """MPGNet's three modules in order (gains, PSF blur, noise) plus quantisation, from a recipe.
+
+    Input and output are sRGB images (B, 3, H, W) in [0, 1]; the output is quantised to 8 bits.
+    ``psf_scale`` (dataset pixels per capture pixel) resamples the capture-scale PSF; resampled
+    PSFs are cached per scale.
+    """
+
+    def __init__(self, recipe: Recipe, cache_dir: Path | None = None):
+        super().__init__()
+        if recipe.kind != "udc":
+            raise ValueError(f"recipe '{recipe.name}' is a {recipe.kind} recipe, not udc")
+        self.recipe = recipe
+        gains = recipe.raw["gains"]
+        self.scale = ChannelScale([gains["r"], gains["g"], gains["b"]])
+        self.noise = PoissonGaussianNoise(recipe.raw["photons"], recipe.raw.get("read_noise", Fd.READ_NOISE_E))
+        psf_file = recipe.psf_file()
+        self.capture_psf = load_measured_psf(psf_file) if psf_file else display_psf(recipe.optics(), cache_dir)
+        self._psf_cache: dict[float, torch.Tensor] = {}
+        self.params: dict[str, torch.Tensor] | None = None
+
+    def psf(self, psf_scale: float) -> torch.Tensor:
+        """The PSF on the dataset's pixel grid, (3, k, k)."""
+        key = round(float(psf_scale), 6)
+        if key not in self._psf_cache:
+            self._psf_cache[key] = torch.from_numpy(resample_psf(self.capture_psf, key)).float()
+        return self._psf_cache[key]
+
+    def sample(self, batch: int, generators: Generators = None) -> dict[str, torch.Tensor]:
+        """Per-image parameters: gains, photons, noise_seed (each image from its own generator if given)."""
+        gens = _per_image(generators, batch)
+        parts = [{**self.scale.sample(1, g), **self.noise.sample(1, g)} for g in gens]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def forward(self, x: torch.Tensor, psf_scale: float = 1.0, params: dict | None = None,
+                generator: Generators = None, quantize: bool = True) -> torch.Tensor:
+        self.params = params if params is not None else self.sample(len(x), generator)
+        linear = self.recipe.domain == "linear"
+        y = Fd.srgb_to_linear(x) if linear else x
+        y = self.scale(y, params={"gains": self.params["gains"]})
+        y = Fd.blur(y, self.psf(psf_scale).to(y.device))
+        y = self.noise(y, params={k: self.params[k] for k in ("photons", "noise_seed")})
+        y = Fd.linear_to_srgb(y) if linear else y.clamp(0.0, 1.0)
+        return Fd.quantize(y) if quantize else y
+
+
+class LowLightDegradation(nn.Module):
+    """Brooks et al.'s unprocessing, darkening, heteroscedastic noise and processing back, from a recipe."""
+
+    def __init__(self, recipe: Recipe):
+        super().__init__()
+        if recipe.kind != "lowlight":
+            raise ValueError(f"recipe '{recipe.name}' is a {recipe.kind} recipe, not lowlight")
+        self.recipe = recipe
+        self.params: dict[str, torch.Tensor] | None = None
+
+    def _darkening(self, g: torch.Generator | None) -> float:
+        spec = self.recipe.raw["darken"]
+        lo, hi = spec["range"]
+        for _ in range(1000):  # truncated normal by rejection
+            value = spec["mean"] + spec["sd"] * torch.randn((), generator=g, dtype=torch.float64).item()
+            if lo <= value <= hi:
+                return value
+        return float(np.clip(spec["mean"], lo, hi))
+
+    def sample(self, batch: int, generators: Generators = None) -> dict[str, torch.Tensor]:
+        raw = self.recipe.raw
+        rows = []
+        for g in _per_image(generators, batch):
+            darken = self._darkening(g)
+            log_shot = _uniform(*raw["log_shot"], g)
+            read = raw["read_from_shot"]
+            log_read = read["slope"] * log_shot + read["intercept"] + read["sd"] * torch.randn(
+                (), generator=g, dtype=torch.float64).item()
+            rows.append((darken, math.exp(log_shot), math.exp(log_read), _uniform(*raw["red_gain"], g),
+                         _uniform(*raw["blue_gain"], g), _seed(g)))
+        columns = list(zip(*rows))
+        names = ("darken", "shot", "read", "red_gain", "blue_gain")
+        params = {n: torch.tensor(c, dtype=torch.float64) for n, c in zip(names, columns[:5])}
+        params["noise_seed"] = torch.tensor(columns[5])
+        return params
+
+    def forward(self, x: torch.Tensor, psf_scale: float = 1.0, params: dict | None = None,
+                generator: Generators = None, quantize: bool = True) -> torch.Tensor:
+        self.params = p = params if params is not None else self.sample(len(x), generator)
+        y = Fd.srgb_to_linear(Fd.inverse_tone_curve(x))
+        y = Fd.white_balance(y, p["red_gain"].to(y), p["blue_gain"].to(y), inverse=True)
+        y = y * p["darken"].to(y)[:, None, None, None]
+        y = Fd.heteroscedastic_noise(y, p["shot"], p["read"], noise_generators(p["noise_seed"]))
+        y = Fd.quantize(y, int(self.recipe.raw.get("raw_bits", 12)))
+        y = Fd.white_balance(y, p["red_gain"].to(y), p["blue_gain"].to(y))
+        y = Fd.tone_curve(Fd.linear_to_srgb(y))
+        return Fd.quantize(y) if quantize else y
+
+
+def build_degradation(recipe: Recipe, cache_dir: Path | None = None) -> UDCDegradation | LowLightDegradation:
+    """The module a recipe describes."""
+    return UDCDegradation(recipe, cache_dir) if recipe.kind == "udc" else LowLightDegradation(recipe)

@@ -1,0 +1,127 @@
+"""Degradation recipes: YAML or JSON files with parameter ranges. Presets ship in ``presets/``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from degradations.psf import Optics
+
+KINDS = ("udc", "lowlight")
+DOMAINS = ("linear", "srgb")
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used."""
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("degradations.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed, validated recipe. ``raw`` keeps the file's content (it is what the manifest records)."""
+
+    name: str
+    kind: str
+    raw: dict[str, Any] = field(repr=False)
+    source: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.raw.get("domain", "linear")
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of the recipe (seeds the per-image parameters)."""
+        return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()
+
+    def optics(self) -> Optics | None:
+        psf = self.raw.get("psf") or {}
+        if "file" in psf:
+            return None
+        fields = {k: v for k, v in psf.items() if k != "file"}
+        return Optics(**fields)
+
+    def psf_file(self) -> Path | None:
+        psf = self.raw.get("psf") or {}
+        if "file" not in psf:
+            return None
+        path = Path(psf["file"]).expanduser()
+        if not path.is_absolute() and self.source and Path(self.source).is_file():
+            path = Path(self.source).parent / path  # relative to the recipe file
+        return path
+
+    def psf_scale(self, dataset: str, width: int) -> float:
+        """Dataset pixels per capture pixel for an image of ``width`` pixels of ``dataset``."""
+        if self.raw.get("psf_scale") is not None:
+            return float(self.raw["psf_scale"])
+        fractions = self.raw.get("face_fraction") or {}
+        fraction = float(fractions.get(dataset, fractions.get("default", 1.0)))
+        return width * fraction / float(self.raw.get("face_px", 512))
+
+
+def _range(raw: dict, key: str, low: float = 0.0, high: float | None = None) -> None:
+    value = raw.get(key)
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]):
+        raise RecipeError(f"'{key}' must be a range [low, high], got {value!r}")
+    if value[0] < low or (high is not None and value[1] > high):
+        raise RecipeError(f"'{key}' must lie within [{low}, {high if high is not None else 'inf'}], got {value}")
+
+
+def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
+    """Validate a recipe dictionary."""
+    if not isinstance(raw, dict):
+        raise RecipeError("a recipe must be a mapping")
+    kind = raw.get("kind", "udc")
+    if kind not in KINDS:
+        raise RecipeError(f"kind must be one of {KINDS}, got {kind!r}")
+    if raw.get("domain", "linear") not in DOMAINS:
+        raise RecipeError(f"domain must be one of {DOMAINS}, got {raw.get('domain')!r}")
+    if kind == "udc":
+        gains = raw.get("gains")
+        if not isinstance(gains, dict) or set(gains) != {"r", "g", "b"}:
+            raise RecipeError("'gains' must give ranges for r, g and b")
+        for channel in "rgb":
+            _range(gains, channel, 0.0)
+        _range(raw, "photons", 1.0)
+        psf = raw.get("psf")
+        if not isinstance(psf, dict):
+            raise RecipeError("'psf' must be a mapping (mask and optics, or file)")
+        if "file" not in psf:
+            try:
+                Optics(**psf).cell()
+            except (TypeError, ValueError) as exc:
+                raise RecipeError(f"'psf': {exc}") from None
+    else:
+        darken = raw.get("darken") or {}
+        if not {"mean", "sd", "range"} <= set(darken):
+            raise RecipeError("'darken' needs mean, sd and range")
+        _range(darken, "range", 0.0, 1.0)
+        for key in ("log_shot", "red_gain", "blue_gain"):
+            _range(raw, key, -50.0)
+    return Recipe(name=str(raw.get("name", Path(source).stem or "recipe")), kind=kind, raw=raw, source=source)
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A preset by name (``toled``, ``poled``, ``lowlight``) or a recipe file (.yaml, .yml, .json)."""
+    text_source = str(name_or_path)
+    if text_source in preset_names():
+        text = resources.files("degradations.presets").joinpath(f"{text_source}.yaml").read_text()
+        return parse_recipe(yaml.safe_load(text), source=f"preset:{text_source}")
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise RecipeError(f"no preset or recipe file '{name_or_path}' (presets: {', '.join(preset_names())})")
+    try:
+        raw = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
+    except (ValueError, yaml.YAMLError) as exc:
+        raise RecipeError(f"{path}: cannot parse ({exc})") from None
+    return parse_recipe(raw, source=str(path))
