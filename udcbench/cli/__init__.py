@@ -34,7 +34,7 @@ def _root(
     """udcbench: FER under under-display cameras."""
 
 
-from udcbench.cli import data  # noqa: E402,F401  (registers the data commands)
+from udcbench.cli import data, synth  # noqa: E402,F401  (register their commands)
 
 
 def main() -> None:

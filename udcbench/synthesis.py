@@ -1,0 +1,337 @@
+"""``udcbench synth``: write a degraded copy of a dataset in the source's own layout.
+
+Every image of the source folder is degraded (label files and other files are copied), so any
+adapter, and other projects' training code, reads the output unchanged. The output holds:
+
+- the degraded images, written atomically (temporary file + rename);
+- ``manifest.jsonl``: one line per image once it is on disk (per-image parameters, source and
+  output sha256), or per skipped image (path and reason);
+- ``manifest.json``: recipe, package version, seed, source, counts (written first, completed last);
+- ``preview.png``: clean against degraded, a few images per class.
+
+Per-image parameters come from a seed derived from (recipe, seed, file), and images are degraded
+in fixed chunks of the sorted file list, so the output is byte-identical whatever the number of
+workers or shards and whether or not the run was interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from degradations import Recipe, build_degradation
+from degradations.functional import to_uint8
+from udcbench import __version__
+from udcbench.datasets.base import IMAGE_SUFFIXES, DatasetAdapter
+from udcbench.errors import UdcbenchError
+from udcbench.labels import CANONICAL_LABELS
+from udcbench.progress import progress_bar
+
+CHUNK = 64
+MANIFEST = "manifest.json"
+PREVIEW = "preview.png"
+_OWN_FILES = {MANIFEST, PREVIEW}
+
+
+def _is_own(name: str) -> bool:
+    return name in _OWN_FILES or (name.startswith("manifest") and name.endswith(".jsonl"))
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> Shard:
+        if not text:
+            return cls()
+        try:
+            i, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise UdcbenchError(f"--shard must look like i/n (e.g. 0/4), got '{text}'") from None
+        if n < 1 or not 0 <= i < n:
+            raise UdcbenchError(f"--shard {text}: need 0 <= i < n")
+        return cls(i, n)
+
+    @property
+    def journal(self) -> str:
+        return "manifest.jsonl" if self.count == 1 else f"manifest.shard-{self.index}-of-{self.count}.jsonl"
+
+
+@dataclass
+class SynthReport:
+    written: int = 0
+    already_done: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    total: int = 0
+    complete: bool = False
+
+
+def image_seed(recipe: Recipe, seed: int, rel: str) -> int:
+    """The per-image generator seed: a function of (recipe, seed, file) only."""
+    digest = hashlib.sha256(f"{recipe.digest}:{seed}:{rel}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def source_files(src: Path) -> tuple[list[str], list[str]]:
+    """(image files, other files) under ``src``, relative POSIX paths, sorted; our own outputs excluded."""
+    images, others = [], []
+    for path in sorted(src.rglob("*")):
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(src).parts):
+            continue
+        rel = path.relative_to(src).as_posix()
+        if _is_own(rel):
+            continue
+        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(rel)
+    return images, others
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _encode(image_rgb: np.ndarray, suffix: str, jpeg_quality: int) -> bytes:
+    bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if suffix in (".jpg", ".jpeg") else []
+    ok, data = cv2.imencode(suffix, bgr, params)
+    if not ok:
+        raise UdcbenchError(f"cannot encode {suffix} images")
+    return data.tobytes()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# -- the work of one chunk (runs in worker processes) -----------------------------------------------------
+_module_cache: dict[str, torch.nn.Module] = {}
+
+
+def _module(recipe: Recipe, cache_dir: str | None) -> torch.nn.Module:
+    if recipe.digest not in _module_cache:
+        _module_cache[recipe.digest] = build_degradation(recipe, Path(cache_dir) if cache_dir else None)
+    return _module_cache[recipe.digest]
+
+
+def degrade_chunk(src: str, out: str, files: list[str], todo: list[str], recipe: Recipe, dataset: str, seed: int,
+                  cache_dir: str | None) -> list[dict]:
+    """Degrade one fixed chunk; write (and return manifest entries for) the files in ``todo``.
+
+    The whole chunk is computed even when only part of it is to be written: the batch composition
+    (and so every float operation) is then the same on every run.
+    """
+    torch.set_num_threads(1)  # identical arithmetic in every process
+    module = _module(recipe, cache_dir)
+    entries, decoded = [], {}
+    for rel in files:
+        data = (Path(src) / rel).read_bytes()
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        if image is None:
+            if rel in todo:
+                entries.append({"file": rel, "error": "not a decodable image (corrupt or unsupported format)"})
+            continue
+        decoded[rel] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB), _sha256(data))
+    groups: dict[tuple[int, int], list[str]] = {}
+    for rel, (image, _) in decoded.items():
+        groups.setdefault(image.shape[:2], []).append(rel)
+    quality = int(recipe.raw.get("jpeg_quality", 95))
+    for (_, width), rels in groups.items():
+        x = torch.from_numpy(np.stack([decoded[r][0] for r in rels])).permute(0, 3, 1, 2).float() / 255.0
+        gens = [torch.Generator().manual_seed(image_seed(recipe, seed, r)) for r in rels]
+        psf_scale = recipe.psf_scale(dataset, width)
+        with torch.no_grad():
+            y = to_uint8(module(x, psf_scale=psf_scale, generator=gens)).permute(0, 2, 3, 1).numpy()
+        params = module.params
+        for i, rel in enumerate(rels):
+            if rel not in todo:
+                continue
+            data = _encode(y[i], Path(rel).suffix.lower(), quality)
+            _write_atomic(Path(out) / rel, data)
+            entries.append({
+                "file": rel,
+                "psf_scale": round(psf_scale, 6),
+                "params": {k: v[i].tolist() for k, v in params.items()},
+                "source_sha256": decoded[rel][1],
+                "sha256": _sha256(data),
+            })
+    return entries
+
+
+# -- orchestration --------------------------------------------------------------------------------------
+def _read_journals(out: Path) -> dict[str, dict]:
+    """Entries of every manifest*.jsonl under ``out`` (a torn last line from a kill is ignored)."""
+    done: dict[str, dict] = {}
+    for journal in sorted(out.glob("manifest*.jsonl")):
+        for line in journal.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if "error" in entry or (out / entry["file"]).is_file():
+                done[entry["file"]] = entry
+    return done
+
+
+def _header(recipe: Recipe, seed: int, adapter: DatasetAdapter, src: Path, n_images: int) -> dict:
+    return {
+        "udcbench_version": __version__,
+        "dataset": adapter.name,
+        "source": str(src.resolve()),
+        "recipe": recipe.raw,
+        "recipe_name": recipe.name,
+        "recipe_source": recipe.source,
+        "recipe_sha256": recipe.digest,
+        "seed": seed,
+        "images": n_images,
+        "chunk": CHUNK,
+    }
+
+
+def _check_output(out: Path, src: Path, header: dict, resume: bool, overwrite: bool) -> None:
+    src_r, out_r = src.resolve(), out.resolve()
+    if out_r == src_r or out_r.is_relative_to(src_r) or src_r.is_relative_to(out_r):
+        raise UdcbenchError(f"refusing to write into the source folder: --out {out} overlaps --src {src}")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if overwrite:
+        shutil.rmtree(out)
+        return
+    if not resume:
+        raise UdcbenchError(f"{out} is not empty; pass --resume to continue it or --overwrite to replace it")
+    try:
+        previous = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise UdcbenchError(f"{out} has no readable {MANIFEST}: it is not a udcbench synth output") from None
+    for key in ("recipe_sha256", "seed", "source"):
+        if previous.get(key) != header[key]:
+            raise UdcbenchError(
+                f"cannot resume {out}: it was made with another {key.replace('_sha256', '')} "
+                f"({previous.get(key)!r}, now {header[key]!r}); use --overwrite"
+            )
+
+
+def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0, workers: int = 1,
+               shard: Shard = Shard(), resume: bool = False, overwrite: bool = False,
+               cache_dir: Path | None = None, dataset_name: str | None = None) -> SynthReport:
+    """Degrade every image of ``adapter.root`` into ``out`` (same layout). See the module docstring."""
+    src = adapter.root
+    if src is None:
+        raise UdcbenchError("synth needs a dataset folder")
+    out = Path(out)
+    images, others = source_files(src)
+    if not images:
+        raise UdcbenchError(f"no image files under {src} (FERPlus from fer2013.csv: render the PNG folders first)")
+    dataset = dataset_name or adapter.name
+    header = _header(recipe, seed, adapter, src, len(images))
+    _check_output(out, src, header, resume, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MANIFEST).is_file():
+        (out / MANIFEST).write_text(json.dumps({**header, "complete": False}, indent=2) + "\n")
+    for rel in others:  # label files and the like, verbatim
+        target = out / rel
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, target.with_name(f".{target.name}.tmp"))
+            os.replace(target.with_name(f".{target.name}.tmp"), target)
+
+    done = _read_journals(out)
+    chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
+    mine = [c for k, c in enumerate(chunks) if k % shard.count == shard.index]
+    report = SynthReport(total=sum(len(c) for c in mine))
+    jobs = [(c, [f for f in c if f not in done]) for c in mine]
+    report.already_done = sum(len(c) - len(todo) for c, todo in jobs)
+    jobs = [(c, todo) for c, todo in jobs if todo]
+    args = (str(src), str(out))
+    extra = (recipe, dataset, seed, str(cache_dir) if cache_dir else None)
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    with (out / shard.journal).open("a") as journal, progress_bar() as bar:
+        task = bar.add_task(f"synth {recipe.name}", total=report.total, completed=report.already_done)
+
+        def record(entries: list[dict]) -> None:
+            for entry in entries:
+                journal.write(json.dumps(entry) + "\n")
+                if "error" in entry:
+                    report.skipped.append(entry)
+                else:
+                    report.written += 1
+            journal.flush()
+            bar.advance(task, len(entries))
+
+        try:
+            if workers > 1:
+                with ProcessPoolExecutor(workers) as pool:
+                    futures = [pool.submit(degrade_chunk, *args, c, todo, *extra) for c, todo in jobs]
+                    for future in futures:
+                        record(future.result())
+            else:
+                for c, todo in jobs:
+                    record(degrade_chunk(*args, c, todo, *extra))
+        finally:
+            torch.set_num_threads(threads)
+    report.seconds = time.perf_counter() - start
+
+    entries = _read_journals(out)
+    report.complete = all(f in entries for f in images)
+    if report.complete:
+        skipped = [e for e in entries.values() if "error" in e]
+        summary = {**header, "complete": True, "written": len(entries) - len(skipped), "skipped": skipped,
+                   "journals": sorted(p.name for p in out.glob("manifest*.jsonl"))}
+        (out / MANIFEST).write_text(json.dumps(summary, indent=2) + "\n")
+        write_preview(adapter, out, out / PREVIEW)
+    return report
+
+
+def _preview_pairs(adapter: DatasetAdapter, out: Path, per_class: int) -> Iterator[tuple[int, Path, Path]]:
+    counts: dict[int, int] = {}
+    for record in adapter.records():
+        if record.path is None or counts.get(record.label, 0) >= per_class:
+            continue
+        degraded = out / record.path.relative_to(adapter.root)
+        if degraded.is_file():
+            counts[record.label] = counts.get(record.label, 0) + 1
+            yield record.label, record.path, degraded
+
+
+def write_preview(adapter: DatasetAdapter, out: Path, path: Path, per_class: int = 4, tile: int = 96) -> None:
+    """A grid: one row per class, ``per_class`` (clean | degraded) pairs per row."""
+    rows: dict[int, list[np.ndarray]] = {}
+    for label, clean, degraded in _preview_pairs(adapter, out, per_class):
+        pair = []
+        for file in (clean, degraded):
+            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            if image is None:
+                break
+            pair.append(cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA))
+        if len(pair) == 2:
+            rows.setdefault(label, []).extend([pair[0], pair[1], np.full((tile, 4, 3), 255, np.uint8)])
+    if not rows:
+        return
+    width = max(sum(t.shape[1] for t in r) for r in rows.values())
+    lines = []
+    for label in sorted(rows):
+        name = np.full((tile, 110, 3), 255, np.uint8)
+        cv2.putText(name, CANONICAL_LABELS[label], (4, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        row = np.concatenate([name, *rows[label]], axis=1)
+        lines.append(np.pad(row, ((0, 0), (0, width + 110 - row.shape[1]), (0, 0)), constant_values=255))
+    header = np.full((24, lines[0].shape[1], 3), 255, np.uint8)
+    cv2.putText(header, "each pair: clean | degraded", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    cv2.imwrite(str(path), np.concatenate([header, *lines], axis=0))
