@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-from _common import FERPLUS, report
-
 from udcbench.datasets import create_dataset
 from udcbench.landmarks import compute_landmarks, dlib_available
+
+from _common import FERPLUS, report
 
 
 def main() -> None:

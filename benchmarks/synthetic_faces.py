@@ -17,10 +17,11 @@ import time
 import numpy as np
 import torch
 import torchvision
-from _common import report
 
 from udcbench.datasets.generate import generate_synthetic
 from udcbench.datasets.synthetic_faces import SyntheticFaceGenerator
+
+from _common import report
 
 
 def generator_speed(n: int = 3000) -> float:

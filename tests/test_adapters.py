@@ -2,12 +2,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FERPLUS_REAL, needs_ferplus, tree_digest, write_png
 
 from udcbench.datasets import class_counts, create_dataset, detect_dataset
 from udcbench.datasets.kdef import kdef_split
 from udcbench.datasets.summary import summarize
 from udcbench.errors import DatasetLayoutError, DatasetNotFoundError, UdcbenchError, UnreadableImageError
+
+from conftest import FERPLUS_REAL, needs_ferplus, tree_digest, write_png
 
 
 # -- RAF-DB ---------------------------------------------------------------------------------------

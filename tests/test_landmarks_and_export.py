@@ -2,13 +2,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FERPLUS_REAL, needs_ferplus
 
 from udcbench.datasets import create_dataset
 from udcbench.datasets.export import export_hf
 from udcbench.errors import UdcbenchError
 from udcbench.face_template import mean_shape_in_box
 from udcbench.landmarks import LandmarkExtractor, compute_landmarks, dlib_available
+
+from conftest import FERPLUS_REAL, needs_ferplus
 
 
 def test_mean_shape_fills_an_aligned_crop():

@@ -188,6 +188,16 @@ def _read_journals(out: Path) -> dict[str, dict]:
     return done
 
 
+def _repair_journal(path: Path) -> None:
+    """Cut a line torn by a kill, so that appended entries start on a line of their own."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def _header(recipe: Recipe, seed: int, adapter: DatasetAdapter, src: Path, n_images: int) -> dict:
     return {
         "udcbench_version": __version__,
@@ -250,6 +260,7 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
             shutil.copy2(src / rel, target.with_name(f".{target.name}.tmp"))
             os.replace(target.with_name(f".{target.name}.tmp"), target)
 
+    _repair_journal(out / shard.journal)
     done = _read_journals(out)
     chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
     mine = [c for k, c in enumerate(chunks) if k % shard.count == shard.index]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,18 +23,18 @@ PREFIX = {"toled": "udc", "poled": "udc-poled", "lowlight": "ll"}
 @command(app, "synth", panel=PANEL)
 def synth_cmd(
     dataset: str = typer.Argument(..., help=f"Source dataset: {', '.join(dataset_names())}."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: data/udc-DATASET)."),
-    src: Optional[Path] = typer.Option(None, "--src", help="Source folder (default: data/DATASET)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: data/udc-DATASET)."),
+    src: Path | None = typer.Option(None, "--src", help="Source folder (default: data/DATASET)."),
     preset: str = typer.Option("toled", help="Degradation preset: toled, poled or lowlight."),
-    recipe: Optional[Path] = typer.Option(None, help="Recipe file (YAML/JSON) instead of a preset."),
-    psf_scale: Optional[float] = typer.Option(None, help="Dataset pixels per capture pixel (overrides face_px)."),
+    recipe: Path | None = typer.Option(None, help="Recipe file (YAML/JSON) instead of a preset."),
+    psf_scale: float | None = typer.Option(None, help="Dataset pixels per capture pixel (overrides face_px)."),
     seed: int = typer.Option(0, help="Seed of the per-image parameters."),
     workers: int = typer.Option(1, help="Processes; the output does not depend on it."),
-    shard: Optional[str] = typer.Option(None, help="Process only shard i/n of the images (e.g. 0/4)."),
+    shard: str | None = typer.Option(None, help="Process only shard i/n of the images (e.g. 0/4)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run into the same --out."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out."),
-    export: Optional[str] = typer.Option(None, help="Also export the result: 'hf' writes a DatasetDict to OUT-hf."),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="Source dataset option KEY=VALUE."),
+    export: str | None = typer.Option(None, help="Also export the result: 'hf' writes a DatasetDict to OUT-hf."),
+    option: list[str] | None = typer.Option(None, "--option", "-o", help="Source dataset option KEY=VALUE."),
 ) -> None:
     """Write a degraded copy of a dataset, in the source's own layout, with a manifest and a preview.
 
