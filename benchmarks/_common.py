@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import platform
 from pathlib import Path
 
@@ -16,7 +17,7 @@ FERPLUS = REPO.parent / "shared" / "data" / "ferplus"
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def report(name: str, title: str, rows: list[dict]) -> Path:

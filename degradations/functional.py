@@ -42,6 +42,22 @@ def _pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     return F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode=mode)
 
 
+def _fast_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (sizes the FFT handles fastest)."""
+    best = 2 * n
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def blur_fft(x: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     """Per-channel convolution with ``psf`` (3, kH, kW) or (B, 3, kH, kW) by FFT over the whole batch.
 
@@ -51,7 +67,8 @@ def blur_fft(x: torch.Tensor, psf: torch.Tensor) -> torch.Tensor:
     ph, pw = kh // 2, kw // 2
     h, w = x.shape[-2:]
     padded = _pad(x, ph, pw)
-    size = (padded.shape[-2] + ph, padded.shape[-1] + pw)  # room for the kernel: no circular wrap
+    # Room for the kernel (no circular wrap), rounded up to a fast FFT size.
+    size = (_fast_size(padded.shape[-2] + ph), _fast_size(padded.shape[-1] + pw))
     kernel = torch.zeros(*psf.shape[:-2], *size, dtype=x.dtype, device=x.device)
     kernel[..., :kh, :kw] = psf.to(x)
     kernel = torch.roll(kernel, shifts=(-ph, -pw), dims=(-2, -1))  # kernel centre at the origin
