@@ -1,0 +1,80 @@
+"""The ResNet-18 backbone shared by the baselines, and MS-Celeb-1M weight loading (local files only)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be loaded as a ResNet-18."""
+
+
+def resnet18_trunk() -> nn.Sequential:
+    """torchvision's ResNet-18 up to layer4 (output: B x 512 x H/32 x W/32), randomly initialised."""
+    net = torchvision.models.resnet18(weights=None)
+    return nn.Sequential(*list(net.children())[:-2])
+
+
+def sha256_file(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _unwrap(state: dict) -> dict:
+    for key in ("state_dict", "model_state_dict", "model", "net"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError("the file does not hold a state dict")
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "backbone.", "features."):
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
+
+
+def load_resnet18_weights(trunk: nn.Sequential, path: Path | str) -> dict:
+    """Load torchvision-named ResNet-18 weights (e.g. MS-Celeb-1M) into ``trunk`` strictly.
+
+    Accepts ``state_dict`` / ``model`` wrappers and ``module.`` prefixes; the classifier (``fc.*``) is
+    ignored. Raises :class:`WeightsError` listing missing or unexpected keys. Returns provenance.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path} (pass --weights FILE with a local checkpoint)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    state = {k: v for k, v in _unwrap(state).items() if not k.startswith("fc.")}
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    renamed = {}
+    for key, value in state.items():
+        head = key.split(".", 1)[0]
+        if head not in names:
+            renamed[key] = value  # reported as unexpected below
+            continue
+        renamed[f"{names.index(head)}.{key.split('.', 1)[1]}"] = value
+    expected = set(trunk.state_dict())
+    missing = sorted(expected - set(renamed))
+    unexpected = sorted(set(renamed) - expected)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path}: not a torchvision ResNet-18 ({len(missing)} missing keys, e.g. {missing[:3]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})"
+        )
+    try:
+        trunk.load_state_dict(renamed, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: {str(exc).splitlines()[0]}") from None
+    return {"init": str(path), "weights_sha256": sha256_file(path)}

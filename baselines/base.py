@@ -1,0 +1,39 @@
+"""The interface every FER method implements, so that one training loop runs them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # B x 3 x H x W, normalised
+    labels: torch.Tensor  # B, canonical class indices (possibly relabelled)
+    index: torch.Tensor  # B, positions in the training set (for relabelling)
+    soft: torch.Tensor | None = None  # B x C vote distributions, when the dataset has them
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logits: torch.Tensor
+    terms: dict[str, float] = field(default_factory=dict)  # each loss term, for the logs
+    #: (training-set positions, new labels) to write back into the dataset (SCN's relabelling).
+    relabel: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class FERModel(nn.Module):
+    """``forward(x)`` gives the test-time logits; ``training_step`` the loss and its terms."""
+
+    def training_step(self, batch: Batch, epoch: int) -> StepOutput:
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (for t-SNE and analysis)."""
+        raise NotImplementedError
+
+    def set_schedule(self, epochs: int) -> None:
+        """Called once with the number of training epochs (methods with epoch-based switches)."""

@@ -1,0 +1,124 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from baselines.backbone import WeightsError, load_resnet18_weights, resnet18_trunk
+from baselines.base import Batch
+from baselines.models import affinity_loss as dan_affinity
+from baselines.models import (
+    class_activation_maps,
+    partition_loss,
+    rank_regularization,
+    scn_relabel,
+    uncertainty_fusion,
+)
+from udcbench.methods import create_method, get_method, method_names
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_shapes_at_64_and_native_48(name):
+    for size in (64, 48):
+        config = get_method(name).config("cpu")
+        config.input_size = size
+        model = create_method(name, 8, config).eval()
+        x = torch.randn(3, 3, size, size)
+        assert model(x).shape == (3, 8)
+        assert model.embed(x).shape[0] == 3
+
+
+def test_scn_rank_regularization_by_hand():
+    w = torch.tensor([0.9, 0.1, 0.8, 0.2, 0.7])
+    # high group (top 60 %): 0.9, 0.8, 0.7 -> 0.8; low: 0.2, 0.1 -> 0.15; gap 0.65
+    assert rank_regularization(w, 0.6, 0.15).item() == 0.0
+    assert rank_regularization(w, 0.6, 0.8).item() == pytest.approx(0.15)
+
+
+def test_scn_relabels_exactly_the_confident_disagreements():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.45, 0.3, 0.25], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]])
+    labels = torch.tensor([1, 1, 2, 0])
+    change, new = scn_relabel(probs, labels, 0.2)
+    # row 0: 0.7 - 0.2 = 0.5 > 0.2 -> 0 ; row 1: 0.45 - 0.3 = 0.15 no ; row 2: own label ; row 3: 0.6 - 0.3 = 0.3 -> 1
+    assert change.tolist() == [0, 3] and new.tolist() == [0, 1]
+
+
+def test_scn_training_step_relabels_only_after_its_epoch():
+    model = create_method("scn", 3, get_method("scn").config("smoke"))
+    model.set_schedule(70)
+    assert model.relabel_epoch == 10
+    batch = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]), torch.tensor([10, 11, 12, 13]))
+    assert model.training_step(batch, 9).relabel is None
+    out = model.training_step(batch, 10)
+    positions, _ = out.relabel
+    probs = F.softmax(out.logits.detach(), dim=1)
+    expected, _ = scn_relabel(probs, batch.labels, 0.2)
+    assert positions.tolist() == (batch.index[expected]).tolist()
+
+
+def test_rul_fusion_by_hand():
+    mu = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    u = torch.tensor([[1.0], [3.0]])
+    fused = uncertainty_fusion(mu, u, torch.tensor([1, 0]))
+    # sample 0: 1/4 * [1,0] + 3/4 * [0,2] ; sample 1: 3/4 * [0,2] + 1/4 * [1,0]
+    torch.testing.assert_close(fused, torch.tensor([[0.25, 1.5], [0.25, 1.5]]))
+
+
+def test_eac_cams_and_consistency():
+    feat = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    weight = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, -1.0]])
+    cams = class_activation_maps(feat, weight)
+    torch.testing.assert_close(cams[:, 0], feat[:, 0])
+    torch.testing.assert_close(cams[:, 1], feat[:, 1] - feat[:, 2])
+    model = create_method("eac", 4, get_method("eac").config("smoke"))
+    out = model.training_step(Batch(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]), torch.arange(2)), 0)
+    expected = out.terms["ce"] + 5.0 * out.terms["consistency"]
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dan_losses_by_hand():
+    feat = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    centers = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    # distances to own centre: 1 and (1 + 1) = 2; centre variance per dim: 0.5, 0.5 -> sum 1
+    assert dan_affinity(feat, labels, centers).item() == pytest.approx((1 + 2) / 2)
+    heads = torch.tensor([[[0.0, 0.0], [2.0, 4.0]]])  # 1 sample, 2 heads, 2 dims
+    var = heads.var(dim=1).mean().item()  # (2 + 8) / 2 = 5
+    assert partition_loss(heads).item() == pytest.approx(math.log(1 + 2 / var))
+    assert partition_loss(heads[:, :1]).item() == 0.0
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_a_few_steps_reduce_the_loss(name):
+    torch.manual_seed(0)
+    config = get_method(name).config("smoke")
+    model = create_method(name, 4, config)
+    model.set_schedule(100)  # no SCN relabelling here
+    x = torch.randn(16, 3, 32, 32)
+    batch = Batch(x, torch.arange(16) % 4, torch.arange(16))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        torch.manual_seed(1)  # same dropout / pairing each step: only the weights change
+        out = model.training_step(batch, 0)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_weights_loading_accepts_wrappers_and_rejects_others(tmp_path):
+    reference = torchvision.models.resnet18(num_classes=1000)
+    state = {f"module.{k}": v for k, v in reference.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "msceleb.pth")
+    trunk = resnet18_trunk()
+    info = load_resnet18_weights(trunk, tmp_path / "msceleb.pth")
+    assert len(info["weights_sha256"]) == 64
+    torch.testing.assert_close(trunk[0].weight, reference.conv1.weight)
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match="missing keys"):
+        load_resnet18_weights(resnet18_trunk(), tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match="not found"):
+        load_resnet18_weights(resnet18_trunk(), tmp_path / "nope.pth")

@@ -1,0 +1,162 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import udcbench.engine.trainer as trainer
+from udcbench.cli import app
+from udcbench.datasets import create_dataset
+from udcbench.engine.config import apply_overrides
+from udcbench.engine.data import plan_splits
+from udcbench.engine.metrics import classification_metrics
+from udcbench.engine.store import load_results
+from udcbench.errors import UdcbenchError
+from udcbench.methods import get_method
+
+from conftest import REPO, write_png
+
+runner = CliRunner()
+
+
+def small_synthetic():
+    return create_dataset("synthetic", n_train=84, n_test=35, size=32)
+
+
+def smoke_config(**overrides):
+    config = get_method("test_cnn").config("smoke")
+    config.max_steps = 3
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_metrics_by_hand():
+    m = classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 3)
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["per_class_accuracy"] == [0.5, 1.0, 0.0]
+    assert m["mean_class_accuracy"] == pytest.approx(0.5)
+    # F1: class 0 p=1/2 r=1/2 -> 1/2 ; class 1 p=2/3 r=1 -> 0.8 ; class 2 -> 0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
+    assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_validation_never_comes_from_the_test_split(tmp_path: Path):
+    for split in ("train", "valid"):  # like FERPlus without its test folder: valid is the test split
+        for cls in ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear"):
+            for i in range(4):
+                write_png(tmp_path / "f" / split / cls / f"{i}.png", i, (8, 8))
+    plan = plan_splits(create_dataset("imagefolder", tmp_path / "f"), 0.5, 0)
+    assert plan.test_split == "valid" and "train" in plan.val_source and len(plan.val) == 14
+    assert not {r.id for r in plan.val} & {r.id for r in plan.test}
+    assert not {r.id for r in plan.val} & {r.id for r in plan.train}
+    syn = plan_splits(small_synthetic(), 0.1, 0)
+    assert len(syn.val) == 7 and len(syn.train) == 77 and syn.test_split == "test"
+
+
+def test_missing_class_and_bad_overrides_are_refused(tmp_path: Path):
+    for split, classes in (("train", ["happy", "sad"]), ("test", ["happy"])):
+        for cls in classes:
+            for i in range(2):
+                write_png(tmp_path / "f" / split / cls / f"{i}.png", i)
+    with pytest.raises(UdcbenchError, match="no image of class"):
+        plan_splits(create_dataset("imagefolder", tmp_path / "f"), 0.0, 0)
+    config = smoke_config()
+    with pytest.raises(UdcbenchError, match="unknown field"):
+        apply_overrides(config, ["lrr=1"])
+    assert apply_overrides(config, ["lr=0.5", "epochs=4", "amp=false"]).lr == 0.5
+
+
+def test_train_writes_records_and_resume_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch):
+    ds = small_synthetic()
+    config = smoke_config(epochs=3)
+    whole = trainer.train(config, ds, tmp_path / "whole", store=tmp_path / "results.sqlite")
+    for name in ("config.json", "metrics.jsonl", "results.json", "best.pt", "last.pt"):
+        assert (tmp_path / "whole" / name).is_file(), name
+    assert len((tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert whole["init"] == "scratch" and whole["condition"] == "clean" and whole["params"] > 0
+    assert [r["method"] for r in load_results(tmp_path / "results.sqlite")] == ["test_cnn"]
+
+    real = trainer.evaluate
+    calls = {"n": 0}
+
+    def killed(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # during epoch 2, after epoch 1 was checkpointed
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, ds, tmp_path / "cut")
+    monkeypatch.setattr(trainer, "evaluate", real)
+    resumed = trainer.train(config, ds, tmp_path / "cut", resume=True)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]  # noqa: E731
+    history = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    history_cut = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert strip(history) == strip(history_cut)
+    assert resumed["test_at_last"]["confusion"] == whole["test_at_last"]["confusion"]
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path: Path, monkeypatch):
+    from udcbench.methods import TinyCNN
+
+    real = TinyCNN.training_step
+
+    def poisoned(self, batch, epoch):
+        out = real(self, batch, epoch)
+        if epoch == 1:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(TinyCNN, "training_step", poisoned)
+    with pytest.raises(trainer.TrainingError, match="loss became nan at epoch 2"):
+        trainer.train(smoke_config(epochs=3), small_synthetic(), tmp_path / "run")
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 0
+
+
+def test_cli_train_eval_runs_methods(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["generate", "--n-train", "70", "--n-test", "35", "--size", "32"]).exit_code == 0
+    args = ["train", "test_cnn", "--data", "data/synthetic", "--preset", "smoke", "--set", "max_steps=2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "synthetic" / "test_cnn-smoke-s0"
+    assert (run / "results.json").is_file()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    result = runner.invoke(app, ["eval", str(run), "--data", "synthetic", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["kind"] == "eval"
+    listed = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
+    assert {r["kind"] for r in listed} == {"train", "eval"}
+    methods = json.loads(runner.invoke(app, ["methods", "--json"]).stdout)
+    assert [m["name"] for m in methods] == ["resnet18", "scn", "rul", "eac", "dan"]
+    assert methods[1]["presets"]["paper"]["epochs"] == 70
+    bad = runner.invoke(app, ["train", "nosuch", "--data", "data/synthetic"])
+    assert bad.exit_code == 2 and "unknown method" in bad.output
+    missing = runner.invoke(app, ["train", "test_cnn", "--data", "data/synthetic", "--weights", "none.pth",
+                                  "--preset", "smoke", "--overwrite"])
+    assert missing.exit_code == 2 and "no ResNet-18 trunk" in missing.output
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
+def test_ddp_under_torchrun_on_cpu(tmp_path: Path):
+    env = {**os.environ, "UDCBENCH_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "udcbench", "generate", "--n-train", "70", "--n-test", "35", "--size", "32"],
+                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "udcbench", "train", "test_cnn", "--data", "data/synthetic", "--preset", "smoke", "--device", "cpu",
+         "--json"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "runs" / "synthetic" / "test_cnn-smoke-s0" / "results.json").read_text())
+    assert record["device"] == "cpu x2"

@@ -1,0 +1,174 @@
+"""Training commands: train, eval, methods, runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from udcbench.cli import app
+from udcbench.cli._common import command, parse_options, print_json, resolve_dataset, stdout
+from udcbench.engine.config import PRESETS, apply_overrides
+from udcbench.errors import UdcbenchError
+from udcbench.methods import get_method, method_names
+from udcbench.progress import stderr
+from udcbench.workspace import load_workspace
+
+PANEL = "Training"
+STORE = "results.sqlite"
+
+
+def default_training_data() -> str:
+    """data/udc-rafdb when present, else the built-in synthetic faces (said on stderr)."""
+    candidate = load_workspace().dataset_dir("udc-rafdb")
+    if candidate.is_dir():
+        return str(candidate)
+    stderr.print("no --data given and data/udc-rafdb not found: training on the built-in synthetic faces")
+    return "synthetic"
+
+
+def run_folder(out: Path, data_tag: str, method: str, preset: str, seed: int) -> Path:
+    return out / data_tag / f"{method}-{preset}-s{seed}"
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+@command(app, "train", panel=PANEL)
+def train_cmd(
+    method: str = typer.Argument(..., help=f"Method: {', '.join(method_names())}."),
+    data: str | None = typer.Option(None, "--data", help="Dataset folder or name (default: data/udc-rafdb, "
+                                       "else the built-in synthetic faces)."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset adapter if not detected."),
+    preset: str = typer.Option("cpu", help=f"Budget: {', '.join(PRESETS)}."),
+    seed: int = typer.Option(0, help="Seed (split, initialisation, order, augmentation)."),
+    out: Path | None = typer.Option(None, "--out", help="Runs folder (default: runs/)."),
+    weights: Path | None = typer.Option(None, help="MS-Celeb-1M ResNet-18 checkpoint (local file)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override a config field: KEY=VALUE."),
+    resume: bool = typer.Option(False, help="Continue the run from its last checkpoint."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    option: list[str] | None = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final record as JSON."),
+) -> None:
+    """Train and evaluate a method; records land in runs/<data>/<method>-<preset>-s<seed>/.
+
+    Examples: udcbench train resnet18 --data data/ferplus ; udcbench train scn --data data/udc-ferplus --preset cpu ;
+    udcbench train dan --preset paper --weights msceleb_resnet18.pth ; udcbench train eac --data data/ferplus --resume
+    """
+    from udcbench.engine.trainer import train
+
+    spec = get_method(method)
+    config = apply_overrides(spec.config(preset), set_)
+    config.seed = seed
+    if weights is not None:
+        config.weights = str(weights)
+    adapter = resolve_dataset(data or default_training_data(), dataset, parse_options(option))
+    workspace = load_workspace()
+    out = out or workspace.runs
+    tag = adapter.root.name if adapter.root is not None else adapter.name
+    run_dir = run_folder(out, tag, method, preset, seed)
+    if run_dir.exists() and not resume:
+        if not overwrite:
+            done = (run_dir / "results.json").is_file()
+            hint = "--overwrite to train again" if done else "--resume to continue it, or --overwrite"
+            raise UdcbenchError(f"{run_dir} exists ({'finished' if done else 'unfinished'}); pass {hint}")
+        shutil.rmtree(run_dir)
+    stderr.print(f"training {method} ({preset}) on {adapter.describe()} -> {run_dir}")
+    record = train(config, adapter, run_dir, store=out / STORE, resume=resume, device=device)
+    if as_json:
+        print_json(record)
+        return
+    best, last = record["test_at_best"], record["test_at_last"]
+    stdout.print(
+        f"{method} on {record['dataset']} ({record['condition']}), {record['test_split']} split: accuracy "
+        f"{_percent(best['accuracy'])} % at epoch {record['best_epoch']} (chosen on validation), "
+        f"{_percent(last['accuracy'])} % at the last epoch; mean class accuracy {_percent(best['mean_class_accuracy'])} %; "
+        f"{record['minutes']:.1f} min; init {record['init']}"
+    )
+
+
+@command(app, "eval", panel=PANEL)
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder made by udcbench train."),
+    data: str = typer.Option(..., "--data", help="Dataset folder or name to evaluate on."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset adapter if not detected."),
+    checkpoint: str = typer.Option("best", help="best (chosen on validation) or last."),
+    device: str | None = typer.Option(None, help="cpu or cuda."),
+    option: list[str] | None = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+) -> None:
+    """Evaluate a trained run on any dataset or condition (e.g. trained clean, tested on UDC).
+
+    Example: udcbench eval runs/ferplus/resnet18-cpu-s0 --data data/udc-ferplus
+    """
+    from udcbench.engine.trainer import evaluate_run
+
+    if checkpoint not in ("best", "last"):
+        raise UdcbenchError("--checkpoint is best or last")
+    adapter = resolve_dataset(data, dataset, parse_options(option))
+    store = Path(run_dir).parent.parent / STORE
+    record = evaluate_run(run_dir, adapter, store=store, checkpoint=checkpoint, device=device)
+    if as_json:
+        print_json(record)
+        return
+    m = record["test_at_best"]
+    stdout.print(f"{record['method']} ({record['checkpoint']}) on {record['dataset']} ({record['condition']}), "
+                 f"{record['test_split']} split: accuracy {_percent(m['accuracy'])} %, mean class accuracy "
+                 f"{_percent(m['mean_class_accuracy'])} %, macro-F1 {_percent(m['macro_f1'])} %")
+
+
+@command(app, "methods", panel=PANEL)
+def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON.")) -> None:
+    """List the registered methods with their paper and their presets' main settings.
+
+    Example: udcbench methods --json
+    """
+    rows = []
+    for name in method_names():
+        spec = get_method(name)
+        presets = {p: {k: getattr(spec.config(p), k) for k in ("input_size", "optimizer", "lr", "schedule", "epochs",
+                                                              "batch_size")} for p in PRESETS}
+        rows.append({"name": name, "title": spec.title, "paper": spec.paper, "backbone": spec.backbone,
+                     "description": spec.description, "method_args": spec.method_args, "presets": presets})
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="Registered methods", show_lines=True)
+    for column in ("name", "paper", "paper preset", "cpu preset", "constants"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        fmt = lambda p: "{input_size}px {optimizer} lr {lr} {schedule}, {epochs} ep, batch {batch_size}".format(**p)  # noqa: E731
+        table.add_row(f"[bold]{row['name']}[/]\n{row['description']}", row["paper"], fmt(row["presets"]["paper"]),
+                      fmt(row["presets"]["cpu"]), ", ".join(f"{k}={v}" for k, v in row["method_args"].items()) or "-")
+    stdout.print(table)
+
+
+@command(app, "runs", panel=PANEL)
+def runs_cmd(
+    out: Path | None = typer.Option(None, "--out", help="Runs folder (default: runs/)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
+) -> None:
+    """List the results store: every training and evaluation record.
+
+    Example: udcbench runs --json
+    """
+    from udcbench.engine.store import load_results
+
+    rows = load_results((out or load_workspace().runs) / STORE)
+    if as_json:
+        print_json([{k: v for k, v in r.items() if k != "record"} for r in rows])
+        return
+    table = Table(title=f"Runs ({len(rows)})")
+    for column in ("method", "dataset", "condition", "preset", "init", "seed", "kind", "accuracy %", "last %",
+                   "MCA %", "min", "run"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r["method"], r["dataset"], r["condition"], r["preset"], str(r["init"]), str(r["seed"]),
+                      r["kind"], _percent(r["accuracy"]), _percent(r["accuracy_last"]),
+                      _percent(r["mean_class_accuracy"]), f"{r['minutes']:.1f}" if r["minutes"] else "-",
+                      r["run_dir"])
+    stdout.print(table)

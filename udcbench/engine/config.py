@@ -1,0 +1,86 @@
+"""Training configuration: one dataclass, three presets per method (smoke, cpu, paper), overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from udcbench.errors import UdcbenchError
+
+PRESETS = ("smoke", "cpu", "paper")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (recorded in the run folder as config.json)."""
+
+    method: str = "resnet18"
+    preset: str = "cpu"
+    input_size: int = 64
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    optimizer: str = "sgd"  # sgd, adam, adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle, exponential, step, cosine, constant
+    gamma: float = 0.9  # exponential / step decay
+    step_size: int = 10  # step schedule, in epochs
+    epochs: int = 15
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    label_smoothing: float = 0.0
+    flip: bool = True
+    affine: bool = True  # small scale / shift / rotation jitter
+    erasing: float = 0.25  # probability of random erasing (scale 0.02-0.25)
+    amp: bool = True  # bf16 autocast on CPU, fp16 (with a grad scaler) on CUDA
+    seed: int = 0
+    val_fraction: float = 0.1  # held out from train when the dataset has no separate validation split
+    max_steps: int = 0  # per epoch, 0 = all (smoke preset)
+    num_workers: int = 0
+    weights: str | None = None  # MS-Celeb-1M ResNet-18 checkpoint; None = from scratch
+    method_args: dict[str, Any] = field(default_factory=dict)  # loss constants and model options
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        for key in ("mean", "std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def apply_overrides(config: TrainConfig, pairs: list[str] | None) -> TrainConfig:
+    """``["lr=0.01", "epochs=3", "method_args.beta=0.6"]`` applied with the fields' own types."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise UdcbenchError(f"--set '{pair}' is not KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if key.startswith("method_args."):
+            config.method_args[key.split(".", 1)[1]] = value
+            continue
+        if key not in fields:
+            raise UdcbenchError(f"--set: unknown field '{key}' (fields: {', '.join(sorted(fields))})")
+        current = getattr(config, key)
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise UdcbenchError(f"--set {key}: expected true or false, got '{raw}'")
+        if isinstance(current, (int, float)) and not isinstance(current, bool):
+            try:
+                value = type(current)(value)
+            except (TypeError, ValueError):
+                raise UdcbenchError(f"--set {key}: expected a number, got '{raw}'") from None
+        setattr(config, key, value)
+    return config

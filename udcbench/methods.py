@@ -1,0 +1,177 @@
+"""The method registry (the timm pattern): ``@register_method`` and ``create_method(name, ...)``.
+
+Each method has a spec: its paper, its official training recipe (the ``paper`` preset), what it
+changes in the shared ``cpu`` budget, and its loss constants. ``test_*`` variants are tiny models
+for fast tests of the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from baselines.base import Batch, FERModel, StepOutput
+from baselines.models import DAN, EAC, RUL, SCN, ResNet18FER, _ce
+from udcbench.engine.config import PRESETS, TrainConfig
+from udcbench.errors import UdcbenchError, unknown_name
+
+#: The shared CPU budget: every method trains on it with its own losses, so they compare fairly.
+CPU_RECIPE: dict[str, Any] = dict(
+    input_size=64, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="onecycle", epochs=15,
+    batch_size=128, flip=True, affine=True, erasing=0.25, amp=True,
+)
+SMOKE_RECIPE: dict[str, Any] = dict(
+    input_size=32, optimizer="sgd", lr=0.01, schedule="constant", epochs=1, batch_size=8, eval_batch_size=32,
+    max_steps=2, amp=False, erasing=0.25,
+)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    title: str
+    paper: str
+    build: Callable[[int, TrainConfig], FERModel]
+    paper_recipe: dict[str, Any]
+    cpu_recipe: dict[str, Any] = field(default_factory=dict)
+    method_args: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "ResNet-18"
+    description: str = ""
+
+    def config(self, preset: str = "cpu") -> TrainConfig:
+        if preset not in PRESETS:
+            raise unknown_name("preset", preset, PRESETS)
+        recipe = {"smoke": SMOKE_RECIPE, "cpu": {**CPU_RECIPE, **self.cpu_recipe}, "paper": self.paper_recipe}[preset]
+        return TrainConfig(method=self.name, preset=preset, method_args=dict(self.method_args), **recipe)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, **spec: Any) -> Callable:
+    """Decorator on a ``build(num_classes, config) -> FERModel`` function."""
+
+    def decorate(build: Callable[[int, TrainConfig], FERModel]) -> Callable:
+        _REGISTRY[name] = MethodSpec(name=name, build=build, **spec)
+        return build
+
+    return decorate
+
+
+def method_names(include_test: bool = False) -> list[str]:
+    return [n for n in _REGISTRY if include_test or not n.startswith("test_")]
+
+
+def get_method(name: str) -> MethodSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_name("method", name, method_names()) from None
+
+
+def create_method(name: str, num_classes: int, config: TrainConfig | None = None) -> FERModel:
+    spec = get_method(name)
+    config = config or spec.config("cpu")
+    unknown = set(config.method_args) - set(spec.method_args)
+    if unknown:
+        raise UdcbenchError(f"{name}: unknown method_args {sorted(unknown)} (known: {sorted(spec.method_args)})")
+    return spec.build(num_classes, config)
+
+
+def _paper(**kw: Any) -> dict[str, Any]:
+    return {"input_size": 224, "amp": True, "affine": False, **kw}
+
+
+@register_method(
+    "resnet18", title="ResNet-18", paper="He et al., CVPR 2016 (plain cross-entropy control)",
+    description="The control: ResNet-18 with cross-entropy (label smoothing 0.1 on the cpu budget).",
+    paper_recipe=_paper(optimizer="sgd", lr=0.01, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=40,
+                        batch_size=64, erasing=0.5),
+    cpu_recipe=dict(label_smoothing=0.1),
+)
+def _resnet18(num_classes: int, config: TrainConfig) -> FERModel:
+    return ResNet18FER(num_classes, label_smoothing=config.label_smoothing)
+
+
+@register_method(
+    "scn", title="SCN", paper="Wang et al., Suppressing Uncertainties for Large-Scale FER, CVPR 2020",
+    description="Self-Cure Network: importance-weighted logits, rank regularisation, relabelling.",
+    paper_recipe=_paper(optimizer="adam", lr=0.01, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=70,
+                        batch_size=64, erasing=0.5),
+    method_args={"beta": 0.7, "rank_margin": None, "relabel_margin": 0.2},
+)
+def _scn(num_classes: int, config: TrainConfig) -> FERModel:
+    args = config.method_args
+    margin = args.get("rank_margin")
+    if margin is None:  # the authors' margins: 0.07 at batch 64, 0.15 otherwise
+        margin = 0.07 if config.batch_size == 64 else 0.15
+    return SCN(num_classes, beta=args.get("beta", 0.7), rank_margin=margin,
+               relabel_margin=args.get("relabel_margin", 0.2))
+
+
+@register_method(
+    "rul", title="RUL", paper="Zhang et al., Relative Uncertainty Learning for FER, NeurIPS 2021",
+    description="Mean and log-variance branches, uncertainty-weighted pairwise fusion, add-up loss.",
+    paper_recipe=_paper(optimizer="adam", lr=2e-4, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=60,
+                        batch_size=64, erasing=0.5),
+    method_args={"out_dim": 64, "drop_rate": 0.4},
+)
+def _rul(num_classes: int, config: TrainConfig) -> FERModel:
+    return RUL(num_classes, input_size=config.input_size, out_dim=config.method_args.get("out_dim", 64),
+               drop_rate=config.method_args.get("drop_rate", 0.4))
+
+
+@register_method(
+    "eac", title="EAC", paper="Zhang et al., Learn From All: Erasing Attention Consistency, ECCV 2022",
+    description="CAM consistency between an erased image and its horizontal flip (weight 5).",
+    paper_recipe=_paper(optimizer="adam", lr=1e-4, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=60,
+                        batch_size=64, erasing=0.5),
+    cpu_recipe=dict(erasing=0.5),
+    method_args={"consistency_weight": 5.0},
+)
+def _eac(num_classes: int, config: TrainConfig) -> FERModel:
+    return EAC(num_classes, consistency_weight=config.method_args.get("consistency_weight", 5.0))
+
+
+@register_method(
+    "dan", title="DAN", paper="Wen et al., Distract Your Attention: Multi-head Cross Attention Network, 2023",
+    description="Four cross-attention heads, attention fusion, affinity and partition losses.",
+    paper_recipe=_paper(optimizer="sgd", lr=0.1, weight_decay=1e-4, schedule="step", step_size=10, gamma=0.1,
+                        epochs=40, batch_size=256, affine=True, erasing=0.5),
+    method_args={"num_heads": 4},
+)
+def _dan(num_classes: int, config: TrainConfig) -> FERModel:
+    return DAN(num_classes, num_heads=config.method_args.get("num_heads", 4))
+
+
+class TinyCNN(FERModel):
+    """A few-thousand-parameter CNN for engine tests."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten())
+        self.fc = nn.Linear(16, num_classes)
+
+    def embed(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.fc(self.embed(x))
+
+    def training_step(self, batch: Batch, epoch: int) -> StepOutput:
+        logits = self(batch.images)
+        loss = _ce(logits, batch)
+        return StepOutput(loss, logits, {"ce": loss.item()})
+
+
+@register_method(
+    "test_cnn", title="Tiny CNN (tests)", paper="-", backbone="tiny CNN",
+    description="A tiny CNN for fast engine tests.", paper_recipe=SMOKE_RECIPE,
+)
+def _test_cnn(num_classes: int, config: TrainConfig) -> FERModel:
+    return TinyCNN(num_classes)
