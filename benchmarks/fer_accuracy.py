@@ -57,7 +57,8 @@ def main() -> None:
                 record = json.loads((run / "results.json").read_text())
                 best = record["test_at_best"]
                 rows.append({"method": method, "condition": condition, "seed": seed,
-                             "accuracy": 100 * best["accuracy"], "accuracy_last": 100 * record["test_at_last"]["accuracy"],
+                             "accuracy": 100 * best["accuracy"],
+                             "accuracy_last": 100 * record["test_at_last"]["accuracy"],
                              "mean_class_accuracy": 100 * best["mean_class_accuracy"], "minutes": record["minutes"],
                              "best_epoch": record["best_epoch"], "init": record["init"]})
     clean_acc = {(r["method"], r["seed"]): r["accuracy"] for r in rows if r["condition"] == "clean"}

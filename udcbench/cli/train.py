@@ -86,7 +86,8 @@ def train_cmd(
     stdout.print(
         f"{method} on {record['dataset']} ({record['condition']}), {record['test_split']} split: accuracy "
         f"{_percent(best['accuracy'])} % at epoch {record['best_epoch']} (chosen on validation), "
-        f"{_percent(last['accuracy'])} % at the last epoch; mean class accuracy {_percent(best['mean_class_accuracy'])} %; "
+        f"{_percent(last['accuracy'])} % at the last epoch; "
+        f"mean class accuracy {_percent(best['mean_class_accuracy'])} %; "
         f"{record['minutes']:.1f} min; init {record['init']}"
     )
 

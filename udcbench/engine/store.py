@@ -27,8 +27,9 @@ def connect(path: Path) -> sqlite3.Connection:
 def save_result(path: Path, row: dict[str, Any], record: dict[str, Any]) -> None:
     """Insert or replace one result (keyed by ``run_id``) in a single transaction."""
     with connect(path) as db:
+        placeholders = ", ".join("?" * (len(COLUMNS) + 1))
         db.execute(
-            f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}, record) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
+            f"INSERT OR REPLACE INTO results ({', '.join(COLUMNS)}, record) VALUES ({placeholders})",
             [row.get(c) for c in COLUMNS] + [json.dumps(record, default=str)],
         )
     db.close()

@@ -274,7 +274,8 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                 if not torch.isfinite(out.loss.detach()).all():
                     raise TrainingError(
                         f"{config.method}: the loss became {out.loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                        f"stopped. The last good checkpoint is {last_path if last_path.exists() else 'not written yet'} "
+                        f"stopped. The last good checkpoint is "
+                        f"{last_path if last_path.exists() else 'not written yet'} "
                         "(try a lower --set lr=...)"
                     )
                 optimizer.zero_grad(set_to_none=True)
