@@ -15,10 +15,11 @@ import time
 
 import torch
 
-from _common import report
 from baselines.base import Batch
 from udcbench.engine.trainer import count_macs
 from udcbench.methods import create_method, get_method, method_names
+
+from _common import report
 
 
 def measure(name: str, size: int, batch: int, steps: int) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -40,12 +41,20 @@ class MethodSpec:
     method_args: dict[str, Any] = field(default_factory=dict)
     backbone: str = "ResNet-18"
     description: str = ""
+    #: Called before training with (model, PrepareContext): pre-training steps, loading an earlier stage.
+    prepare: Callable[[FERModel, Any], None] | None = None
+    #: For a second-stage method: the registered method whose run it starts from.
+    stage1: str | None = None
+    #: method_args that the cpu and smoke budgets change (e.g. a smaller model).
+    cpu_method_args: dict[str, Any] = field(default_factory=dict)
 
     def config(self, preset: str = "cpu") -> TrainConfig:
         if preset not in PRESETS:
             raise unknown_name("preset", preset, PRESETS)
-        recipe = {"smoke": SMOKE_RECIPE, "cpu": {**CPU_RECIPE, **self.cpu_recipe}, "paper": self.paper_recipe}[preset]
-        return TrainConfig(method=self.name, preset=preset, method_args=dict(self.method_args), **recipe)
+        cpu = self.cpu_recipe if self.backbone != "ResNet-18" else {**CPU_RECIPE, **self.cpu_recipe}
+        recipe = {"smoke": SMOKE_RECIPE, "cpu": cpu, "paper": self.paper_recipe}[preset]
+        args = {**self.method_args, **(self.cpu_method_args if preset != "paper" else {})}
+        return TrainConfig(method=self.name, preset=preset, method_args=args, **recipe)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -63,6 +72,9 @@ def register_method(name: str, **spec: Any) -> Callable:
 
 def method_names(include_test: bool = False) -> list[str]:
     return [n for n in _REGISTRY if include_test or not n.startswith("test_")]
+
+
+BASELINES = ("resnet18", "scn", "rul", "eac", "dan")
 
 
 def get_method(name: str) -> MethodSpec:
@@ -145,6 +157,80 @@ def _eac(num_classes: int, config: TrainConfig) -> FERModel:
 )
 def _dan(num_classes: int, config: TrainConfig) -> FERModel:
     return DAN(num_classes, num_heads=config.method_args.get("num_heads", 4))
+
+
+# -- LRDif ------------------------------------------------------------------------------------------------
+LRDIF_PAPER = {"input_size": 112, "optimizer": "adam", "lr": 3.5e-4, "weight_decay": 1e-4, "schedule": "constant",
+               "epochs": 100, "batch_size": 64, "amp": True, "affine": False, "erasing": 0.0}
+#: bf16 autocast is off on the cpu budget: it slows the UDCformer's depth-wise convolutions down on CPU.
+LRDIF_CPU = {"input_size": 48, "optimizer": "adam", "lr": 3.5e-4, "weight_decay": 1e-4, "schedule": "cosine",
+             "epochs": 6, "batch_size": 64, "amp": False, "affine": True, "erasing": 0.0}
+LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperature": 1.0, "encoder": "scratch",
+              "clip_model": "ViT-B-32", "clip_weights": None, "landmark_epochs": 3, "landmark_source": "auto",
+              "from_run": None, "dims": [48, 96, 192], "blocks": [1, 2, 2], "token_dim": 256, "depth": 2}
+#: The cpu budget's smaller UDCformer (same modules, narrower and shallower).
+LRDIF_CPU_ARGS = {"dims": [24, 48, 96], "blocks": [1, 1, 1], "token_dim": 128, "depth": 1, "z_dim": 128}
+
+
+def _lrdif_builder(variant: str) -> Callable[[int, TrainConfig], FERModel]:
+    def build(num_classes: int, config: TrainConfig) -> FERModel:
+        from lrdif.model import LRDif
+
+        a = {**LRDIF_ARGS, **config.method_args}
+        encoder = a["encoder"] if a["encoder"] != "auto" else ("clip" if a["clip_weights"] else "scratch")
+        try:
+            return LRDif(num_classes, variant=variant, steps=int(a["steps"]), z_dim=int(a["z_dim"]),
+                         parameterization=a["parameterization"], kl_temperature=float(a["kl_temperature"]),
+                         encoder=encoder, clip_model=a["clip_model"], clip_weights=a["clip_weights"],
+                         mean=config.mean, std=config.std, dims=a["dims"], blocks=a["blocks"],
+                         token_dim=int(a["token_dim"]), depth=int(a["depth"]))
+        except FileNotFoundError as exc:
+            raise UdcbenchError(str(exc)) from None
+
+    return build
+
+
+def _lrdif_prepare(model: FERModel, context: Any) -> None:
+    """Stage 1: pre-train (then freeze) the landmark network on the dataset's landmarks.
+    Stage 2: start from the stage-1 run (``method_args.from_run``) and freeze FPEN_S1 and its encoders."""
+    import numpy as np
+    import torch
+
+    from udcbench.engine.data import normalise
+    from udcbench.landmarks import compute_landmarks
+
+    config = context.config
+    args = {**LRDIF_ARGS, **config.method_args}
+    if model.variant.stage == 2:
+        source = args["from_run"]
+        if not source:
+            raise UdcbenchError("LRDif stage 2 needs its stage-1 run: --from RUN (or let udcbench train run both)")
+        path = Path(source) / "best.pt"
+        if not path.is_file():
+            raise UdcbenchError(f"no stage-1 checkpoint at {path}")
+        model.load_stage1(torch.load(path, map_location="cpu", weights_only=False)["model"])
+        model.train()  # freezes FPEN_S1, the encoders and the landmark network
+        context.notes["stage1_run"] = str(Path(source).resolve())
+        return
+    found = compute_landmarks(context.adapter, "train", args["landmark_source"], context.cache_dir, progress=True)
+    index = {id_: i for i, id_ in enumerate(found.ids)}
+    points = np.stack([found.points[index[r.id]] * (config.input_size / size)
+                       for r, size in zip(context.plan.train, context.train_sizes)])
+    model.pretrain_landmarks(normalise(context.train_images, config), points, epochs=int(args["landmark_epochs"]),
+                             seed=config.seed)
+    context.notes["landmarks"] = found.counts()
+
+
+for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "LRDif (the paper's model)"),
+                         ("s2-v1", "LRDif S2-V1 (no DM, L_ce)"), ("s2-v2", "LRDif S2-V2 (DM, L_ce)"),
+                         ("s2-v4", "LRDif S2-V4 (DM, L_total, no inserted noise)")):
+    register_method(
+        "lrdif" if _variant == "s2-v3" else f"lrdif-{_variant}", title=_title, backbone="diffusion + transformer",
+        paper="Wang, Zhang, Sankaranarayana, LRDif: Diffusion Models for UDC Emotion Recognition, arXiv 2402.00250",
+        description=f"LRDif variant {_variant} (Table 5).", paper_recipe=LRDIF_PAPER, cpu_recipe=LRDIF_CPU,
+        method_args=dict(LRDIF_ARGS), cpu_method_args=dict(LRDIF_CPU_ARGS), prepare=_lrdif_prepare,
+        stage1=None if _variant == "s1" else "lrdif-s1",
+    )(_lrdif_builder(_variant))
 
 
 class TinyCNN(FERModel):

@@ -52,9 +52,14 @@ def train_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     option: list[str] | None = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    stage: int | None = typer.Option(None, help="Two-stage methods (LRDif): run only stage 1 or 2."),
+    from_run: Path | None = typer.Option(None, "--from", help="Stage 2: the stage-1 run folder to start from."),
     as_json: bool = typer.Option(False, "--json", help="Print the final record as JSON."),
 ) -> None:
     """Train and evaluate a method; records land in runs/<data>/<method>-<preset>-s<seed>/.
+
+    Two-stage methods (lrdif and its Table 5 variants lrdif-s2-v1, -v2, -v4) train their stage 1
+    (lrdif-s1, shared by all variants) first unless --from names one.
 
     Examples: udcbench train resnet18 --data data/ferplus ; udcbench train scn --data data/udc-ferplus --preset cpu ;
     udcbench train dan --preset paper --weights msceleb_resnet18.pth ; udcbench train eac --data data/ferplus --resume
@@ -62,14 +67,35 @@ def train_cmd(
     from udcbench.engine.trainer import train
 
     spec = get_method(method)
-    config = apply_overrides(spec.config(preset), set_)
-    config.seed = seed
-    if weights is not None:
-        config.weights = str(weights)
+    if stage not in (None, 1, 2) or (stage is not None and spec.stage1 is None and spec.name != "lrdif-s1"):
+        raise UdcbenchError("--stage is 1 or 2, for two-stage methods (lrdif) only")
+    if stage == 1 and spec.stage1:
+        method, spec = spec.stage1, get_method(spec.stage1)
+    if stage == 2 and from_run is None:
+        raise UdcbenchError("--stage 2 needs --from RUN (the stage-1 run folder)")
     adapter = resolve_dataset(data or default_training_data(), dataset, parse_options(option))
     workspace = load_workspace()
     out = out or workspace.runs
     tag = adapter.root.name if adapter.root is not None else adapter.name
+
+    def run_one(name: str, run_dir: Path, resume_it: bool, extra: dict) -> dict:
+        config = apply_overrides(get_method(name).config(preset), set_)
+        config.seed = seed
+        config.method_args.update(extra)
+        if weights is not None:
+            config.weights = str(weights)
+        stderr.print(f"training {name} ({preset}) on {adapter.describe()} -> {run_dir}")
+        return train(config, adapter, run_dir, store=out / STORE, resume=resume_it, device=device,
+                     cache_dir=workspace.cache)
+
+    extra = {}
+    if spec.stage1:
+        first = Path(from_run) if from_run is not None else run_folder(out, tag, spec.stage1, preset, seed)
+        if not (first / "results.json").is_file():
+            if from_run is not None:
+                raise UdcbenchError(f"{first} is not a finished stage-1 run (no results.json)")
+            run_one(spec.stage1, first, (first / "last.pt").is_file(), {})
+        extra["from_run"] = str(first)
     run_dir = run_folder(out, tag, method, preset, seed)
     if run_dir.exists() and not resume:
         if not overwrite:
@@ -77,8 +103,7 @@ def train_cmd(
             hint = "--overwrite to train again" if done else "--resume to continue it, or --overwrite"
             raise UdcbenchError(f"{run_dir} exists ({'finished' if done else 'unfinished'}); pass {hint}")
         shutil.rmtree(run_dir)
-    stderr.print(f"training {method} ({preset}) on {adapter.describe()} -> {run_dir}")
-    record = train(config, adapter, run_dir, store=out / STORE, resume=resume, device=device)
+    record = run_one(method, run_dir, resume, extra)
     if as_json:
         print_json(record)
         return

@@ -70,11 +70,14 @@ def check_labels(plan: SplitPlan, num_classes: int) -> None:
             raise UdcbenchError(f"the {name} split has no image of class(es) {missing}; every class needs some")
 
 
-def load_images(adapter: DatasetAdapter, records: list[Record], size: int, description: str) -> np.ndarray:
-    """Decode and resize every image once: N x size x size x 3 uint8."""
+def load_images(adapter: DatasetAdapter, records: list[Record], size: int, description: str,
+                sizes: list[int] | None = None) -> np.ndarray:
+    """Decode and resize every image once: N x size x size x 3 uint8 (original widths into ``sizes``)."""
     out = np.empty((len(records), size, size, 3), dtype=np.uint8)
     for i, record in enumerate(track(records, description=description)):
         image = adapter.load_image(record)
+        if sizes is not None:
+            sizes.append(image.shape[1])
         interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
         out[i] = cv2.resize(image, (size, size), interpolation=interpolation)
     return out

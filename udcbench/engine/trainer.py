@@ -141,6 +141,20 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     raise UdcbenchError(f"unknown schedule '{config.schedule}' (onecycle, exponential, step, cosine, constant)")
 
 
+@dataclass
+class PrepareContext:
+    """What a method's ``prepare`` hook may use before training starts."""
+
+    adapter: DatasetAdapter
+    plan: Any
+    train_images: np.ndarray
+    train_sizes: list[int]  # original widths of the training images (landmarks are in those pixels)
+    config: TrainConfig
+    device: torch.device
+    cache_dir: Path | None
+    notes: dict
+
+
 class _Step(nn.Module):
     """Routes DDP's forward to the method's training step (so gradient sync hooks fire)."""
 
@@ -154,21 +168,27 @@ class _Step(nn.Module):
 
 # -- evaluation -------------------------------------------------------------------------------------------
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, config: TrainConfig, rt: Runtime) -> tuple[np.ndarray, float]:
-    """Arg-max predictions for a normalised tensor, and images/s."""
+def predict(model: nn.Module, x: torch.Tensor, config: TrainConfig, rt: Runtime,
+            labels: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Arg-max predictions for a normalised tensor, and images/s. Labels are passed in only to oracle
+    models (``uses_labels_at_eval``, LRDif's stage 1); sampling models draw from a fixed seed."""
     model.eval()
+    torch.manual_seed(config.seed)
+    oracle = getattr(model, "uses_labels_at_eval", False)
     preds = []
     start = time.perf_counter()
     for i in range(0, len(x), config.eval_batch_size):
+        chunk = x[i : i + config.eval_batch_size].to(rt.device)
+        extra = (torch.from_numpy(labels[i : i + len(chunk)]).to(rt.device),) if oracle else ()
         with rt.autocast(config.amp):
-            logits = model(x[i : i + config.eval_batch_size].to(rt.device))
+            logits = model(chunk, *extra)
         preds.append(logits.float().argmax(dim=1).cpu())
     seconds = time.perf_counter() - start
     return torch.cat(preds).numpy(), len(x) / max(seconds, 1e-9)
 
 
 def evaluate(model, images, labels, config, rt, num_classes) -> dict:
-    preds, speed = predict(model, normalise(images, config), config, rt)
+    preds, speed = predict(model, normalise(images, config), config, rt, labels)
     return {**classification_metrics(labels, preds, num_classes), "images_per_second": speed}
 
 
@@ -180,7 +200,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Path | None = None,
-          resume: bool = False, device: str | None = None) -> dict:
+          resume: bool = False, device: str | None = None, cache_dir: Path | None = None) -> dict:
     """Train ``config.method`` on ``adapter`` into ``run_dir``; returns the final record."""
     rt = runtime(device)
     spec = get_method(config.method)
@@ -198,7 +218,8 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     plan = plan_splits(adapter, config.val_fraction, config.seed)
     num_classes = adapter.num_classes
     size = config.input_size
-    train_images = load_images(adapter, plan.train, size, "loading train")
+    train_sizes: list[int] = []
+    train_images = load_images(adapter, plan.train, size, "loading train", sizes=train_sizes)
     val_images = load_images(adapter, plan.val, size, "loading validation")
     test_images = load_images(adapter, plan.test, size, "loading test")
     labels = np.array([r.label for r in plan.train], dtype=np.int64)
@@ -220,8 +241,12 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
             raise UdcbenchError(f"{config.method} has no ResNet-18 trunk to load --weights into") from None
     elif rt.main and config.preset != "smoke" and spec.backbone == "ResNet-18":
         stderr.print("[yellow]note:[/] no --weights given: the backbone trains from scratch (recorded as init=scratch)")
+    notes: dict = {}
+    if spec.prepare is not None and not resume:
+        spec.prepare(model, PrepareContext(adapter, plan, train_images, train_sizes, config, rt.device, cache_dir,
+                                           notes))
     params = sum(p.numel() for p in model.parameters())
-    macs = count_macs(model, size, rt.device)
+    macs = count_macs(model, size, rt.device) if not getattr(model, "uses_labels_at_eval", False) else None
 
     step_module: nn.Module = _Step(model)
     if rt.world > 1:
@@ -353,7 +378,8 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
         "val_at_best": best.get("val"),
         "test_at_last": test,
         "params": params,
-        "gmacs": macs / 1e9,
+        "gmacs": None if macs is None else macs / 1e9,
+        "notes": notes,
         "train_images_per_second": trained_images / max(train_seconds, 1e-9),
         "inference_images_per_second": test["images_per_second"],
         "minutes": train_seconds / 60,

@@ -1,0 +1,108 @@
+"""Diffusion in the emotion-prior (EPR) space, as in DiffIR: a few steps on a C-dimensional vector.
+
+Schedule: ``betas = linspace(sqrt(0.1), sqrt(0.99), T) ** 2`` (DiffIR's "linear" schedule with
+linear_start 0.1 and linear_end 0.99), so ``Z_T`` is close to N(0, I) for any T >= 3. The denoiser is
+an MLP on ``concat(Z_t, t / T, x_S2)`` that predicts ``Z_0`` (x0-parameterisation, default) or the
+noise; the reverse step is the DDPM posterior, with the noise term inserted or left out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def beta_schedule(steps: int, start: float = 0.1, end: float = 0.99, dtype=torch.float64) -> torch.Tensor:
+    return torch.linspace(start**0.5, end**0.5, steps, dtype=dtype) ** 2
+
+
+class Schedule(nn.Module):
+    """Forward-process and posterior coefficients for ``steps`` diffusion steps (index t = 1..T)."""
+
+    def __init__(self, steps: int = 4, start: float = 0.1, end: float = 0.99):
+        super().__init__()
+        betas = beta_schedule(steps, start, end)
+        alphas = 1.0 - betas
+        cumprod = torch.cumprod(alphas, dim=0)
+        previous = torch.cat([torch.ones(1, dtype=cumprod.dtype), cumprod[:-1]])
+        self.steps = steps
+        for name, value in {
+            "betas": betas,
+            "alphas": alphas,
+            "alphas_cumprod": cumprod,
+            "alphas_cumprod_prev": previous,
+            # q(z_{t-1} | z_t, z_0) = N(coef_x0 * z_0 + coef_xt * z_t, posterior_variance)
+            "posterior_variance": betas * (1.0 - previous) / (1.0 - cumprod),
+            "coef_x0": betas * previous.sqrt() / (1.0 - cumprod),
+            "coef_xt": (1.0 - previous) * alphas.sqrt() / (1.0 - cumprod),
+        }.items():
+            self.register_buffer(name, value.float())
+
+    def q_sample(self, z0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+        """``z_t ~ q(z_t | z_0) = N(sqrt(abar_t) z_0, (1 - abar_t) I)``; t in 1..T."""
+        abar = self.alphas_cumprod[t - 1]
+        return abar.sqrt() * z0 + (1.0 - abar).sqrt() * noise
+
+    def x0_from_eps(self, zt: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+        abar = self.alphas_cumprod[t - 1]
+        return (zt - (1.0 - abar).sqrt() * eps) / abar.sqrt()
+
+    def posterior(self, z0: torch.Tensor, zt: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of ``q(z_{t-1} | z_t, z_0)``."""
+        return self.coef_x0[t - 1] * z0 + self.coef_xt[t - 1] * zt, self.posterior_variance[t - 1]
+
+
+class Denoiser(nn.Module):
+    """MLP on ``concat(Z_t, t / T, x_S2)``."""
+
+    def __init__(self, dim: int = 256, hidden: int | None = None, layers: int = 4):
+        super().__init__()
+        hidden = hidden or 2 * dim
+        blocks: list[nn.Module] = [nn.Linear(2 * dim + 1, hidden), nn.LeakyReLU(0.1)]
+        for _ in range(layers - 2):
+            blocks += [nn.Linear(hidden, hidden), nn.LeakyReLU(0.1)]
+        blocks.append(nn.Linear(hidden, dim))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, zt: torch.Tensor, t_fraction: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([zt, t_fraction.expand(len(zt), 1).to(zt), condition], dim=1))
+
+
+class EPRDiffusion(nn.Module):
+    """The reverse chain that estimates the EPR from an image condition ``x_S2`` (no label anywhere)."""
+
+    def __init__(self, dim: int = 256, steps: int = 4, parameterization: str = "x0"):
+        super().__init__()
+        if parameterization not in ("x0", "eps"):
+            raise ValueError("parameterization is 'x0' or 'eps'")
+        self.schedule = Schedule(steps)
+        self.denoiser = Denoiser(dim)
+        self.parameterization = parameterization
+
+    @property
+    def steps(self) -> int:
+        return self.schedule.steps
+
+    def predict_x0(self, zt: torch.Tensor, t: int, condition: torch.Tensor) -> torch.Tensor:
+        out = self.denoiser(zt, torch.tensor([[t / self.steps]]), condition)
+        return out if self.parameterization == "x0" else self.schedule.x0_from_eps(zt, t, out)
+
+    def reverse(self, zt: torch.Tensor, condition: torch.Tensor, insert_noise: bool = True,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Run t = T..1 from ``zt``; returns the estimate of ``Z_0`` (differentiable)."""
+        z = zt
+        for t in range(self.steps, 0, -1):
+            x0 = self.predict_x0(z, t, condition)
+            mean, variance = self.schedule.posterior(x0, z, t)
+            if t > 1 and insert_noise:
+                noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+                z = mean + variance.sqrt() * noise
+            else:
+                z = mean if t > 1 else x0
+        return z
+
+    def sample(self, condition: torch.Tensor, insert_noise: bool = True,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Inference: start from Gaussian noise, no label."""
+        zt = torch.randn(condition.shape, generator=generator, device=condition.device, dtype=condition.dtype)
+        return self.reverse(zt, condition, insert_noise, generator)

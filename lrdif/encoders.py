@@ -1,0 +1,153 @@
+"""Encoders E_I (image) and E_L (label text), the FPENs, and the landmark network.
+
+- ``scratch`` (default without CLIP weights): a trainable CNN image encoder and learned label
+  embeddings of the same width.
+- ``clip``: open_clip's image and text towers, frozen, loaded from a local checkpoint only; the
+  label text is "a photo of a face showing <emotion>". Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from udcbench.labels import label_names
+
+PROMPT = "a photo of a face showing {}"
+EMOTION_WORDS = {"neutral": "no emotion (a neutral face)", "happiness": "happiness", "surprise": "surprise",
+                 "sadness": "sadness", "anger": "anger", "disgust": "disgust", "fear": "fear", "contempt": "contempt"}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipWeightsError(FileNotFoundError):
+    """CLIP weights that are not on this machine."""
+
+
+class ScratchImageEncoder(nn.Module):
+    def __init__(self, dim: int = 256):
+        super().__init__()
+        layers, channels = [], 3
+        for width in (32, 64, 128, 256):
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.GELU()]
+            channels = width
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ScratchEncoders(nn.Module):
+    """Trainable E_I and E_L of width ``dim``."""
+
+    kind = "scratch"
+
+    def __init__(self, num_classes: int, dim: int = 256):
+        super().__init__()
+        self.dim = dim
+        self.image = ScratchImageEncoder(dim)
+        self.label = nn.Embedding(num_classes, dim)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.image(x)
+
+    def encode_label(self, y: torch.Tensor) -> torch.Tensor:
+        return self.label(y)
+
+
+class ClipEncoders(nn.Module):
+    """Frozen open_clip towers. Images arrive normalised with the dataset mean/std and are re-normalised
+    and resized to the tower's input size here."""
+
+    kind = "clip"
+
+    def __init__(self, num_classes: int, model_name: str, weights: str | Path, mean, std):
+        super().__init__()
+        import open_clip
+
+        weights = Path(weights).expanduser()
+        if not weights.is_file():
+            raise ClipWeightsError(
+                f"CLIP weights not found: {weights}. Pass a local open_clip checkpoint for {model_name} with "
+                "--set method_args.clip_weights=FILE (nothing is downloaded), or use method_args.encoder=scratch")
+        model = open_clip.create_model(model_name, pretrained=str(weights))
+        model.eval().requires_grad_(False)
+        tokenizer = open_clip.get_tokenizer(model_name)
+        prompts = [PROMPT.format(EMOTION_WORDS[n]) for n in label_names(num_classes)]
+        with torch.no_grad():
+            text = model.encode_text(tokenizer(prompts)).float()
+        self.model = model
+        self.register_buffer("text", text)
+        self.dim = text.shape[1]
+        self.size = model.visual.image_size if isinstance(model.visual.image_size, int) else model.visual.image_size[0]
+        self.register_buffer("in_mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("in_std", torch.tensor(std).view(1, 3, 1, 1))
+        self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True):  # always frozen
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = x * self.in_std + self.in_mean
+        rgb = F.interpolate(rgb, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.model.encode_image((rgb - self.clip_mean) / self.clip_std).float()
+
+    def encode_label(self, y: torch.Tensor) -> torch.Tensor:
+        return self.text[y]
+
+
+class FPEN(nn.Module):
+    """A few linear layers (LeakyReLU 0.1) giving the EPR Z of width ``dim``; S1 and S2 differ only in
+    their first layer's input width."""
+
+    def __init__(self, in_dim: int, dim: int = 256, layers: int = 3):
+        super().__init__()
+        blocks: list[nn.Module] = [nn.Linear(in_dim, dim), nn.LeakyReLU(0.1)]
+        for _ in range(layers - 2):
+            blocks += [nn.Linear(dim, dim), nn.LeakyReLU(0.1)]
+        blocks.append(nn.Linear(dim, dim))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class LandmarkNet(nn.Module):
+    """A small CNN predicting the 68 landmarks as heatmaps at 1/4 resolution; its features at strides
+    4, 8 and 16 feed the DIL network. Pre-trained on the dataset's landmarks, then frozen."""
+
+    def __init__(self, dims: tuple[int, int, int] = (48, 96, 192), points: int = 68):
+        super().__init__()
+
+        def block(cin, cout, stride):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.s4 = nn.Sequential(block(3, 32, 2), block(32, dims[0], 2))
+        self.s8 = block(dims[0], dims[1], 2)
+        self.s16 = block(dims[1], dims[2], 2)
+        self.heatmap = nn.Sequential(block(dims[0] + dims[1] + dims[2], 96, 1), nn.Conv2d(96, points, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        f4 = self.s4(x)
+        f8 = self.s8(f4)
+        f16 = self.s16(f8)
+        size = f4.shape[-2:]
+        up = [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in (f8, f16)]
+        return self.heatmap(torch.cat([f4, *up], dim=1)), [f4, f8, f16]
+
+
+def landmark_heatmaps(points: torch.Tensor, image_size: int, sigma: float = 1.0) -> torch.Tensor:
+    """Gaussian heatmaps at 1/4 resolution for (B, 68, 2) pixel landmarks."""
+    size = -(-image_size // 4)
+    grid = (torch.arange(size, dtype=torch.float32) + 0.5) * 4 - 0.5
+    px = points.float()
+    gx = torch.exp(-((grid[None, None, :] - px[..., 0:1]) / 4) ** 2 / (2 * sigma**2))
+    gy = torch.exp(-((grid[None, None, :] - px[..., 1:2]) / 4) ** 2 / (2 * sigma**2))
+    return gy[..., :, None] * gx[..., None, :]

@@ -1,0 +1,211 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from baselines.base import Batch
+from lrdif.diffusion import EPRDiffusion, Schedule, beta_schedule
+from lrdif.model import VARIANTS, LRDif, kl_loss
+from lrdif.udcformer import Modulation, UDCformer, WindowCrossAttention
+
+SMALL = dict(dims=(16, 32, 64), blocks=(1, 1, 1), token_dim=64, depth=1, z_dim=32)
+
+
+def small_lrdif(variant="s2-v3", **kw):
+    return LRDif(5, variant=variant, **{**SMALL, **kw})
+
+
+@pytest.mark.parametrize("size", [112, 48])
+def test_shapes_through_every_module(size):
+    model = small_lrdif()
+    x = torch.randn(2, 3, size, size)
+    heat, maps = model.landmarks(x)
+    assert heat.shape == (2, 68, size // 4, size // 4)
+    assert [m.shape[-1] for m in maps] == [size // 4, size // 8, size // 16]
+    z = model.prior(x, torch.tensor([0, 3]))
+    assert z.shape == (2, 32) and model.condition(x).shape == (2, 32)
+    features = model.udcformer.dt(x, z)
+    assert [f.shape[1:] for f in features] == [(16, size // 4, size // 4), (32, size // 8, size // 8),
+                                               (64, size // 16, size // 16)]
+    model.eval()
+    assert model(x).shape == (2, 5) and model.embed(x).shape == (2, 64)
+
+
+def test_modulation_is_exactly_w1z_ln_plus_w2z():
+    mod = Modulation(6, 4)
+    x, z = torch.randn(2, 6, 3, 5), torch.randn(2, 4)
+    ln = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(x.var(dim=1, unbiased=False, keepdim=True) + 1e-5)
+    expected = mod.w1(z)[:, :, None, None] * ln + mod.w2(z)[:, :, None, None]
+    torch.testing.assert_close(mod(x, z), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_window_attention_keeps_shape_and_mixes_only_within_windows():
+    attention = WindowCrossAttention(8, 2, 4).eval()
+    image, landmarks = torch.randn(1, 8, 8, 8), torch.randn(1, 8, 8, 8)
+    out = attention(image, landmarks)
+    assert out.shape == (1, 8, 8, 8)
+    changed = image.clone()
+    changed[..., 4:, 4:] += 1.0  # the bottom-right window only
+    diff = (attention(changed, landmarks) - out).abs()
+    assert diff[..., :4, :].max() == 0 and diff[..., :, :4].max() == 0 and diff[..., 4:, 4:].max() > 0
+    assert attention(torch.randn(1, 8, 6, 10), torch.randn(1, 8, 6, 10)).shape == (1, 8, 6, 10)  # padded
+
+
+def test_schedule_against_float64():
+    s = Schedule(4)
+    betas = np.linspace(np.sqrt(0.1), np.sqrt(0.99), 4) ** 2
+    alphas = 1 - betas
+    abar = np.cumprod(alphas)
+    prev = np.concatenate([[1.0], abar[:-1]])
+    np.testing.assert_allclose(beta_schedule(4).numpy(), betas)
+    np.testing.assert_allclose(s.alphas_cumprod.numpy(), abar, rtol=1e-6)
+    np.testing.assert_allclose(s.posterior_variance.numpy(), betas * (1 - prev) / (1 - abar), rtol=1e-6)
+    np.testing.assert_allclose(s.coef_x0.numpy(), betas * np.sqrt(prev) / (1 - abar), rtol=1e-6)
+    np.testing.assert_allclose(s.coef_xt.numpy(), (1 - prev) * np.sqrt(alphas) / (1 - abar), rtol=1e-6)
+    assert abar[-1] < 0.01  # Z_T is close to N(0, I) with 4 steps
+    for steps in (3, 8, 16):
+        assert Schedule(steps).alphas_cumprod[-1] < 0.05
+
+
+def test_q_sample_statistics():
+    s = Schedule(4)
+    z0 = torch.full((20000, 2), 3.0)
+    zt = s.q_sample(z0, 2, torch.randn(20000, 2, generator=torch.Generator().manual_seed(0)))
+    abar = float(s.alphas_cumprod[1])
+    assert abs(zt.mean().item() - 3.0 * abar**0.5) < 0.02
+    assert abs(zt.var().item() - (1 - abar)) < 0.02
+
+
+def test_kl_loss_by_hand():
+    z, z_hat = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, np.log(3.0)]])
+    # p = (1/2, 1/2), q = (1/4, 3/4): KL = 1/2 log 2 + 1/2 log(2/3)
+    assert kl_loss(z, z_hat).item() == pytest.approx(0.5 * np.log(2) + 0.5 * np.log(2 / 3), rel=1e-5)
+    assert kl_loss(z_hat, z_hat).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_the_label_never_reaches_stage_two_inference(monkeypatch):
+    model = small_lrdif("s2-v3").eval()
+
+    def leak(*args, **kwargs):
+        raise AssertionError("the label encoder was called at inference")
+
+    monkeypatch.setattr(model.encoders, "encode_label", leak)
+    monkeypatch.setattr(model, "prior", leak)
+    x = torch.randn(3, 3, 48, 48)
+    assert model(x).shape == (3, 5)
+    assert model.embed(x).shape == (3, 64)
+    assert not model.uses_labels_at_eval and small_lrdif("s1").uses_labels_at_eval
+    with pytest.raises(ValueError, match="oracle"):
+        small_lrdif("s1")(x)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_a_few_steps_of_each_stage_reduce_the_loss(variant):
+    torch.manual_seed(0)
+    model = small_lrdif(variant)
+    if VARIANTS[variant].stage == 2:
+        model.load_stage1(small_lrdif("s1").state_dict())
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if VARIANTS[variant].stage == 2:
+        assert not any(p.requires_grad for p in model.fpen_s1.parameters())
+        assert not any(p.requires_grad for p in model.encoders.parameters())
+    optimizer = torch.optim.Adam(params, lr=2e-3)
+    batch = Batch(torch.randn(16, 3, 48, 48), torch.arange(16) % 5, torch.arange(16))
+    losses = []
+    for _ in range(15):
+        torch.manual_seed(1)
+        out = model.training_step(batch, 0)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert ("kl" in out.terms) == VARIANTS[variant].kl
+
+
+def test_landmark_pretraining_fits_heatmaps():
+    torch.manual_seed(0)
+    model = small_lrdif()
+    points = np.tile(np.array([[10.0, 12.0]] * 68, dtype=np.float32), (32, 1, 1))
+    losses = model.pretrain_landmarks(torch.randn(32, 3, 48, 48), points, epochs=6, batch_size=16)
+    assert losses[-1] < losses[0]
+    assert not any(p.requires_grad for p in model.landmarks.parameters())
+
+
+def test_diffusion_parameterisations_and_noise_switch():
+    for param in ("x0", "eps"):
+        d = EPRDiffusion(8, steps=4, parameterization=param)
+        c = torch.randn(5, 8)
+        g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+        a = d.sample(c, insert_noise=False, generator=g())
+        b = d.sample(c, insert_noise=False, generator=g())
+        torch.testing.assert_close(a, b)
+        assert not torch.equal(d.sample(c, insert_noise=True, generator=g()), a)
+    with pytest.raises(ValueError):
+        EPRDiffusion(8, parameterization="v")
+
+
+def test_clip_path_with_a_tiny_local_model(tmp_path):
+    """A tiny open_clip config, random weights saved to a file and loaded back through the real code."""
+    import json
+
+    import open_clip
+    from open_clip.factory import _MODEL_CONFIGS
+
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    (tmp_path / "udcbench-tiny-test.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "udcbench-tiny-test.json")
+    model = open_clip.create_model("udcbench-tiny-test")
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    lrdif = LRDif(7, encoder="clip", clip_model="udcbench-tiny-test", clip_weights=str(tmp_path / "tiny.pt"), **SMALL)
+    assert lrdif.encoders.kind == "clip" and lrdif.encoders.dim == 16
+    torch.testing.assert_close(lrdif.encoders.model.visual.conv1.weight, model.visual.conv1.weight)
+    assert not any(p.requires_grad for p in lrdif.encoders.parameters())
+    x = torch.randn(2, 3, 48, 48)
+    assert lrdif.prior(x, torch.tensor([1, 2])).shape == (2, 32)
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        LRDif(7, encoder="clip", clip_model="udcbench-tiny-test", clip_weights=str(tmp_path / "none.pt"), **SMALL)
+    del _MODEL_CONFIGS["udcbench-tiny-test"]
+
+
+def test_udcformer_classifies_from_z():
+    torch.manual_seed(0)
+    former = UDCformer(3, z_dim=8, dims=(8, 16, 32), blocks=(1, 1, 1), token_dim=16, depth=1)
+    x = torch.randn(2, 3, 48, 48)
+    maps = [torch.randn(2, d, 12 // (2**i), 12 // (2**i)) for i, d in enumerate((8, 16, 32))]
+    a = former(x, torch.zeros(2, 8), maps)
+    b = former(x, torch.ones(2, 8), maps)
+    assert a.shape == (2, 3) and not torch.allclose(a, b)
+    assert F.softmax(a, dim=1).sum(dim=1).allclose(torch.ones(2))
+
+
+def test_cli_trains_both_stages_then_a_variant_reuses_stage_one(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from udcbench.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["generate", "--n-train", "70", "--n-test", "35", "--size", "48"]).exit_code == 0
+    small = ["--set", "method_args.dims=[8,16,32]", "--set", "method_args.token_dim=16",
+             "--set", "method_args.z_dim=16", "--set", "method_args.landmark_epochs=1", "--set", "max_steps=2",
+             "--set", "input_size=48"]
+    result = runner.invoke(app, ["train", "lrdif", "--data", "data/synthetic", "--preset", "smoke", *small])
+    assert result.exit_code == 0, result.output
+    runs = tmp_path / "runs" / "synthetic"
+    stage1 = json.loads((runs / "lrdif-s1-smoke-s0" / "results.json").read_text())
+    stage2 = json.loads((runs / "lrdif-smoke-s0" / "results.json").read_text())
+    assert stage1["notes"]["landmarks"] == {"ground_truth": 70}
+    assert stage2["notes"]["stage1_run"].endswith("lrdif-s1-smoke-s0")
+    variant = runner.invoke(app, ["train", "lrdif-s2-v1", "--data", "data/synthetic", "--preset", "smoke", *small])
+    assert variant.exit_code == 0, variant.output
+    assert "training lrdif-s1" not in variant.output  # stage 1 is reused
+    bad = runner.invoke(app, ["train", "lrdif", "--data", "data/synthetic", "--stage", "2"])
+    assert bad.exit_code == 2 and "--from" in bad.output
