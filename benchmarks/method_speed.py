@@ -17,7 +17,7 @@ import torch
 
 from baselines.base import Batch
 from udcbench.engine.trainer import count_macs
-from udcbench.methods import create_method, get_method, method_names
+from udcbench.methods import BASELINES, create_method, get_method
 
 from _common import report
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
-    rows = [measure(name, args.size, args.batch, args.steps) for name in method_names()]
+    rows = [measure(name, args.size, args.batch, args.steps) for name in BASELINES]
     base = rows[0]
     for row in rows:
         row["train_vs_resnet18"] = row["train_img_s"] / base["train_img_s"]
