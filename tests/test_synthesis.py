@@ -52,7 +52,7 @@ def test_output_is_byte_identical_whatever_workers_and_shards(ferplus_root: Path
     synthesize(adapter, tmp_path / "one", recipe, seed=3)
     synthesize(adapter, tmp_path / "two", recipe, seed=3, workers=2)
     for i in range(2):
-        synthesize(adapter, tmp_path / "shards", recipe, seed=3, shard=Shard(i, 2), resume=True)
+        synthesize(adapter, tmp_path / "shards", recipe, seed=3, shard=Shard(i, 2))
     reference = image_bytes(tmp_path / "one")
     assert len(reference) == 8
     assert image_bytes(tmp_path / "two") == reference

@@ -114,7 +114,7 @@ def _encode(image_rgb: np.ndarray, suffix: str, jpeg_quality: int) -> bytes:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -249,10 +249,11 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
         raise UdcbenchError(f"no image files under {src} (FERPlus from fer2013.csv: render the PNG folders first)")
     dataset = dataset_name or adapter.name
     header = _header(recipe, seed, adapter, src, len(images))
-    _check_output(out, src, header, resume, overwrite)
+    # Shards of one run share the output folder: each may find the others already there.
+    _check_output(out, src, header, resume or shard.count > 1, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MANIFEST).is_file():
-        (out / MANIFEST).write_text(json.dumps({**header, "complete": False}, indent=2) + "\n")
+        _write_atomic(out / MANIFEST, (json.dumps({**header, "complete": False}, indent=2) + "\n").encode())
     for rel in others:  # label files and the like, verbatim
         target = out / rel
         if not target.is_file():
@@ -304,7 +305,7 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
         skipped = [e for e in entries.values() if "error" in e]
         summary = {**header, "complete": True, "written": len(entries) - len(skipped), "skipped": skipped,
                    "journals": sorted(p.name for p in out.glob("manifest*.jsonl"))}
-        (out / MANIFEST).write_text(json.dumps(summary, indent=2) + "\n")
+        _write_atomic(out / MANIFEST, (json.dumps(summary, indent=2) + "\n").encode())
         write_preview(adapter, out, out / PREVIEW)
     return report
 
