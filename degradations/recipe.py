@@ -65,7 +65,14 @@ class Recipe:
             return float(self.raw["psf_scale"])
         fractions = self.raw.get("face_fraction") or {}
         fraction = float(fractions.get(dataset, fractions.get("default", 1.0)))
-        return width * fraction / float(self.raw.get("face_px", 512))
+        return width * fraction / self.face_px(dataset)
+
+    def face_px(self, dataset: str) -> float:
+        """Capture pixels a stored face would span: one number, or per dataset with a ``default``."""
+        value = self.raw.get("face_px", 512)
+        if isinstance(value, dict):
+            value = value.get(dataset, value.get("default", 512))
+        return float(value)
 
 
 def _range(raw: dict, key: str, low: float = 0.0, high: float | None = None) -> None:
