@@ -196,5 +196,5 @@ def runs_cmd(
         table.add_row(r["method"], r["dataset"], r["condition"], r["preset"], str(r["init"]), str(r["seed"]),
                       r["kind"], _percent(r["accuracy"]), _percent(r["accuracy_last"]),
                       _percent(r["mean_class_accuracy"]), f"{r['minutes']:.1f}" if r["minutes"] else "-",
-                      r["run_dir"])
+                      "/".join(Path(r["run_dir"]).parts[-2:]))
     stdout.print(table)

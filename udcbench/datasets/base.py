@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -267,5 +267,3 @@ def detect_dataset(root: Path) -> str:
     layouts = "; ".join(f"{c.spec.name}: {c.spec.layout}" for c in order if c.spec.needs_source)
     raise UdcbenchError(f"{root}: no known dataset layout found. Expected one of: {layouts}")
 
-
-ProgressFn = Callable[[int], None]

@@ -222,7 +222,8 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     train_images = load_images(adapter, plan.train, size, "loading train", sizes=train_sizes)
     val_images = load_images(adapter, plan.val, size, "loading validation")
     test_images = load_images(adapter, plan.test, size, "loading test")
-    labels = np.array([r.label for r in plan.train], dtype=np.int64)
+    given_labels = np.array([r.label for r in plan.train], dtype=np.int64)
+    labels = given_labels.copy()  # SCN may relabel these; given_labels stay as the dataset says
     soft = None
     if plan.train and plan.train[0].soft is not None:
         soft = torch.tensor(np.array([r.soft for r in plan.train]), dtype=torch.float32)
@@ -336,7 +337,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                 "lr": optimizer.param_groups[0]["lr"],
                 "train_seconds": seconds,
                 "images": int(stats[1]),
-                "relabelled": int((labels != np.array([r.label for r in plan.train])).sum()),
+                "relabelled": int((labels != given_labels).sum()),
             }
             history.append(entry)
             score = val["accuracy"] if val else test["accuracy"]
