@@ -20,18 +20,35 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def merge_previous(name: str, rows: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """Rows of benchmarks/results/<name>.csv whose key is not among ``rows``, then ``rows``.
+
+    Lets a long benchmark be run piece by piece (one method, one condition) without losing the rows
+    measured earlier; a re-measured row replaces the old one.
+    """
+    path = RESULTS / f"{name}.csv"
+    if not path.is_file():
+        return rows
+    new = {tuple(str(r[k]) for k in key) for r in rows}
+    with path.open(newline="") as f:
+        kept = [r for r in csv.DictReader(f) if tuple(r.get(k, "") for k in key) not in new]
+    return kept + rows
+
+
 def report(name: str, title: str, rows: list[dict]) -> Path:
     """Print rows as a table and write them to benchmarks/results/<name>.csv."""
     table = Table(title=f"{title} ({machine()})")
-    for key in rows[0]:
+    columns = list(rows[-1])
+    for key in columns:
         table.add_column(key, overflow="fold")
     for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+        values = (row.get(key, "") for key in columns)
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values))
     Console().print(table)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.csv"
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
     print(f"wrote {path.relative_to(REPO)}")

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import FERPLUS, report
+from _common import FERPLUS, merge_previous, report
 
 PRESET_FOLDERS = {"clean": "ferplus", "toled": "udc-ferplus", "poled": "udc-poled-ferplus", "lowlight": "ll-ferplus"}
 
@@ -60,11 +60,13 @@ def main() -> None:
                              "accuracy": 100 * best["accuracy"],
                              "accuracy_last": 100 * record["test_at_last"]["accuracy"],
                              "mean_class_accuracy": 100 * best["mean_class_accuracy"], "minutes": record["minutes"],
-                             "best_epoch": record["best_epoch"], "init": record["init"]})
-    clean_acc = {(r["method"], r["seed"]): r["accuracy"] for r in rows if r["condition"] == "clean"}
+                             "best_epoch": record["best_epoch"], "init": record["init"],
+                             "data_manifest": (record.get("dataset_manifest_sha256") or "")[:12]})
+    rows = merge_previous("fer_accuracy", rows, key=("method", "condition", "seed"))
+    clean_acc = {(r["method"], str(r["seed"])): float(r["accuracy"]) for r in rows if r["condition"] == "clean"}
     for r in rows:
-        base = clean_acc.get((r["method"], r["seed"]))
-        r["drop_from_clean"] = None if base is None or r["condition"] == "clean" else base - r["accuracy"]
+        base = clean_acc.get((r["method"], str(r["seed"])))
+        r["drop_from_clean"] = "" if base is None or r["condition"] == "clean" else base - float(r["accuracy"])
     report("fer_accuracy", f"FERPlus ({args.preset} preset; test: FER2013Valid)", rows)
 
 

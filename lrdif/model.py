@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from baselines.base import Batch, FERModel, StepOutput
 from lrdif.diffusion import EPRDiffusion
-from lrdif.encoders import FPEN, ClipEncoders, LandmarkNet, ScratchEncoders, landmark_heatmaps
+from lrdif.encoders import FPEN, ClipEncoders, LandmarkNet, ScratchEncoders, ScratchImageEncoder, landmark_heatmaps
 from lrdif.udcformer import UDCformer
 
 
@@ -68,6 +68,10 @@ class LRDif(FERModel):
         else:
             raise ValueError(f"encoder is 'clip' or 'scratch', not '{encoder}'")
         width = self.encoders.dim
+        # Stage 2's image encoder. A frozen CLIP tower serves both stages; a scratch encoder learnt in stage 1
+        # only what the label left to learn (next to nothing), so stage 2 trains its own copy, initialised
+        # from stage 1's, while the prior keeps the frozen original.
+        self.image_s2 = ScratchImageEncoder(width) if encoder == "scratch" else None
         self.fpen_s1 = FPEN(2 * width, z_dim)
         self.fpen_s2 = FPEN(width, z_dim)
         self.diffusion = EPRDiffusion(z_dim, steps, parameterization)
@@ -87,8 +91,8 @@ class LRDif(FERModel):
         return self.fpen_s1(torch.cat([self.encoders.encode_label(labels), self.encoders.encode_image(x)], dim=1))
 
     def condition(self, x: torch.Tensor) -> torch.Tensor:
-        """x_S2 = FPEN_S2(E_I(x))."""
-        return self.fpen_s2(self.encoders.encode_image(x))
+        """x_S2 = FPEN_S2(E_I(x)), with stage 2's own image encoder when the encoders are trained from scratch."""
+        return self.fpen_s2(self.image_s2(x) if self.image_s2 is not None else self.encoders.encode_image(x))
 
     def estimate(self, x: torch.Tensor) -> torch.Tensor:
         """Stage 2 at inference: the EPR estimated from the image alone."""
@@ -141,7 +145,8 @@ class LRDif(FERModel):
 
     # -- stage set-up -------------------------------------------------------------------------------
     def load_stage1(self, state: dict) -> None:
-        """Initialise from a stage-1 model: encoders, FPEN_S1, UDCformer and landmark network."""
+        """Initialise from a stage-1 model: encoders, FPEN_S1, UDCformer and landmark network (and stage 2's
+        image encoder from stage 1's scratch image encoder)."""
         keep = ("encoders.", "fpen_s1.", "udcformer.", "landmarks.")
         own = self.state_dict()
         picked = {k: v for k, v in state.items() if k.startswith(keep) and k in own and own[k].shape == v.shape}
@@ -149,6 +154,8 @@ class LRDif(FERModel):
         if missing:
             raise ValueError(f"the stage-1 checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
         self.load_state_dict(picked, strict=False)
+        if self.image_s2 is not None:
+            self.image_s2.load_state_dict(self.encoders.image.state_dict())
 
     def pretrain_landmarks(self, images: torch.Tensor, points: np.ndarray, epochs: int = 3, batch_size: int = 64,
                            lr: float = 2e-3, seed: int = 0) -> list[float]:

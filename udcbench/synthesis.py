@@ -44,6 +44,15 @@ PREVIEW = "preview.png"
 _OWN_FILES = {MANIFEST, PREVIEW}
 
 
+#: Folder prefixes per degradation preset: data/udc-rafdb, data/udc-poled-rafdb, data/ll-rafdb.
+PREFIX = {"toled": "udc", "poled": "udc-poled", "lowlight": "ll"}
+
+
+def condition_folder(dataset: str, condition: str) -> str:
+    """The workspace folder name of a dataset under a condition: ``ferplus``, ``udc-ferplus``, ..."""
+    return dataset if condition == "clean" else f"{PREFIX.get(condition, condition)}-{dataset}"
+
+
 def _is_own(name: str) -> bool:
     return name in _OWN_FILES or (name.startswith("manifest") and name.endswith(".jsonl"))
 
@@ -201,7 +210,8 @@ def _repair_journal(path: Path) -> None:
 def _header(recipe: Recipe, seed: int, adapter: DatasetAdapter, src: Path, n_images: int) -> dict:
     return {
         "udcbench_version": __version__,
-        "dataset": adapter.name,
+        "dataset": adapter.origin,
+        "adapter": adapter.name,
         "source": str(src.resolve()),
         "recipe": recipe.raw,
         "recipe_name": recipe.name,
@@ -238,7 +248,7 @@ def _check_output(out: Path, src: Path, header: dict, resume: bool, overwrite: b
 
 def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0, workers: int = 1,
                shard: Shard = Shard(), resume: bool = False, overwrite: bool = False,
-               cache_dir: Path | None = None, dataset_name: str | None = None) -> SynthReport:
+               cache_dir: Path | None = None) -> SynthReport:
     """Degrade every image of ``adapter.root`` into ``out`` (same layout). See the module docstring."""
     src = adapter.root
     if src is None:
@@ -247,7 +257,7 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
     images, others = source_files(src)
     if not images:
         raise UdcbenchError(f"no image files under {src} (FERPlus from fer2013.csv: render the PNG folders first)")
-    dataset = dataset_name or adapter.name
+    dataset = adapter.origin
     header = _header(recipe, seed, adapter, src, len(images))
     # Shards of one run share the output folder: each may find the others already there.
     _check_output(out, src, header, resume or shard.count > 1, overwrite)

@@ -34,7 +34,7 @@ def _root(
     """udcbench: FER under under-display cameras."""
 
 
-from udcbench.cli import data, synth, train  # noqa: E402,F401  (register their commands)
+from udcbench.cli import data, results, synth, train  # noqa: E402,F401  (register their commands)
 
 
 def main() -> None:

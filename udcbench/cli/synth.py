@@ -12,12 +12,10 @@ from udcbench.cli._common import command, fail, parse_options, resolve_dataset, 
 from udcbench.datasets import dataset_names, get_adapter_class
 from udcbench.errors import UdcbenchError
 from udcbench.progress import stderr
-from udcbench.synthesis import Shard, synthesize
+from udcbench.synthesis import Shard, condition_folder, synthesize
 from udcbench.workspace import load_workspace
 
 PANEL = "Synthesis"
-#: Default output folder prefixes per preset: data/udc-rafdb, data/udc-poled-rafdb, data/ll-rafdb.
-PREFIX = {"toled": "udc", "poled": "udc-poled", "lowlight": "ll"}
 
 
 @command(app, "synth", panel=PANEL)
@@ -60,9 +58,9 @@ def synth_cmd(
     adapter_name = "imagefolder" if dataset == "synthetic" else dataset
     adapter = resolve_dataset(str(src) if src is not None else None, adapter_name, parse_options(option))
     if out is None:
-        out = workspace.dataset_dir(f"{PREFIX.get(chosen.name, chosen.name)}-{dataset}")
+        out = workspace.dataset_dir(condition_folder(dataset, chosen.name))
     report = synthesize(adapter, out, chosen, seed=seed, workers=workers, shard=Shard.parse(shard), resume=resume,
-                        overwrite=overwrite, cache_dir=workspace.cache, dataset_name=dataset)
+                        overwrite=overwrite, cache_dir=workspace.cache)
     rate = report.written / report.seconds if report.seconds else 0.0
     stdout.print(f"{chosen.name}: wrote {report.written} images to {out} ({report.already_done} already done, "
                  f"{len(report.skipped)} skipped) in {report.seconds:.1f} s ({rate:.0f} images/s)")

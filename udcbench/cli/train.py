@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import typer
@@ -10,14 +9,14 @@ from rich.table import Table
 
 from udcbench.cli import app
 from udcbench.cli._common import command, parse_options, print_json, resolve_dataset, stdout
-from udcbench.engine.config import PRESETS, apply_overrides
+from udcbench.engine.config import PRESETS
+from udcbench.engine.runs import STORE, train_method
 from udcbench.errors import UdcbenchError
 from udcbench.methods import get_method, method_names
 from udcbench.progress import stderr
 from udcbench.workspace import load_workspace
 
 PANEL = "Training"
-STORE = "results.sqlite"
 
 
 def default_training_data() -> str:
@@ -27,10 +26,6 @@ def default_training_data() -> str:
         return str(candidate)
     stderr.print("no --data given and data/udc-rafdb not found: training on the built-in synthetic faces")
     return "synthetic"
-
-
-def run_folder(out: Path, data_tag: str, method: str, preset: str, seed: int) -> Path:
-    return out / data_tag / f"{method}-{preset}-s{seed}"
 
 
 def _percent(value) -> str:
@@ -54,6 +49,8 @@ def train_cmd(
     option: list[str] | None = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
     stage: int | None = typer.Option(None, help="Two-stage methods (LRDif): run only stage 1 or 2."),
     from_run: Path | None = typer.Option(None, "--from", help="Stage 2: the stage-1 run folder to start from."),
+    tag: str = typer.Option("", help="Suffix of the run folder, for runs that differ only by --set "
+                                     "(e.g. --set method_args.steps=8 --tag T8)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final record as JSON."),
 ) -> None:
     """Train and evaluate a method; records land in runs/<data>/<method>-<preset>-s<seed>/.
@@ -64,8 +61,6 @@ def train_cmd(
     Examples: udcbench train resnet18 --data data/ferplus ; udcbench train scn --data data/udc-ferplus --preset cpu ;
     udcbench train dan --preset paper --weights msceleb_resnet18.pth ; udcbench train eac --data data/ferplus --resume
     """
-    from udcbench.engine.trainer import train
-
     spec = get_method(method)
     if stage not in (None, 1, 2) or (stage is not None and spec.stage1 is None and spec.name != "lrdif-s1"):
         raise UdcbenchError("--stage is 1 or 2, for two-stage methods (lrdif) only")
@@ -75,35 +70,9 @@ def train_cmd(
         raise UdcbenchError("--stage 2 needs --from RUN (the stage-1 run folder)")
     adapter = resolve_dataset(data or default_training_data(), dataset, parse_options(option))
     workspace = load_workspace()
-    out = out or workspace.runs
-    tag = adapter.root.name if adapter.root is not None else adapter.name
-
-    def run_one(name: str, run_dir: Path, resume_it: bool, extra: dict) -> dict:
-        config = apply_overrides(get_method(name).config(preset), set_)
-        config.seed = seed
-        config.method_args.update(extra)
-        if weights is not None:
-            config.weights = str(weights)
-        stderr.print(f"training {name} ({preset}) on {adapter.describe()} -> {run_dir}")
-        return train(config, adapter, run_dir, store=out / STORE, resume=resume_it, device=device,
-                     cache_dir=workspace.cache)
-
-    extra = {}
-    if spec.stage1:
-        first = Path(from_run) if from_run is not None else run_folder(out, tag, spec.stage1, preset, seed)
-        if not (first / "results.json").is_file():
-            if from_run is not None:
-                raise UdcbenchError(f"{first} is not a finished stage-1 run (no results.json)")
-            run_one(spec.stage1, first, (first / "last.pt").is_file(), {})
-        extra["from_run"] = str(first)
-    run_dir = run_folder(out, tag, method, preset, seed)
-    if run_dir.exists() and not resume:
-        if not overwrite:
-            done = (run_dir / "results.json").is_file()
-            hint = "--overwrite to train again" if done else "--resume to continue it, or --overwrite"
-            raise UdcbenchError(f"{run_dir} exists ({'finished' if done else 'unfinished'}); pass {hint}")
-        shutil.rmtree(run_dir)
-    record = run_one(method, run_dir, resume, extra)
+    record = train_method(method, adapter, out or workspace.runs, preset=preset, seed=seed, overrides=set_,
+                          weights=weights, tag=tag, resume=resume, overwrite=overwrite, from_run=from_run,
+                          device=device, cache_dir=workspace.cache, log=stderr.print)
     if as_json:
         print_json(record)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
@@ -151,6 +152,21 @@ class DatasetAdapter(ABC):
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The folder's manifest.json (written by ``udcbench synth`` and ``udcbench generate``), or {}."""
+        path = self.root / "manifest.json" if self.root is not None else None
+        try:
+            return json.loads(path.read_text()) if path is not None else {}
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def origin(self) -> str:
+        """The dataset the images come from: the manifest's name for a synthesised or generated copy
+        (``data/udc-synthetic`` read as an image folder is still ``synthetic``), else the adapter's name."""
+        return str(self.manifest.get("dataset") or self.name)
 
     @property
     def num_classes(self) -> int:

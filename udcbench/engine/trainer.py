@@ -87,6 +87,17 @@ def git_commit() -> str | None:
         return None
 
 
+def config_changes(config: TrainConfig) -> dict[str, Any]:
+    """Fields that differ from the method's preset (the ``--set`` overrides), besides seed and weights."""
+    preset = get_method(config.method).config(config.preset)
+    ours, theirs = config.to_json(), preset.to_json()
+    changes = {k: v for k, v in ours.items() if k not in ("seed", "weights", "method_args") and theirs[k] != v}
+    for key in set(config.method_args) | set(preset.method_args):
+        if key != "from_run" and config.method_args.get(key) != preset.method_args.get(key):
+            changes[f"method_args.{key}"] = config.method_args.get(key)
+    return changes
+
+
 def dataset_condition(adapter: DatasetAdapter) -> tuple[str, str | None]:
     """("clean" or the UDC recipe's name, sha256 of the dataset's manifest.json or None)."""
     manifest = adapter.root / "manifest.json" if adapter.root is not None else None
@@ -169,22 +180,23 @@ class _Step(nn.Module):
 # -- evaluation -------------------------------------------------------------------------------------------
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, config: TrainConfig, rt: Runtime,
-            labels: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Arg-max predictions for a normalised tensor, and images/s. Labels are passed in only to oracle
-    models (``uses_labels_at_eval``, LRDif's stage 1); sampling models draw from a fixed seed."""
+            labels: np.ndarray | None = None, features: bool = False) -> tuple[np.ndarray, float]:
+    """Arg-max predictions for a normalised tensor (or, with ``features``, the penultimate features),
+    and images/s. Labels are passed in only to oracle models (``uses_labels_at_eval``, LRDif's stage 1);
+    sampling models draw from a fixed seed."""
     model.eval()
     torch.manual_seed(config.seed)
     oracle = getattr(model, "uses_labels_at_eval", False)
-    preds = []
+    outputs = []
     start = time.perf_counter()
     for i in range(0, len(x), config.eval_batch_size):
         chunk = x[i : i + config.eval_batch_size].to(rt.device)
         extra = (torch.from_numpy(labels[i : i + len(chunk)]).to(rt.device),) if oracle else ()
         with rt.autocast(config.amp):
-            logits = model(chunk, *extra)
-        preds.append(logits.float().argmax(dim=1).cpu())
+            out = (model.embed if features else model)(chunk, *extra)
+        outputs.append(out.float().cpu() if features else out.float().argmax(dim=1).cpu())
     seconds = time.perf_counter() - start
-    return torch.cat(preds).numpy(), len(x) / max(seconds, 1e-9)
+    return torch.cat(outputs).numpy(), len(x) / max(seconds, 1e-9)
 
 
 def evaluate(model, images, labels, config, rt, num_classes) -> dict:
@@ -363,7 +375,8 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
         **init,
         "preset": config.preset,
         "input_size": size,
-        "dataset": adapter.name,
+        "dataset": adapter.origin,
+        "adapter": adapter.name,
         "data_root": str(adapter.root) if adapter.root else None,
         "data_options": adapter.options,
         "condition": condition,
@@ -373,6 +386,8 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
         "validation": plan.val_source,
         "counts": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test)},
         "seed": config.seed,
+        "method_args": config.method_args,
+        "config_changes": config_changes(config),
         "best_epoch": best.get("epoch"),
         "epochs": config.epochs,
         "test_at_best": best.get("test"),
@@ -411,26 +426,48 @@ def _row(record: dict) -> dict:
     }
 
 
-def evaluate_run(run_dir: Path, adapter: DatasetAdapter, store: Path | None = None, checkpoint: str = "best",
-                 device: str | None = None) -> dict:
-    """Evaluate a trained run on another dataset's test split (e.g. trained clean, tested on UDC)."""
-    run_dir = Path(run_dir)
-    path = run_dir / f"{checkpoint}.pt"
+@dataclass
+class TrainedRun:
+    model: nn.Module
+    config: TrainConfig
+    record: dict  # the run's results.json ({} while unfinished)
+    state: dict  # the checkpoint
+    num_classes: int
+
+
+def load_trained(run_dir: Path, adapter: DatasetAdapter, rt: Runtime, checkpoint: str = "best") -> TrainedRun:
+    """A trained run's model (on ``rt.device``), refusing a dataset with more classes than it predicts."""
+    path = Path(run_dir) / f"{checkpoint}.pt"
     if not path.is_file():
         raise UdcbenchError(f"{run_dir} has no {checkpoint}.pt (is it a udcbench run folder?)")
-    rt = runtime(device)
     state = torch.load(path, map_location=rt.device, weights_only=False)
     config = TrainConfig.from_json(state["config"])
-    trained = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+    results = Path(run_dir) / "results.json"
+    trained = json.loads(results.read_text()) if results.is_file() else {}
     num_classes = len(trained.get("classes", [])) or adapter.num_classes
     if adapter.num_classes > num_classes:
         raise UdcbenchError(f"the run predicts {num_classes} classes; {adapter.describe()} has {adapter.num_classes}")
     model = create_method(config.method, num_classes, config).to(rt.device)
     model.load_state_dict(state["model"])
+    return TrainedRun(model, config, trained, state, num_classes)
+
+
+def load_test_split(adapter: DatasetAdapter, config: TrainConfig) -> tuple[str, list, torch.Tensor]:
+    """The adapter's test split (its valid split where it has no test split), loaded at the run's size."""
     test_split = "test" if "test" in adapter.splits() else "valid"
     records = adapter.records(test_split)
-    images = load_images(adapter, records, config.input_size, f"loading {test_split}")
-    metrics = evaluate(model, images, np.array([r.label for r in records]), config, rt, num_classes)
+    return test_split, records, load_images(adapter, records, config.input_size, f"loading {test_split}")
+
+
+def evaluate_run(run_dir: Path, adapter: DatasetAdapter, store: Path | None = None, checkpoint: str = "best",
+                 device: str | None = None) -> dict:
+    """Evaluate a trained run on another dataset's test split (e.g. trained clean, tested on UDC)."""
+    run_dir = Path(run_dir)
+    rt = runtime(device)
+    trained_run = load_trained(run_dir, adapter, rt, checkpoint)
+    model, config, trained, state = trained_run.model, trained_run.config, trained_run.record, trained_run.state
+    test_split, records, images = load_test_split(adapter, config)
+    metrics = evaluate(model, images, np.array([r.label for r in records]), config, rt, trained_run.num_classes)
     condition, manifest_sha = dataset_condition(adapter)
     record = {
         **{k: trained.get(k) for k in ("method", "method_title", "backbone", "init", "weights_sha256", "preset",
@@ -438,7 +475,8 @@ def evaluate_run(run_dir: Path, adapter: DatasetAdapter, store: Path | None = No
         "run_id": f"{run_dir.resolve()}::eval::{adapter.name}:{condition}:{adapter.root}",
         "kind": "eval",
         "trained_on": {k: trained.get(k) for k in ("dataset", "condition", "data_root")},
-        "dataset": adapter.name,
+        "dataset": adapter.origin,
+        "adapter": adapter.name,
         "data_root": str(adapter.root) if adapter.root else None,
         "condition": condition,
         "dataset_manifest_sha256": manifest_sha,

@@ -1,0 +1,87 @@
+"""End-to-end: ``udcbench reproduce`` on a tiny synthetic configuration, then the result commands."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from udcbench.cli import app
+from udcbench.datasets.generate import generate_synthetic
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One smoke reproduce (resnet18 and LRDif, Figure 6 at T = 1 and 4) in a fresh workspace."""
+    root = tmp_path_factory.mktemp("study")
+    generate_synthetic(root / "data" / "synthetic", n_train=56, n_test=21, size=48)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE"):
+            mp.delenv(var, raising=False)
+        first = runner.invoke(app, ["reproduce", "--preset", "smoke", "--methods", "resnet18", "--methods", "lrdif",
+                                    "--json"])
+        assert first.exit_code == 0, first.output
+        again = runner.invoke(app, ["reproduce", "--preset", "smoke", "--methods", "resnet18", "--methods", "lrdif",
+                                    "--json"])
+        yield root, json.loads(first.stdout), json.loads(again.stdout), mp
+
+
+def test_reproduce_trains_every_job_and_writes_everything(study):
+    root, summary, _, _ = study
+    runs = {str(Path(r).relative_to(root / "runs")) for r in summary["runs"]}
+    assert runs == {"synthetic/resnet18-smoke-s0", "synthetic/lrdif-smoke-s0", "udc-synthetic/resnet18-smoke-s0",
+                    "udc-synthetic/lrdif-smoke-s0", "udc-synthetic/lrdif-smoke-s0-T1"}
+    assert (root / "runs" / "udc-synthetic" / "lrdif-s1-smoke-s0" / "results.json").is_file()  # stage 1, shared
+    assert (root / "data" / "udc-synthetic" / "manifest.json").is_file()
+    files = {str(Path(f).relative_to(root / "results")) for f in summary["files"]}
+    for name in ("tables/table1-synthetic.csv", "tables/table2-synthetic.md", "tables/table5-synthetic.csv",
+                 "figures/fig3-samples-synthetic.png", "figures/fig6-steps-synthetic.csv",
+                 "figures/fig6-steps-synthetic.png", "figures/tsne-udc-synthetic-lrdif-s0.png",
+                 "figures/confusion/synthetic-resnet18-s0.png", "leaderboard.csv", "leaderboard.md"):
+        assert name in files and (root / "results" / name).is_file(), name
+    steps = list(csv.DictReader((root / "results/figures/fig6-steps-synthetic.csv").open()))
+    assert [s["steps"] for s in steps] == ["1", "4"]
+    table5 = {r["udcbench_method"]: r for r in csv.DictReader((root / "results/tables/table5-synthetic.csv").open())}
+    assert table5["lrdif"]["status"] == "measured" and table5["lrdif"]["n"] == "1"
+    assert table5["lrdif-s2-v1"]["status"] == "missing"
+    fill = table5["lrdif-s2-v1"]["fill_command"]
+    assert "udcbench train lrdif-s2-v1 --data data/udc-synthetic --preset smoke" in fill
+    board = list(csv.DictReader((root / "results/leaderboard.csv").open()))
+    # the stage-1 oracle (lrdif-s1) is in Table 5 but never on the leaderboard
+    assert {(r["method"], r["condition"]) for r in board} == {(m, c) for m in ("resnet18", "lrdif")
+                                                              for c in ("clean", "toled")}
+    assert all(r["drop_from_clean"] for r in board if r["condition"] == "toled")
+
+
+def test_reproduce_again_skips_finished_runs(study):
+    _, first, again, _ = study
+    assert again["runs"] == first["runs"]
+    assert again["seconds"] < first["seconds"]
+    record = json.loads((Path(first["runs"][0]) / "results.json").read_text())
+    assert record["created"] == json.loads((Path(again["runs"][0]) / "results.json").read_text())["created"]
+
+
+def test_result_commands_on_the_studys_runs(study):
+    root, summary, _, mp = study
+    mp.chdir(root)
+    shown = runner.invoke(app, ["table", "5", "--dataset", "synthetic", "--preset", "smoke"])
+    assert shown.exit_code == 0, shown.output
+    assert "LRDif ablation" in shown.stdout and "udcbench train lrdif-s2-v2" in shown.stdout
+    as_json = json.loads(runner.invoke(app, ["table", "1", "-d", "synthetic", "--json"]).stdout)
+    assert as_json["rows"][0]["preset"] == "smoke"
+    board = runner.invoke(app, ["leaderboard", "--publish", "cards", "--json"])
+    assert board.exit_code == 0, board.output
+    assert (root / "cards" / "lrdif.yaml").is_file() and len(json.loads(board.stdout)["rows"]) == 4
+    run_dir = root / "runs" / "synthetic" / "resnet18-smoke-s0"
+    confusion = runner.invoke(app, ["figure", "confusion", str(run_dir)])
+    assert confusion.exit_code == 0 and Path(confusion.stdout.strip()).is_file()
+    plotted = runner.invoke(app, ["figure", "6", "--data", "data/udc-synthetic", "--preset", "smoke",
+                                  "--steps", "1,4", "--no-train"])
+    assert plotted.exit_code == 0, plotted.output
+    assert "T=1:" in plotted.stdout and "T=4:" in plotted.stdout
+    bad = runner.invoke(app, ["table", "7"])
+    assert bad.exit_code == 2 and "Tables 1-5" in bad.output

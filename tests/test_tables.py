@@ -1,0 +1,152 @@
+"""Paper tables and leaderboards built from hand-made run records, checked against hand-computed values."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from udcbench.errors import UdcbenchError
+from udcbench.leaderboard import build_leaderboard, publish, write_leaderboard
+from udcbench.methods import method_names
+from udcbench.paper import paper_numbers, paper_table
+from udcbench.tables import build_table, table_records, to_markdown, write_table
+
+
+def result(method, dataset, condition, accuracy, seed=0, preset="cpu", init="scratch", created="2026-01-01",
+           mca=None, changes=None, input_size=64):
+    """A results-store row as ``load_results`` returns it."""
+    return {
+        "run_id": f"{method}-{dataset}-{condition}-{preset}-{init}-{seed}-{created}", "kind": "train",
+        "method": method, "backbone": "ResNet-18", "init": init, "preset": preset, "input_size": input_size,
+        "dataset": dataset, "condition": condition, "test_split": "valid", "seed": seed, "accuracy": accuracy,
+        "accuracy_last": accuracy, "mean_class_accuracy": mca if mca is not None else accuracy - 0.1,
+        "macro_f1": accuracy - 0.2, "best_epoch": 3, "epochs": 3, "minutes": 1.0, "device": "cpu",
+        "created": created, "run_dir": f"runs/{dataset}-{condition}/{method}-{preset}-s{seed}-{created}",
+        "record": {"config_changes": changes or {}, "method_args": {}},
+    }
+
+
+def test_paper_numbers_are_the_papers_tables():
+    numbers = paper_numbers()
+    assert len(numbers) == 53
+    assert {n.table for n in numbers} == {1, 2, 3, 4, 5}
+    lrdif3 = [n for n in paper_table(3) if n.method == "LRDif"]
+    assert lrdif3[0].accuracy == 84.89 and lrdif3[0].udcbench_method == "lrdif"
+    assert {n.udcbench_method for n in numbers} - {None} <= set(method_names())
+    assert [n.udcbench_method for n in paper_table(5)] == ["lrdif-s1", "lrdif-s2-v1", "lrdif-s2-v2", "lrdif",
+                                                           "lrdif-s2-v4"]
+
+
+@pytest.fixture
+def results():
+    return [
+        result("scn", "ferplus", "toled", 0.80, seed=0),
+        result("scn", "ferplus", "toled", 0.82, seed=1),
+        result("scn", "ferplus", "toled", 0.70, seed=2, created="2026-01-01"),
+        result("scn", "ferplus", "toled", 0.84, seed=2, created="2026-01-02"),  # the same seed again: latest wins
+        result("scn", "ferplus", "toled", 0.90, seed=0, preset="paper"),  # another preset: not mixed in
+        result("lrdif", "ferplus", "toled", 0.86, seed=0, input_size=48),
+        result("lrdif", "ferplus", "toled", 0.99, seed=0, changes={"method_args.steps": 8}),  # a sweep run
+        result("resnet18", "ferplus", "clean", 0.83, seed=0),
+    ]
+
+
+def test_table3_cells_against_hand_computed_values(results, tmp_path: Path):
+    table = build_table(3, results, data_root=tmp_path)
+    assert (table.preset, table.init, table.condition) == ("cpu", "scratch", "toled")
+    rows = {r.label: r for r in table.rows}
+    scn = rows["SCN"].cells["ferplus"]
+    assert scn.accuracy == pytest.approx([80.0, 82.0, 84.0])
+    assert (scn.n, scn.mean, scn.std) == (3, pytest.approx(82.0), pytest.approx(2.0))
+    assert scn.paper == 77.38 and scn.diff == pytest.approx(82.0 - 77.38)
+    assert scn.ours() == "82.00 ± 2.00 (n=3)"
+    lrdif = rows["LRDif"].cells["ferplus"]
+    assert lrdif.accuracy == pytest.approx([86.0]) and lrdif.ours() == "86.00"  # the steps=8 run left out
+    assert rows["LRDif"].input_size() == "48"
+    assert rows["POSTER++"].method is None and rows["POSTER++"].cells["ferplus"].paper == 83.78
+    eac = rows["EAC"].cells["ferplus"]
+    assert eac.n == 0 and eac.command == ("udcbench synth ferplus --preset toled && "
+                                          "udcbench train eac --data data/udc-ferplus --preset cpu")
+    assert table.commands()[0] == "udcbench synth ferplus --preset toled"
+    assert any("preset paper" in n for n in table.notes)
+    assert any("config overrides" in n for n in table.notes)
+    records = {(r["method"], r["dataset"]): r for r in table_records(table)}
+    assert records[("SCN", "ferplus")]["ours_mean"] == "82.00"
+    assert records[("SCN", "ferplus")]["diff"] == "+4.62"
+    assert records[("MANet", "ferplus")]["status"] == "not implemented in udcbench"
+    assert records[("EAC", "ferplus")]["status"] == "missing"
+
+
+def test_preset_choice_and_init_filter(results, tmp_path: Path):
+    paper = build_table(3, results, preset="paper", data_root=tmp_path)
+    cell = next(r for r in paper.rows if r.label == "SCN").cells["ferplus"]
+    assert cell.accuracy == pytest.approx([90.0]) and paper.preset == "paper"
+    assert "--preset paper" in next(r for r in paper.rows if r.label == "EAC").cells["ferplus"].command
+    pretrained = results + [result("scn", "ferplus", "toled", 0.88, init="msceleb.pth", created="2026-02-01")]
+    table = build_table(3, pretrained, init="pretrained", data_root=tmp_path)
+    cell = next(r for r in table.rows if r.label == "SCN").cells["ferplus"]
+    assert cell.accuracy == pytest.approx([88.0]) and cell.inits == {"msceleb.pth"}
+    assert "--weights FILE" in next(r for r in table.rows if r.label == "EAC").cells["ferplus"].command
+
+
+def test_table1_and_a_dataset_the_paper_lacks(tmp_path: Path):
+    results = [result("resnet18", "synthetic", "clean", 0.5), result("resnet18", "ferplus", "clean", 0.83)]
+    table1 = build_table(1, results, data_root=tmp_path)
+    assert table1.datasets == ("rafdb", "ferplus", "kdef")
+    control = next(r for r in table1.rows if r.method == "resnet18")
+    assert control.cells["ferplus"].mean == pytest.approx(83.0) and control.cells["rafdb"].n == 0
+    own = build_table(2, results + [result("resnet18", "synthetic", "toled", 0.4)], datasets=["synthetic"],
+                      data_root=tmp_path)
+    assert not own.has_paper("synthetic")
+    assert all(r.method is not None for r in own.rows)  # rows with only a paper number are left out
+    md = to_markdown(own)
+    assert "UDC-Synthetic faces |" in md and "paper" not in md.split("\n")[4]
+    assert own.stem() == "table2-synthetic"
+
+
+def test_write_table_and_errors(results, tmp_path: Path):
+    csv_path, md_path = write_table(build_table(3, results, data_root=tmp_path), tmp_path / "tables")
+    assert csv_path.name == "table3.csv" and md_path.name == "table3.md"
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 9 and rows[0]["method"] == "DACL"  # the paper's row order
+    assert "| SCN | scratch | 64 | 82.00 ± 2.00 (n=3) | 77.38 | +4.62 |" in md_path.read_text()
+    with pytest.raises(UdcbenchError, match="Tables 1-5"):
+        build_table(6, results)
+    with pytest.raises(UdcbenchError, match="preset"):
+        build_table(3, results, preset="huge")
+
+
+def test_leaderboard_drop_and_rank_change(tmp_path: Path):
+    results = [
+        result("resnet18", "ferplus", "clean", 0.84, seed=0), result("resnet18", "ferplus", "clean", 0.82, seed=1),
+        result("scn", "ferplus", "clean", 0.80),
+        result("resnet18", "ferplus", "toled", 0.78), result("scn", "ferplus", "toled", 0.79),
+        result("scn", "ferplus", "toled", 0.99, changes={"lr": 1.0}),  # overrides: not on the leaderboard
+        result("lrdif-s1", "ferplus", "toled", 1.0),  # an oracle: never ranked
+    ]
+    rows = build_leaderboard(results)
+    by = {(r["method"], r["condition"]): r for r in rows}
+    assert len(rows) == 4
+    r18 = by[("resnet18", "clean")]
+    assert (r18["seeds"], r18["accuracy"], r18["accuracy_std"], r18["rank"]) == (
+        2, pytest.approx(83.0), pytest.approx(2 ** 0.5), 1)
+    assert r18["drop_from_clean"] is None and r18["paper_accuracy"] is None
+    scn_udc = by[("scn", "toled")]
+    assert scn_udc["drop_from_clean"] == pytest.approx(1.0)
+    assert by[("resnet18", "toled")]["drop_from_clean"] == pytest.approx(5.0)
+    assert (scn_udc["rank"], scn_udc["rank_change_from_clean"]) == (1, 1)  # 2nd clean, 1st under UDC
+    assert by[("resnet18", "toled")]["rank_change_from_clean"] == -1
+    assert scn_udc["paper_accuracy"] == 77.38 and by[("scn", "clean")]["paper_accuracy"] == 83.11
+    assert [r["condition"] for r in rows] == ["clean", "clean", "toled", "toled"]
+    csv_path, md_path = write_leaderboard(rows, tmp_path)
+    written = list(csv.DictReader(csv_path.open()))
+    assert written[2]["method"] == "scn" and written[2]["drop_from_clean"] == "1.00"
+    cards = publish(rows, tmp_path / "cards")
+    card = yaml.safe_load((tmp_path / "cards" / "scn.yaml").read_text())
+    assert [p.name for p in cards] == ["resnet18.yaml", "scn.yaml"]
+    entry = card["model-index"][0]
+    assert entry["name"] == "udcbench-scn" and len(entry["results"]) == 2
+    first = entry["results"][0]
+    assert first["task"]["type"] == "image-classification" and first["dataset"]["split"] == "valid"
+    assert first["metrics"][0] == {"type": "accuracy", "value": 80.0, "name": "Accuracy (1 seed)"}

@@ -1,0 +1,275 @@
+"""Results commands: table, leaderboard, figure, reproduce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from udcbench.cli import app
+from udcbench.cli._common import command, parse_options, print_json, resolve_dataset, stdout
+from udcbench.engine.config import PRESETS
+from udcbench.engine.runs import STORE
+from udcbench.errors import UdcbenchError
+from udcbench.progress import stderr
+from udcbench.workspace import load_workspace
+
+PANEL = "Results"
+RunsArg = typer.Option(None, "--runs", help="Runs folder holding results.sqlite (default: runs/).")
+OutArg = typer.Option(None, "--out", help="Output folder (default: results/...).")
+JsonArg = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
+
+figure_app = typer.Typer(help="Draw the paper's figures (PNG) from datasets and runs.", no_args_is_help=True,
+                         context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(figure_app, name="figure", rich_help_panel=PANEL)
+
+
+def _results(runs: Path | None) -> list[dict]:
+    from udcbench.engine.store import load_results
+
+    return load_results((runs or load_workspace().runs) / STORE)
+
+
+def print_table(table) -> None:
+    """A built paper table as a rich table on stdout, its fill commands and notes under it."""
+    from udcbench.tables import body, header
+
+    shown = Table(title=table.title, caption=table.subtitle, show_lines=False)
+    for i, column in enumerate(header(table)):
+        shown.add_column(column, overflow="fold", justify="left" if i == 0 else "right")
+    for line in body(table):
+        shown.add_row(*line)
+    # piped output (a log, a file) gets the table's natural width rather than 80 columns
+    (stdout if stdout.is_terminal else Console(width=240, soft_wrap=True)).print(shown)
+    if table.commands():
+        stdout.print("missing cells are filled by:")
+        for c in table.commands():
+            stdout.print(f"  {c}", highlight=False, markup=False)
+    for note in table.notes:
+        stdout.print(f"note: {note}", highlight=False, markup=False)
+
+
+@command(app, "table", panel=PANEL)
+def table_cmd(
+    number: int = typer.Argument(..., help="Paper table: 1 (clean), 2-4 (UDC-RAF-DB, -FERPlus, -KDEF), 5 (LRDif "
+                                           "ablation)."),
+    preset: str | None = typer.Option(None, help=f"Runs of this preset only ({', '.join(PRESETS)}; default: the "
+                                                 "most common among the table's runs)."),
+    init: str | None = typer.Option(None, help="scratch, pretrained or a weights file name (default: the most "
+                                               "common)."),
+    dataset: list[str] | None = typer.Option(None, "--dataset", "-d", help="Dataset column(s) instead of the "
+                                                                          "table's own (e.g. synthetic)."),
+    condition: str = typer.Option("toled", help="UDC preset for Tables 2-5 (toled, poled, lowlight)."),
+    runs: Path | None = RunsArg,
+    out: Path | None = OutArg,
+    as_json: bool = JsonArg,
+) -> None:
+    """Rebuild a paper table: our mean +- std over seeds beside the paper's number and the difference.
+
+    Writes results/tables/table{N}.csv and .md. Empty cells list the command that fills them.
+
+    Examples: udcbench table 3 ; udcbench table 1 --preset cpu --init scratch ; udcbench table 5 -d ferplus ;
+    udcbench table 2 --dataset synthetic --json
+    """
+    from udcbench.tables import build_table, table_records, write_table
+
+    workspace = load_workspace()
+    table = build_table(number, _results(runs), datasets=dataset, condition=condition, preset=preset, init=init,
+                        data_root=workspace.data)
+    paths = write_table(table, out or workspace.results / "tables")
+    if as_json:
+        print_json({"title": table.title, "subtitle": table.subtitle, "rows": table_records(table),
+                    "notes": table.notes, "files": [str(p) for p in paths]})
+        return
+    print_table(table)
+    stderr.print(f"wrote {paths[0]} and {paths[1]}")
+
+
+@command(app, "leaderboard", panel=PANEL)
+def leaderboard_cmd(
+    runs: Path | None = RunsArg,
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: results/)."),
+    publish: Path | None = typer.Option(None, help="Also write a Hugging Face model-index YAML per method here."),
+    as_json: bool = JsonArg,
+) -> None:
+    """One row per (method, init, preset, dataset, condition): mean, std, seeds, drop from clean, rank change.
+
+    Writes results/leaderboard.csv and .md (columns: see the README).
+
+    Examples: udcbench leaderboard ; udcbench leaderboard --publish cards/ --json
+    """
+    from udcbench.leaderboard import COLUMNS, build_leaderboard, write_leaderboard
+    from udcbench.leaderboard import publish as publish_cards
+
+    rows = build_leaderboard(_results(runs))
+    if not rows:
+        raise UdcbenchError("the results store holds no finished training runs yet (udcbench train ...)")
+    paths = list(write_leaderboard(rows, out or load_workspace().results))
+    if publish is not None:
+        paths += publish_cards(rows, publish)
+    if as_json:
+        print_json({"rows": rows, "files": [str(p) for p in paths]})
+        return
+    shown = Table(title=f"Leaderboard ({len(rows)} rows)")
+    for column in COLUMNS:
+        shown.add_column(column, overflow="fold")
+    for row in rows:
+        shown.add_row(*("" if row[c] is None else f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c])
+                        for c in COLUMNS))
+    stdout.print(shown)
+    stderr.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _figures_dir(out: Path | None) -> Path:
+    return out or load_workspace().results / "figures"
+
+
+@command(figure_app, "6")
+def figure_steps_cmd(
+    data: str = typer.Option("data/udc-rafdb", "--data", help="UDC dataset folder or name."),
+    steps: str = typer.Option("1,2,4,8", help="Diffusion step counts T, comma-separated."),
+    preset: str = typer.Option("cpu", help=f"Training preset ({', '.join(PRESETS)})."),
+    seed: int = typer.Option(0, help="Seed."),
+    train: bool = typer.Option(True, help="Train stage 2 for each T that has no run yet (--no-train: plot only)."),
+    device: str | None = typer.Option(None, help="cpu or cuda."),
+    runs: Path | None = RunsArg,
+    out: Path | None = OutArg,
+) -> None:
+    """Figure 6: LRDif accuracy against the number of diffusion steps T (stage 2 retrained per T,
+    the schedule re-derived for each T; stage 1 shared). Writes fig6-steps-DATA.csv and .png.
+
+    Examples: udcbench figure 6 --data data/udc-ferplus --preset cpu ; udcbench figure 6 --steps 1,2,4 --no-train
+    """
+    from udcbench import figures
+    from udcbench.engine.runs import train_method
+
+    try:
+        counts = sorted({int(t) for t in steps.split(",")})
+    except ValueError:
+        raise UdcbenchError(f"--steps takes comma-separated integers, not '{steps}'") from None
+    if not counts or counts[0] < 1:
+        raise UdcbenchError("--steps must be positive integers")
+    workspace = load_workspace()
+    adapter = resolve_dataset(data)
+    if train:
+        for t in counts:
+            train_method("lrdif", adapter, runs or workspace.runs, preset=preset, seed=seed,
+                         overrides=[] if t == 4 else [f"method_args.steps={t}"], tag="" if t == 4 else f"T{t}",
+                         skip_finished=True, device=device, cache_dir=workspace.cache, log=stderr.print)
+    condition = adapter.manifest.get("recipe_name", "clean")
+    points = [p for p in figures.steps_points(_results(runs), dataset=adapter.origin, condition=condition,
+                                              preset=preset) if p["steps"] in counts]
+    paths = figures.steps_figure(points, _figures_dir(out) / f"fig6-steps-{adapter.origin}",
+                                 f"LRDif on {adapter.origin} ({condition}, {preset})")
+    for p in points:
+        stdout.print(f"T={p['steps']}: {p['accuracy']:.2f} % (n={p['n']})")
+    stderr.print(f"wrote {paths[0]} and {paths[1]}")
+
+
+@command(figure_app, "3")
+def figure_samples_cmd(
+    clean: str = typer.Option(..., "--clean", help="Clean dataset folder or name."),
+    udc: str = typer.Option(..., "--udc", help="Its UDC copy (udcbench synth)."),
+    per_class: int = typer.Option(3, help="Image pairs per class."),
+    option: list[str] | None = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    out: Path | None = OutArg,
+) -> None:
+    """Figure 3: test faces per class, clean beside UDC.
+
+    Example: udcbench figure 3 --clean data/ferplus --udc data/udc-ferplus
+    """
+    from udcbench.figures import sample_grid
+
+    first = resolve_dataset(clean, options=parse_options(option))
+    second = resolve_dataset(udc, options=parse_options(option))
+    path = sample_grid(first, second, _figures_dir(out) / f"fig3-samples-{first.origin}.png", per_class)
+    stdout.print(str(path))
+
+
+@command(figure_app, "tsne")
+def figure_tsne_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder."),
+    data: str = typer.Option(..., "--data", help="Dataset whose test split is embedded."),
+    max_images: int = typer.Option(2000, help="Images at most (a random subset)."),
+    device: str | None = typer.Option(None, help="cpu or cuda."),
+    out: Path | None = OutArg,
+) -> None:
+    """Figures 4/5: t-SNE (scikit-learn) of a run's penultimate features, coloured by class.
+
+    Example: udcbench figure tsne runs/udc-ferplus/lrdif-cpu-s0 --data data/udc-ferplus
+    """
+    from udcbench.figures import run_tsne
+
+    adapter = resolve_dataset(data)
+    path = run_tsne(run_dir, adapter, _figures_dir(out) / f"tsne-{Path(run_dir).parent.name}-"
+                    f"{Path(run_dir).name}-on-{adapter.root.name if adapter.root else adapter.name}.png",
+                    max_images, device)
+    stdout.print(str(path))
+
+
+@command(figure_app, "confusion")
+def figure_confusion_cmd(
+    run_dir: Path = typer.Argument(..., help="A finished run folder (its results.json)."),
+    out: Path | None = OutArg,
+) -> None:
+    """The confusion matrix of a run's test results at the epoch chosen on validation.
+
+    Example: udcbench figure confusion runs/udc-ferplus/scn-cpu-s0
+    """
+    import json
+
+    from udcbench.figures import confusion_figure
+
+    results = Path(run_dir) / "results.json"
+    if not results.is_file():
+        raise UdcbenchError(f"{run_dir} has no results.json (not a finished run)")
+    path = confusion_figure(json.loads(results.read_text()),
+                            _figures_dir(out) / "confusion" / f"{Path(run_dir).parent.name}-{Path(run_dir).name}.png")
+    stdout.print(str(path))
+
+
+@command(app, "reproduce", panel=PANEL)
+def reproduce_cmd(
+    preset: str = typer.Option("quick", help="quick (built-in synthetic faces, minutes on a CPU), cpu (real data, "
+                                             "2 CPU cores) or paper (the papers' recipes, a GPU)."),
+    datasets: list[str] | None = typer.Option(None, "--datasets", help="Datasets (default: synthetic for quick; "
+                                                                        "rafdb, ferplus, kdef where found)."),
+    src_root: Path | None = typer.Option(None, help="Folder holding the clean datasets (default: data/)."),
+    methods: list[str] | None = typer.Option(None, "--methods", help="Methods (default: the baselines and LRDif "
+                                                                     "with its ablations)."),
+    seeds: list[int] | None = typer.Option(None, "--seeds", help="Seeds (default: 0)."),
+    condition: str = typer.Option("toled", help="UDC preset: toled, poled or lowlight."),
+    steps: str | None = typer.Option(None, help="Figure 6's diffusion step counts, comma-separated."),
+    device: str | None = typer.Option(None, help="cpu or cuda."),
+    as_json: bool = JsonArg,
+) -> None:
+    """Reproduce the study: synthesise, train every method clean and UDC, write Tables 1-5, figures, leaderboard.
+
+    Skips finished runs and resumes unfinished ones, so it can be stopped and started again.
+
+    Examples: udcbench reproduce ; udcbench reproduce --preset cpu --src-root /datasets --datasets ferplus ;
+    torchrun --nproc-per-node 4 -m udcbench reproduce --preset paper
+    """
+    from udcbench.reproduce import reproduce
+
+    step_counts = None
+    if steps is not None:
+        try:
+            step_counts = [int(t) for t in steps.split(",")]
+        except ValueError:
+            raise UdcbenchError(f"--steps takes comma-separated integers, not '{steps}'") from None
+    summary = reproduce(preset, load_workspace(), datasets=datasets, src_root=src_root, methods=methods,
+                        seeds=seeds, condition=condition, steps=step_counts, device=device, log=stderr.print)
+    if as_json:
+        from udcbench.tables import table_records
+
+        print_json({"seconds": summary.seconds, "runs": [r.record["run_dir"] for r in summary.runs],
+                    "files": [str(p) for p in summary.files],
+                    "tables": [{"title": t.title, "rows": table_records(t)} for t in summary.tables]})
+        return
+    for table in summary.tables:
+        print_table(table)
+    stdout.print(f"reproduce --preset {preset}: {len(summary.runs)} runs, {len(summary.files)} files written under "
+                 f"{load_workspace().results} in {summary.seconds / 60:.1f} min")

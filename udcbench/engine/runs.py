@@ -1,0 +1,83 @@
+"""Run folders and the two-stage logic shared by ``udcbench train`` and ``udcbench reproduce``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from udcbench.datasets.base import DatasetAdapter
+from udcbench.engine.config import apply_overrides
+from udcbench.errors import UdcbenchError
+from udcbench.methods import get_method
+
+STORE = "results.sqlite"
+
+
+def run_folder(out: Path, data_tag: str, method: str, preset: str, seed: int, tag: str = "") -> Path:
+    """``runs/<data folder>/<method>-<preset>-s<seed>[-<tag>]``."""
+    return Path(out) / data_tag / (f"{method}-{preset}-s{seed}" + (f"-{tag}" if tag else ""))
+
+
+def data_tag(adapter: DatasetAdapter) -> str:
+    return adapter.root.name if adapter.root is not None else adapter.name
+
+
+def finished(run_dir: Path) -> dict | None:
+    """The record of a finished run, or None."""
+    path = Path(run_dir) / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = "cpu", seed: int = 0,
+                 overrides: list[str] | None = None, weights: Path | None = None, tag: str = "",
+                 resume: bool = False, overwrite: bool = False, skip_finished: bool = False,
+                 from_run: Path | None = None, device: str | None = None, cache_dir: Path | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Train one method into its run folder and return the final record.
+
+    A second-stage method (LRDif and its variants) first trains its stage 1 into that method's own
+    folder (shared by every variant; the stage-1 folder carries no ``tag``) unless ``from_run`` names one.
+    ``skip_finished`` returns a finished run's record as it is and resumes an unfinished one (what
+    ``reproduce`` needs after a kill); otherwise an existing folder needs ``resume`` or ``overwrite``.
+    """
+    from udcbench.engine.trainer import train
+
+    spec = get_method(method)
+    out = Path(out)
+    store = out / STORE
+
+    def run_one(name: str, run_dir: Path, resume_it: bool, extra: dict) -> dict:
+        config = apply_overrides(get_method(name).config(preset), overrides)
+        config.seed = seed
+        config.method_args.update(extra)
+        if weights is not None:
+            config.weights = str(weights)
+        log(f"training {name} ({preset}) on {adapter.describe()} -> {run_dir}")
+        return train(config, adapter, run_dir, store=store, resume=resume_it, device=device, cache_dir=cache_dir)
+
+    extra = {}
+    if spec.stage1:
+        first = Path(from_run) if from_run is not None else run_folder(out, data_tag(adapter), spec.stage1, preset,
+                                                                        seed)
+        if finished(first) is None:
+            if from_run is not None:
+                raise UdcbenchError(f"{first} is not a finished stage-1 run (no results.json)")
+            run_one(spec.stage1, first, (first / "last.pt").is_file(), {})
+        extra["from_run"] = str(first)
+    run_dir = run_folder(out, data_tag(adapter), method, preset, seed, tag)
+    if skip_finished:
+        record = finished(run_dir)
+        if record is not None:
+            return record
+        resume = (run_dir / "last.pt").is_file()
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)
+    elif run_dir.exists() and not resume:
+        if not overwrite:
+            done = finished(run_dir) is not None
+            hint = "--overwrite to train again" if done else "--resume to continue it, or --overwrite"
+            raise UdcbenchError(f"{run_dir} exists ({'finished' if done else 'unfinished'}); pass {hint}")
+        shutil.rmtree(run_dir)
+    return run_one(method, run_dir, resume, extra)

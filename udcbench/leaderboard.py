@@ -1,0 +1,142 @@
+"""Leaderboards from the results store: one row per (method, init, preset, dataset, condition).
+
+Columns (documented in the README): accuracy mean / std over seeds and their number, mean class
+accuracy, macro-F1, the drop from clean to this condition (same method, init, preset, dataset), the
+rank among methods in the same (dataset, condition, preset, init) group and the change of that rank
+from clean (positive: the method climbs under this condition), and the paper's number where it has one.
+Oracles (LRDif's stage 1, which sees the label) are left out.
+``--publish`` writes a Hugging Face model-index block per method.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from udcbench.errors import UdcbenchError
+from udcbench.methods import get_method
+from udcbench.paper import paper_numbers
+from udcbench.tables import dataset_title, usable
+
+COLUMNS = ("method", "title", "init", "preset", "input_size", "dataset", "condition", "test_split", "seeds",
+           "accuracy", "accuracy_std", "mean_class_accuracy", "macro_f1", "drop_from_clean", "rank",
+           "rank_change_from_clean", "paper_accuracy")
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _paper(method: str, dataset: str, condition: str) -> float | None:
+    wanted = "clean" if condition == "clean" else "udc" if condition == "toled" else None
+    found = [p.accuracy for p in paper_numbers()
+             if p.udcbench_method == method and p.dataset == dataset and p.condition == wanted]
+    return found[0] if found else None
+
+
+def _oracle(method: str) -> bool:
+    try:
+        return get_method(method).oracle
+    except UdcbenchError:
+        return False
+
+
+def build_leaderboard(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows sorted by dataset, condition, preset, init and rank. Accuracies in percent."""
+    groups: dict[tuple, dict[int, dict]] = {}
+    ranked = (r for r in results if usable(r) and not _oracle(r["method"]))
+    for r in sorted(ranked, key=lambda r: r.get("created") or ""):
+        key = (r["method"], str(r["init"]), r["preset"], r["dataset"], r["condition"])
+        groups.setdefault(key, {})[r["seed"]] = r  # the latest run per seed
+    rows = []
+    for (method, init, preset, dataset, condition), by_seed in groups.items():
+        runs = list(by_seed.values())
+        acc = [100 * r["accuracy"] for r in runs]
+        try:
+            title = get_method(method).title
+        except UdcbenchError:  # a method this version no longer registers
+            title = method
+        rows.append({
+            "method": method, "title": title, "init": init, "preset": preset,
+            "input_size": "/".join(sorted({str(r["input_size"]) for r in runs})),
+            "dataset": dataset, "condition": condition,
+            "test_split": "/".join(sorted({str(r["test_split"]) for r in runs})), "seeds": len(runs),
+            "accuracy": _mean(acc), "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else None,
+            "mean_class_accuracy": _mean([100 * r["mean_class_accuracy"] for r in runs
+                                          if r["mean_class_accuracy"] is not None]),
+            "macro_f1": _mean([100 * r["macro_f1"] for r in runs if r["macro_f1"] is not None]),
+            "paper_accuracy": _paper(method, dataset, condition),
+        })
+    ranks: dict[tuple, int] = {}
+    for row in rows:
+        group = [o for o in rows if (o["dataset"], o["condition"], o["preset"], o["init"]) ==
+                 (row["dataset"], row["condition"], row["preset"], row["init"])]
+        row["rank"] = 1 + sum(o["accuracy"] > row["accuracy"] for o in group)
+        ranks[(row["method"], row["init"], row["preset"], row["dataset"], row["condition"])] = row["rank"]
+    clean = {(r["method"], r["init"], r["preset"], r["dataset"]): r for r in rows if r["condition"] == "clean"}
+    for row in rows:
+        base = clean.get((row["method"], row["init"], row["preset"], row["dataset"]))
+        udc = row["condition"] != "clean" and base is not None
+        row["drop_from_clean"] = base["accuracy"] - row["accuracy"] if udc else None
+        row["rank_change_from_clean"] = base["rank"] - row["rank"] if udc else None
+    rows.sort(key=lambda r: (r["dataset"], r["condition"] != "clean", r["condition"], r["preset"], r["init"],
+                             r["rank"], r["method"]))
+    return [{c: row[c] for c in COLUMNS} for row in rows]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def write_leaderboard(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
+    """``out_dir/leaderboard.csv`` and ``leaderboard.md``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.md"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def model_index(method: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Hugging Face model-card ``model-index`` block of one method's leaderboard rows."""
+    results = []
+    for row in rows:
+        if row["method"] != method:
+            continue
+        seeds = f"mean of {row['seeds']} seeds" if row["seeds"] > 1 else "1 seed"
+        results.append({
+            "task": {"type": "image-classification", "name": "Facial expression recognition"},
+            "dataset": {"type": row["dataset"], "name": dataset_title(row["dataset"], row["condition"]),
+                        "split": row["test_split"],
+                        "args": {"condition": row["condition"], "preset": row["preset"], "init": row["init"],
+                                 "input_size": row["input_size"]}},
+            "metrics": [
+                {"type": "accuracy", "value": round(row["accuracy"], 2), "name": f"Accuracy ({seeds})"},
+                *([{"type": "mean_class_accuracy", "value": round(row["mean_class_accuracy"], 2),
+                    "name": "Mean class accuracy"}] if row["mean_class_accuracy"] is not None else []),
+            ],
+            "source": {"name": "udcbench (runs/results.sqlite)"},
+        })
+    return {"model-index": [{"name": f"udcbench-{method}", "results": results}]}
+
+
+def publish(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """``out_dir/<method>.yaml`` per method: a model-index block for a model card's metadata."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for method in sorted({r["method"] for r in rows}):
+        path = out_dir / f"{method}.yaml"
+        path.write_text(yaml.safe_dump(model_index(method, rows), sort_keys=False, allow_unicode=True))
+        paths.append(path)
+    return paths

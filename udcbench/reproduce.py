@@ -1,0 +1,197 @@
+"""``udcbench reproduce``: the whole study in one resumable command.
+
+For each dataset: synthesise its UDC copy when missing, train every method (the baselines and LRDif
+with its Table 5 variants; LRDif's stage 1 is shared) on clean and UDC data, retrain LRDif's stage 2
+for a few diffusion-step counts (Figure 6), then write Tables 1-5, the figures and the leaderboard.
+Finished runs are read back, unfinished ones resumed, so a killed reproduce continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from udcbench.datasets import create_dataset, detect_dataset
+from udcbench.datasets.base import DatasetAdapter
+from udcbench.engine.runs import STORE, train_method
+from udcbench.engine.store import load_results
+from udcbench.errors import DatasetNotFoundError, UdcbenchError
+from udcbench.methods import BASELINES
+from udcbench.synthesis import condition_folder
+from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
+from udcbench.workspace import Workspace
+
+PAPER_DATASETS = ("rafdb", "ferplus", "kdef")
+LRDIF_METHODS = ("lrdif", "lrdif-s2-v1", "lrdif-s2-v2", "lrdif-s2-v4")  # lrdif-s1 is trained by the first
+
+
+@dataclass(frozen=True)
+class StudyPreset:
+    """What one reproduce preset trains: the training preset, the data and Figure 6's step counts."""
+
+    train_preset: str
+    datasets: tuple[str, ...]
+    steps: tuple[int, ...]
+    description: str
+
+
+STUDY_PRESETS = {
+    "smoke": StudyPreset("smoke", ("synthetic",), (1, 4), "a few steps per method: checks the pipeline, no results"),
+    "quick": StudyPreset("quick", ("synthetic",), (1, 2, 4),
+                         "the built-in synthetic faces, every method at the quick budget (minutes on a CPU)"),
+    "cpu": StudyPreset("cpu", PAPER_DATASETS, (1, 2, 4, 8), "real data at the cpu budget (2 CPU cores)"),
+    "paper": StudyPreset("paper", PAPER_DATASETS, (1, 2, 4, 8, 16), "real data, the papers' recipes (a GPU)"),
+}
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    dataset: str  # the study's dataset name
+    condition: str
+    record: dict  # the run's results.json
+
+
+@dataclass
+class StudySummary:
+    runs: list[StudyRun] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    tables: list = field(default_factory=list)
+    skipped_datasets: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def study_methods() -> tuple[str, ...]:
+    return (*BASELINES, *LRDIF_METHODS)
+
+
+def clean_source(name: str, workspace: Workspace, src_root: Path | None) -> Path:
+    return (src_root or workspace.data) / name
+
+
+def _adapter(root: Path) -> DatasetAdapter:
+    return create_dataset(detect_dataset(root), root)
+
+
+def _complete(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("complete") is True
+    except (OSError, ValueError):
+        return False
+
+
+def prepare_data(name: str, workspace: Workspace, src_root: Path | None, conditions: tuple[str, ...],
+                 log: Callable[[str], None]) -> dict[str, DatasetAdapter]:
+    """The clean and degraded adapters of one dataset, synthesising (or drawing) what is missing."""
+    from degradations import load_recipe
+    from udcbench.synthesis import synthesize
+
+    root = clean_source(name, workspace, src_root)
+    if name == "synthetic":
+        from udcbench.datasets.generate import generate_synthetic
+
+        if not (root / "manifest.json").is_file():  # an earlier 'udcbench generate' is used as it is
+            generate_synthetic(root)
+            log(f"drew the built-in synthetic faces into {root}")
+    elif not root.is_dir():
+        raise DatasetNotFoundError(f"{name}: no folder at {root} (pass --src-root DIR holding {name}/, or "
+                                   f"--datasets without it)")
+    adapters = {"clean": _adapter(root)}
+    for condition in conditions[1:]:
+        out = workspace.dataset_dir(condition_folder(name, condition))
+        if not _complete(out):
+            log(f"synthesising {out} ({condition}) from {root}")
+            synthesize(adapters["clean"], out, load_recipe(condition), resume=out.exists(), cache_dir=workspace.cache)
+        adapters[condition] = _adapter(out)
+    return adapters
+
+
+def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
+              methods: list[str] | None = None, seeds: list[int] | None = None, condition: str = "toled",
+              steps: list[int] | None = None, device: str | None = None,
+              log: Callable[[str], None] = print) -> StudySummary:
+    """Run the study (see the module docstring); returns what was trained and written."""
+    if preset not in STUDY_PRESETS:
+        raise UdcbenchError(f"unknown reproduce preset '{preset}' (known: {', '.join(STUDY_PRESETS)})")
+    study = STUDY_PRESETS[preset]
+    start = time.perf_counter()
+    summary = StudySummary()
+    explicit = datasets is not None
+    names = list(datasets or study.datasets)
+    methods = list(methods or study_methods())
+    seeds = list(seeds if seeds is not None else [0])
+    steps = list(steps if steps is not None else study.steps)
+    conditions = ("clean", condition)
+    adapters: dict[str, dict[str, DatasetAdapter]] = {}
+    for name in names:
+        try:
+            adapters[name] = prepare_data(name, workspace, src_root, conditions, log)
+        except DatasetNotFoundError:
+            if explicit:
+                raise
+            log(f"skipping {name}: not found at {clean_source(name, workspace, src_root)}")
+            summary.skipped_datasets.append(name)
+    if not adapters:
+        raise DatasetNotFoundError(
+            f"none of {', '.join(names)} found under {src_root or workspace.data}; put them there (see "
+            f"'udcbench datasets') or pass --src-root DIR, or run 'udcbench reproduce --preset quick'")
+    ablation_data = next(n for n in (*PAPER_DATASETS, *adapters) if n in adapters)
+    sweep = [t for t in steps if t != 4] if "lrdif" in methods else []
+    jobs = [(name, cond, method, seed, []) for name in adapters for cond in conditions for method in methods
+            for seed in seeds]
+    jobs += [(ablation_data, condition, "lrdif", seed, [t]) for t in sweep for seed in seeds]
+    for k, (name, cond, method, seed, sweep_steps) in enumerate(jobs, 1):
+        overrides, tag = ([f"method_args.steps={sweep_steps[0]}"], f"T{sweep_steps[0]}") if sweep_steps else ([], "")
+        what = f"{method}{' T=' + str(sweep_steps[0]) if sweep_steps else ''}"
+        log(f"[{k}/{len(jobs)}] {what} on {dataset_title(name, cond)} ({study.train_preset}, seed {seed})")
+        record = train_method(method, adapters[name][cond], workspace.runs, preset=study.train_preset, seed=seed,
+                              overrides=overrides, tag=tag, skip_finished=True, device=device,
+                              cache_dir=workspace.cache, log=log)
+        summary.runs.append(StudyRun(name, cond, record))
+    summary.files += write_outputs(workspace, adapters, study.train_preset, condition, ablation_data, summary,
+                                   device, log)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAdapter]], preset: str,
+                  condition: str, ablation_data: str, summary: StudySummary, device: str | None,
+                  log: Callable[[str], None]) -> list[Path]:
+    """Tables 1-5, Figures 3-6, confusion matrices and the leaderboard from the results store."""
+    from udcbench import figures
+    from udcbench.leaderboard import build_leaderboard, write_leaderboard
+
+    results = load_results(workspace.runs / STORE)
+    tables_dir, figures_dir = workspace.results / "tables", workspace.results / "figures"
+    names = list(adapters)
+    files: list[Path] = []
+    specs = [(1, None if set(names) == set(PAPER_DATASETS) else names)]
+    specs += [(UDC_TABLE.get(n, 2), None if n in UDC_TABLE else [n]) for n in names]
+    specs.append((5, None if ablation_data == "rafdb" else [ablation_data]))
+    for number, datasets in specs:
+        table = build_table(number, results, datasets=datasets, condition=condition, preset=preset,
+                            data_root=workspace.data)
+        summary.tables.append(table)
+        files += write_table(table, tables_dir)
+    log("drawing the figures")
+    for name, by_condition in adapters.items():
+        if condition in by_condition:
+            files.append(figures.sample_grid(by_condition["clean"], by_condition[condition],
+                                             figures_dir / f"fig3-samples-{name}.png"))
+    points = figures.steps_points(results, dataset=ablation_data, condition=condition, preset=preset)
+    if points:
+        files += figures.steps_figure(points, figures_dir / f"fig6-steps-{ablation_data}",
+                                      f"LRDif on {dataset_title(ablation_data, condition)} ({preset})")
+    for run in summary.runs:
+        record = run.record
+        if record.get("config_changes"):
+            continue
+        stem = f"{Path(record['run_dir']).parent.name}-{record['method']}-s{record['seed']}"
+        files.append(figures.confusion_figure(record, figures_dir / "confusion" / f"{stem}.png"))
+        if record["method"] in ("lrdif", "resnet18") and run.condition == condition:
+            files.append(figures.run_tsne(Path(record["run_dir"]), adapters[run.dataset][run.condition],
+                                          figures_dir / f"tsne-{stem}.png", device=device))
+    files += write_leaderboard(build_leaderboard(results), workspace.results)
+    return files

@@ -1,0 +1,309 @@
+"""The paper's Tables 1-5 rebuilt from run records: our value beside the paper's, and the gap.
+
+A table is built from the results store's training records (``runs/results.sqlite``). A cell is the
+mean (and sample std, n) over seeds of the test accuracy at the epoch chosen on validation, for one
+method, dataset and condition, from runs of one preset and one initialisation only: the table says
+which, and ``preset`` / ``init`` choose. Runs trained with config overrides (``--set``, e.g. the
+diffusion-steps sweep) never enter a table. Missing cells come with the command that fills them.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from udcbench.engine.config import PRESETS
+from udcbench.errors import UdcbenchError, unknown_name
+from udcbench.methods import get_method
+from udcbench.paper import SOURCE, paper_table
+from udcbench.synthesis import condition_folder
+
+DATASET_TITLES = {"rafdb": "RAF-DB", "ferplus": "FERPlus", "kdef": "KDEF", "synthetic": "Synthetic faces"}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    number: int
+    title: str
+    udc: bool
+    datasets: tuple[str, ...]
+    #: Our methods the paper does not list, appended after the paper's rows.
+    extra_methods: tuple[str, ...] = ("resnet18",)
+
+
+TABLES = {
+    1: TableSpec(1, "accuracy (%) on clean {data}", False, ("rafdb", "ferplus", "kdef")),
+    2: TableSpec(2, "accuracy (%) on {data}", True, ("rafdb",)),
+    3: TableSpec(3, "accuracy (%) on {data}", True, ("ferplus",)),
+    4: TableSpec(4, "accuracy (%) on {data}", True, ("kdef",)),
+    5: TableSpec(5, "LRDif ablation, accuracy (%) on {data}", True, ("rafdb",), extra_methods=()),
+}
+#: Which paper table holds each dataset's UDC results.
+UDC_TABLE = {"rafdb": 2, "ferplus": 3, "kdef": 4}
+
+
+def dataset_title(name: str, condition: str = "clean") -> str:
+    title = DATASET_TITLES.get(name, name)
+    return title if condition == "clean" else f"UDC-{title}" if condition == "toled" else f"{title} ({condition})"
+
+
+@dataclass
+class Cell:
+    """Our runs for one (method, dataset) of a table, and the paper's number."""
+
+    accuracy: list[float] = field(default_factory=list)  # percent, one per seed
+    mean_class_accuracy: list[float] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    input_sizes: set[int] = field(default_factory=set)
+    inits: set[str] = field(default_factory=set)
+    paper: float | None = None
+    command: str | None = None  # what fills an empty cell
+
+    @property
+    def n(self) -> int:
+        return len(self.accuracy)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.accuracy) if self.accuracy else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.accuracy) if self.n > 1 else None
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.mean is None or self.paper is None else self.mean - self.paper
+
+    def ours(self) -> str:
+        if self.mean is None:
+            return ""
+        return f"{self.mean:.2f}" if self.std is None else f"{self.mean:.2f} ± {self.std:.2f} (n={self.n})"
+
+
+@dataclass
+class Row:
+    label: str  # as the paper names the method
+    method: str | None  # ours, None where udcbench does not implement it
+    note: str
+    cells: dict[str, Cell]
+
+    def input_size(self) -> str:
+        return "/".join(str(s) for s in sorted(set().union(*(c.input_sizes for c in self.cells.values())))) or ""
+
+    def init(self) -> str:
+        return "/".join(sorted(set().union(*(c.inits for c in self.cells.values())))) or ""
+
+
+@dataclass
+class BuiltTable:
+    spec: TableSpec
+    datasets: tuple[str, ...]
+    condition: str
+    preset: str | None
+    init: str | None
+    rows: list[Row]
+    notes: list[str]
+
+    @property
+    def title(self) -> str:
+        names = ", ".join(dataset_title(d, self.condition) for d in self.datasets)
+        return f"Table {self.spec.number}: {self.spec.title.format(data=names)}"
+
+    def has_paper(self, dataset: str) -> bool:
+        """Whether the paper reports this table on ``dataset`` (else its columns are left out)."""
+        return any(row.cells[dataset].paper is not None for row in self.rows)
+
+    @property
+    def subtitle(self) -> str:
+        return (f"ours: preset {self.preset or '-'}, init {self.init or '-'}, condition {self.condition}, "
+                f"test accuracy at the epoch chosen on validation; paper: {SOURCE}")
+
+    def commands(self) -> list[str]:
+        """The commands that fill the empty cells, each once (data preparation first)."""
+        seen: list[str] = []
+        for row in self.rows:
+            for cell in row.cells.values():
+                for step in (cell.command or "").split(" && "):
+                    if step and step not in seen:
+                        seen.append(step)
+        return sorted(seen, key=lambda c: " train " in c)
+
+    def stem(self) -> str:
+        parts = [f"table{self.spec.number}"]
+        if self.datasets != self.spec.datasets:
+            parts += list(self.datasets)
+        if self.spec.udc and self.condition != "toled":
+            parts.append(self.condition)
+        return "-".join(parts)
+
+
+def _matches_init(value: str | None, wanted: str) -> bool:
+    if wanted == "pretrained":
+        return value not in (None, "scratch")
+    return value == wanted
+
+
+def _most_common(values: list[str], order: tuple[str, ...] = ()) -> str | None:
+    if not values:
+        return None
+    counts = Counter(values)
+    rank = {v: i for i, v in enumerate(order)}
+    return max(counts, key=lambda v: (counts[v], rank.get(v, -1)))
+
+
+def usable(result: dict[str, Any]) -> bool:
+    """A training record that may enter a table: finished, with no config overrides."""
+    return result.get("kind") == "train" and result.get("accuracy") is not None and not (
+        result.get("record", {}).get("config_changes"))
+
+
+def fill_command(method: str, dataset: str, condition: str, preset: str, init: str, data_root: Path | None) -> str:
+    """The udcbench command(s) that would produce a missing cell."""
+    folder = condition_folder(dataset, condition)
+    steps = []
+    if data_root is not None and not (data_root / folder).exists():
+        if condition != "clean":
+            steps.append(f"udcbench synth {dataset} --preset {condition}")
+        elif dataset == "synthetic":
+            steps.append("udcbench generate")
+    weights = " --weights FILE" if init not in ("scratch", None) else ""
+    steps.append(f"udcbench train {method} --data data/{folder} --preset {preset}{weights}")
+    return " && ".join(steps)
+
+
+def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] | None = None,
+                condition: str = "toled", preset: str | None = None, init: str | None = None,
+                data_root: Path | None = None) -> BuiltTable:
+    """Table ``number`` from store rows (``udcbench.engine.store.load_results``).
+
+    ``datasets`` replaces the table's own (e.g. ``synthetic``; the paper's column then stays empty);
+    ``condition`` is the UDC preset shown for Tables 2-5; ``preset`` and ``init`` (``scratch``,
+    ``pretrained`` or a weights file name) default to the most common among the table's runs.
+    """
+    if number not in TABLES:
+        raise UdcbenchError(f"there is no Table {number}: the paper has Tables 1-5")
+    if preset is not None and preset not in PRESETS:
+        raise unknown_name("preset", preset, PRESETS)
+    spec = TABLES[number]
+    datasets = tuple(datasets or spec.datasets)
+    cond = condition if spec.udc else "clean"
+    paper_rows = paper_table(number)
+    methods: dict[str, tuple[str | None, str]] = {}
+    for p in paper_rows:
+        methods.setdefault(p.method, (p.udcbench_method, p.note))
+    for extra in spec.extra_methods:
+        methods.setdefault(f"{get_method(extra).title} (control; not in the paper)", (extra, "udcbench's control"))
+    keys = {m for m, _ in methods.values() if m}
+    candidates = [r for r in results if usable(r) and r["method"] in keys and r["dataset"] in datasets
+                  and r["condition"] == cond]
+    preset = preset or _most_common([r["preset"] for r in candidates], tuple(reversed(PRESETS))) or "cpu"
+    init = init or _most_common([r["init"] for r in candidates if r["preset"] == preset], ("scratch",)) or "scratch"
+    notes = []
+    rows = []
+    for label, (method, note) in methods.items():
+        cells = {}
+        for dataset in datasets:
+            paper = next((p.accuracy for p in paper_rows if p.method == label and p.dataset == dataset), None)
+            cell = Cell(paper=paper)
+            if method is not None:
+                mine = [r for r in candidates if r["method"] == method and r["dataset"] == dataset]
+                chosen = {}
+                for r in sorted(mine, key=lambda r: r["created"] or ""):
+                    if r["preset"] == preset and _matches_init(r["init"], init):
+                        chosen[r["seed"]] = r  # one run per seed, the latest
+                for r in chosen.values():
+                    cell.accuracy.append(100 * r["accuracy"])
+                    if r["mean_class_accuracy"] is not None:
+                        cell.mean_class_accuracy.append(100 * r["mean_class_accuracy"])
+                    cell.runs.append(r["run_dir"])
+                    cell.input_sizes.add(int(r["input_size"]))
+                    cell.inits.add(str(r["init"]))
+                others = Counter((r["preset"], r["init"]) for r in mine if r["run_dir"] not in cell.runs)
+                for (p, i), n in sorted(others.items()):
+                    notes.append(f"{method} on {dataset_title(dataset, cond)}: {n} run(s) with preset {p}, init {i} "
+                                 f"not shown (--preset {p} --init {i})")
+                if not cell.accuracy:
+                    cell.command = fill_command(method, dataset, cond, preset, init, data_root)
+            cells[dataset] = cell
+        if method is not None or any(c.paper is not None for c in cells.values()):
+            rows.append(Row(label, method, note, cells))
+    skipped = [r for r in results if r.get("kind") == "train" and r.get("record", {}).get("config_changes")
+               and r["method"] in keys and r["dataset"] in datasets and r["condition"] == cond]
+    if skipped:
+        notes.append(f"{len(skipped)} run(s) trained with config overrides (--set) are not in the table")
+    return BuiltTable(spec, datasets, cond, preset, init, rows, notes)
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    return "" if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
+
+
+def table_records(table: BuiltTable) -> list[dict[str, Any]]:
+    """One flat record per (method, dataset): the CSV's rows."""
+    out = []
+    for row in table.rows:
+        for dataset, cell in row.cells.items():
+            out.append({
+                "table": table.spec.number, "method": row.label, "udcbench_method": row.method or "",
+                "dataset": dataset, "condition": table.condition, "preset": table.preset if row.method else "",
+                "init": "/".join(sorted(cell.inits)), "input_size": "/".join(str(s) for s in sorted(cell.input_sizes)),
+                "n": cell.n, "ours_mean": _fmt(cell.mean), "ours_std": _fmt(cell.std),
+                "ours_mean_class_accuracy": _fmt(statistics.fmean(cell.mean_class_accuracy)
+                                                 if cell.mean_class_accuracy else None),
+                "paper": _fmt(cell.paper), "diff": _fmt(cell.diff, signed=True),
+                "status": ("not implemented in udcbench" if row.method is None else
+                           "measured" if cell.n else "missing"),
+                "fill_command": cell.command or "",
+            })
+    return out
+
+
+def header(table: BuiltTable) -> list[str]:
+    columns = ["Method", "init", "input"]
+    for dataset in table.datasets:
+        name = dataset_title(dataset, table.condition)
+        columns += [f"{name} ours", f"{name} paper", "Δ"] if table.has_paper(dataset) else [name]
+    return columns
+
+
+def body(table: BuiltTable) -> list[list[str]]:
+    lines = []
+    for row in table.rows:
+        line = [row.label, row.init(), row.input_size()]
+        for dataset in table.datasets:
+            cell = row.cells[dataset]
+            line.append(cell.ours() or ("n/a" if row.method is None else ""))
+            if table.has_paper(dataset):
+                line += [_fmt(cell.paper), _fmt(cell.diff, signed=True)]
+        lines.append(line)
+    return lines
+
+
+def to_markdown(table: BuiltTable) -> str:
+    columns = header(table)
+    lines = [f"### {table.title}", "", table.subtitle, "",
+             "| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(line) + " |" for line in body(table)]
+    if table.commands():
+        lines += ["", "Missing cells are filled by:", "", *(f"    {c}" for c in table.commands())]
+    if table.notes:
+        lines += ["", *(f"- {n}" for n in table.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: BuiltTable, out_dir: Path) -> tuple[Path, Path]:
+    """``out_dir/table{N}.csv`` and ``.md`` (with a suffix when the datasets or condition differ)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = table_records(table)
+    csv_path, md_path = out_dir / f"{table.stem()}.csv", out_dir / f"{table.stem()}.md"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    md_path.write_text(to_markdown(table))
+    return csv_path, md_path
