@@ -19,7 +19,7 @@ from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.runs import STORE, train_method
 from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
-from udcbench.methods import BASELINES
+from udcbench.methods import BASELINES, LRDIF_ARGS
 from udcbench.synthesis import condition_folder
 from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
 from udcbench.workspace import Workspace
@@ -61,6 +61,14 @@ class StudySummary:
     tables: list = field(default_factory=list)
     skipped_datasets: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def steps_run(steps: int) -> tuple[list[str], str]:
+    """The ``--set`` overrides and run-folder tag of LRDif trained with ``steps`` diffusion steps (Figure 6);
+    none for the default T, whose run is the ordinary one."""
+    if steps == LRDIF_ARGS["steps"]:
+        return [], ""
+    return [f"method_args.steps={steps}"], f"T{steps}"
 
 
 def study_methods() -> tuple[str, ...]:
@@ -138,13 +146,13 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
             f"none of {', '.join(names)} found under {src_root or workspace.data}; put them there (see "
             f"'udcbench datasets') or pass --src-root DIR, or run 'udcbench reproduce --preset quick'")
     ablation_data = next(n for n in (*PAPER_DATASETS, *adapters) if n in adapters)
-    sweep = [t for t in steps if t != 4] if "lrdif" in methods else []
-    jobs = [(name, cond, method, seed, []) for name in adapters for cond in conditions for method in methods
+    sweep = [t for t in steps if steps_run(t)[1]] if "lrdif" in methods else []
+    jobs = [(name, cond, method, seed, None) for name in adapters for cond in conditions for method in methods
             for seed in seeds]
-    jobs += [(ablation_data, condition, "lrdif", seed, [t]) for t in sweep for seed in seeds]
-    for k, (name, cond, method, seed, sweep_steps) in enumerate(jobs, 1):
-        overrides, tag = ([f"method_args.steps={sweep_steps[0]}"], f"T{sweep_steps[0]}") if sweep_steps else ([], "")
-        what = f"{method}{' T=' + str(sweep_steps[0]) if sweep_steps else ''}"
+    jobs += [(ablation_data, condition, "lrdif", seed, t) for t in sweep for seed in seeds]
+    for k, (name, cond, method, seed, t) in enumerate(jobs, 1):
+        overrides, tag = steps_run(t) if t is not None else ([], "")
+        what = f"{method} T={t}" if t is not None else method
         log(f"[{k}/{len(jobs)}] {what} on {dataset_title(name, cond)} ({study.train_preset}, seed {seed})")
         record = train_method(method, adapters[name][cond], workspace.runs, preset=study.train_preset, seed=seed,
                               overrides=overrides, tag=tag, skip_finished=True, device=device,

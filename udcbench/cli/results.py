@@ -21,7 +21,9 @@ RunsArg = typer.Option(None, "--runs", help="Runs folder holding results.sqlite 
 OutArg = typer.Option(None, "--out", help="Output folder (default: results/...).")
 JsonArg = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
 
-figure_app = typer.Typer(help="Draw the paper's figures (PNG) from datasets and runs.", no_args_is_help=True,
+figure_app = typer.Typer(help="Draw the paper's figures (PNG under results/figures/) from datasets and runs.\n\n"
+                              "Example: udcbench figure 6 --data data/udc-ferplus --preset cpu",
+                         no_args_is_help=True,
                          context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(figure_app, name="figure", rich_help_panel=PANEL)
 
@@ -122,6 +124,17 @@ def leaderboard_cmd(
     stderr.print("wrote " + ", ".join(str(p) for p in paths))
 
 
+def _parse_steps(steps: str) -> list[int]:
+    """``"1,2,4"`` -> [1, 2, 4] (sorted, unique), or a one-line error."""
+    try:
+        counts = sorted({int(t) for t in steps.split(",")})
+    except ValueError:
+        raise UdcbenchError(f"--steps takes comma-separated integers, not '{steps}'") from None
+    if counts[0] < 1:
+        raise UdcbenchError("--steps must be positive integers")
+    return counts
+
+
 def _figures_dir(out: Path | None) -> Path:
     return out or load_workspace().results / "figures"
 
@@ -144,20 +157,16 @@ def figure_steps_cmd(
     """
     from udcbench import figures
     from udcbench.engine.runs import train_method
+    from udcbench.reproduce import steps_run
 
-    try:
-        counts = sorted({int(t) for t in steps.split(",")})
-    except ValueError:
-        raise UdcbenchError(f"--steps takes comma-separated integers, not '{steps}'") from None
-    if not counts or counts[0] < 1:
-        raise UdcbenchError("--steps must be positive integers")
+    counts = _parse_steps(steps)
     workspace = load_workspace()
     adapter = resolve_dataset(data)
     if train:
         for t in counts:
-            train_method("lrdif", adapter, runs or workspace.runs, preset=preset, seed=seed,
-                         overrides=[] if t == 4 else [f"method_args.steps={t}"], tag="" if t == 4 else f"T{t}",
-                         skip_finished=True, device=device, cache_dir=workspace.cache, log=stderr.print)
+            overrides, tag = steps_run(t)
+            train_method("lrdif", adapter, runs or workspace.runs, preset=preset, seed=seed, overrides=overrides,
+                         tag=tag, skip_finished=True, device=device, cache_dir=workspace.cache, log=stderr.print)
     condition = adapter.manifest.get("recipe_name", "clean")
     points = [p for p in figures.steps_points(_results(runs), dataset=adapter.origin, condition=condition,
                                               preset=preset) if p["steps"] in counts]
@@ -254,14 +263,9 @@ def reproduce_cmd(
     """
     from udcbench.reproduce import reproduce
 
-    step_counts = None
-    if steps is not None:
-        try:
-            step_counts = [int(t) for t in steps.split(",")]
-        except ValueError:
-            raise UdcbenchError(f"--steps takes comma-separated integers, not '{steps}'") from None
     summary = reproduce(preset, load_workspace(), datasets=datasets, src_root=src_root, methods=methods,
-                        seeds=seeds, condition=condition, steps=step_counts, device=device, log=stderr.print)
+                        seeds=seeds, condition=condition, steps=_parse_steps(steps) if steps else None,
+                        device=device, log=stderr.print)
     if as_json:
         from udcbench.tables import table_records
 
