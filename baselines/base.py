@@ -28,6 +28,9 @@ class StepOutput:
 class FERModel(nn.Module):
     """``forward(x)`` gives the test-time logits; ``training_step`` the loss and its terms."""
 
+    #: Run in NHWC (``torch.channels_last``): CNNs train ~20 % faster so on CPU (oneDNN) and GPU.
+    channels_last: bool = False
+
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         raise NotImplementedError
 

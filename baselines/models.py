@@ -28,6 +28,8 @@ def _ce(logits: torch.Tensor, batch: Batch, smoothing: float = 0.0) -> torch.Ten
 
 
 class ResNet18FER(FERModel):
+    channels_last = True
+
     def __init__(self, num_classes: int, label_smoothing: float = 0.0):
         super().__init__()
         self.trunk = resnet18_trunk()
@@ -68,18 +70,22 @@ def scn_relabel(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> 
 
 
 class SCN(FERModel):
+    channels_last = True
+
     def __init__(self, num_classes: int, beta: float = 0.7, rank_margin: float = 0.15, relabel_margin: float = 0.2,
-                 relabel_epoch: int = 10, drop_rate: float = 0.0):
+                 relabel_start: float = 10 / 70, drop_rate: float = 0.0):
         super().__init__()
         self.trunk = resnet18_trunk()
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(512, num_classes)
         self.alpha = nn.Sequential(nn.Linear(512, 1), nn.Sigmoid())
         self.beta, self.rank_margin, self.relabel_margin = beta, rank_margin, relabel_margin
-        self.relabel_epoch = relabel_epoch  # 10 of the paper's 70 epochs; rescaled by set_schedule
+        #: Relabelling starts at this fraction of the schedule: epoch 10 of the paper's 70 by default.
+        self.relabel_start = relabel_start
+        self.set_schedule(70)
 
     def set_schedule(self, epochs: int) -> None:
-        self.relabel_epoch = max(1, round(10 / 70 * epochs))
+        self.relabel_epoch = max(1, round(self.relabel_start * epochs))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(self.trunk(x), 1).flatten(1)
@@ -122,6 +128,8 @@ def uncertainty_fusion(mu: torch.Tensor, uncertainty: torch.Tensor, perm: torch.
 
 
 class RUL(FERModel):
+    channels_last = True
+
     def __init__(self, num_classes: int, input_size: int = 224, out_dim: int = 64, drop_rate: float = 0.4):
         super().__init__()
         self.trunk = resnet18_trunk()
@@ -155,6 +163,8 @@ def class_activation_maps(feat: torch.Tensor, fc_weight: torch.Tensor) -> torch.
 
 class EAC(FERModel):
     """The engine's augmentation erases a random patch; the model adds the flip of the erased image."""
+
+    channels_last = True
 
     def __init__(self, num_classes: int, consistency_weight: float = 5.0):
         super().__init__()
@@ -240,6 +250,8 @@ def partition_loss(heads: torch.Tensor) -> torch.Tensor:
 
 
 class DAN(FERModel):
+    channels_last = True
+
     def __init__(self, num_classes: int, num_heads: int = 4):
         super().__init__()
         self.trunk = resnet18_trunk()

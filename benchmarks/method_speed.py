@@ -2,7 +2,8 @@
 
     python benchmarks/method_speed.py [--size 64] [--batch 128] [--steps 6]
 
-Each method runs ``--steps`` training steps (bf16 autocast, as the cpu preset) and inference on
+Each method runs ``--steps`` training steps (the engine's precision and memory format: bf16 autocast
+where the CPU has native bf16, NHWC for the CNNs) and inference on
 the same random batch; figures are images/s and the ratio to the plain ResNet-18 measured in the
 same run (the machine is shared and noisy: compare ratios, not absolute numbers). Params and
 GMACs (one image) come from torch's FLOP counter.
@@ -16,7 +17,7 @@ import time
 import torch
 
 from baselines.base import Batch
-from udcbench.engine.trainer import count_macs
+from udcbench.engine.trainer import count_macs, runtime
 from udcbench.methods import BASELINES, create_method, get_method
 
 from _common import report
@@ -26,14 +27,15 @@ def measure(name: str, size: int, batch: int, steps: int) -> dict:
     torch.manual_seed(0)
     config = get_method(name).config("cpu")
     config.input_size = size
-    model = create_method(name, 8, config)
+    rt = runtime("cpu")
+    model = rt.place(create_method(name, 8, config))
     model.set_schedule(config.epochs)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, size, size)
     data = Batch(x, torch.arange(batch) % 8, torch.arange(batch))
 
     def train_step():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with rt.autocast(config.amp):
             out = model.training_step(data, 0)
         optimizer.zero_grad()
         out.loss.backward()
@@ -46,7 +48,7 @@ def measure(name: str, size: int, batch: int, steps: int) -> dict:
         train_step()
     train_rate = steps * batch / (time.perf_counter() - start)
     model.eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), rt.autocast(config.amp):
         model(x)
         start = time.perf_counter()
         for _ in range(steps):
@@ -54,7 +56,7 @@ def measure(name: str, size: int, batch: int, steps: int) -> dict:
         infer_rate = steps * batch / (time.perf_counter() - start)
     return {"method": name, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "GMACs": count_macs(model, size, torch.device("cpu")) / 1e9, "train_img_s": train_rate,
-            "infer_img_s": infer_rate}
+            "infer_img_s": infer_rate, "precision": rt.precision(config.amp)}
 
 
 def main() -> None:

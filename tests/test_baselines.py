@@ -44,8 +44,17 @@ def test_scn_relabels_exactly_the_confident_disagreements():
     assert change.tolist() == [0, 3] and new.tolist() == [0, 1]
 
 
+def test_scn_relabelling_starts_at_its_fraction_of_the_schedule():
+    paper = create_method("scn", 3, get_method("scn").config("paper"))
+    paper.set_schedule(70)
+    assert paper.relabel_epoch == 10  # the official epoch 10 of 70
+    cpu = create_method("scn", 3, get_method("scn").config("cpu"))
+    cpu.set_schedule(15)
+    assert cpu.relabel_epoch == 12  # the last fifth of the cpu budget (from scratch)
+
+
 def test_scn_training_step_relabels_only_after_its_epoch():
-    model = create_method("scn", 3, get_method("scn").config("smoke"))
+    model = create_method("scn", 3, get_method("scn").config("paper"))
     model.set_schedule(70)
     assert model.relabel_epoch == 10
     batch = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]), torch.tensor([10, 11, 12, 13]))

@@ -16,7 +16,7 @@ from udcbench.engine.data import plan_splits
 from udcbench.engine.metrics import classification_metrics
 from udcbench.engine.store import load_results
 from udcbench.errors import UdcbenchError
-from udcbench.methods import get_method
+from udcbench.methods import create_method, get_method
 
 from conftest import REPO, write_png
 
@@ -162,3 +162,27 @@ def test_ddp_under_torchrun_on_cpu(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((tmp_path / "runs" / "synthetic" / "test_cnn-smoke-s0" / "results.json").read_text())
     assert record["device"] == "cpu x2"
+
+
+def test_amp_on_cpu_means_bf16_only_where_the_cpu_has_it(monkeypatch):
+    rt = trainer.Runtime(torch.device("cpu"))
+    monkeypatch.setenv("UDCBENCH_CPU_BF16", "0")
+    assert rt.precision(True) == "fp32" and rt.precision(False) == "fp32"
+    with rt.autocast(True):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setenv("UDCBENCH_CPU_BF16", "1")
+    assert rt.precision(True) == "bf16" and rt.precision(False) == "fp32"
+    with rt.autocast(True):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    monkeypatch.delenv("UDCBENCH_CPU_BF16")
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert trainer.cpu_has_bf16() == native
+    assert trainer.Runtime(torch.device("cuda")).precision(True) == "fp16"
+
+
+def test_cnn_baselines_run_in_nhwc_and_others_do_not():
+    rt = trainer.Runtime(torch.device("cpu"))
+    cnn = rt.place(create_method("resnet18", 8, get_method("resnet18").config("smoke")))
+    assert cnn.trunk[0].weight.is_contiguous(memory_format=torch.channels_last)
+    tiny = rt.place(create_method("test_cnn", 8, smoke_config()))
+    assert all(p.is_contiguous() for p in tiny.parameters())

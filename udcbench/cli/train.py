@@ -116,6 +116,13 @@ def eval_cmd(
                  f"{_percent(m['mean_class_accuracy'])} %, macro-F1 {_percent(m['macro_f1'])} %")
 
 
+def _constants(paper: dict, cpu: dict) -> str:
+    """``beta=0.7, relabel_start=0.1429 (cpu 0.8)``: a method's constants, with what the cpu budget changes."""
+    value = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return ", ".join(f"{k}={value(v)}" + (f" (cpu {value(cpu[k])})" if k in cpu and cpu[k] != v else "")
+                     for k, v in paper.items()) or "-"
+
+
 @command(app, "methods", panel=PANEL)
 def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON.")) -> None:
     """List the registered methods with their paper and their presets' main settings.
@@ -128,7 +135,8 @@ def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
         presets = {p: {k: getattr(spec.config(p), k) for k in ("input_size", "optimizer", "lr", "schedule", "epochs",
                                                               "batch_size")} for p in PRESETS}
         rows.append({"name": name, "title": spec.title, "paper": spec.paper, "backbone": spec.backbone,
-                     "description": spec.description, "method_args": spec.method_args, "presets": presets})
+                     "description": spec.description, "method_args": spec.method_args,
+                     "cpu_method_args": spec.cpu_method_args, "presets": presets})
     if as_json:
         print_json(rows)
         return
@@ -138,7 +146,7 @@ def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
     for row in rows:
         fmt = lambda p: "{input_size}px {optimizer} lr {lr} {schedule}, {epochs} ep, batch {batch_size}".format(**p)  # noqa: E731
         table.add_row(f"[bold]{row['name']}[/]\n{row['description']}", row["paper"], fmt(row["presets"]["paper"]),
-                      fmt(row["presets"]["cpu"]), ", ".join(f"{k}={v}" for k, v in row["method_args"].items()) or "-")
+                      fmt(row["presets"]["cpu"]), _constants(row["method_args"], row["cpu_method_args"]))
     stdout.print(table)
 
 

@@ -44,6 +44,16 @@ class TrainingError(UdcbenchError):
 
 
 # -- environment ------------------------------------------------------------------------------------------
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it bf16 autocast is emulated
+    and about 2x slower than fp32; ``UDCBENCH_CPU_BF16=1`` forces it (to replay a bf16 run), ``=0`` refuses it."""
+    forced = os.environ.get("UDCBENCH_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(probe() for probe in probes if probe is not None)
+
+
 @dataclass
 class Runtime:
     device: torch.device
@@ -54,11 +64,22 @@ class Runtime:
     def main(self) -> bool:
         return self.rank == 0
 
-    def autocast(self, enabled: bool):
-        if not enabled:
+    def precision(self, amp: bool) -> str:
+        """What ``amp`` means here: fp16 autocast on CUDA, bf16 on a CPU with native bf16, else fp32."""
+        if amp and self.device.type == "cuda":
+            return "fp16"
+        return "bf16" if amp and self.device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+    def autocast(self, amp: bool):
+        precision = self.precision(amp)
+        if precision == "fp32":
             return nullcontext()
-        dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """The model on this device, in NHWC where it asks for it (``FERModel.channels_last``)."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if getattr(model, "channels_last", False) else model
 
 
 def runtime(device: str | None = None) -> Runtime:
@@ -242,7 +263,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     val_labels = np.array([r.label for r in plan.val], dtype=np.int64)
     test_labels = np.array([r.label for r in plan.test], dtype=np.int64)
 
-    model = create_method(config.method, num_classes, config).to(rt.device)
+    model = rt.place(create_method(config.method, num_classes, config))
     model.set_schedule(config.epochs)
     init = {"init": "scratch", "weights_sha256": None}
     if config.weights:
@@ -254,6 +275,10 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
             raise UdcbenchError(f"{config.method} has no ResNet-18 trunk to load --weights into") from None
     elif rt.main and config.preset != "smoke" and spec.backbone == "ResNet-18":
         stderr.print("[yellow]note:[/] no --weights given: the backbone trains from scratch (recorded as init=scratch)")
+    precision = rt.precision(config.amp)
+    if rt.main and config.amp and precision == "fp32":
+        stderr.print("[yellow]note:[/] amp: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is "
+                     "slower than fp32: training in fp32 (recorded as precision=fp32)")
     notes: dict = {}
     if spec.prepare is not None and not resume:
         spec.prepare(model, PrepareContext(adapter, plan, train_images, train_sizes, config, rt.device, cache_dir,
@@ -400,6 +425,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
         "inference_images_per_second": test["images_per_second"],
         "minutes": train_seconds / 60,
         "device": str(rt.device) + (f" x{rt.world}" if rt.world > 1 else ""),
+        "precision": precision,
         "versions": {"udcbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -447,7 +473,7 @@ def load_trained(run_dir: Path, adapter: DatasetAdapter, rt: Runtime, checkpoint
     num_classes = len(trained.get("classes", [])) or adapter.num_classes
     if adapter.num_classes > num_classes:
         raise UdcbenchError(f"the run predicts {num_classes} classes; {adapter.describe()} has {adapter.num_classes}")
-    model = create_method(config.method, num_classes, config).to(rt.device)
+    model = rt.place(create_method(config.method, num_classes, config))
     model.load_state_dict(state["model"])
     return TrainedRun(model, config, trained, state, num_classes)
 
