@@ -39,7 +39,7 @@ class TrainConfig:
     flip: bool = True
     affine: bool = True  # small scale / shift / rotation jitter
     erasing: float = 0.25  # probability of random erasing (scale 0.02-0.25)
-    amp: bool = True  # bf16 autocast on CPU, fp16 (with a grad scaler) on CUDA
+    amp: bool = True  # fp16 (with a grad scaler) on CUDA, bf16 on a CPU with native bf16, else fp32
     seed: int = 0
     val_fraction: float = 0.1  # held out from train when the dataset has no separate validation split
     max_steps: int = 0  # per epoch, 0 = all (smoke preset)
