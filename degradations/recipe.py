@@ -25,6 +25,10 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("degradations.presets").iterdir() if p.name.endswith(".yaml"))
 
 
+#: Recipe keys that document it and take no part in the degradation.
+DOC_KEYS = frozenset({"description", "calibration"})
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A parsed, validated recipe. ``raw`` keeps the file's content (it is what the manifest records)."""
@@ -40,8 +44,10 @@ class Recipe:
 
     @property
     def digest(self) -> str:
-        """sha256 of the canonical JSON of the recipe (seeds the per-image parameters)."""
-        return hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode()).hexdigest()
+        """sha256 of the canonical JSON of the recipe's parameters (it seeds the per-image parameters), so
+        the documentation keys (``DOC_KEYS``: description, calibration notes) never change the images."""
+        params = {k: v for k, v in self.raw.items() if k not in DOC_KEYS}
+        return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
     def optics(self) -> Optics | None:
         psf = self.raw.get("psf") or {}

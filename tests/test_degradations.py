@@ -16,7 +16,7 @@ from degradations.psf import (
     psf_at_wavelength,
     resample_psf,
 )
-from degradations.recipe import parse_recipe
+from degradations.recipe import Recipe, parse_recipe
 
 
 @pytest.mark.parametrize("mask", ["toled", "poled"])
@@ -164,6 +164,8 @@ def test_recipes_validate_and_scale(tmp_path):
     assert toled.psf_scale("kdef", 562) == pytest.approx(562 * 0.45 / 512)
     assert parse_recipe_override(toled, psf_scale=0.5).psf_scale("ferplus", 48) == 0.5
     assert parse_recipe_override(toled, psf_scale=0.5).digest != toled.digest
+    documented = Recipe(toled.name, toled.kind, {**toled.raw, "description": "new words", "calibration": [{"drop": 1}]})
+    assert documented.digest == toled.digest  # documentation never changes the images
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({**toled.raw, "name": "mine", "photons": [100, 200]}))
     assert load_recipe(path).raw["photons"] == [100, 200]
