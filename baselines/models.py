@@ -69,11 +69,15 @@ def scn_relabel(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> 
     return change, predicted[change]
 
 
+#: SCN relabels from epoch 10 of its official 70: the fraction of the schedule where relabelling starts.
+SCN_RELABEL_START = 10 / 70
+
+
 class SCN(FERModel):
     channels_last = True
 
     def __init__(self, num_classes: int, beta: float = 0.7, rank_margin: float = 0.15, relabel_margin: float = 0.2,
-                 relabel_start: float = 10 / 70, drop_rate: float = 0.0):
+                 relabel_start: float = SCN_RELABEL_START, drop_rate: float = 0.0):
         super().__init__()
         self.trunk = resnet18_trunk()
         self.dropout = nn.Dropout(drop_rate)

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from baselines.base import Batch, FERModel, StepOutput
-from baselines.models import DAN, EAC, RUL, SCN, ResNet18FER, _ce
+from baselines.models import DAN, EAC, RUL, SCN, SCN_RELABEL_START, ResNet18FER, _ce
 from udcbench.engine.config import PRESETS, TrainConfig
 from udcbench.errors import UdcbenchError, unknown_name
 
@@ -123,7 +123,7 @@ def _resnet18(num_classes: int, config: TrainConfig) -> FERModel:
     description="Self-Cure Network: importance-weighted logits, rank regularisation, relabelling.",
     paper_recipe=_paper(optimizer="adam", lr=0.01, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=70,
                         batch_size=64, erasing=0.5),
-    method_args={"beta": 0.7, "rank_margin": None, "relabel_margin": 0.2, "relabel_start": 10 / 70},
+    method_args={"beta": 0.7, "rank_margin": None, "relabel_margin": 0.2, "relabel_start": SCN_RELABEL_START},
     # From scratch the model is still weak at 10/70 of the schedule and relabels a third of FERPlus
     # (README, "SCN from scratch"), so the short budgets relabel in their last fifth only.
     cpu_method_args={"relabel_start": 0.8},
@@ -134,7 +134,8 @@ def _scn(num_classes: int, config: TrainConfig) -> FERModel:
     if margin is None:  # the authors' margins: 0.07 at batch 64, 0.15 otherwise
         margin = 0.07 if config.batch_size == 64 else 0.15
     return SCN(num_classes, beta=args.get("beta", 0.7), rank_margin=margin,
-               relabel_margin=args.get("relabel_margin", 0.2), relabel_start=args.get("relabel_start", 10 / 70))
+               relabel_margin=args.get("relabel_margin", 0.2),
+               relabel_start=args.get("relabel_start", SCN_RELABEL_START))
 
 
 @register_method(

@@ -18,6 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,12 @@ def cpu_has_bf16() -> bool:
     forced = os.environ.get("UDCBENCH_CPU_BF16")
     if forced in ("0", "1"):
         return forced == "1"
+    return _native_bf16()
+
+
+@cache
+def _native_bf16() -> bool:
+    """The CPU probe, once per process (``Runtime.autocast`` asks at every step)."""
     probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return any(probe() for probe in probes if probe is not None)
 
