@@ -69,6 +69,11 @@ def test_missing_class_and_bad_overrides_are_refused(tmp_path: Path):
     with pytest.raises(UdcbenchError, match="unknown field"):
         apply_overrides(config, ["lrr=1"])
     assert apply_overrides(config, ["lr=0.5", "epochs=4", "amp=false"]).lr == 0.5
+    scn = get_method("scn").config("cpu")
+    with pytest.raises(UdcbenchError, match="method_args.relabel_start: expected a number, got 'abc'"):
+        apply_overrides(scn, ["method_args.relabel_start=abc"])
+    assert apply_overrides(scn, ["method_args.relabel_start=1"]).method_args["relabel_start"] == 1.0
+    assert isinstance(scn.method_args["relabel_start"], float)
 
 
 def test_train_writes_records_and_resume_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch):

@@ -59,8 +59,21 @@ class TrainConfig:
         return cls(**data)
 
 
+def _typed(key: str, current: Any, value: Any, raw: str) -> Any:
+    """``value`` in ``current``'s type (bool or number), or a one-line error."""
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise UdcbenchError(f"--set {key}: expected true or false, got '{raw}'")
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
+        try:
+            return type(current)(value)
+        except (TypeError, ValueError):
+            raise UdcbenchError(f"--set {key}: expected a number, got '{raw}'") from None
+    return value
+
+
 def apply_overrides(config: TrainConfig, pairs: list[str] | None) -> TrainConfig:
-    """``["lr=0.01", "epochs=3", "method_args.beta=0.6"]`` applied with the fields' own types."""
+    """``["lr=0.01", "epochs=3", "method_args.beta=0.6"]`` applied with the fields' own types (a method
+    argument's type is that of its default, where it has one)."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
@@ -72,17 +85,10 @@ def apply_overrides(config: TrainConfig, pairs: list[str] | None) -> TrainConfig
         except ValueError:
             value = raw
         if key.startswith("method_args."):
-            config.method_args[key.split(".", 1)[1]] = value
+            name = key.split(".", 1)[1]
+            config.method_args[name] = _typed(key, config.method_args.get(name), value, raw)
             continue
         if key not in fields:
             raise UdcbenchError(f"--set: unknown field '{key}' (fields: {', '.join(sorted(fields))})")
-        current = getattr(config, key)
-        if isinstance(current, bool) and not isinstance(value, bool):
-            raise UdcbenchError(f"--set {key}: expected true or false, got '{raw}'")
-        if isinstance(current, (int, float)) and not isinstance(current, bool):
-            try:
-                value = type(current)(value)
-            except (TypeError, ValueError):
-                raise UdcbenchError(f"--set {key}: expected a number, got '{raw}'") from None
-        setattr(config, key, value)
+        setattr(config, key, _typed(key, getattr(config, key), value, raw))
     return config
