@@ -6,7 +6,7 @@
 Trains on FER2013Train (validation: a stratified 10 % of it), tests on FER2013Valid (majority
 labels, 8 classes). UDC data is synthesised first with ``udcbench synth`` when missing. Runs that
 already finished are read back, so the script can be stopped and started again. Writes the table
-(method, condition, accuracy, mean class accuracy, minutes) to benchmarks/results/fer_accuracy.csv,
+(method, condition, accuracy, mean class accuracy, minutes, precision) to benchmarks/results/fer_accuracy.csv,
 and the drop from clean to each UDC condition per method.
 """
 
@@ -61,6 +61,7 @@ def main() -> None:
                              "accuracy_last": 100 * record["test_at_last"]["accuracy"],
                              "mean_class_accuracy": 100 * best["mean_class_accuracy"], "minutes": record["minutes"],
                              "best_epoch": record["best_epoch"], "init": record["init"],
+                             "precision": record.get("precision", ""),
                              "data_manifest": (record.get("dataset_manifest_sha256") or "")[:12]})
     rows = merge_previous("fer_accuracy", rows, key=("method", "condition", "seed"))
     clean_acc = {(r["method"], str(r["seed"])): float(r["accuracy"]) for r in rows if r["condition"] == "clean"}
