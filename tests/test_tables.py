@@ -10,7 +10,7 @@ from udcbench.errors import UdcbenchError
 from udcbench.leaderboard import build_leaderboard, publish, write_leaderboard
 from udcbench.methods import method_names
 from udcbench.paper import paper_numbers, paper_table
-from udcbench.tables import build_table, table_records, to_markdown, write_table
+from udcbench.tables import build_table, fill_command, table_records, to_markdown, write_table
 
 
 def result(method, dataset, condition, accuracy, seed=0, preset="cpu", init="scratch", created="2026-01-01",
@@ -67,7 +67,7 @@ def test_table3_cells_against_hand_computed_values(results, tmp_path: Path):
     assert rows["POSTER++"].method is None and rows["POSTER++"].cells["ferplus"].paper == 83.78
     eac = rows["EAC"].cells["ferplus"]
     assert eac.n == 0 and eac.command == ("udcbench synth ferplus --preset toled && "
-                                          "udcbench train eac --data data/udc-ferplus --preset cpu")
+                                          "udcbench train eac --data udc-ferplus --preset cpu")
     assert table.commands()[0] == "udcbench synth ferplus --preset toled"
     assert any("preset paper" in n for n in table.notes)
     assert any("config overrides" in n for n in table.notes)
@@ -150,3 +150,14 @@ def test_leaderboard_drop_and_rank_change(tmp_path: Path):
     first = entry["results"][0]
     assert first["task"]["type"] == "image-classification" and first["dataset"]["split"] == "valid"
     assert first["metrics"][0] == {"type": "accuracy", "value": 80.0, "name": "Accuracy (1 seed)"}
+
+
+def test_fill_commands_name_clean_data_read_from_outside_the_workspace(tmp_path: Path):
+    src = tmp_path / "datasets" / "ferplus"  # e.g. reproduce --src-root
+    assert fill_command("scn", "ferplus", "toled", "cpu", "scratch", tmp_path / "data", src) == (
+        f"udcbench synth ferplus --preset toled --src {src} && udcbench train scn --data udc-ferplus --preset cpu")
+    assert fill_command("scn", "ferplus", "clean", "cpu", "scratch", tmp_path / "data", src) == (
+        f"udcbench train scn --data {src} --preset cpu")
+    (tmp_path / "data" / "udc-ferplus").mkdir(parents=True)  # synthesised already: training only
+    assert fill_command("dan", "ferplus", "toled", "paper", "msceleb.pth", tmp_path / "data") == (
+        "udcbench train dan --data udc-ferplus --preset paper --weights FILE")

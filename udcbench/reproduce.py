@@ -178,9 +178,12 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
     specs = [(1, None if set(names) == set(PAPER_DATASETS) else names)]
     specs += [(UDC_TABLE.get(n, 2), None if n in UDC_TABLE else [n]) for n in names]
     specs.append((5, None if ablation_data == "rafdb" else [ablation_data]))
+    # clean data read from outside the workspace (--src-root) is named as such in the fill commands
+    sources = {n: a["clean"].root for n, a in adapters.items()
+               if a["clean"].root is not None and a["clean"].root.resolve() != workspace.dataset_dir(n).resolve()}
     for number, datasets in specs:
         table = build_table(number, results, datasets=datasets, condition=condition, preset=preset,
-                            data_root=workspace.data)
+                            data_root=workspace.data, sources=sources)
         summary.tables.append(table)
         files += write_table(table, tables_dir)
     log("drawing the figures")

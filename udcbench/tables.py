@@ -162,28 +162,34 @@ def usable(result: dict[str, Any]) -> bool:
         result.get("record", {}).get("config_changes"))
 
 
-def fill_command(method: str, dataset: str, condition: str, preset: str, init: str, data_root: Path | None) -> str:
-    """The udcbench command(s) that would produce a missing cell."""
+def fill_command(method: str, dataset: str, condition: str, preset: str, init: str, data_root: Path | None,
+                 source: Path | None = None) -> str:
+    """The udcbench command(s) that would produce a missing cell. Data is named by its workspace folder
+    (``--data udc-ferplus``), which resolves under ``UDCBENCH_DATA`` too; ``source`` is the clean
+    dataset's folder when it lies outside the workspace (``reproduce --src-root``)."""
     folder = condition_folder(dataset, condition)
     steps = []
     if data_root is not None and not (data_root / folder).exists():
         if condition != "clean":
-            steps.append(f"udcbench synth {dataset} --preset {condition}")
+            steps.append(f"udcbench synth {dataset} --preset {condition}" + (f" --src {source}" if source else ""))
         elif dataset == "synthetic":
             steps.append("udcbench generate")
     weights = " --weights FILE" if init not in ("scratch", None) else ""
-    steps.append(f"udcbench train {method} --data data/{folder} --preset {preset}{weights}")
+    data = source if condition == "clean" and source is not None else folder
+    steps.append(f"udcbench train {method} --data {data} --preset {preset}{weights}")
     return " && ".join(steps)
 
 
 def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] | None = None,
                 condition: str = "toled", preset: str | None = None, init: str | None = None,
-                data_root: Path | None = None) -> BuiltTable:
+                data_root: Path | None = None, sources: dict[str, Path] | None = None) -> BuiltTable:
     """Table ``number`` from store rows (``udcbench.engine.store.load_results``).
 
     ``datasets`` replaces the table's own (e.g. ``synthetic``; the paper's column then stays empty);
     ``condition`` is the UDC preset shown for Tables 2-5; ``preset`` and ``init`` (``scratch``,
     ``pretrained`` or a weights file name) default to the most common among the table's runs.
+    ``data_root`` (the workspace's data folder) and ``sources`` (clean dataset folders outside it) shape
+    the commands that fill empty cells.
     """
     if number not in TABLES:
         raise UdcbenchError(f"there is no Table {number}: the paper has Tables 1-5")
@@ -228,7 +234,8 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
                     notes.append(f"{method} on {dataset_title(dataset, cond)}: {n} run(s) with preset {p}, init {i} "
                                  f"not shown (--preset {p} --init {i})")
                 if not cell.accuracy:
-                    cell.command = fill_command(method, dataset, cond, preset, init, data_root)
+                    cell.command = fill_command(method, dataset, cond, preset, init, data_root,
+                                                (sources or {}).get(dataset))
             cells[dataset] = cell
         if method is not None or any(c.paper is not None for c in cells.values()):
             rows.append(Row(label, method, note, cells))
