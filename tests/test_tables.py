@@ -52,8 +52,9 @@ def results():
     ]
 
 
-def test_table3_cells_against_hand_computed_values(results, tmp_path: Path):
-    table = build_table(3, results, data_root=tmp_path)
+def test_table3_cells_against_hand_computed_values(results, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    table = build_table(3, results, data_root=tmp_path / "data")
     assert (table.preset, table.init, table.condition) == ("cpu", "scratch", "toled")
     rows = {r.label: r for r in table.rows}
     scn = rows["SCN"].cells["ferplus"]
@@ -67,7 +68,7 @@ def test_table3_cells_against_hand_computed_values(results, tmp_path: Path):
     assert rows["POSTER++"].method is None and rows["POSTER++"].cells["ferplus"].paper == 83.78
     eac = rows["EAC"].cells["ferplus"]
     assert eac.n == 0 and eac.command == ("udcbench synth ferplus --preset toled && "
-                                          "udcbench train eac --data udc-ferplus --preset cpu")
+                                          "udcbench train eac --data data/udc-ferplus --preset cpu")
     assert table.commands()[0] == "udcbench synth ferplus --preset toled"
     assert any("preset paper" in n for n in table.notes)
     assert any("config overrides" in n for n in table.notes)
@@ -152,12 +153,19 @@ def test_leaderboard_drop_and_rank_change(tmp_path: Path):
     assert first["metrics"][0] == {"type": "accuracy", "value": 80.0, "name": "Accuracy (1 seed)"}
 
 
-def test_fill_commands_name_clean_data_read_from_outside_the_workspace(tmp_path: Path):
-    src = tmp_path / "datasets" / "ferplus"  # e.g. reproduce --src-root
-    assert fill_command("scn", "ferplus", "toled", "cpu", "scratch", tmp_path / "data", src) == (
-        f"udcbench synth ferplus --preset toled --src {src} && udcbench train scn --data udc-ferplus --preset cpu")
-    assert fill_command("scn", "ferplus", "clean", "cpu", "scratch", tmp_path / "data", src) == (
-        f"udcbench train scn --data {src} --preset cpu")
-    (tmp_path / "data" / "udc-ferplus").mkdir(parents=True)  # synthesised already: training only
-    assert fill_command("dan", "ferplus", "toled", "paper", "msceleb.pth", tmp_path / "data") == (
-        "udcbench train dan --data udc-ferplus --preset paper --weights FILE")
+def test_fill_commands_name_clean_data_read_from_outside_the_workspace(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path / "..")
+    data, src = tmp_path / "data", tmp_path / "datasets" / "ferplus"  # UDCBENCH_DATA; reproduce --src-root
+    assert fill_command("scn", "ferplus", "toled", "cpu", "scratch", data, src) == (
+        f"udcbench synth ferplus --preset toled --src {tmp_path.name}/datasets/ferplus && "
+        f"udcbench train scn --data {tmp_path.name}/data/udc-ferplus --preset cpu")
+    assert fill_command("scn", "ferplus", "clean", "cpu", "scratch", data, src) == (
+        f"udcbench train scn --data {tmp_path.name}/datasets/ferplus --preset cpu")
+    (data / "udc-ferplus").mkdir(parents=True)  # synthesised already: training only
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a folder outside the current one is named in full
+    assert fill_command("dan", "ferplus", "toled", "paper", "msceleb.pth", data) == (
+        f"udcbench train dan --data {data.resolve()}/udc-ferplus --preset paper --weights FILE")
+    # the built-in synthetic faces: drawn to the workspace folder first, and trained from that folder
+    assert fill_command("eac", "synthetic", "clean", "cpu", "scratch", data) == (
+        f"udcbench generate && udcbench train eac --data {data.resolve()}/synthetic --preset cpu")

@@ -162,21 +162,30 @@ def usable(result: dict[str, Any]) -> bool:
         result.get("record", {}).get("config_changes"))
 
 
+def _shown(path: Path) -> str:
+    """A folder as the user types it here: relative to the current folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def fill_command(method: str, dataset: str, condition: str, preset: str, init: str, data_root: Path | None,
                  source: Path | None = None) -> str:
-    """The udcbench command(s) that would produce a missing cell. Data is named by its workspace folder
-    (``--data udc-ferplus``), which resolves under ``UDCBENCH_DATA`` too; ``source`` is the clean
-    dataset's folder when it lies outside the workspace (``reproduce --src-root``)."""
-    folder = condition_folder(dataset, condition)
+    """The udcbench command(s) that would produce a missing cell. Data is named by its folder under
+    ``data_root`` (the workspace's, ``data/`` by default); ``source`` is the clean dataset's folder when
+    it lies outside the workspace (``reproduce --src-root``)."""
+    folder = (data_root or Path("data")) / condition_folder(dataset, condition)
     steps = []
-    if data_root is not None and not (data_root / folder).exists():
+    if data_root is not None and not folder.exists():
         if condition != "clean":
-            steps.append(f"udcbench synth {dataset} --preset {condition}" + (f" --src {source}" if source else ""))
+            src = f" --src {_shown(source)}" if source else ""
+            steps.append(f"udcbench synth {dataset} --preset {condition}{src}")
         elif dataset == "synthetic":
             steps.append("udcbench generate")
     weights = " --weights FILE" if init not in ("scratch", None) else ""
     data = source if condition == "clean" and source is not None else folder
-    steps.append(f"udcbench train {method} --data {data} --preset {preset}{weights}")
+    steps.append(f"udcbench train {method} --data {_shown(data)} --preset {preset}{weights}")
     return " && ".join(steps)
 
 
