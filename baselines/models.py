@@ -186,7 +186,10 @@ class EAC(FERModel):
         both = torch.cat([batch.images, batch.images.flip(-1)])
         feat = self.trunk(both)
         logits = self.fc(F.adaptive_avg_pool2d(feat, 1).flatten(1))
-        cams = class_activation_maps(feat, self.fc.weight)
+        # The official code builds the CAMs from ``fc.weight.data``: the consistency term trains the trunk
+        # only. Letting it reach the classifier too makes it diverge from scratch (it shrinks the CAMs'
+        # gap by scaling the weights, which feeds back into the features).
+        cams = class_activation_maps(feat, self.fc.weight.detach())
         n = len(batch.images)
         ce = _ce(logits[:n], batch)
         consistency = F.mse_loss(cams[:n], cams[n:].flip(-1))

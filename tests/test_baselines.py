@@ -86,6 +86,21 @@ def test_eac_cams_and_consistency():
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_eac_consistency_trains_the_trunk_not_the_classifier():
+    """As in the official code (CAMs from ``fc.weight.data``); through the classifier it diverges."""
+    torch.manual_seed(0)
+    batch = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]), torch.arange(4))
+    grads = []
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        model = create_method("eac", 4, get_method("eac").config("smoke"))
+        model.consistency_weight = weight
+        model.training_step(batch, 0).loss.backward()
+        grads.append((model.fc.weight.grad.clone(), model.trunk[0].weight.grad.clone()))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    assert not torch.allclose(grads[0][1], grads[1][1])
+
+
 def test_dan_losses_by_hand():
     feat = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     centers = torch.tensor([[0.0, 0.0], [1.0, 1.0]])

@@ -154,7 +154,7 @@ def _rul(num_classes: int, config: TrainConfig) -> FERModel:
     "eac", title="EAC", paper="Zhang et al., Learn From All: Erasing Attention Consistency, ECCV 2022",
     description="CAM consistency between an erased image and its horizontal flip (weight 5).",
     paper_recipe=_paper(optimizer="adam", lr=1e-4, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=60,
-                        batch_size=64, erasing=0.5),
+                        batch_size=32, erasing=0.5),
     cpu_recipe=dict(erasing=0.5),
     method_args={"consistency_weight": 5.0},
 )
