@@ -110,6 +110,29 @@ def test_train_writes_records_and_resume_matches_an_uninterrupted_run(tmp_path: 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_grad_clip_bounds_the_gradient_norm_of_each_step(tmp_path: Path, monkeypatch):
+    norms: list[float] = []
+    real = trainer.make_optimizer
+
+    def recording(params, config):
+        optimizer = real(params, config)
+
+        def record(optimizer, args, kwargs):
+            grads = [p.grad.norm() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack(grads)).item())
+
+        optimizer.register_step_pre_hook(record)
+        return optimizer
+
+    monkeypatch.setattr(trainer, "make_optimizer", recording)
+    trainer.train(smoke_config(epochs=1), small_synthetic(), tmp_path / "free")
+    free = list(norms)
+    norms.clear()
+    trainer.train(smoke_config(epochs=1, grad_clip=1e-3), small_synthetic(), tmp_path / "clipped")
+    assert min(free) > 1e-2 and len(norms) == len(free)
+    assert max(norms) == pytest.approx(1e-3, rel=1e-3)
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path: Path, monkeypatch):
     from udcbench.methods import TinyCNN
 

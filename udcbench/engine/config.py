@@ -36,6 +36,7 @@ class TrainConfig:
     batch_size: int = 128
     eval_batch_size: int = 256
     label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # clip the global gradient norm to this before each step; 0 = off
     flip: bool = True
     affine: bool = True  # small scale / shift / rotation jitter
     erasing: float = 0.25  # probability of random erasing (scale 0.02-0.25)
