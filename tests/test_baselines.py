@@ -29,6 +29,17 @@ def test_shapes_at_64_and_native_48(name):
         assert model.embed(x).shape[0] == 3
 
 
+def test_method_args_a_config_leaves_out_take_the_registry_defaults():
+    config = get_method("scn").config("paper")
+    config.method_args = {"beta": 0.6}  # e.g. a hand-made config or one recorded by an older version
+    model = create_method("scn", 3, config)
+    assert (model.beta, model.relabel_margin) == (0.6, get_method("scn").method_args["relabel_margin"])
+    assert config.method_args == {"beta": 0.6}  # the caller's config is left as it was
+    config = get_method("dan").config("cpu")
+    config.method_args = {}
+    assert len(create_method("dan", 3, config).heads) == get_method("dan").method_args["num_heads"]
+
+
 def test_scn_rank_regularization_by_hand():
     w = torch.tensor([0.9, 0.1, 0.8, 0.2, 0.7])
     # high group (top 60 %): 0.9, 0.8, 0.7 -> 0.8; low: 0.2, 0.1 -> 0.15; gap 0.65

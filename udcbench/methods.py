@@ -8,7 +8,7 @@ for fast tests of the engine.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,8 @@ def create_method(name: str, num_classes: int, config: TrainConfig | None = None
     unknown = set(config.method_args) - set(spec.method_args)
     if unknown:
         raise UdcbenchError(f"{name}: unknown method_args {sorted(unknown)} (known: {sorted(spec.method_args)})")
-    return spec.build(num_classes, config)
+    # Builders read every method_arg; the ones a config leaves out take the registry's defaults.
+    return spec.build(num_classes, replace(config, method_args={**spec.method_args, **config.method_args}))
 
 
 def _paper(**kw: Any) -> dict[str, Any]:
@@ -130,12 +131,11 @@ def _resnet18(num_classes: int, config: TrainConfig) -> FERModel:
 )
 def _scn(num_classes: int, config: TrainConfig) -> FERModel:
     args = config.method_args
-    margin = args.get("rank_margin")
+    margin = args["rank_margin"]
     if margin is None:  # the authors' margins: 0.07 at batch 64, 0.15 otherwise
         margin = 0.07 if config.batch_size == 64 else 0.15
-    return SCN(num_classes, beta=args.get("beta", 0.7), rank_margin=margin,
-               relabel_margin=args.get("relabel_margin", 0.2),
-               relabel_start=args.get("relabel_start", SCN_RELABEL_START))
+    return SCN(num_classes, beta=args["beta"], rank_margin=margin, relabel_margin=args["relabel_margin"],
+               relabel_start=args["relabel_start"])
 
 
 @register_method(
@@ -146,8 +146,8 @@ def _scn(num_classes: int, config: TrainConfig) -> FERModel:
     method_args={"out_dim": 64, "drop_rate": 0.4},
 )
 def _rul(num_classes: int, config: TrainConfig) -> FERModel:
-    return RUL(num_classes, input_size=config.input_size, out_dim=config.method_args.get("out_dim", 64),
-               drop_rate=config.method_args.get("drop_rate", 0.4))
+    return RUL(num_classes, input_size=config.input_size, out_dim=config.method_args["out_dim"],
+               drop_rate=config.method_args["drop_rate"])
 
 
 @register_method(
@@ -163,7 +163,7 @@ def _rul(num_classes: int, config: TrainConfig) -> FERModel:
     method_args={"consistency_weight": 5.0},
 )
 def _eac(num_classes: int, config: TrainConfig) -> FERModel:
-    return EAC(num_classes, consistency_weight=config.method_args.get("consistency_weight", 5.0))
+    return EAC(num_classes, consistency_weight=config.method_args["consistency_weight"])
 
 
 @register_method(
@@ -174,7 +174,7 @@ def _eac(num_classes: int, config: TrainConfig) -> FERModel:
     method_args={"num_heads": 4},
 )
 def _dan(num_classes: int, config: TrainConfig) -> FERModel:
-    return DAN(num_classes, num_heads=config.method_args.get("num_heads", 4))
+    return DAN(num_classes, num_heads=config.method_args["num_heads"])
 
 
 # -- LRDif ------------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def _lrdif_builder(variant: str) -> Callable[[int, TrainConfig], FERModel]:
     def build(num_classes: int, config: TrainConfig) -> FERModel:
         from lrdif.model import LRDif
 
-        a = {**LRDIF_ARGS, **config.method_args}
+        a = config.method_args
         encoder = a["encoder"] if a["encoder"] != "auto" else ("clip" if a["clip_weights"] else "scratch")
         try:
             return LRDif(num_classes, variant=variant, steps=int(a["steps"]), z_dim=int(a["z_dim"]),
