@@ -66,6 +66,10 @@ class MethodSpec:
         args = {**self.method_args, **(self.cpu_method_args if preset != "paper" else {})}
         return TrainConfig(method=self.name, preset=preset, method_args=args, **recipe)
 
+    def args_for(self, config: TrainConfig) -> dict[str, Any]:
+        """``config.method_args`` with the ones it leaves out (a hand-made or older config) at their defaults."""
+        return {**self.method_args, **config.method_args}
+
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
@@ -100,8 +104,7 @@ def create_method(name: str, num_classes: int, config: TrainConfig | None = None
     unknown = set(config.method_args) - set(spec.method_args)
     if unknown:
         raise UdcbenchError(f"{name}: unknown method_args {sorted(unknown)} (known: {sorted(spec.method_args)})")
-    # Builders read every method_arg; the ones a config leaves out take the registry's defaults.
-    return spec.build(num_classes, replace(config, method_args={**spec.method_args, **config.method_args}))
+    return spec.build(num_classes, replace(config, method_args=spec.args_for(config)))
 
 
 def _paper(**kw: Any) -> dict[str, Any]:
@@ -223,7 +226,7 @@ def _lrdif_prepare(model: FERModel, context: Any) -> None:
     from udcbench.landmarks import compute_landmarks
 
     config = context.config
-    args = {**LRDIF_ARGS, **config.method_args}
+    args = get_method(config.method).args_for(config)
     if model.variant.stage == 2:
         source = args["from_run"]
         if not source:
