@@ -40,6 +40,23 @@ def test_method_args_a_config_leaves_out_take_the_registry_defaults():
     assert len(create_method("dan", 3, config).heads) == get_method("dan").method_args["num_heads"]
 
 
+def test_a_misspelt_method_arg_is_refused_before_any_data_loads(tmp_path):
+    from udcbench.engine.trainer import train
+    from udcbench.errors import UdcbenchError
+
+    config = get_method("scn").config("smoke")
+    config.method_args = {"betta": 0.6}
+    with pytest.raises(UdcbenchError, match=r"scn: unknown method_args \['betta'\]"):
+        create_method("scn", 3, config)
+
+    class NoData:  # any use of the dataset fails the test
+        def __getattr__(self, name):
+            raise AssertionError(f"the dataset was read ({name}) before the method_args were checked")
+
+    with pytest.raises(UdcbenchError, match="unknown method_args"):
+        train(config, NoData(), tmp_path / "run")
+
+
 def test_scn_rank_regularization_by_hand():
     w = torch.tensor([0.9, 0.1, 0.8, 0.2, 0.7])
     # high group (top 60 %): 0.9, 0.8, 0.7 -> 0.8; low: 0.2, 0.1 -> 0.15; gap 0.65

@@ -67,7 +67,12 @@ class MethodSpec:
         return TrainConfig(method=self.name, preset=preset, method_args=args, **recipe)
 
     def args_for(self, config: TrainConfig) -> dict[str, Any]:
-        """``config.method_args`` with the ones it leaves out (a hand-made or older config) at their defaults."""
+        """``config.method_args`` checked against the method's, with the ones it leaves out (a hand-made or
+        older config) at their defaults."""
+        unknown = set(config.method_args) - set(self.method_args)
+        if unknown:
+            raise UdcbenchError(f"{self.name}: unknown method_args {sorted(unknown)} "
+                                f"(known: {sorted(self.method_args)})")
         return {**self.method_args, **config.method_args}
 
 
@@ -101,9 +106,6 @@ def get_method(name: str) -> MethodSpec:
 def create_method(name: str, num_classes: int, config: TrainConfig | None = None) -> FERModel:
     spec = get_method(name)
     config = config or spec.config("cpu")
-    unknown = set(config.method_args) - set(spec.method_args)
-    if unknown:
-        raise UdcbenchError(f"{name}: unknown method_args {sorted(unknown)} (known: {sorted(spec.method_args)})")
     return spec.build(num_classes, replace(config, method_args=spec.args_for(config)))
 
 

@@ -254,6 +254,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
             config = saved  # the run's own configuration wins on resume
             if rt.main:
                 stderr.print(f"resuming with the configuration recorded in {run_dir / 'config.json'}")
+    spec.args_for(config)  # a misspelt method_arg fails here, before the data loads
     torch.manual_seed(config.seed)
     plan = plan_splits(adapter, config.val_fraction, config.seed)
     num_classes = adapter.num_classes
