@@ -177,6 +177,7 @@ def test_cli_train_eval_runs_methods(tmp_path: Path, monkeypatch):
     assert missing.exit_code == 2 and "no ResNet-18 trunk" in missing.output
 
 
+@pytest.mark.slow(reason="starts two torchrun processes that import torch: about 15 s")
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 def test_ddp_under_torchrun_on_cpu(tmp_path: Path):
     env = {**os.environ, "UDCBENCH_QUIET": "1", "OMP_NUM_THREADS": "1"}

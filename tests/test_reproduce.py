@@ -11,6 +11,8 @@ from udcbench.cli import app
 from udcbench.datasets.generate import generate_synthetic
 
 runner = CliRunner()
+#: The module's fixture runs a whole (smoke) study twice: about 10 s.
+pytestmark = pytest.mark.slow(reason="a whole smoke study, twice: about 10 s")
 
 
 @pytest.fixture(scope="module")

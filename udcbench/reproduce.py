@@ -9,22 +9,26 @@ Finished runs are read back, unfinished ones resumed, so a killed reproduce cont
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from udcbench.budget import UNCOUNTED_SHARE, PlanItem, StudyPlan, run_units, split_counts, unit_cost
 from udcbench.datasets import create_dataset, detect_dataset
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.runs import STORE, train_method
 from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
-from udcbench.methods import BASELINES, LRDIF_ARGS
+from udcbench.methods import BASELINES, LRDIF_ARGS, get_method
 from udcbench.synthesis import condition_folder
 from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
 from udcbench.workspace import Workspace
 
 PAPER_DATASETS = ("rafdb", "ferplus", "kdef")
+#: Processes that draw the synthetic faces and synthesise UDC copies (the images do not depend on it).
+DATA_WORKERS = min(2, os.cpu_count() or 1)
 LRDIF_METHODS = ("lrdif", "lrdif-s2-v1", "lrdif-s2-v2", "lrdif-s2-v4")  # lrdif-s1 is trained by the first
 
 
@@ -40,7 +44,7 @@ class StudyPreset:
 
 STUDY_PRESETS = {
     "smoke": StudyPreset("smoke", ("synthetic",), (1, 4), "a few steps per method: checks the pipeline, no results"),
-    "quick": StudyPreset("quick", ("synthetic",), (1, 2, 4),
+    "quick": StudyPreset("quick", ("synthetic",), (1, 4),
                          "the built-in synthetic faces, every method at the quick budget (minutes on a CPU)"),
     "cpu": StudyPreset("cpu", PAPER_DATASETS, (1, 2, 4, 8), "real data at the cpu budget (2 CPU cores)"),
     "paper": StudyPreset("paper", PAPER_DATASETS, (1, 2, 4, 8, 16), "real data, the papers' recipes (a GPU)"),
@@ -75,6 +79,36 @@ def study_methods() -> tuple[str, ...]:
     return (*BASELINES, *LRDIF_METHODS)
 
 
+#: Methods whose runs on the UDC condition get a t-SNE figure (Figures 4 and 5), of at most this many images.
+TSNE_METHODS = ("lrdif", "resnet18")
+TSNE_MAX_IMAGES = 2000
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the study; ``steps`` is set for Figure 6's extra runs."""
+
+    dataset: str
+    condition: str
+    method: str
+    seed: int
+    steps: int | None = None
+
+
+def ablation_dataset(names: list[str]) -> str:
+    """Where Table 5 and Figure 6 are measured: the first paper dataset at hand, else the first dataset."""
+    return next(n for n in (*PAPER_DATASETS, *names) if n in names)
+
+
+def study_jobs(names: list[str], conditions: tuple[str, ...], methods: list[str], seeds: list[int],
+               steps: list[int], ablation_data: str) -> list[Job]:
+    """Every method on every dataset and condition, then Figure 6's runs of LRDif at the other step counts."""
+    jobs = [Job(name, cond, method, seed) for name in names for cond in conditions for method in methods
+            for seed in seeds]
+    sweep = [t for t in steps if steps_run(t)[1]] if "lrdif" in methods else []
+    return jobs + [Job(ablation_data, conditions[-1], "lrdif", seed, t) for t in sweep for seed in seeds]
+
+
 def clean_source(name: str, workspace: Workspace, src_root: Path | None) -> Path:
     return (src_root or workspace.data) / name
 
@@ -101,7 +135,7 @@ def prepare_data(name: str, workspace: Workspace, src_root: Path | None, conditi
         from udcbench.datasets.generate import generate_synthetic
 
         if not (root / "manifest.json").is_file():  # an earlier 'udcbench generate' is used as it is
-            generate_synthetic(root)
+            generate_synthetic(root, workers=DATA_WORKERS)
             log(f"drew the built-in synthetic faces into {root}")
     elif not root.is_dir():
         raise DatasetNotFoundError(f"{name}: no folder at {root} (pass --src-root DIR holding {name}/, or "
@@ -111,9 +145,88 @@ def prepare_data(name: str, workspace: Workspace, src_root: Path | None, conditi
         out = workspace.dataset_dir(condition_folder(name, condition))
         if not _complete(out):
             log(f"synthesising {out} ({condition}) from {root}")
-            synthesize(adapters["clean"], out, load_recipe(condition), resume=out.exists(), cache_dir=workspace.cache)
+            synthesize(adapters["clean"], out, load_recipe(condition), workers=DATA_WORKERS, resume=out.exists(),
+                       cache_dir=workspace.cache)
         adapters[condition] = _adapter(out)
     return adapters
+
+
+def _resolve(preset: str, datasets: list[str] | None, methods: list[str] | None, seeds: list[int] | None,
+             steps: list[int] | None) -> tuple[StudyPreset, list[str], list[str], list[int], list[int]]:
+    """The study preset and its datasets, methods, seeds and Figure 6 step counts, defaults filled in."""
+    if preset not in STUDY_PRESETS:
+        raise UdcbenchError(f"unknown reproduce preset '{preset}' (known: {', '.join(STUDY_PRESETS)})")
+    study = STUDY_PRESETS[preset]
+    return (study, list(datasets or study.datasets), list(methods or study_methods()),
+            list(seeds if seeds is not None else [0]), list(steps if steps is not None else study.steps))
+
+
+def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
+               methods: list[str] | None = None, seeds: list[int] | None = None, condition: str = "toled",
+               steps: list[int] | None = None) -> StudyPlan:
+    """What :func:`reproduce` would do from an empty workspace, and its cost (:mod:`udcbench.budget`).
+
+    The synthetic faces are counted at their default size when they are not drawn yet; a real dataset
+    that is not at hand is left out, as ``reproduce`` skips it.
+    """
+    from udcbench.datasets.generate import DEFAULT_COUNTS
+    from udcbench.engine.config import apply_overrides
+    from udcbench.engine.data import plan_splits
+
+    study, names, methods, seeds, steps = _resolve(preset, datasets, methods, seeds, steps)
+    conditions = ("clean", condition)
+    plan = StudyPlan(preset)
+    adapters: dict[str, DatasetAdapter | None] = {}
+    for name in names:
+        root = clean_source(name, workspace, src_root)
+        if name == "synthetic" and not (root / "manifest.json").is_file():
+            adapters[name], images = None, sum(DEFAULT_COUNTS.values())
+            plan.items.append(PlanItem("draw faces", name, "clean", images * unit_cost("draw_face"),
+                                       f"{images} images"))
+        elif root.is_dir():
+            adapters[name] = _adapter(root)
+            images = sum(len(adapters[name].records(split)) for split in adapters[name].splits())
+        else:
+            continue
+        for cond in conditions[1:]:
+            plan.items.append(PlanItem(f"synthesise {cond}", name, cond, images * unit_cost("synthesise"),
+                                       f"{images} images"))
+
+    def counts(name: str, config) -> dict[str, int]:
+        adapter = adapters[name]
+        if adapter is None:  # the default synthetic faces, balanced over 7 classes, not drawn yet
+            per_class = DEFAULT_COUNTS["train"] // 7
+            val = 7 * round(config.val_fraction * per_class)
+            return split_counts(DEFAULT_COUNTS["train"] - val, val, DEFAULT_COUNTS["test"])
+        split = plan_splits(adapter, config.val_fraction, config.seed)
+        return split_counts(len(split.train), len(split.val), len(split.test))
+
+    stage1_done: set[tuple[str, str, str, int]] = set()
+    decoded: set[tuple] = set()  # the images a run of this process decoded already (engine.data.load_images)
+    for job in study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_dataset(list(adapters))):
+        spec = get_method(job.method)
+        overrides = steps_run(job.steps)[0] if job.steps is not None else []
+        for name in ([spec.stage1] if spec.stage1 else []) + [job.method]:
+            if name == spec.stage1 and (key := (job.dataset, job.condition, name, job.seed)) in stage1_done:
+                continue
+            if name == spec.stage1:
+                stage1_done.add(key)
+            config = apply_overrides(get_method(name).config(study.train_preset), overrides)
+            config.seed = job.seed
+            images = (job.dataset, job.condition, config.input_size, config.seed, config.val_fraction)
+            units, detail = run_units(config, counts(job.dataset, config), decode=images not in decoded)
+            decoded.add(images)
+            what = f"train {name}" + (f" T={job.steps}" if job.steps is not None else "")
+            plan.items.append(PlanItem(what, job.dataset, job.condition, units, detail))
+        if job.method in TSNE_METHODS and job.condition == condition and job.steps is None:
+            config = get_method(job.method).config(study.train_preset)
+            n = counts(job.dataset, config)["test"]
+            points = min(n, TSNE_MAX_IMAGES)
+            units = points * (unit_cost(job.method, config.input_size, "infer") + unit_cost("tsne_point"))
+            plan.items.append(PlanItem(f"t-SNE {job.method}", job.dataset, job.condition, units, f"{points} images"))
+    plan.items.append(PlanItem("start-up, figures, tables", "-", "-", UNCOUNTED_SHARE * plan.units,
+                               f"{UNCOUNTED_SHARE:.0%} of the above (reproduce_time.py)"))
+    return plan
 
 
 def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
@@ -121,16 +234,10 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
               steps: list[int] | None = None, device: str | None = None,
               log: Callable[[str], None] = print) -> StudySummary:
     """Run the study (see the module docstring); returns what was trained and written."""
-    if preset not in STUDY_PRESETS:
-        raise UdcbenchError(f"unknown reproduce preset '{preset}' (known: {', '.join(STUDY_PRESETS)})")
-    study = STUDY_PRESETS[preset]
+    study, names, methods, seeds, steps = _resolve(preset, datasets, methods, seeds, steps)
     start = time.perf_counter()
     summary = StudySummary()
     explicit = datasets is not None
-    names = list(datasets or study.datasets)
-    methods = list(methods or study_methods())
-    seeds = list(seeds if seeds is not None else [0])
-    steps = list(steps if steps is not None else study.steps)
     conditions = ("clean", condition)
     adapters: dict[str, dict[str, DatasetAdapter]] = {}
     for name in names:
@@ -145,19 +252,17 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
         raise DatasetNotFoundError(
             f"none of {', '.join(names)} found under {src_root or workspace.data}; put them there (see "
             f"'udcbench datasets') or pass --src-root DIR, or run 'udcbench reproduce --preset quick'")
-    ablation_data = next(n for n in (*PAPER_DATASETS, *adapters) if n in adapters)
-    sweep = [t for t in steps if steps_run(t)[1]] if "lrdif" in methods else []
-    jobs = [(name, cond, method, seed, None) for name in adapters for cond in conditions for method in methods
-            for seed in seeds]
-    jobs += [(ablation_data, condition, "lrdif", seed, t) for t in sweep for seed in seeds]
-    for k, (name, cond, method, seed, t) in enumerate(jobs, 1):
-        overrides, tag = steps_run(t) if t is not None else ([], "")
-        what = f"{method} T={t}" if t is not None else method
-        log(f"[{k}/{len(jobs)}] {what} on {dataset_title(name, cond)} ({study.train_preset}, seed {seed})")
-        record = train_method(method, adapters[name][cond], workspace.runs, preset=study.train_preset, seed=seed,
-                              overrides=overrides, tag=tag, skip_finished=True, device=device,
-                              cache_dir=workspace.cache, log=log)
-        summary.runs.append(StudyRun(name, cond, record))
+    ablation_data = ablation_dataset(list(adapters))
+    jobs = study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_data)
+    for k, job in enumerate(jobs, 1):
+        overrides, tag = steps_run(job.steps) if job.steps is not None else ([], "")
+        what = f"{job.method} T={job.steps}" if job.steps is not None else job.method
+        log(f"[{k}/{len(jobs)}] {what} on {dataset_title(job.dataset, job.condition)} ({study.train_preset}, "
+            f"seed {job.seed})")
+        record = train_method(job.method, adapters[job.dataset][job.condition], workspace.runs,
+                              preset=study.train_preset, seed=job.seed, overrides=overrides, tag=tag,
+                              skip_finished=True, device=device, cache_dir=workspace.cache, log=log)
+        summary.runs.append(StudyRun(job.dataset, job.condition, record))
     summary.files += write_outputs(workspace, adapters, study.train_preset, condition, ablation_data, summary,
                                    device, log)
     summary.seconds = time.perf_counter() - start
@@ -201,8 +306,8 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
             continue
         stem = f"{Path(record['run_dir']).parent.name}-{record['method']}-s{record['seed']}"
         files.append(figures.confusion_figure(record, figures_dir / "confusion" / f"{stem}.png"))
-        if record["method"] in ("lrdif", "resnet18") and run.condition == condition:
+        if record["method"] in TSNE_METHODS and run.condition == condition:
             files.append(figures.run_tsne(Path(record["run_dir"]), adapters[run.dataset][run.condition],
-                                          figures_dir / f"tsne-{stem}.png", device=device))
+                                          figures_dir / f"tsne-{stem}.png", TSNE_MAX_IMAGES, device))
     files += write_leaderboard(build_leaderboard(results), workspace.results)
     return files

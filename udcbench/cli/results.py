@@ -239,6 +239,24 @@ def figure_confusion_cmd(
     stdout.print(str(path))
 
 
+def _print_plan(plan) -> None:
+    from rich.table import Table
+
+    from udcbench.budget import QUICK_BUDGET_MINUTES, REFERENCE_SPEED, UNIT
+
+    table = Table(title=f"reproduce --preset {plan.preset}: the plan", title_justify="left")
+    for column in ("step", "data", "what", "units", "min @ ref"):
+        table.add_column(column, justify="right" if column in ("units", "min @ ref") else "left")
+    for item in plan.items:
+        table.add_row(item.what, f"{item.dataset} {item.condition}", item.detail, f"{item.units:,.0f}",
+                      f"{item.units / REFERENCE_SPEED / 60:.2f}")
+    stdout.print(table)
+    budget = f" (budget {QUICK_BUDGET_MINUTES:.0f} min)" if plan.preset == "quick" else ""
+    stdout.print(f"total {plan.units:,.0f} units = {plan.minutes():.1f} min on a machine that trains "
+                 f"{REFERENCE_SPEED:.0f} images/s{budget}; units: {UNIT}. Time on this machine: units / its "
+                 f"images/s (python benchmarks/reproduce_time.py measures both).")
+
+
 @command(app, "reproduce", panel=PANEL)
 def reproduce_cmd(
     preset: str = typer.Option("quick", help="quick (built-in synthetic faces, minutes on a CPU), cpu (real data, "
@@ -252,17 +270,29 @@ def reproduce_cmd(
     condition: str = typer.Option("toled", help="UDC preset: toled, poled or lowlight."),
     steps: str | None = typer.Option(None, help="Figure 6's diffusion step counts, comma-separated."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and its cost; train nothing."),
     as_json: bool = JsonArg,
 ) -> None:
     """Reproduce the study: synthesise, train every method clean and UDC, write Tables 1-5, figures, leaderboard.
 
-    Skips finished runs and resumes unfinished ones, so it can be stopped and started again.
+    Skips finished runs and resumes unfinished ones, so it can be stopped and started again. --dry-run prints
+    every step of the study with its cost in ResNet-18 image-steps and the time that takes on the 2-core
+    reference machine (the quick study's budget: 15 minutes there).
 
-    Examples: udcbench reproduce ; udcbench reproduce --preset cpu --src-root /datasets --datasets ferplus ;
+    Examples: udcbench reproduce ; udcbench reproduce --preset quick --dry-run ;
+    udcbench reproduce --preset cpu --src-root /datasets --datasets ferplus ;
     torchrun --nproc-per-node 4 -m udcbench reproduce --preset paper
     """
-    from udcbench.reproduce import reproduce
+    from udcbench.reproduce import plan_study, reproduce
 
+    if dry_run:
+        plan = plan_study(preset, load_workspace(), datasets=datasets, src_root=src_root, methods=methods,
+                          seeds=seeds, condition=condition, steps=_parse_steps(steps) if steps else None)
+        if as_json:
+            print_json(plan.to_json())
+        else:
+            _print_plan(plan)
+        return
     summary = reproduce(preset, load_workspace(), datasets=datasets, src_root=src_root, methods=methods,
                         seeds=seeds, condition=condition, steps=_parse_steps(steps) if steps else None,
                         device=device, log=stderr.print)

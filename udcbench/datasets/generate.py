@@ -21,6 +21,8 @@ from udcbench.progress import progress_bar
 
 MANIFEST = "manifest.json"
 _CHUNK = 250
+#: The built-in dataset's size: 400 train and 100 test images per class.
+DEFAULT_COUNTS = {"train": 2800, "test": 700}
 _generator: SyntheticFaceGenerator | None = None
 
 
@@ -45,8 +47,8 @@ def _write_chunk(out: str, split: str, start: int, stop: int, seed: int, size: i
     return ids, np.stack(points)
 
 
-def generate_synthetic(out: Path, n_train: int = 2800, n_test: int = 700, seed: int = 0, size: int = 100,
-                       workers: int = 1, overwrite: bool = False) -> dict:
+def generate_synthetic(out: Path, n_train: int = DEFAULT_COUNTS["train"], n_test: int = DEFAULT_COUNTS["test"],
+                       seed: int = 0, size: int = 100, workers: int = 1, overwrite: bool = False) -> dict:
     """Draw the synthetic faces into ``out/<split>/<class>/*.png`` with ``landmarks.npz`` and a manifest.
 
     The images depend only on (seed, size, split, index), never on ``workers``.

@@ -4,6 +4,7 @@ and albumentations augmentation seeded per (seed, epoch, image) so that any epoc
 from __future__ import annotations
 
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import albumentations as A
@@ -70,17 +71,39 @@ def check_labels(plan: SplitPlan, num_classes: int) -> None:
             raise UdcbenchError(f"the {name} split has no image of class(es) {missing}; every class needs some")
 
 
+#: Decoded images kept in this process, so that the runs of one study (``reproduce``) decode each split once.
+_DECODED: OrderedDict[tuple, tuple[np.ndarray, list[int]]] = OrderedDict()
+_DECODED_MAX_BYTES = 2 << 30
+
+
+def forget_decoded() -> None:
+    """Empty the process's cache of decoded images (benchmarks that time decoding)."""
+    _DECODED.clear()
+
+
 def load_images(adapter: DatasetAdapter, records: list[Record], size: int, description: str,
                 sizes: list[int] | None = None) -> np.ndarray:
-    """Decode and resize every image once: N x size x size x 3 uint8 (original widths into ``sizes``)."""
-    out = np.empty((len(records), size, size, 3), dtype=np.uint8)
-    for i, record in enumerate(track(records, description=description)):
-        image = adapter.load_image(record)
-        if sizes is not None:
-            sizes.append(image.shape[1])
-        interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
-        out[i] = cv2.resize(image, (size, size), interpolation=interpolation)
-    return out
+    """Decode and resize every image once: N x size x size x 3 uint8 (original widths into ``sizes``).
+
+    The same records of the same dataset at the same size are decoded once per process (a copy is returned).
+    """
+    key = (adapter.name, str(adapter.root), repr(sorted(adapter.options.items())), size, tuple(r.id for r in records))
+    if key not in _DECODED:
+        out = np.empty((len(records), size, size, 3), dtype=np.uint8)
+        widths = []
+        for i, record in enumerate(track(records, description=description)):
+            image = adapter.load_image(record)
+            widths.append(image.shape[1])
+            interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
+            out[i] = cv2.resize(image, (size, size), interpolation=interpolation)
+        _DECODED[key] = (out, widths)
+        while sum(images.nbytes for images, _ in _DECODED.values()) > _DECODED_MAX_BYTES and len(_DECODED) > 1:
+            _DECODED.popitem(last=False)
+    _DECODED.move_to_end(key)
+    images, widths = _DECODED[key]
+    if sizes is not None:
+        sizes.extend(widths)
+    return images.copy()
 
 
 def train_transform(config: TrainConfig) -> A.Compose:

@@ -1,0 +1,92 @@
+"""The quick study's cost plan (``reproduce --dry-run``) against its 15-minute budget, and the image cache."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from udcbench.budget import QUICK_BUDGET_MINUTES, REFERENCE_SPEED, budget_units, run_units, split_counts, unit_cost
+from udcbench.cli import app
+from udcbench.datasets import create_dataset
+from udcbench.datasets.generate import generate_synthetic
+from udcbench.engine.data import forget_decoded, load_images
+from udcbench.errors import UdcbenchError
+from udcbench.methods import get_method
+from udcbench.reproduce import STUDY_PRESETS, plan_study, study_methods
+from udcbench.workspace import Workspace
+
+runner = CliRunner()
+
+
+def _empty_workspace(root) -> Workspace:
+    return Workspace(root / "data", root / "runs", root / "results", root / "cache")
+
+
+def test_the_quick_study_fits_its_budget_on_the_reference_machine(tmp_path):
+    plan = plan_study("quick", _empty_workspace(tmp_path))
+    assert budget_units() == QUICK_BUDGET_MINUTES * 60 * REFERENCE_SPEED
+    assert plan.units <= budget_units(), f"quick study: {plan.minutes():.1f} min on the reference machine"
+    trained = {(item.what, item.condition) for item in plan.items}
+    for method in study_methods():  # every method, clean and UDC, is in the plan
+        assert {(f"train {method}", "clean"), (f"train {method}", "toled")} <= trained
+    assert ("train lrdif-s1", "toled") in trained  # stage 1 once per condition, shared by the variants
+    assert sum(item.what == "train lrdif-s1" for item in plan.items) == 2
+    assert {f"train lrdif T={t}" for t in STUDY_PRESETS["quick"].steps if t != 4} <= {i.what for i in plan.items}
+    assert {"draw faces", "synthesise toled", "t-SNE resnet18", "t-SNE lrdif"} <= {i.what for i in plan.items}
+
+
+def test_a_run_costs_its_steps_evaluations_and_set_up():
+    config = get_method("resnet18").config("quick")
+    counts = split_counts(2520, 280, 700)
+    units, detail = run_units(config, counts)
+    steps = 2520 // config.batch_size
+    expected = (config.epochs * steps * config.batch_size * unit_cost("resnet18", 48)
+                + config.epochs * 980 * unit_cost("resnet18", 48, "infer") + 3500 * unit_cost("load_image")
+                + config.epochs * unit_cost("epoch_setup") + unit_cost("run_setup"))
+    assert units == pytest.approx(expected)
+    assert f"{steps} steps of {config.batch_size}, 48 px" in detail
+    assert run_units(config, counts, decode=False)[0] == pytest.approx(expected - 3500 * unit_cost("load_image"))
+    config.max_steps = 5
+    assert run_units(config, counts)[0] < units
+
+
+def test_a_size_without_a_measured_cost_is_a_one_line_error():
+    with pytest.raises(UdcbenchError, match="method_speed.py --cost-table"):
+        unit_cost("resnet18", 37)
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    result = runner.invoke(app, ["reproduce", "--preset", "quick", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["budget_minutes"] == QUICK_BUDGET_MINUTES and plan["reference_minutes"] <= QUICK_BUDGET_MINUTES
+    assert plan["units"] == pytest.approx(sum(item["units"] for item in plan["items"]))
+    shown = runner.invoke(app, ["reproduce", "--preset", "quick", "--dry-run"])
+    assert shown.exit_code == 0 and "budget 15 min" in shown.stdout and "train dan" in shown.stdout
+    assert not any(tmp_path.iterdir())  # nothing drawn, synthesised or trained
+
+
+def test_images_are_decoded_once_per_process(tmp_path, monkeypatch):
+    generate_synthetic(tmp_path / "faces", n_train=14, n_test=7, size=40)
+    adapter = create_dataset("imagefolder", tmp_path / "faces")
+    records = adapter.records("train")
+    forget_decoded()
+    calls = []
+    original = type(adapter).load_image
+    monkeypatch.setattr(type(adapter), "load_image", lambda self, r: calls.append(r.id) or original(self, r))
+    widths: list[int] = []
+    first = load_images(adapter, records, 32, "loading", sizes=widths)
+    first[:] = 0  # the caller's copy: the cache is not changed through it
+    again, widths_again = load_images(adapter, records, 32, "loading", sizes=[]), []
+    load_images(adapter, records, 32, "loading", sizes=widths_again)
+    assert len(calls) == len(records) and widths == widths_again == [40] * len(records)
+    assert again.any() and again.shape == (len(records), 32, 32, 3)
+    load_images(adapter, records, 24, "loading")  # another size is decoded again
+    assert len(calls) == 2 * len(records)
+    forget_decoded()
+    np.testing.assert_array_equal(load_images(adapter, records, 32, "loading"), again)
+    assert len(calls) == 3 * len(records)
