@@ -206,11 +206,11 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
     for job in study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_dataset(list(adapters))):
         spec = get_method(job.method)
         overrides = steps_run(job.steps)[0] if job.steps is not None else []
-        for name in ([spec.stage1] if spec.stage1 else []) + [job.method]:
-            if name == spec.stage1 and (key := (job.dataset, job.condition, name, job.seed)) in stage1_done:
-                continue
-            if name == spec.stage1:
-                stage1_done.add(key)
+        names = [job.method]  # preceded by its stage 1 the first time on this data and seed, as train_method does
+        if spec.stage1 and (first := (job.dataset, job.condition, spec.stage1, job.seed)) not in stage1_done:
+            stage1_done.add(first)
+            names.insert(0, spec.stage1)
+        for name in names:
             config = apply_overrides(get_method(name).config(study.train_preset), overrides)
             config.seed = job.seed
             images = (job.dataset, job.condition, config.input_size, config.seed, config.val_fraction)
