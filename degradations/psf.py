@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -150,7 +151,7 @@ def display_psf(optics: Optics, cache_dir: Path | None = None) -> np.ndarray:
         return np.load(path)
     psf = _simulated(optics)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")  # per process: synthesis workers race here
     np.save(tmp, psf)
     tmp.replace(path)
     return psf.copy()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,33 @@ def test_recipes_validate_and_scale(tmp_path):
             parse_recipe(broken)
     with pytest.raises(RecipeError, match="no preset or recipe file"):
         load_recipe("oled9000")
+
+
+def _cached_psf(cache_dir: str) -> float:
+    from degradations.psf import display_psf
+
+    return float(display_psf(load_recipe("toled").optics(), Path(cache_dir)).sum())
+
+
+def test_processes_sharing_a_psf_cache_do_not_collide(tmp_path):
+    """Synthesis workers compute a missing PSF at the same time: each writes its own temporary file."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4) as pool:
+        sums = list(pool.map(_cached_psf, [str(tmp_path)] * 8))
+    assert sums == pytest.approx([3.0] * 8)
+    assert [p.name for p in (tmp_path / "psf").iterdir()] == [next((tmp_path / "psf").iterdir()).name]
+    assert next((tmp_path / "psf").iterdir()).suffix == ".npy"
+
+
+def test_a_psf_is_cached_through_a_temporary_file_of_this_process_only(tmp_path, monkeypatch):
+    import os
+
+    import degradations.psf as psf
+
+    saved = []
+    real_save = np.save
+    monkeypatch.setattr(psf.np, "save", lambda path, array: saved.append(Path(path)) or real_save(path, array))
+    psf.display_psf(load_recipe("toled").optics(), tmp_path)
+    assert len(saved) == 1 and f".{os.getpid()}." in saved[0].name  # two workers never share one
+    assert [p.suffix for p in (tmp_path / "psf").iterdir()] == [".npy"] and not saved[0].exists()

@@ -34,18 +34,21 @@ LRDIF_METHODS = ("lrdif", "lrdif-s2-v1", "lrdif-s2-v2", "lrdif-s2-v4")  # lrdif-
 
 @dataclass(frozen=True)
 class StudyPreset:
-    """What one reproduce preset trains: the training preset, the data and Figure 6's step counts."""
+    """What one reproduce preset trains: the training preset, the data, Figure 6's step counts and the UDC panel."""
 
     train_preset: str
     datasets: tuple[str, ...]
     steps: tuple[int, ...]
     description: str
+    condition: str = "toled"
 
 
 STUDY_PRESETS = {
     "smoke": StudyPreset("smoke", ("synthetic",), (1, 4), "a few steps per method: checks the pipeline, no results"),
+    # P-OLED: at one epoch the mild T-OLED panel costs the control about a point on the caricatured built-in
+    # faces (within the test set's noise); the darker, noisier P-OLED panel costs it about 12 (README).
     "quick": StudyPreset("quick", ("synthetic",), (1, 4),
-                         "the built-in synthetic faces, every method at the quick budget (minutes on a CPU)"),
+                         "the built-in synthetic faces, every method at the quick budget (minutes on a CPU)", "poled"),
     "cpu": StudyPreset("cpu", PAPER_DATASETS, (1, 2, 4, 8), "real data at the cpu budget (2 CPU cores)"),
     "paper": StudyPreset("paper", PAPER_DATASETS, (1, 2, 4, 8, 16), "real data, the papers' recipes (a GPU)"),
 }
@@ -152,17 +155,20 @@ def prepare_data(name: str, workspace: Workspace, src_root: Path | None, conditi
 
 
 def _resolve(preset: str, datasets: list[str] | None, methods: list[str] | None, seeds: list[int] | None,
-             steps: list[int] | None) -> tuple[StudyPreset, list[str], list[str], list[int], list[int]]:
-    """The study preset and its datasets, methods, seeds and Figure 6 step counts, defaults filled in."""
+             steps: list[int] | None, condition: str | None
+             ) -> tuple[StudyPreset, list[str], list[str], list[int], list[int], str]:
+    """The study preset and its datasets, methods, seeds, Figure 6 step counts and UDC condition, defaults
+    filled in."""
     if preset not in STUDY_PRESETS:
         raise UdcbenchError(f"unknown reproduce preset '{preset}' (known: {', '.join(STUDY_PRESETS)})")
     study = STUDY_PRESETS[preset]
     return (study, list(datasets or study.datasets), list(methods or study_methods()),
-            list(seeds if seeds is not None else [0]), list(steps if steps is not None else study.steps))
+            list(seeds if seeds is not None else [0]), list(steps if steps is not None else study.steps),
+            condition or study.condition)
 
 
 def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
-               methods: list[str] | None = None, seeds: list[int] | None = None, condition: str = "toled",
+               methods: list[str] | None = None, seeds: list[int] | None = None, condition: str | None = None,
                steps: list[int] | None = None) -> StudyPlan:
     """What :func:`reproduce` would do from an empty workspace, and its cost (:mod:`udcbench.budget`).
 
@@ -173,7 +179,7 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
     from udcbench.engine.config import apply_overrides
     from udcbench.engine.data import plan_splits
 
-    study, names, methods, seeds, steps = _resolve(preset, datasets, methods, seeds, steps)
+    study, names, methods, seeds, steps, condition = _resolve(preset, datasets, methods, seeds, steps, condition)
     conditions = ("clean", condition)
     plan = StudyPlan(preset)
     adapters: dict[str, DatasetAdapter | None] = {}
@@ -230,11 +236,11 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
 
 
 def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
-              methods: list[str] | None = None, seeds: list[int] | None = None, condition: str = "toled",
+              methods: list[str] | None = None, seeds: list[int] | None = None, condition: str | None = None,
               steps: list[int] | None = None, device: str | None = None,
               log: Callable[[str], None] = print) -> StudySummary:
     """Run the study (see the module docstring); returns what was trained and written."""
-    study, names, methods, seeds, steps = _resolve(preset, datasets, methods, seeds, steps)
+    study, names, methods, seeds, steps, condition = _resolve(preset, datasets, methods, seeds, steps, condition)
     start = time.perf_counter()
     summary = StudySummary()
     explicit = datasets is not None

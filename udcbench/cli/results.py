@@ -267,7 +267,8 @@ def reproduce_cmd(
     methods: list[str] | None = typer.Option(None, "--methods", help="Methods (default: the baselines and LRDif "
                                                                      "with its ablations)."),
     seeds: list[int] | None = typer.Option(None, "--seeds", help="Seeds (default: 0)."),
-    condition: str = typer.Option("toled", help="UDC preset: toled, poled or lowlight."),
+    condition: str | None = typer.Option(None, help="UDC preset: toled, poled or lowlight (default: poled for "
+                                                    "quick, toled otherwise)."),
     steps: str | None = typer.Option(None, help="Figure 6's diffusion step counts, comma-separated."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and its cost; train nothing."),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import albumentations as A
 import cv2
@@ -87,7 +88,8 @@ def load_images(adapter: DatasetAdapter, records: list[Record], size: int, descr
 
     The same records of the same dataset at the same size are decoded once per process (a copy is returned).
     """
-    key = (adapter.name, str(adapter.root), repr(sorted(adapter.options.items())), size, tuple(r.id for r in records))
+    root = None if adapter.root is None else str(Path(adapter.root).resolve())
+    key = (adapter.name, root, repr(sorted(adapter.options.items())), size, tuple(r.id for r in records))
     if key not in _DECODED:
         out = np.empty((len(records), size, size, 3), dtype=np.uint8)
         widths = []
