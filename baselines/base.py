@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -23,6 +24,13 @@ class StepOutput:
     terms: dict[str, float] = field(default_factory=dict)  # each loss term, for the logs
     #: (training-set positions, new labels) to write back into the dataset (SCN's relabelling).
     relabel: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def cross_entropy(logits: torch.Tensor, batch: Batch, smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy against the batch's vote distributions where it has them, else its labels."""
+    if batch.soft is not None:
+        return -(batch.soft * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    return F.cross_entropy(logits, batch.labels, label_smoothing=smoothing)
 
 
 class FERModel(nn.Module):

@@ -18,13 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.backbone import resnet18_trunk
-from baselines.base import Batch, FERModel, StepOutput
-
-
-def _ce(logits: torch.Tensor, batch: Batch, smoothing: float = 0.0) -> torch.Tensor:
-    if batch.soft is not None:
-        return -(batch.soft * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    return F.cross_entropy(logits, batch.labels, label_smoothing=smoothing)
+from baselines.base import Batch, FERModel, StepOutput, cross_entropy
 
 
 class ResNet18FER(FERModel):
@@ -44,7 +38,7 @@ class ResNet18FER(FERModel):
 
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         logits = self(batch.images)
-        loss = _ce(logits, batch, self.label_smoothing)
+        loss = cross_entropy(logits, batch, self.label_smoothing)
         return StepOutput(loss, logits, {"ce": loss.item()})
 
 
@@ -104,7 +98,7 @@ class SCN(FERModel):
 
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         logits, weights = self.weighted(batch.images)
-        ce = _ce(logits, batch)
+        ce = cross_entropy(logits, batch)
         rr = rank_regularization(weights, self.beta, self.rank_margin)
         relabel = None
         if epoch >= self.relabel_epoch:
@@ -190,7 +184,7 @@ class EAC(FERModel):
         # only. Through the classifier too, it diverged from scratch on FERPlus (NaN within 13 steps).
         cams = class_activation_maps(feat, self.fc.weight.detach())
         n = len(batch.images)
-        ce = _ce(logits[:n], batch)
+        ce = cross_entropy(logits[:n], batch)
         consistency = F.mse_loss(cams[:n], cams[n:].flip(-1))
         loss = ce + self.consistency_weight * consistency
         return StepOutput(loss, logits[:n], {"ce": ce.item(), "consistency": consistency.item()})
@@ -281,7 +275,7 @@ class DAN(FERModel):
 
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         logits, feat, heads = self.parts(batch.images)
-        ce = _ce(logits, batch)
+        ce = cross_entropy(logits, batch)
         af = affinity_loss(feat.float(), batch.labels, self.centers)
         pt = partition_loss(heads.float())
         return StepOutput(ce + af + pt, logits, {"ce": ce.item(), "affinity": af.item(), "partition": pt.item()})

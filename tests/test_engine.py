@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 import udcbench.engine.trainer as trainer
 from udcbench.cli import app
+from udcbench.config import apply_overrides
 from udcbench.datasets import create_dataset
-from udcbench.engine.config import apply_overrides
 from udcbench.engine.data import plan_splits
 from udcbench.engine.metrics import classification_metrics
 from udcbench.engine.store import load_results
@@ -134,7 +134,7 @@ def test_grad_clip_bounds_the_gradient_norm_of_each_step(tmp_path: Path, monkeyp
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path: Path, monkeypatch):
-    from udcbench.methods import TinyCNN
+    from udcbench.methods.testing import TinyCNN
 
     real = TinyCNN.training_step
 

@@ -175,8 +175,8 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
     The synthetic faces are counted at their default size when they are not drawn yet; a real dataset
     that is not at hand is left out, as ``reproduce`` skips it.
     """
+    from udcbench.config import apply_overrides
     from udcbench.datasets.generate import DEFAULT_COUNTS
-    from udcbench.engine.config import apply_overrides
     from udcbench.engine.data import plan_splits
 
     study, names, methods, seeds, steps, condition = _resolve(preset, datasets, methods, seeds, steps, condition)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from udcbench.engine.config import PRESETS
+from udcbench.config import PRESETS
 from udcbench.errors import UdcbenchError, unknown_name
 from udcbench.methods import get_method
 from udcbench.paper import SOURCE, paper_table

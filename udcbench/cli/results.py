@@ -10,7 +10,7 @@ from rich.table import Table
 
 from udcbench.cli import app
 from udcbench.cli._common import command, parse_options, print_json, resolve_dataset, stdout
-from udcbench.engine.config import PRESETS
+from udcbench.config import PRESETS
 from udcbench.engine.runs import STORE
 from udcbench.errors import UdcbenchError
 from udcbench.progress import stderr

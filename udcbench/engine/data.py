@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import torch
 
+from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter, Record, class_counts
-from udcbench.engine.config import TrainConfig
 from udcbench.errors import UdcbenchError
 from udcbench.progress import track
 

@@ -7,8 +7,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from udcbench.config import apply_overrides
 from udcbench.datasets.base import DatasetAdapter
-from udcbench.engine.config import apply_overrides
 from udcbench.errors import UdcbenchError
 from udcbench.methods import get_method
 

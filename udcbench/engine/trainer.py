@@ -16,7 +16,7 @@ import platform
 import subprocess
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -30,13 +30,13 @@ from torch import nn
 from baselines.backbone import WeightsError, load_resnet18_weights
 from baselines.base import Batch
 from udcbench import __version__
+from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter
-from udcbench.engine.config import TrainConfig
 from udcbench.engine.data import TrainImages, load_images, normalise, plan_splits
 from udcbench.engine.metrics import classification_metrics
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
-from udcbench.methods import create_method, get_method
+from udcbench.methods import PrepareContext, create_method, get_method
 from udcbench.progress import progress_bar, stderr
 
 
@@ -180,20 +180,6 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     raise UdcbenchError(f"unknown schedule '{config.schedule}' (onecycle, exponential, step, cosine, constant)")
 
 
-@dataclass
-class PrepareContext:
-    """What a method's ``prepare`` hook may use before training starts."""
-
-    adapter: DatasetAdapter
-    plan: Any
-    train_images: np.ndarray
-    train_sizes: list[int]  # original widths of the training images (landmarks are in those pixels)
-    config: TrainConfig
-    device: torch.device
-    cache_dir: Path | None
-    notes: dict
-
-
 class _Step(nn.Module):
     """Routes DDP's forward to the method's training step (so gradient sync hooks fire)."""
 
@@ -275,13 +261,13 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     model.set_schedule(config.epochs)
     init = {"init": "scratch", "weights_sha256": None}
     if config.weights:
+        if not spec.resnet18_trunk:
+            raise UdcbenchError(f"{config.method} has no ResNet-18 trunk to load --weights into")
         try:
             init = load_resnet18_weights(model.trunk, config.weights)
         except WeightsError as exc:
             raise UdcbenchError(str(exc)) from None
-        except AttributeError:
-            raise UdcbenchError(f"{config.method} has no ResNet-18 trunk to load --weights into") from None
-    elif rt.main and config.preset != "smoke" and spec.backbone == "ResNet-18":
+    elif rt.main and config.preset != "smoke" and spec.resnet18_trunk:
         stderr.print("[yellow]note:[/] no --weights given: the backbone trains from scratch (recorded as init=scratch)")
     precision = rt.precision(config.amp)
     if rt.main and config.amp and precision == "fp32":
@@ -289,8 +275,10 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                      "slower than fp32: training in fp32 (recorded as precision=fp32)")
     notes: dict = {}
     if spec.prepare is not None and not resume:
-        spec.prepare(model, PrepareContext(adapter, plan, train_images, train_sizes, config, rt.device, cache_dir,
-                                           notes))
+        spec.prepare(model, PrepareContext(adapter, plan.train, train_images, train_sizes,
+                                           lambda images: normalise(images, config),
+                                           replace(config, method_args=spec.args_for(config)), rt.device,
+                                           cache_dir, notes))
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, size, rt.device) if not getattr(model, "uses_labels_at_eval", False) else None
 

@@ -1,4 +1,8 @@
-"""Training configuration: one dataclass, four presets per method (smoke, quick, cpu, paper), overrides."""
+"""Training configuration: the ``TrainConfig`` dataclass, the four presets (smoke, quick, cpu, paper), the
+shared recipes that the methods' presets start from, and ``--set`` overrides.
+
+Imported by the engine and the methods, importing neither.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,22 @@ from udcbench.errors import UdcbenchError
 PRESETS = ("smoke", "quick", "cpu", "paper")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: The shared CPU budget: every method trains on it with its own losses, so they compare fairly.
+CPU_RECIPE: dict[str, Any] = dict(
+    input_size=64, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="onecycle", epochs=15,
+    batch_size=128, flip=True, affine=True, erasing=0.25, amp=True,
+)
+#: The quick budget (``reproduce --preset quick`` on the built-in synthetic faces, sized in
+#: :mod:`udcbench.budget`): 48 px, one epoch of Adam (SGD from scratch leaves chance level only after
+#: many more steps), no augmentation (it slows the first steps down and nothing overfits in one epoch).
+QUICK_RECIPE: dict[str, Any] = {**CPU_RECIPE, "input_size": 48, "epochs": 1, "batch_size": 64,
+                                "optimizer": "adam", "lr": 2e-3, "weight_decay": 1e-4, "flip": False,
+                                "affine": False, "erasing": 0.0}
+SMOKE_RECIPE: dict[str, Any] = dict(
+    input_size=32, optimizer="sgd", lr=0.01, schedule="constant", epochs=1, batch_size=8, eval_batch_size=32,
+    max_steps=2, amp=False, erasing=0.25,
+)
 
 
 @dataclass

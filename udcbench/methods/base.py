@@ -1,0 +1,122 @@
+"""The method registry (the timm pattern): ``MethodSpec``, ``@register_method``, ``create_method(name, ...)``,
+and the context the engine hands to a method's preparation. Imports no method and not the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from baselines.base import FERModel
+from udcbench.config import CPU_RECIPE, PRESETS, QUICK_RECIPE, SMOKE_RECIPE, TrainConfig
+from udcbench.datasets.base import DatasetAdapter, Record
+from udcbench.errors import UdcbenchError, unknown_name
+
+
+@dataclass
+class PrepareContext:
+    """What a method's ``prepare`` hook gets from the engine before training starts."""
+
+    adapter: DatasetAdapter
+    train_records: list[Record]
+    train_images: np.ndarray  # N x S x S x 3 uint8, at the run's input size
+    train_widths: list[int]  # the images' original widths (landmarks come in those pixels)
+    normalise: Callable[[np.ndarray], torch.Tensor]  # uint8 images -> the model's normalised input
+    config: TrainConfig  # with the method's arguments filled in (MethodSpec.args_for)
+    device: torch.device
+    cache_dir: Path | None
+    notes: dict  # recorded in the run's results.json
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: how to build it, its paper, and its training recipe per preset.
+
+    The ``paper`` preset is ``paper_recipe`` (the official recipe). On the shared budget
+    (``shared_budget``, the methods compared in one table) ``cpu`` is :data:`~udcbench.config.CPU_RECIPE`
+    updated with ``cpu_recipe``, and ``quick`` is that updated with :data:`~udcbench.config.QUICK_RECIPE`
+    and ``quick_recipe``; for a method with a budget of its own ``cpu_recipe`` is its whole ``cpu`` recipe
+    and ``quick`` is that updated with ``quick_recipe``. ``smoke`` is :data:`~udcbench.config.SMOKE_RECIPE`.
+    ``method_args`` are the loss constants and model options (the defaults of ``--set method_args.NAME=``);
+    ``cpu_method_args`` is what every budget but ``paper`` changes in them.
+    """
+
+    name: str
+    title: str
+    paper: str
+    build: Callable[[int, TrainConfig], FERModel]
+    paper_recipe: dict[str, Any]
+    shared_budget: bool = True
+    cpu_recipe: dict[str, Any] = field(default_factory=dict)
+    quick_recipe: dict[str, Any] = field(default_factory=dict)
+    method_args: dict[str, Any] = field(default_factory=dict)
+    cpu_method_args: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "ResNet-18"
+    #: Whether the model has a torchvision ResNet-18 ``trunk`` that ``--weights`` loads into.
+    resnet18_trunk: bool = True
+    description: str = ""
+    #: Called before training with (model, PrepareContext): pre-training steps, loading an earlier stage.
+    prepare: Callable[[FERModel, PrepareContext], None] | None = None
+    #: For a second-stage method: the registered method whose run it starts from, and the method argument that
+    #: receives that run's folder.
+    stage1: str | None = None
+    stage1_arg: str = "from_run"
+    #: An oracle sees the label at test time (LRDif's stage 1): reported in Table 5, never ranked.
+    oracle: bool = False
+
+    def config(self, preset: str = "cpu") -> TrainConfig:
+        if preset not in PRESETS:
+            raise unknown_name("preset", preset, PRESETS)
+        cpu = {**(CPU_RECIPE if self.shared_budget else {}), **self.cpu_recipe}
+        quick = {**cpu, **(QUICK_RECIPE if self.shared_budget else {}), **self.quick_recipe}
+        recipe = {"smoke": SMOKE_RECIPE, "quick": quick, "cpu": cpu, "paper": self.paper_recipe}[preset]
+        args = {**self.method_args, **(self.cpu_method_args if preset != "paper" else {})}
+        return TrainConfig(method=self.name, preset=preset, method_args=args, **recipe)
+
+    def args_for(self, config: TrainConfig) -> dict[str, Any]:
+        """``config.method_args`` checked against the method's, with the ones it leaves out (a hand-made or
+        older config) at their defaults."""
+        unknown = set(config.method_args) - set(self.method_args)
+        if unknown:
+            raise UdcbenchError(f"{self.name}: unknown method_args {sorted(unknown)} "
+                                f"(known: {sorted(self.method_args)})")
+        return {**self.method_args, **config.method_args}
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, **spec: Any) -> Callable:
+    """Decorator on a ``build(num_classes, config) -> FERModel`` function."""
+
+    def decorate(build: Callable[[int, TrainConfig], FERModel]) -> Callable:
+        _REGISTRY[name] = MethodSpec(name=name, build=build, **spec)
+        return build
+
+    return decorate
+
+
+def method_names(include_test: bool = False) -> list[str]:
+    return [n for n in _REGISTRY if include_test or not n.startswith("test_")]
+
+
+def get_method(name: str) -> MethodSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_name("method", name, method_names()) from None
+
+
+def is_first_stage(name: str) -> bool:
+    """Whether another registered method starts from runs of ``name``."""
+    return any(spec.stage1 == name for spec in _REGISTRY.values())
+
+
+def create_method(name: str, num_classes: int, config: TrainConfig | None = None) -> FERModel:
+    spec = get_method(name)
+    config = config or spec.config("cpu")
+    return spec.build(num_classes, replace(config, method_args=spec.args_for(config)))

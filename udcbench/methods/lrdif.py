@@ -1,0 +1,92 @@
+"""LRDif and its Table 5 variants as registered methods: their recipes, the two stages (stage 2 starts from
+the stage-1 run), the landmark network's pre-training, and the step counts of Figure 6."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from baselines.base import FERModel
+from udcbench.config import TrainConfig
+from udcbench.errors import UdcbenchError
+from udcbench.methods.base import PrepareContext, register_method
+
+LRDIF_PAPER = {"input_size": 112, "optimizer": "adam", "lr": 3.5e-4, "weight_decay": 1e-4, "schedule": "constant",
+               "epochs": 100, "batch_size": 64, "amp": True, "affine": False, "erasing": 0.0}
+#: bf16 autocast is off on the cpu budget: it slows the UDCformer's depth-wise convolutions down on CPU.
+LRDIF_CPU = {"input_size": 48, "optimizer": "adam", "lr": 3.5e-4, "weight_decay": 1e-4, "schedule": "cosine",
+             "epochs": 6, "batch_size": 64, "amp": False, "affine": True, "erasing": 0.0}
+LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperature": 1.0, "encoder": "scratch",
+              "clip_model": "ViT-B-32", "clip_weights": None, "landmark_epochs": 3, "landmark_source": "auto",
+              "from_run": None, "dims": [48, 96, 192], "blocks": [1, 2, 2], "token_dim": 256, "depth": 2}
+#: Stage 2 gets twice stage 1's epochs: the oracle converges within one, stage 2 was still climbing at 6 on
+#: UDC-FERPlus (50.5 -> 65.2 %), and 6 + 12 epochs (about 50 s each there) still fit the 30-minute budget.
+LRDIF_CPU_STAGE2_EPOCHS = 12
+#: The cpu budget's smaller UDCformer (same modules, narrower and shallower).
+LRDIF_CPU_ARGS = {"dims": [24, 48, 96], "blocks": [1, 1, 1], "token_dim": 128, "depth": 1, "z_dim": 128}
+#: The quick budget: the cpu model on 32 px inputs, 20 steps per stage.
+LRDIF_QUICK = {"input_size": 32, "epochs": 1, "max_steps": 20, "lr": 1e-3}
+
+
+def _lrdif_builder(variant: str) -> Callable[[int, TrainConfig], FERModel]:
+    def build(num_classes: int, config: TrainConfig) -> FERModel:
+        from lrdif.model import LRDif
+
+        a = config.method_args
+        encoder = a["encoder"] if a["encoder"] != "auto" else ("clip" if a["clip_weights"] else "scratch")
+        try:
+            return LRDif(num_classes, variant=variant, steps=int(a["steps"]), z_dim=int(a["z_dim"]),
+                         parameterization=a["parameterization"], kl_temperature=float(a["kl_temperature"]),
+                         encoder=encoder, clip_model=a["clip_model"], clip_weights=a["clip_weights"],
+                         mean=config.mean, std=config.std, dims=a["dims"], blocks=a["blocks"],
+                         token_dim=int(a["token_dim"]), depth=int(a["depth"]))
+        except FileNotFoundError as exc:
+            raise UdcbenchError(str(exc)) from None
+
+    return build
+
+
+def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
+    """Stage 1: pre-train (then freeze) the landmark network on the dataset's landmarks.
+    Stage 2: start from the stage-1 run (``method_args.from_run``) and freeze FPEN_S1 and its encoders."""
+    import numpy as np
+    import torch
+
+    from udcbench.landmarks import compute_landmarks
+
+    config = context.config
+    args = config.method_args
+    if model.variant.stage == 2:
+        source = args["from_run"]
+        if not source:
+            raise UdcbenchError("LRDif stage 2 needs its stage-1 run: --from RUN (or let udcbench train run both)")
+        path = Path(source) / "best.pt"
+        if not path.is_file():
+            raise UdcbenchError(f"no stage-1 checkpoint at {path}")
+        model.load_stage1(torch.load(path, map_location="cpu", weights_only=False)["model"])
+        model.train()  # freezes FPEN_S1, the encoders and the landmark network
+        context.notes["stage1_run"] = str(Path(source).resolve())
+        return
+    found = compute_landmarks(context.adapter, "train", args["landmark_source"], context.cache_dir, progress=True)
+    index = {id_: i for i, id_ in enumerate(found.ids)}
+    points = np.stack([found.points[index[r.id]] * (config.input_size / size)
+                       for r, size in zip(context.train_records, context.train_widths)])
+    model.pretrain_landmarks(context.normalise(context.train_images), points, epochs=int(args["landmark_epochs"]),
+                             seed=config.seed)
+    context.notes["landmarks"] = found.counts()
+
+
+for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "LRDif (the paper's model)"),
+                         ("s2-v1", "LRDif S2-V1 (no DM, L_ce)"), ("s2-v2", "LRDif S2-V2 (DM, L_ce)"),
+                         ("s2-v4", "LRDif S2-V4 (DM, L_total, no inserted noise)")):
+    register_method(
+        "lrdif" if _variant == "s2-v3" else f"lrdif-{_variant}", title=_title, backbone="diffusion + transformer",
+        shared_budget=False, resnet18_trunk=False,
+        paper="Wang, Zhang, Sankaranarayana, LRDif: Diffusion Models for UDC Emotion Recognition, arXiv 2402.00250",
+        description=f"LRDif variant {_variant} (Table 5).", paper_recipe=LRDIF_PAPER,
+        cpu_recipe=LRDIF_CPU if _variant == "s1" else {**LRDIF_CPU, "epochs": LRDIF_CPU_STAGE2_EPOCHS},
+        method_args=dict(LRDIF_ARGS), cpu_method_args=dict(LRDIF_CPU_ARGS),
+        quick_recipe=LRDIF_QUICK,
+        prepare=_lrdif_prepare,
+        stage1=None if _variant == "s1" else "lrdif-s1", oracle=_variant == "s1",
+    )(_lrdif_builder(_variant))
