@@ -174,7 +174,7 @@ def overhead_costs(speed: float, methods: list[str]) -> list[dict]:
 
 def cost_table(sizes: list[int] | None) -> None:
     from udcbench.budget import COST_TABLE
-    from udcbench.reproduce import study_methods
+    from udcbench.methods import study_methods
 
     speed = reference_speed()
     names = list(dict.fromkeys(m for name in study_methods() for m in (get_method(name).stage1, name) if m))

@@ -12,8 +12,8 @@ from udcbench.datasets import create_dataset
 from udcbench.datasets.generate import generate_synthetic
 from udcbench.engine.data import forget_decoded, load_images
 from udcbench.errors import UdcbenchError
-from udcbench.methods import get_method
-from udcbench.reproduce import STUDY_PRESETS, plan_study, study_methods
+from udcbench.methods import get_method, study_methods
+from udcbench.reproduce import STUDY_PRESETS, plan_study
 from udcbench.workspace import Workspace
 
 runner = CliRunner()

@@ -87,7 +87,7 @@ def tsne_plot(points: np.ndarray, labels: np.ndarray, classes: list[str], path: 
 
 # -- Figure 6 ---------------------------------------------------------------------------------------------
 def steps_points(results: list[dict[str, Any]], method: str = "lrdif", dataset: str | None = None,
-                 condition: str | None = None, preset: str | None = None) -> list[dict[str, Any]]:
+                 condition: str | None = None, preset: str | None = None, arg: str = "steps") -> list[dict[str, Any]]:
     """Accuracy per number of diffusion steps T over finished runs of ``method`` whose only change
     from the preset is ``method_args.steps`` (or none): one point per T, mean/std over seeds."""
     by_steps: dict[int, dict[int, float]] = {}
@@ -95,10 +95,10 @@ def steps_points(results: list[dict[str, Any]], method: str = "lrdif", dataset: 
         record = r.get("record", {})
         changes = set(record.get("config_changes") or {})
         if (r.get("kind") != "train" or r["method"] != method or r.get("accuracy") is None
-                or changes - {"method_args.steps"} or (dataset and r["dataset"] != dataset)
+                or changes - {f"method_args.{arg}"} or (dataset and r["dataset"] != dataset)
                 or (condition and r["condition"] != condition) or (preset and r["preset"] != preset)):
             continue
-        steps = int((record.get("method_args") or {}).get("steps", 0))
+        steps = int((record.get("method_args") or {}).get(arg, 0))
         if steps:
             by_steps.setdefault(steps, {})[r["seed"]] = 100 * r["accuracy"]
     points = []

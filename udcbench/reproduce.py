@@ -21,7 +21,7 @@ from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.runs import STORE, train_method
 from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
-from udcbench.methods import BASELINES, LRDIF_ARGS, get_method
+from udcbench.methods import get_method, study_methods, swept_method
 from udcbench.synthesis import condition_folder
 from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
 from udcbench.workspace import Workspace
@@ -29,7 +29,6 @@ from udcbench.workspace import Workspace
 PAPER_DATASETS = ("rafdb", "ferplus", "kdef")
 #: Processes that draw the synthetic faces and synthesise UDC copies (the images do not depend on it).
 DATA_WORKERS = min(2, os.cpu_count() or 1)
-LRDIF_METHODS = ("lrdif", "lrdif-s2-v1", "lrdif-s2-v2", "lrdif-s2-v4")  # lrdif-s1 is trained by the first
 
 
 @dataclass(frozen=True)
@@ -70,32 +69,27 @@ class StudySummary:
     seconds: float = 0.0
 
 
-def steps_run(steps: int) -> tuple[list[str], str]:
-    """The ``--set`` overrides and run-folder tag of LRDif trained with ``steps`` diffusion steps (Figure 6);
-    none for the default T, whose run is the ordinary one."""
-    if steps == LRDIF_ARGS["steps"]:
-        return [], ""
-    return [f"method_args.steps={steps}"], f"T{steps}"
-
-
-def study_methods() -> tuple[str, ...]:
-    return (*BASELINES, *LRDIF_METHODS)
-
-
-#: Methods whose runs on the UDC condition get a t-SNE figure (Figures 4 and 5), of at most this many images.
-TSNE_METHODS = ("lrdif", "resnet18")
+#: The t-SNE figures (Figures 4 and 5) show at most this many test images.
 TSNE_MAX_IMAGES = 2000
 
 
 @dataclass(frozen=True)
 class Job:
-    """One training run of the study; ``steps`` is set for Figure 6's extra runs."""
+    """One training run of the study; ``value`` is set for a sweep's extra runs (Figure 6's step counts)."""
 
     dataset: str
     condition: str
     method: str
     seed: int
-    steps: int | None = None
+    value: int | None = None
+
+    def overrides(self) -> tuple[list[str], str]:
+        """The ``--set`` overrides and run-folder tag of this run."""
+        return get_method(self.method).sweep_run(self.value) if self.value is not None else ([], "")
+
+    def title(self) -> str:
+        sweep = get_method(self.method).sweep
+        return self.method + (f" {sweep.tag}={self.value}" if self.value is not None else "")
 
 
 def ablation_dataset(names: list[str]) -> str:
@@ -105,11 +99,14 @@ def ablation_dataset(names: list[str]) -> str:
 
 def study_jobs(names: list[str], conditions: tuple[str, ...], methods: list[str], seeds: list[int],
                steps: list[int], ablation_data: str) -> list[Job]:
-    """Every method on every dataset and condition, then Figure 6's runs of LRDif at the other step counts."""
+    """Every method on every dataset and condition, then the sweeps' runs (Figure 6's step counts) of the
+    methods that have one, on the ablation data under the UDC condition."""
     jobs = [Job(name, cond, method, seed) for name in names for cond in conditions for method in methods
             for seed in seeds]
-    sweep = [t for t in steps if steps_run(t)[1]] if "lrdif" in methods else []
-    return jobs + [Job(ablation_data, conditions[-1], "lrdif", seed, t) for t in sweep for seed in seeds]
+    for spec in (get_method(m) for m in methods):
+        values = [v for v in steps if spec.sweep is not None and spec.sweep_run(v)[1]]
+        jobs += [Job(ablation_data, conditions[-1], spec.name, seed, v) for v in values for seed in seeds]
+    return jobs
 
 
 def clean_source(name: str, workspace: Workspace, src_root: Path | None) -> Path:
@@ -211,7 +208,7 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
     decoded: set[tuple] = set()  # the images a run of this process decoded already (engine.data.load_images)
     for job in study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_dataset(list(adapters))):
         spec = get_method(job.method)
-        overrides = steps_run(job.steps)[0] if job.steps is not None else []
+        overrides = job.overrides()[0]
         names = [job.method]  # preceded by its stage 1 the first time on this data and seed, as train_method does
         if spec.stage1 and (first := (job.dataset, job.condition, spec.stage1, job.seed)) not in stage1_done:
             stage1_done.add(first)
@@ -222,9 +219,9 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
             images = (job.dataset, job.condition, config.input_size, config.seed, config.val_fraction)
             units, detail = run_units(config, counts(job.dataset, config), decode=images not in decoded)
             decoded.add(images)
-            what = f"train {name}" + (f" T={job.steps}" if job.steps is not None else "")
+            what = f"train {job.title() if name == job.method else name}"
             plan.items.append(PlanItem(what, job.dataset, job.condition, units, detail))
-        if job.method in TSNE_METHODS and job.condition == condition and job.steps is None:
+        if spec.tsne and job.condition == condition and job.value is None:
             config = get_method(job.method).config(study.train_preset)
             n = counts(job.dataset, config)["test"]
             points = min(n, TSNE_MAX_IMAGES)
@@ -261,9 +258,8 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
     ablation_data = ablation_dataset(list(adapters))
     jobs = study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_data)
     for k, job in enumerate(jobs, 1):
-        overrides, tag = steps_run(job.steps) if job.steps is not None else ([], "")
-        what = f"{job.method} T={job.steps}" if job.steps is not None else job.method
-        log(f"[{k}/{len(jobs)}] {what} on {dataset_title(job.dataset, job.condition)} ({study.train_preset}, "
+        overrides, tag = job.overrides()
+        log(f"[{k}/{len(jobs)}] {job.title()} on {dataset_title(job.dataset, job.condition)} ({study.train_preset}, "
             f"seed {job.seed})")
         record = train_method(job.method, adapters[job.dataset][job.condition], workspace.runs,
                               preset=study.train_preset, seed=job.seed, overrides=overrides, tag=tag,
@@ -302,17 +298,20 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
         if condition in by_condition:
             files.append(figures.sample_grid(by_condition["clean"], by_condition[condition],
                                              figures_dir / f"fig3-samples-{name}.png"))
-    points = figures.steps_points(results, dataset=ablation_data, condition=condition, preset=preset)
+    swept = swept_method("6")
+    points = figures.steps_points(results, method=swept.name, dataset=ablation_data, condition=condition,
+                                  preset=preset)
     if points:
         files += figures.steps_figure(points, figures_dir / f"fig6-steps-{ablation_data}",
-                                      f"LRDif on {dataset_title(ablation_data, condition)} ({preset})")
+                                      f"{swept.title.split(' (')[0]} on {dataset_title(ablation_data, condition)} "
+                                      f"({preset})")
     for run in summary.runs:
         record = run.record
         if record.get("config_changes"):
             continue
         stem = f"{Path(record['run_dir']).parent.name}-{record['method']}-s{record['seed']}"
         files.append(figures.confusion_figure(record, figures_dir / "confusion" / f"{stem}.png"))
-        if record["method"] in TSNE_METHODS and run.condition == condition:
+        if get_method(record["method"]).tsne and run.condition == condition:
             files.append(figures.run_tsne(Path(record["run_dir"]), adapters[run.dataset][run.condition],
                                           figures_dir / f"tsne-{stem}.png", TSNE_MAX_IMAGES, device))
     files += write_leaderboard(build_leaderboard(results), workspace.results)

@@ -157,21 +157,22 @@ def figure_steps_cmd(
     """
     from udcbench import figures
     from udcbench.engine.runs import train_method
-    from udcbench.reproduce import steps_run
+    from udcbench.methods import swept_method
 
+    spec = swept_method("6")
     counts = _parse_steps(steps)
     workspace = load_workspace()
     adapter = resolve_dataset(data)
     if train:
         for t in counts:
-            overrides, tag = steps_run(t)
-            train_method("lrdif", adapter, runs or workspace.runs, preset=preset, seed=seed, overrides=overrides,
+            overrides, tag = spec.sweep_run(t)
+            train_method(spec.name, adapter, runs or workspace.runs, preset=preset, seed=seed, overrides=overrides,
                          tag=tag, skip_finished=True, device=device, cache_dir=workspace.cache, log=stderr.print)
     condition = adapter.manifest.get("recipe_name", "clean")
-    points = [p for p in figures.steps_points(_results(runs), dataset=adapter.origin, condition=condition,
-                                              preset=preset) if p["steps"] in counts]
+    points = [p for p in figures.steps_points(_results(runs), method=spec.name, dataset=adapter.origin,
+                                              condition=condition, preset=preset) if p["steps"] in counts]
     paths = figures.steps_figure(points, _figures_dir(out) / f"fig6-steps-{adapter.origin}",
-                                 f"LRDif on {adapter.origin} ({condition}, {preset})")
+                                 f"{spec.title.split(' (')[0]} on {adapter.origin} ({condition}, {preset})")
     for p in points:
         stdout.print(f"T={p['steps']}: {p['accuracy']:.2f} % (n={p['n']})")
     stderr.print(f"wrote {paths[0]} and {paths[1]}")

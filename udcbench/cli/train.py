@@ -12,7 +12,7 @@ from udcbench.cli._common import command, parse_options, print_json, resolve_dat
 from udcbench.config import PRESETS
 from udcbench.engine.runs import STORE, train_method
 from udcbench.errors import UdcbenchError
-from udcbench.methods import get_method, method_names
+from udcbench.methods import get_method, is_first_stage, method_names
 from udcbench.progress import stderr
 from udcbench.workspace import load_workspace
 
@@ -62,7 +62,7 @@ def train_cmd(
     udcbench train dan --preset paper --weights msceleb_resnet18.pth ; udcbench train eac --data data/ferplus --resume
     """
     spec = get_method(method)
-    if stage not in (None, 1, 2) or (stage is not None and spec.stage1 is None and spec.name != "lrdif-s1"):
+    if stage not in (None, 1, 2) or (stage is not None and spec.stage1 is None and not is_first_stage(spec.name)):
         raise UdcbenchError("--stage is 1 or 2, for two-stage methods (lrdif) only")
     if stage == 1 and spec.stage1:
         method, spec = spec.stage1, get_method(spec.stage1)

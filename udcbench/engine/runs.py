@@ -65,7 +65,7 @@ def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = 
             if from_run is not None:
                 raise UdcbenchError(f"{first} is not a finished stage-1 run (no results.json)")
             run_one(spec.stage1, first, (first / "last.pt").is_file(), {})
-        extra["from_run"] = str(first)
+        extra[spec.stage1_arg] = str(first)
     run_dir = run_folder(out, data_tag(adapter), method, preset, seed, tag)
     if skip_finished:
         record = finished(run_dir)

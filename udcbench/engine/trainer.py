@@ -36,7 +36,7 @@ from udcbench.engine.data import TrainImages, load_images, normalise, plan_split
 from udcbench.engine.metrics import classification_metrics
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
-from udcbench.methods import PrepareContext, create_method, get_method
+from udcbench.methods import MethodSpec, PrepareContext, create_method, get_method
 from udcbench.progress import progress_bar, stderr
 
 
@@ -115,13 +115,14 @@ def git_commit() -> str | None:
         return None
 
 
-def config_changes(config: TrainConfig) -> dict[str, Any]:
-    """Fields that differ from the method's preset (the ``--set`` overrides), besides seed and weights."""
-    preset = get_method(config.method).config(config.preset)
+def config_changes(config: TrainConfig, spec: MethodSpec) -> dict[str, Any]:
+    """Fields of ``config`` that differ from its preset in ``spec`` (the ``--set`` overrides), besides seed,
+    weights and the argument naming a stage-1 run."""
+    preset = spec.config(config.preset)
     ours, theirs = config.to_json(), preset.to_json()
     changes = {k: v for k, v in ours.items() if k not in ("seed", "weights", "method_args") and theirs[k] != v}
     for key in set(config.method_args) | set(preset.method_args):
-        if key != "from_run" and config.method_args.get(key) != preset.method_args.get(key):
+        if key != spec.stage1_arg and config.method_args.get(key) != preset.method_args.get(key):
             changes[f"method_args.{key}"] = config.method_args.get(key)
     return changes
 
@@ -411,7 +412,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
         "counts": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test)},
         "seed": config.seed,
         "method_args": config.method_args,
-        "config_changes": config_changes(config),
+        "config_changes": config_changes(config, spec),
         "best_epoch": best.get("epoch"),
         "epochs": config.epochs,
         "test_at_best": best.get("test"),

@@ -8,14 +8,17 @@ from udcbench.methods import resnet, lrdif, testing  # noqa: F401
 from udcbench.methods.base import (
     MethodSpec,
     PrepareContext,
+    Sweep,
     create_method,
     get_method,
     is_first_stage,
     method_names,
     register_method,
+    study_methods,
+    swept_method,
 )
 from udcbench.methods.lrdif import LRDIF_ARGS
 from udcbench.methods.resnet import BASELINES
 
-__all__ = ["BASELINES", "LRDIF_ARGS", "MethodSpec", "PrepareContext", "create_method", "get_method",
-           "is_first_stage", "method_names", "register_method"]
+__all__ = ["BASELINES", "LRDIF_ARGS", "MethodSpec", "PrepareContext", "Sweep", "create_method", "get_method",
+           "is_first_stage", "method_names", "register_method", "study_methods", "swept_method"]

@@ -33,6 +33,16 @@ class PrepareContext:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """A study figure that retrains a method at other values of one method argument (LRDif's Figure 6: the
+    number of diffusion steps T); the default value's run is the method's ordinary run."""
+
+    arg: str  # the method argument, e.g. "steps"
+    tag: str  # run-folder tag prefix: <method>-<preset>-s<seed>-<tag><value>
+    figure: str  # the figure's number, as `udcbench figure NUMBER` names it
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A registered method: how to build it, its paper, and its training recipe per preset.
 
@@ -67,6 +77,10 @@ class MethodSpec:
     stage1_arg: str = "from_run"
     #: An oracle sees the label at test time (LRDif's stage 1): reported in Table 5, never ranked.
     oracle: bool = False
+    #: The study retrains the method at other values of one argument for a figure.
+    sweep: Sweep | None = None
+    #: The study draws a t-SNE of the method's features on its UDC run (Figures 4 and 5).
+    tsne: bool = False
 
     def config(self, preset: str = "cpu") -> TrainConfig:
         if preset not in PRESETS:
@@ -76,6 +90,15 @@ class MethodSpec:
         recipe = {"smoke": SMOKE_RECIPE, "quick": quick, "cpu": cpu, "paper": self.paper_recipe}[preset]
         args = {**self.method_args, **(self.cpu_method_args if preset != "paper" else {})}
         return TrainConfig(method=self.name, preset=preset, method_args=args, **recipe)
+
+    def sweep_run(self, value: int) -> tuple[list[str], str]:
+        """The ``--set`` overrides and run-folder tag of the run at ``value`` of the sweep's argument; none for
+        the default value, whose run is the ordinary one."""
+        if self.sweep is None:
+            raise UdcbenchError(f"{self.name} has no sweep")
+        if value == self.method_args[self.sweep.arg]:
+            return [], ""
+        return [f"method_args.{self.sweep.arg}={value}"], f"{self.sweep.tag}{value}"
 
     def args_for(self, config: TrainConfig) -> dict[str, Any]:
         """``config.method_args`` checked against the method's, with the ones it leaves out (a hand-made or
@@ -114,6 +137,21 @@ def get_method(name: str) -> MethodSpec:
 def is_first_stage(name: str) -> bool:
     """Whether another registered method starts from runs of ``name``."""
     return any(spec.stage1 == name for spec in _REGISTRY.values())
+
+
+def study_methods() -> list[str]:
+    """What ``udcbench reproduce`` trains: every registered method but the tests' and the first stages (each
+    trained by the methods that start from it)."""
+    return [name for name in method_names() if not is_first_stage(name)]
+
+
+def swept_method(figure: str) -> MethodSpec:
+    """The method whose sweep draws figure ``figure``."""
+    for name in method_names():
+        spec = get_method(name)
+        if spec.sweep is not None and spec.sweep.figure == figure:
+            return spec
+    raise UdcbenchError(f"no registered method draws Figure {figure}")
 
 
 def create_method(name: str, num_classes: int, config: TrainConfig | None = None) -> FERModel:

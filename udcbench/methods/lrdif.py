@@ -9,7 +9,7 @@ from pathlib import Path
 from baselines.base import FERModel
 from udcbench.config import TrainConfig
 from udcbench.errors import UdcbenchError
-from udcbench.methods.base import PrepareContext, register_method
+from udcbench.methods.base import PrepareContext, Sweep, register_method
 
 LRDIF_PAPER = {"input_size": 112, "optimizer": "adam", "lr": 3.5e-4, "weight_decay": 1e-4, "schedule": "constant",
                "epochs": 100, "batch_size": 64, "amp": True, "affine": False, "erasing": 0.0}
@@ -89,4 +89,6 @@ for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "
         quick_recipe=LRDIF_QUICK,
         prepare=_lrdif_prepare,
         stage1=None if _variant == "s1" else "lrdif-s1", oracle=_variant == "s1",
+        # Figure 6 (accuracy against the diffusion steps T) and Figures 4/5 (t-SNE): the paper's model only.
+        sweep=Sweep("steps", "T", "6") if _variant == "s2-v3" else None, tsne=_variant == "s2-v3",
     )(_lrdif_builder(_variant))

@@ -22,6 +22,7 @@ def _paper(**kw: Any) -> dict[str, Any]:
     paper_recipe=_paper(optimizer="sgd", lr=0.01, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=40,
                         batch_size=64, erasing=0.5),
     cpu_recipe=dict(label_smoothing=0.1),
+    tsne=True,  # Figures 4 and 5 set the control beside LRDif
 )
 def _resnet18(num_classes: int, config: TrainConfig) -> FERModel:
     return ResNet18FER(num_classes, label_smoothing=config.label_smoothing)
