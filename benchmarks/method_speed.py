@@ -27,7 +27,8 @@ import torch
 import torchvision
 
 from baselines.base import Batch
-from udcbench.engine.trainer import count_macs, runtime
+from udcbench.engine.records import count_macs
+from udcbench.engine.runtime import runtime
 from udcbench.methods import BASELINES, create_method, get_method
 
 from _common import REPO, report

@@ -8,6 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import udcbench.engine.runtime as runtime_module
 import udcbench.engine.trainer as trainer
 from udcbench.cli import app
 from udcbench.config import apply_overrides
@@ -194,7 +195,7 @@ def test_ddp_under_torchrun_on_cpu(tmp_path: Path):
 
 
 def test_amp_on_cpu_means_bf16_only_where_the_cpu_has_it(monkeypatch):
-    rt = trainer.Runtime(torch.device("cpu"))
+    rt = runtime_module.Runtime(torch.device("cpu"))
     monkeypatch.setenv("UDCBENCH_CPU_BF16", "0")
     assert rt.precision(True) == "fp32" and rt.precision(False) == "fp32"
     with rt.autocast(True):
@@ -205,12 +206,12 @@ def test_amp_on_cpu_means_bf16_only_where_the_cpu_has_it(monkeypatch):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
     monkeypatch.delenv("UDCBENCH_CPU_BF16")
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert trainer.cpu_has_bf16() == native
-    assert trainer.Runtime(torch.device("cuda")).precision(True) == "fp16"
+    assert runtime_module.cpu_has_bf16() == native
+    assert runtime_module.Runtime(torch.device("cuda")).precision(True) == "fp16"
 
 
 def test_cnn_baselines_run_in_nhwc_and_others_do_not():
-    rt = trainer.Runtime(torch.device("cpu"))
+    rt = runtime_module.Runtime(torch.device("cpu"))
     cnn = rt.place(create_method("resnet18", 8, get_method("resnet18").config("smoke")))
     assert cnn.trunk[0].weight.is_contiguous(memory_format=torch.channels_last)
     tiny = rt.place(create_method("test_cnn", 8, smoke_config()))

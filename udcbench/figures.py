@@ -160,7 +160,8 @@ def run_tsne(run_dir: Path, adapter: DatasetAdapter, path: Path, max_images: int
              device: str | None = None) -> Path:
     """Figures 4/5 for any run: t-SNE of its penultimate features on ``adapter``'s test split."""
     from udcbench.engine.data import normalise
-    from udcbench.engine.trainer import load_test_split, load_trained, predict, runtime
+    from udcbench.engine.evaluation import load_test_split, load_trained, predict
+    from udcbench.engine.runtime import runtime
 
     rt = runtime(device)
     run = load_trained(run_dir, adapter, rt)

@@ -100,7 +100,7 @@ def eval_cmd(
 
     Example: udcbench eval runs/ferplus/resnet18-cpu-s0 --data data/udc-ferplus
     """
-    from udcbench.engine.trainer import evaluate_run
+    from udcbench.engine.evaluation import evaluate_run
 
     if checkpoint not in ("best", "last"):
         raise UdcbenchError("--checkpoint is best or last")

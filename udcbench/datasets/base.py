@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -161,6 +162,12 @@ class DatasetAdapter(ABC):
             return json.loads(path.read_text()) if path is not None else {}
         except (OSError, ValueError):
             return {}
+
+    @property
+    def manifest_sha256(self) -> str | None:
+        """sha256 of the folder's manifest.json (the data's identity in run records), or None without one."""
+        path = self.root / "manifest.json" if self.root is not None else None
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else None
 
     @property
     def origin(self) -> str:

@@ -24,8 +24,18 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def save_result(path: Path, row: dict[str, Any], record: dict[str, Any]) -> None:
+def row_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A run record's store columns: test accuracy (and MCA, macro-F1) at the chosen epoch and at the last."""
+    best = record.get("test_at_best") or {}
+    last = record.get("test_at_last") or {}
+    scores = {"accuracy": best.get("accuracy"), "accuracy_last": last.get("accuracy"),
+              "mean_class_accuracy": best.get("mean_class_accuracy"), "macro_f1": best.get("macro_f1")}
+    return {column: scores[column] if column in scores else record.get(column) for column in COLUMNS}
+
+
+def save_result(path: Path, record: dict[str, Any]) -> None:
     """Insert or replace one result (keyed by ``run_id``) in a single transaction."""
+    row = row_of(record)
     with connect(path) as db:
         placeholders = ", ".join("?" * (len(COLUMNS) + 1))
         db.execute(

@@ -1,0 +1,121 @@
+"""Evaluation: predictions and metrics of a model, reloading a trained run (its model, configuration and
+record; used by the figures), and evaluating a run on another dataset (``udcbench eval``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from udcbench.config import TrainConfig
+from udcbench.datasets.base import DatasetAdapter
+from udcbench.engine.data import load_images, normalise
+from udcbench.engine.metrics import classification_metrics
+from udcbench.engine.records import dataset_condition
+from udcbench.engine.runtime import Runtime, runtime
+from udcbench.engine.store import save_result
+from udcbench.errors import UdcbenchError
+from udcbench.methods import create_method
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, config: TrainConfig, rt: Runtime,
+            labels: np.ndarray | None = None, features: bool = False) -> tuple[np.ndarray, float]:
+    """Arg-max predictions for a normalised tensor (or, with ``features``, the penultimate features),
+    and images/s. Labels are passed in only to oracle models (``uses_labels_at_eval``, LRDif's stage 1);
+    sampling models draw from a fixed seed."""
+    model.eval()
+    torch.manual_seed(config.seed)
+    oracle = getattr(model, "uses_labels_at_eval", False)
+    outputs = []
+    start = time.perf_counter()
+    for i in range(0, len(x), config.eval_batch_size):
+        chunk = x[i : i + config.eval_batch_size].to(rt.device)
+        extra = (torch.from_numpy(labels[i : i + len(chunk)]).to(rt.device),) if oracle else ()
+        with rt.autocast(config.amp):
+            out = (model.embed if features else model)(chunk, *extra)
+        outputs.append(out.float().cpu() if features else out.float().argmax(dim=1).cpu())
+    seconds = time.perf_counter() - start
+    return torch.cat(outputs).numpy(), len(x) / max(seconds, 1e-9)
+
+
+def evaluate(model, images, labels, config, rt, num_classes) -> dict:
+    preds, speed = predict(model, normalise(images, config), config, rt, labels)
+    return {**classification_metrics(labels, preds, num_classes), "images_per_second": speed}
+
+
+@dataclass
+class TrainedRun:
+    model: nn.Module
+    config: TrainConfig
+    record: dict  # the run's results.json ({} while unfinished)
+    state: dict  # the checkpoint
+    num_classes: int
+
+
+def load_trained(run_dir: Path, adapter: DatasetAdapter, rt: Runtime, checkpoint: str = "best") -> TrainedRun:
+    """A trained run's model (on ``rt.device``), refusing a dataset with more classes than it predicts."""
+    path = Path(run_dir) / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise UdcbenchError(f"{run_dir} has no {checkpoint}.pt (is it a udcbench run folder?)")
+    state = torch.load(path, map_location=rt.device, weights_only=False)
+    config = TrainConfig.from_json(state["config"])
+    results = Path(run_dir) / "results.json"
+    trained = json.loads(results.read_text()) if results.is_file() else {}
+    num_classes = len(trained.get("classes", [])) or adapter.num_classes
+    if adapter.num_classes > num_classes:
+        raise UdcbenchError(f"the run predicts {num_classes} classes; {adapter.describe()} has {adapter.num_classes}")
+    model = rt.place(create_method(config.method, num_classes, config))
+    model.load_state_dict(state["model"])
+    return TrainedRun(model, config, trained, state, num_classes)
+
+
+def load_test_split(adapter: DatasetAdapter, config: TrainConfig) -> tuple[str, list, torch.Tensor]:
+    """The adapter's test split (its valid split where it has no test split), loaded at the run's size."""
+    test_split = "test" if "test" in adapter.splits() else "valid"
+    records = adapter.records(test_split)
+    return test_split, records, load_images(adapter, records, config.input_size, f"loading {test_split}")
+
+
+def evaluate_run(run_dir: Path, adapter: DatasetAdapter, store: Path | None = None, checkpoint: str = "best",
+                 device: str | None = None) -> dict:
+    """Evaluate a trained run on another dataset's test split (e.g. trained clean, tested on UDC)."""
+    run_dir = Path(run_dir)
+    rt = runtime(device)
+    trained_run = load_trained(run_dir, adapter, rt, checkpoint)
+    model, config, trained, state = trained_run.model, trained_run.config, trained_run.record, trained_run.state
+    test_split, records, images = load_test_split(adapter, config)
+    metrics = evaluate(model, images, np.array([r.label for r in records]), config, rt, trained_run.num_classes)
+    condition, manifest_sha = dataset_condition(adapter)
+    record = {
+        **{k: trained.get(k) for k in ("method", "method_title", "backbone", "init", "weights_sha256", "preset",
+                                       "input_size", "seed")},
+        "run_id": f"{run_dir.resolve()}::eval::{adapter.name}:{condition}:{adapter.root}",
+        "kind": "eval",
+        "trained_on": {k: trained.get(k) for k in ("dataset", "condition", "data_root")},
+        "dataset": adapter.origin,
+        "adapter": adapter.name,
+        "data_root": str(adapter.root) if adapter.root else None,
+        "condition": condition,
+        "dataset_manifest_sha256": manifest_sha,
+        "test_split": test_split,
+        "checkpoint": checkpoint,
+        "best_epoch": state.get("epoch", 0) + 1,
+        "epochs": config.epochs,
+        "test_at_best": metrics,
+        "test_at_last": metrics,
+        "device": str(rt.device),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(run_dir),
+    }
+    out = run_dir / f"eval-{adapter.name}-{condition}.json"
+    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if store is not None:
+        save_result(store, record)
+    return record
