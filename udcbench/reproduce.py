@@ -22,9 +22,8 @@ from udcbench.engine.runs import STORE, train_method
 from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
 from udcbench.methods import get_method, study_methods, swept_method
-from udcbench.synthesis import condition_folder
 from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
-from udcbench.workspace import Workspace
+from udcbench.workspace import Workspace, condition_folder
 
 PAPER_DATASETS = ("rafdb", "ferplus", "kdef")
 #: Processes that draw the synthetic faces and synthesise UDC copies (the images do not depend on it).

@@ -44,15 +44,6 @@ PREVIEW = "preview.png"
 _OWN_FILES = {MANIFEST, PREVIEW}
 
 
-#: Folder prefixes per degradation preset: data/udc-rafdb, data/udc-poled-rafdb, data/ll-rafdb.
-PREFIX = {"toled": "udc", "poled": "udc-poled", "lowlight": "ll"}
-
-
-def condition_folder(dataset: str, condition: str) -> str:
-    """The workspace folder name of a dataset under a condition: ``ferplus``, ``udc-ferplus``, ..."""
-    return dataset if condition == "clean" else f"{PREFIX.get(condition, condition)}-{dataset}"
-
-
 def _is_own(name: str) -> bool:
     return name in _OWN_FILES or (name.startswith("manifest") and name.endswith(".jsonl"))
 

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from udcbench.config import PRESETS
+from udcbench.datasets import dataset_names, get_adapter_class
 from udcbench.errors import UdcbenchError, unknown_name
 from udcbench.methods import get_method
 from udcbench.paper import SOURCE, paper_table
-from udcbench.synthesis import condition_folder
-
-DATASET_TITLES = {"rafdb": "RAF-DB", "ferplus": "FERPlus", "kdef": "KDEF", "synthetic": "Synthetic faces"}
+from udcbench.workspace import condition_folder
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ UDC_TABLE = {"rafdb": 2, "ferplus": 3, "kdef": 4}
 
 
 def dataset_title(name: str, condition: str = "clean") -> str:
-    title = DATASET_TITLES.get(name, name)
+    title = get_adapter_class(name).spec.title if name in dataset_names() else name
     return title if condition == "clean" else f"UDC-{title}" if condition == "toled" else f"{title} ({condition})"
 
 

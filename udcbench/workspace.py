@@ -1,4 +1,4 @@
-"""Where datasets, runs and results live.
+"""Where datasets, runs and results live, and the folder names of a dataset's degraded copies.
 
 Every folder is relative to the current folder by default (``data/``, ``runs/``,
 ``results/``), and can be moved by an environment variable or by a ``[workspace]`` table
@@ -26,6 +26,15 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CONFIG_FILE = "udcbench.toml"
+#: Folder prefixes per degradation preset: data/udc-rafdb, data/udc-poled-rafdb, data/ll-rafdb.
+PREFIX = {"toled": "udc", "poled": "udc-poled", "lowlight": "ll"}
+
+
+def condition_folder(dataset: str, condition: str) -> str:
+    """The workspace folder name of a dataset under a condition: ``ferplus``, ``udc-ferplus``, ..."""
+    return dataset if condition == "clean" else f"{PREFIX.get(condition, condition)}-{dataset}"
+
+
 _DEFAULTS = {"data": "data", "runs": "runs", "results": "results", "cache": ".udcbench-cache"}
 _ENV = {key: f"UDCBENCH_{key.upper()}" for key in _DEFAULTS}
 

@@ -12,8 +12,8 @@ from udcbench.cli._common import command, fail, parse_options, resolve_dataset, 
 from udcbench.datasets import dataset_names, get_adapter_class
 from udcbench.errors import UdcbenchError
 from udcbench.progress import stderr
-from udcbench.synthesis import Shard, condition_folder, synthesize
-from udcbench.workspace import load_workspace
+from udcbench.synthesis import Shard, synthesize
+from udcbench.workspace import condition_folder, load_workspace
 
 PANEL = "Synthesis"
 

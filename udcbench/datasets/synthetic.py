@@ -18,7 +18,7 @@ from udcbench.datasets.synthetic_faces import FaceDrawing, SyntheticFaceGenerato
 class SyntheticFaces(DatasetAdapter):
     spec = DatasetSpec(
         name="synthetic",
-        title="Synthetic faces (built-in)",
+        title="Synthetic faces",
         num_classes=7,
         splits=("train", "test"),
         layout="none: drawn on demand (udcbench generate writes them as an image folder)",
