@@ -159,22 +159,12 @@ def class_activation_maps(feat: torch.Tensor, fc_weight: torch.Tensor) -> torch.
     return torch.einsum("bchw,kc->bkhw", feat, fc_weight)
 
 
-class EAC(FERModel):
+class EAC(ResNet18FER):
     """The engine's augmentation erases a random patch; the model adds the flip of the erased image."""
 
-    channels_last = True
-
     def __init__(self, num_classes: int, consistency_weight: float = 5.0):
-        super().__init__()
-        self.trunk = resnet18_trunk()
-        self.fc = nn.Linear(512, num_classes)
+        super().__init__(num_classes)
         self.consistency_weight = consistency_weight
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(self.trunk(x), 1).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.embed(x))
 
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         both = torch.cat([batch.images, batch.images.flip(-1)])
