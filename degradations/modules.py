@@ -46,13 +46,29 @@ def noise_generators(seeds: torch.Tensor) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
-class ChannelScale(nn.Module):
+class RandomModule(nn.Module):
+    """A module with random per-image parameters: ``sample`` draws them, ``forward`` keeps the ones it used in
+    ``self.params`` and replays given ``params`` exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.params: dict[str, torch.Tensor] | None = None
+
+    def sample(self, batch: int, generators: Generators = None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _draw(self, batch: int, params: dict | None, generator: Generators) -> dict[str, torch.Tensor]:
+        """``params`` when given, else a new draw; either way kept as ``self.params``."""
+        self.params = params if params is not None else self.sample(batch, generator)
+        return self.params
+
+
+class ChannelScale(RandomModule):
     """Per-channel gains drawn uniformly per image from ``ranges`` ((lo, hi) for R, G, B)."""
 
     def __init__(self, ranges: Sequence[Sequence[float]]):
         super().__init__()
         self.ranges = [tuple(map(float, r)) for r in ranges]
-        self.params: dict[str, torch.Tensor] | None = None
 
     def sample(self, batch: int, generators: Generators = None) -> dict[str, torch.Tensor]:
         gens = _per_image(generators, batch)
@@ -60,29 +76,16 @@ class ChannelScale(nn.Module):
         return {"gains": torch.tensor(gains, dtype=torch.float64)}
 
     def forward(self, x: torch.Tensor, params: dict | None = None, generator: Generators = None) -> torch.Tensor:
-        self.params = params if params is not None else self.sample(len(x), generator)
-        return Fd.channel_scale(x, self.params["gains"])
+        return Fd.channel_scale(x, self._draw(len(x), params, generator)["gains"])
 
 
-class PSFBlur(nn.Module):
-    """Blur by a fixed (3, K, K) PSF (no random parameters)."""
-
-    def __init__(self, psf: torch.Tensor | np.ndarray):
-        super().__init__()
-        self.register_buffer("psf", torch.as_tensor(np.asarray(psf), dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return Fd.blur(x, self.psf.to(x.dtype))
-
-
-class PoissonGaussianNoise(nn.Module):
+class PoissonGaussianNoise(RandomModule):
     """Sensor noise with a photon count L drawn log-uniformly per image from ``photons``."""
 
     def __init__(self, photons: Sequence[float], read_noise: float = Fd.READ_NOISE_E):
         super().__init__()
         self.photons = tuple(map(float, photons))
         self.read_noise = float(read_noise)
-        self.params: dict[str, torch.Tensor] | None = None
 
     def sample(self, batch: int, generators: Generators = None) -> dict[str, torch.Tensor]:
         lo, hi = map(math.log, self.photons)
@@ -93,12 +96,11 @@ class PoissonGaussianNoise(nn.Module):
         return {"photons": torch.tensor(photons, dtype=torch.float64), "noise_seed": torch.tensor(seeds)}
 
     def forward(self, x: torch.Tensor, params: dict | None = None, generator: Generators = None) -> torch.Tensor:
-        self.params = params if params is not None else self.sample(len(x), generator)
-        gens = noise_generators(self.params["noise_seed"])
-        return Fd.poisson_gaussian_noise(x, self.params["photons"], gens, self.read_noise)
+        p = self._draw(len(x), params, generator)
+        return Fd.poisson_gaussian_noise(x, p["photons"], noise_generators(p["noise_seed"]), self.read_noise)
 
 
-class UDCDegradation(nn.Module):
+class UDCDegradation(RandomModule):
     """MPGNet's three modules in order (gains, PSF blur, noise) plus quantisation, from a recipe.
 
     Input and output are sRGB images (B, 3, H, W) in [0, 1]; the output is quantised to 8 bits.
@@ -117,7 +119,6 @@ class UDCDegradation(nn.Module):
         psf_file = recipe.psf_file()
         self.capture_psf = load_measured_psf(psf_file) if psf_file else display_psf(recipe.optics(), cache_dir)
         self._psf_cache: dict[float, torch.Tensor] = {}
-        self.params: dict[str, torch.Tensor] | None = None
 
     def psf(self, psf_scale: float) -> torch.Tensor:
         """The PSF on the dataset's pixel grid, (3, k, k)."""
@@ -134,25 +135,28 @@ class UDCDegradation(nn.Module):
 
     def forward(self, x: torch.Tensor, psf_scale: float = 1.0, params: dict | None = None,
                 generator: Generators = None, quantize: bool = True) -> torch.Tensor:
-        self.params = params if params is not None else self.sample(len(x), generator)
+        p = self._draw(len(x), params, generator)
         linear = self.recipe.domain == "linear"
         y = Fd.srgb_to_linear(x) if linear else x
-        y = self.scale(y, params={"gains": self.params["gains"]})
+        y = self.scale(y, params={"gains": p["gains"]})
         y = Fd.blur(y, self.psf(psf_scale).to(y.device))
-        y = self.noise(y, params={k: self.params[k] for k in ("photons", "noise_seed")})
+        y = self.noise(y, params={k: p[k] for k in ("photons", "noise_seed")})
         y = Fd.linear_to_srgb(y) if linear else y.clamp(0.0, 1.0)
         return Fd.quantize(y) if quantize else y
 
 
-class LowLightDegradation(nn.Module):
-    """Brooks et al.'s unprocessing, darkening, heteroscedastic noise and processing back, from a recipe."""
+class LowLightDegradation(RandomModule):
+    """Brooks et al.'s unprocessing, darkening, heteroscedastic noise and processing back, from a recipe.
+
+    It takes ``psf_scale`` like :class:`UDCDegradation`, so that synthesis calls either the same way, and has
+    no PSF to scale: no blur.
+    """
 
     def __init__(self, recipe: Recipe):
         super().__init__()
         if recipe.kind != "lowlight":
             raise ValueError(f"recipe '{recipe.name}' is a {recipe.kind} recipe, not lowlight")
         self.recipe = recipe
-        self.params: dict[str, torch.Tensor] | None = None
 
     def _darkening(self, g: torch.Generator | None) -> float:
         spec = self.recipe.raw["darken"]
@@ -182,7 +186,8 @@ class LowLightDegradation(nn.Module):
 
     def forward(self, x: torch.Tensor, psf_scale: float = 1.0, params: dict | None = None,
                 generator: Generators = None, quantize: bool = True) -> torch.Tensor:
-        self.params = p = params if params is not None else self.sample(len(x), generator)
+        del psf_scale  # no PSF in low light (see the class docstring)
+        p = self._draw(len(x), params, generator)
         y = Fd.srgb_to_linear(Fd.inverse_tone_curve(x))
         y = Fd.white_balance(y, p["red_gain"].to(y), p["blue_gain"].to(y), inverse=True)
         y = y * p["darken"].to(y)[:, None, None, None]
