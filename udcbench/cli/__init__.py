@@ -34,7 +34,10 @@ def _root(
     """udcbench: FER under under-display cameras."""
 
 
-from udcbench.cli import data, results, synth, train  # noqa: E402,F401  (register their commands)
+from udcbench.cli import data, results, synth, train  # noqa: E402
+
+for _module in (data, results, synth, train):
+    _module.register(app)
 
 
 def main() -> None:

@@ -1,17 +1,21 @@
-"""Shared CLI plumbing: one-line errors, consoles, dataset resolution, ``-o key=value`` options."""
+"""Shared CLI plumbing: adding commands with one-line errors, the options several commands share, Enum
+choices, consoles, dataset resolution, ``-o key=value`` options."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
+from degradations import preset_names
+from udcbench.config import PRESETS
 from udcbench.datasets import create_dataset, dataset_names, detect_dataset, get_adapter_class
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
@@ -33,27 +37,40 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def command(app: typer.Typer, name: str | None = None, panel: str | None = None, **kwargs) -> Callable:
-    """Register a command whose known errors print as one line (traceback with UDCBENCH_DEBUG=1)."""
+def add_command(app: typer.Typer, fn: Callable, name: str, panel: str | None = None) -> None:
+    """Add ``fn`` to ``app`` as command ``name``; its known errors print as one line (traceback with
+    UDCBENCH_DEBUG=1)."""
 
-    def decorate(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapper(*args, **kw):
-            try:
-                return fn(*args, **kw)
-            except UdcbenchError as exc:
-                if debug():
-                    raise
-                fail(str(exc).replace("[", r"\["))
-            except KeyboardInterrupt:
-                if debug():
-                    raise
-                fail("interrupted", 130)
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        except UdcbenchError as exc:
+            if debug():
+                raise
+            fail(str(exc).replace("[", r"\["))
+        except KeyboardInterrupt:
+            if debug():
+                raise
+            fail("interrupted", 130)
 
-        app.command(name=name, rich_help_panel=panel, **kwargs)(wrapper)
-        return fn
+    app.command(name=name, rich_help_panel=panel)(wrapper)
 
-    return decorate
+
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A str Enum of ``values`` for a typer option: the help lists them and typer refuses others."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+#: Choices that several commands share: training presets, and the degradation presets (UDC panels, low light).
+Preset = choices("Preset", PRESETS)
+Panel = choices("Panel", preset_names())
+
+# Options that several commands share.
+JSON_OPTION = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
+DATASET_OPTIONS = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE (see `udcbench datasets`).")
+RUNS_OPTION = typer.Option(None, "--runs", help="Runs folder holding results.sqlite (default: runs/).")
+OUT_OPTION = typer.Option(None, "--out", help="Output folder (default: results/...).")
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, str]:

@@ -7,21 +7,25 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from udcbench.cli import app
-from udcbench.cli._common import command, parse_options, print_json, resolve_dataset, stdout
+from udcbench.cli._common import (
+    DATASET_OPTIONS,
+    JSON_OPTION,
+    add_command,
+    parse_options,
+    print_json,
+    resolve_dataset,
+    stdout,
+)
 from udcbench.datasets import dataset_names, get_adapter_class
 from udcbench.datasets.summary import summarize
 from udcbench.progress import stderr
 from udcbench.workspace import load_workspace
 
 PANEL = "Data"
-OptionsArg = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE (see `udcbench datasets`).")
 DatasetArg = typer.Option(None, "--dataset", "-d", help="Dataset adapter, when the layout is not detected.")
-JsonArg = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
 
 
-@command(app, "datasets", panel=PANEL)
-def datasets_cmd(as_json: bool = JsonArg) -> None:
+def datasets_cmd(as_json: bool = JSON_OPTION) -> None:
     """List the supported datasets: classes, splits, expected layout, options.
 
     Example: udcbench datasets --json
@@ -81,12 +85,11 @@ def print_summary(summary: dict) -> None:
         stderr.print(f"[yellow]warning:[/] {problem}")
 
 
-@command(app, "info", panel=PANEL)
 def info_cmd(
     target: str = typer.Argument(..., help="Dataset folder, or a dataset name (its folder under data/)."),
     dataset: str | None = DatasetArg,
-    option: list[str] | None = OptionsArg,
-    as_json: bool = JsonArg,
+    option: list[str] | None = DATASET_OPTIONS,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Summarise a dataset: images per split and class, absent splits, problems found.
 
@@ -101,7 +104,6 @@ def info_cmd(
         print_summary(summary)
 
 
-@command(app, "generate", panel=PANEL)
 def generate_cmd(
     out: Path | None = typer.Argument(None, help="Output folder (default: data/synthetic)."),
     n_train: int = typer.Option(2800, help="Training images (balanced over the 7 classes)."),
@@ -110,7 +112,7 @@ def generate_cmd(
     size: int = typer.Option(100, help="Image side in pixels (100 like RAF-DB's aligned crops)."),
     workers: int = typer.Option(1, help="Processes; the images do not depend on it."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
-    as_json: bool = JsonArg,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Draw the built-in synthetic faces to disk and print their summary.
 
@@ -136,12 +138,11 @@ def generate_cmd(
         print_summary(summary)
 
 
-@command(app, "export", panel=PANEL)
 def export_cmd(
     name: str = typer.Argument(..., help=f"Dataset adapter: {', '.join(dataset_names())}."),
     out: Path = typer.Option(..., "--out", help="Output folder for the DatasetDict."),
     src: Path | None = typer.Option(None, "--src", help="Source folder (default: data/NAME)."),
-    option: list[str] | None = OptionsArg,
+    option: list[str] | None = DATASET_OPTIONS,
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
 ) -> None:
     """Export a dataset as a HuggingFace DatasetDict (save_to_disk) with a dataset card.
@@ -157,15 +158,14 @@ def export_cmd(
     stdout.print(f"exported {adapter.describe()} to {out}: {counts}")
 
 
-@command(app, "landmarks", panel=PANEL)
 def landmarks_cmd(
     target: str = typer.Argument(..., help="Dataset folder or name."),
     split: str | None = typer.Option(None, help="Only this split (train, valid, test)."),
     source: str = typer.Option("auto", help="auto, ground_truth, dlib or mean_shape."),
     dataset: str | None = DatasetArg,
-    option: list[str] | None = OptionsArg,
+    option: list[str] | None = DATASET_OPTIONS,
     cache: bool = typer.Option(True, help="Read and write the landmark cache."),
-    as_json: bool = JsonArg,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Compute and cache 68-point landmarks; report the method per image and the speed.
 
@@ -199,3 +199,12 @@ def landmarks_cmd(
     stdout.print(table)
     speed = "read from cache" if result.cached else f"{report['images_per_second']:.1f} images/s"
     stdout.print(f"face detection rate (dlib detector): {report['detection_rate']:.1%}; {speed}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    add_command(app, datasets_cmd, "datasets", panel=PANEL)
+    add_command(app, info_cmd, "info", panel=PANEL)
+    add_command(app, generate_cmd, "generate", panel=PANEL)
+    add_command(app, export_cmd, "export", panel=PANEL)
+    add_command(app, landmarks_cmd, "landmarks", panel=PANEL)

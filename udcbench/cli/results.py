@@ -8,24 +8,34 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from udcbench.cli import app
-from udcbench.cli._common import command, parse_options, print_json, resolve_dataset, stdout
-from udcbench.config import PRESETS
+from udcbench.cli._common import (
+    DATASET_OPTIONS,
+    JSON_OPTION,
+    OUT_OPTION,
+    RUNS_OPTION,
+    Panel,
+    Preset,
+    add_command,
+    choices,
+    parse_options,
+    print_json,
+    resolve_dataset,
+    stdout,
+)
 from udcbench.engine.runs import STORE
 from udcbench.errors import UdcbenchError
 from udcbench.progress import stderr
+from udcbench.reproduce import STUDY_PRESETS
 from udcbench.workspace import load_workspace
 
 PANEL = "Results"
-RunsArg = typer.Option(None, "--runs", help="Runs folder holding results.sqlite (default: runs/).")
-OutArg = typer.Option(None, "--out", help="Output folder (default: results/...).")
-JsonArg = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
+Study = choices("Study", STUDY_PRESETS)
 
-figure_app = typer.Typer(help="Draw the paper's figures (PNG under results/figures/) from datasets and runs.\n\n"
+def _figure_app() -> typer.Typer:
+    return typer.Typer(help="Draw the paper's figures (PNG under results/figures/) from datasets and runs.\n\n"
                               "Example: udcbench figure 6 --data data/udc-ferplus --preset cpu",
-                         no_args_is_help=True,
-                         context_settings={"help_option_names": ["-h", "--help"]})
-app.add_typer(figure_app, name="figure", rich_help_panel=PANEL)
+                       no_args_is_help=True,
+                       context_settings={"help_option_names": ["-h", "--help"]})
 
 
 def _results(runs: Path | None) -> list[dict]:
@@ -53,20 +63,19 @@ def print_table(table) -> None:
         stdout.print(f"note: {note}", highlight=False, markup=False)
 
 
-@command(app, "table", panel=PANEL)
 def table_cmd(
     number: int = typer.Argument(..., help="Paper table: 1 (clean), 2-4 (UDC-RAF-DB, -FERPlus, -KDEF), 5 (LRDif "
                                            "ablation)."),
-    preset: str | None = typer.Option(None, help=f"Runs of this preset only ({', '.join(PRESETS)}; default: the "
-                                                 "most common among the table's runs)."),
+    preset: Preset | None = typer.Option(None, help="Runs of this preset only (default: the most common among the "
+                                                    "table's runs)."),
     init: str | None = typer.Option(None, help="scratch, pretrained or a weights file name (default: the most "
                                                "common)."),
     dataset: list[str] | None = typer.Option(None, "--dataset", "-d", help="Dataset column(s) instead of the "
                                                                           "table's own (e.g. synthetic)."),
-    condition: str = typer.Option("toled", help="UDC preset for Tables 2-5 (toled, poled, lowlight)."),
-    runs: Path | None = RunsArg,
-    out: Path | None = OutArg,
-    as_json: bool = JsonArg,
+    condition: Panel = typer.Option(Panel.toled, help="UDC preset for Tables 2-5."),
+    runs: Path | None = RUNS_OPTION,
+    out: Path | None = OUT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Rebuild a paper table: our mean +- std over seeds beside the paper's number and the difference.
 
@@ -78,8 +87,8 @@ def table_cmd(
     from udcbench.tables import build_table, table_records, write_table
 
     workspace = load_workspace()
-    table = build_table(number, _results(runs), datasets=dataset, condition=condition, preset=preset, init=init,
-                        data_root=workspace.data)
+    table = build_table(number, _results(runs), datasets=dataset, condition=condition.value,
+                        preset=preset.value if preset else None, init=init, data_root=workspace.data)
     paths = write_table(table, out or workspace.results / "tables")
     if as_json:
         print_json({"title": table.title, "subtitle": table.subtitle, "rows": table_records(table),
@@ -89,12 +98,11 @@ def table_cmd(
     stderr.print(f"wrote {paths[0]} and {paths[1]}")
 
 
-@command(app, "leaderboard", panel=PANEL)
 def leaderboard_cmd(
-    runs: Path | None = RunsArg,
+    runs: Path | None = RUNS_OPTION,
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: results/)."),
     publish: Path | None = typer.Option(None, help="Also write a Hugging Face model-index YAML per method here."),
-    as_json: bool = JsonArg,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """One row per (method, init, preset, dataset, condition): mean, std, seeds, drop from clean, rank change.
 
@@ -139,16 +147,15 @@ def _figures_dir(out: Path | None) -> Path:
     return out or load_workspace().results / "figures"
 
 
-@command(figure_app, "6")
 def figure_steps_cmd(
     data: str = typer.Option("data/udc-rafdb", "--data", help="UDC dataset folder or name."),
     steps: str = typer.Option("1,2,4,8", help="Diffusion step counts T, comma-separated."),
-    preset: str = typer.Option("cpu", help=f"Training preset ({', '.join(PRESETS)})."),
+    preset: Preset = typer.Option(Preset.cpu, help="Training preset."),
     seed: int = typer.Option(0, help="Seed."),
     train: bool = typer.Option(True, help="Train stage 2 for each T that has no run yet (--no-train: plot only)."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
-    runs: Path | None = RunsArg,
-    out: Path | None = OutArg,
+    runs: Path | None = RUNS_OPTION,
+    out: Path | None = OUT_OPTION,
 ) -> None:
     """Figure 6: LRDif accuracy against the number of diffusion steps T (stage 2 retrained per T,
     the schedule re-derived for each T; stage 1 shared). Writes fig6-steps-DATA.csv and .png.
@@ -159,6 +166,7 @@ def figure_steps_cmd(
     from udcbench.engine.runs import train_method
     from udcbench.methods import swept_method
 
+    preset = preset.value
     spec = swept_method("6")
     counts = _parse_steps(steps)
     workspace = load_workspace()
@@ -178,13 +186,12 @@ def figure_steps_cmd(
     stderr.print(f"wrote {paths[0]} and {paths[1]}")
 
 
-@command(figure_app, "3")
 def figure_samples_cmd(
     clean: str = typer.Option(..., "--clean", help="Clean dataset folder or name."),
     udc: str = typer.Option(..., "--udc", help="Its UDC copy (udcbench synth)."),
     per_class: int = typer.Option(3, help="Image pairs per class."),
-    option: list[str] | None = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
-    out: Path | None = OutArg,
+    option: list[str] | None = DATASET_OPTIONS,
+    out: Path | None = OUT_OPTION,
 ) -> None:
     """Figure 3: test faces per class, clean beside UDC.
 
@@ -198,13 +205,12 @@ def figure_samples_cmd(
     stdout.print(str(path))
 
 
-@command(figure_app, "tsne")
 def figure_tsne_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder."),
     data: str = typer.Option(..., "--data", help="Dataset whose test split is embedded."),
     max_images: int = typer.Option(2000, help="Images at most (a random subset)."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
-    out: Path | None = OutArg,
+    out: Path | None = OUT_OPTION,
 ) -> None:
     """Figures 4/5: t-SNE (scikit-learn) of a run's penultimate features, coloured by class.
 
@@ -219,10 +225,9 @@ def figure_tsne_cmd(
     stdout.print(str(path))
 
 
-@command(figure_app, "confusion")
 def figure_confusion_cmd(
     run_dir: Path = typer.Argument(..., help="A finished run folder (its results.json)."),
-    out: Path | None = OutArg,
+    out: Path | None = OUT_OPTION,
 ) -> None:
     """The confusion matrix of a run's test results at the epoch chosen on validation.
 
@@ -258,28 +263,27 @@ def _print_plan(plan) -> None:
                  f"images/s (python benchmarks/reproduce_time.py measures both).")
 
 
-@command(app, "reproduce", panel=PANEL)
 def reproduce_cmd(
-    preset: str = typer.Option("quick", help="quick (built-in synthetic faces, minutes on a CPU), cpu (real data, "
-                                             "2 CPU cores) or paper (the papers' recipes, a GPU)."),
+    preset: Study = typer.Option(Study.quick, help="quick (built-in synthetic faces, 15 min on a 2-core CPU), cpu "
+                                                   "(real data, 2 CPU cores), paper (the papers' recipes, a GPU) or "
+                                                   "smoke (a few steps: checks the pipeline)."),
     datasets: list[str] | None = typer.Option(None, "--datasets", help="Datasets (default: synthetic for quick; "
                                                                         "rafdb, ferplus, kdef where found)."),
     src_root: Path | None = typer.Option(None, help="Folder holding the clean datasets (default: data/)."),
     methods: list[str] | None = typer.Option(None, "--methods", help="Methods (default: the baselines and LRDif "
                                                                      "with its ablations)."),
     seeds: list[int] | None = typer.Option(None, "--seeds", help="Seeds (default: 0)."),
-    condition: str | None = typer.Option(None, help="UDC preset: toled, poled or lowlight (default: poled for "
-                                                    "quick, toled otherwise)."),
+    condition: Panel | None = typer.Option(None, help="UDC preset (default: poled for quick, toled otherwise)."),
     steps: str | None = typer.Option(None, help="Figure 6's diffusion step counts, comma-separated."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and its cost; train nothing."),
-    as_json: bool = JsonArg,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Reproduce the study: synthesise, train every method clean and UDC, write Tables 1-5, figures, leaderboard.
 
-    Skips finished runs and resumes unfinished ones, so it can be stopped and started again. --dry-run prints
-    every step of the study with its cost in ResNet-18 image-steps and the time that takes on the 2-core
-    reference machine (the quick study's budget: 15 minutes there).
+    Skips finished runs and resumes unfinished ones, so it can be stopped and started again.
+
+    --dry-run prints every step with its cost in ResNet-18 image-steps and minutes on the reference machine.
 
     Examples: udcbench reproduce ; udcbench reproduce --preset quick --dry-run ;
     udcbench reproduce --preset cpu --src-root /datasets --datasets ferplus ;
@@ -287,6 +291,7 @@ def reproduce_cmd(
     """
     from udcbench.reproduce import plan_study, reproduce
 
+    preset, condition = preset.value, condition.value if condition else None
     if dry_run:
         plan = plan_study(preset, load_workspace(), datasets=datasets, src_root=src_root, methods=methods,
                           seeds=seeds, condition=condition, steps=_parse_steps(steps) if steps else None)
@@ -309,3 +314,16 @@ def reproduce_cmd(
         print_table(table)
     stdout.print(f"reproduce --preset {preset}: {len(summary.runs)} runs, {len(summary.files)} files written under "
                  f"{load_workspace().results} in {summary.seconds / 60:.1f} min")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    figure_app = _figure_app()
+    add_command(app, table_cmd, "table", panel=PANEL)
+    add_command(app, leaderboard_cmd, "leaderboard", panel=PANEL)
+    add_command(figure_app, figure_steps_cmd, "6")
+    add_command(figure_app, figure_samples_cmd, "3")
+    add_command(figure_app, figure_tsne_cmd, "tsne")
+    add_command(figure_app, figure_confusion_cmd, "confusion")
+    add_command(app, reproduce_cmd, "reproduce", panel=PANEL)
+    app.add_typer(figure_app, name="figure", rich_help_panel=PANEL)

@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from degradations import RecipeError, load_recipe, parse_recipe_override
-from udcbench.cli import app
-from udcbench.cli._common import command, fail, parse_options, resolve_dataset, stdout
+from udcbench.cli._common import DATASET_OPTIONS, Panel, add_command, fail, parse_options, resolve_dataset, stdout
 from udcbench.datasets import dataset_names, get_adapter_class
 from udcbench.errors import UdcbenchError
 from udcbench.progress import stderr
@@ -18,12 +17,11 @@ from udcbench.workspace import condition_folder, load_workspace
 PANEL = "Synthesis"
 
 
-@command(app, "synth", panel=PANEL)
 def synth_cmd(
     dataset: str = typer.Argument(..., help=f"Source dataset: {', '.join(dataset_names())}."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: data/udc-DATASET)."),
     src: Path | None = typer.Option(None, "--src", help="Source folder (default: data/DATASET)."),
-    preset: str = typer.Option("toled", help="Degradation preset: toled, poled or lowlight."),
+    preset: Panel = typer.Option(Panel.toled, help="Degradation preset."),
     recipe: Path | None = typer.Option(None, help="Recipe file (YAML/JSON) instead of a preset."),
     psf_scale: float | None = typer.Option(None, help="Dataset pixels per capture pixel (overrides face_px)."),
     seed: int = typer.Option(0, help="Seed of the per-image parameters."),
@@ -32,7 +30,7 @@ def synth_cmd(
     resume: bool = typer.Option(False, help="Continue an interrupted run into the same --out."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out."),
     export: str | None = typer.Option(None, help="Also export the result: 'hf' writes a DatasetDict to OUT-hf."),
-    option: list[str] | None = typer.Option(None, "--option", "-o", help="Source dataset option KEY=VALUE."),
+    option: list[str] | None = DATASET_OPTIONS,
 ) -> None:
     """Write a degraded copy of a dataset, in the source's own layout, with a manifest and a preview.
 
@@ -43,7 +41,7 @@ def synth_cmd(
     if export not in (None, "hf"):
         raise UdcbenchError(f"--export supports 'hf', not '{export}'")
     try:
-        chosen = load_recipe(recipe if recipe is not None else preset)
+        chosen = load_recipe(recipe if recipe is not None else preset.value)
         if psf_scale is not None:
             chosen = parse_recipe_override(chosen, psf_scale=psf_scale)
     except RecipeError as exc:
@@ -79,3 +77,8 @@ def synth_cmd(
         first = report.skipped[0]
         fail(f"{len(report.skipped)} unreadable images skipped (listed in the manifest), e.g. "
              f"{first['file']}: {first['error']}", code=3)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    add_command(app, synth_cmd, "synth", panel=PANEL)

@@ -7,8 +7,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from udcbench.cli import app
-from udcbench.cli._common import command, parse_options, print_json, resolve_dataset, stdout
+from udcbench.cli._common import (
+    DATASET_OPTIONS,
+    JSON_OPTION,
+    Preset,
+    add_command,
+    choices,
+    parse_options,
+    print_json,
+    resolve_dataset,
+    stdout,
+)
 from udcbench.config import PRESETS
 from udcbench.engine.runs import STORE, train_method
 from udcbench.errors import UdcbenchError
@@ -17,6 +26,7 @@ from udcbench.progress import stderr
 from udcbench.workspace import load_workspace
 
 PANEL = "Training"
+Checkpoint = choices("Checkpoint", ("best", "last"))
 
 
 def default_training_data() -> str:
@@ -32,13 +42,12 @@ def _percent(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-@command(app, "train", panel=PANEL)
 def train_cmd(
     method: str = typer.Argument(..., help=f"Method: {', '.join(method_names())}."),
     data: str | None = typer.Option(None, "--data", help="Dataset folder or name (default: data/udc-rafdb, "
                                        "else the built-in synthetic faces)."),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset adapter if not detected."),
-    preset: str = typer.Option("cpu", help=f"Budget: {', '.join(PRESETS)}."),
+    preset: Preset = typer.Option(Preset.cpu, help="Budget."),
     seed: int = typer.Option(0, help="Seed (split, initialisation, order, augmentation)."),
     out: Path | None = typer.Option(None, "--out", help="Runs folder (default: runs/)."),
     weights: Path | None = typer.Option(None, help="MS-Celeb-1M ResNet-18 checkpoint (local file)."),
@@ -46,12 +55,12 @@ def train_cmd(
     resume: bool = typer.Option(False, help="Continue the run from its last checkpoint."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
-    option: list[str] | None = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
+    option: list[str] | None = DATASET_OPTIONS,
     stage: int | None = typer.Option(None, help="Two-stage methods (LRDif): run only stage 1 or 2."),
     from_run: Path | None = typer.Option(None, "--from", help="Stage 2: the stage-1 run folder to start from."),
     tag: str = typer.Option("", help="Suffix of the run folder, for runs that differ only by --set "
                                      "(e.g. --set method_args.steps=8 --tag T8)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the final record as JSON."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Train and evaluate a method; records land in runs/<data>/<method>-<preset>-s<seed>/.
 
@@ -70,7 +79,7 @@ def train_cmd(
         raise UdcbenchError("--stage 2 needs --from RUN (the stage-1 run folder)")
     adapter = resolve_dataset(data or default_training_data(), dataset, parse_options(option))
     workspace = load_workspace()
-    record = train_method(method, adapter, out or workspace.runs, preset=preset, seed=seed, overrides=set_,
+    record = train_method(method, adapter, out or workspace.runs, preset=preset.value, seed=seed, overrides=set_,
                           weights=weights, tag=tag, resume=resume, overwrite=overwrite, from_run=from_run,
                           device=device, cache_dir=workspace.cache, log=stderr.print)
     if as_json:
@@ -86,15 +95,14 @@ def train_cmd(
     )
 
 
-@command(app, "eval", panel=PANEL)
 def eval_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder made by udcbench train."),
     data: str = typer.Option(..., "--data", help="Dataset folder or name to evaluate on."),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset adapter if not detected."),
-    checkpoint: str = typer.Option("best", help="best (chosen on validation) or last."),
+    checkpoint: Checkpoint = typer.Option(Checkpoint.best, help="best (chosen on validation) or last."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
-    option: list[str] | None = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE."),
-    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+    option: list[str] | None = DATASET_OPTIONS,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Evaluate a trained run on any dataset or condition (e.g. trained clean, tested on UDC).
 
@@ -102,11 +110,9 @@ def eval_cmd(
     """
     from udcbench.engine.evaluation import evaluate_run
 
-    if checkpoint not in ("best", "last"):
-        raise UdcbenchError("--checkpoint is best or last")
     adapter = resolve_dataset(data, dataset, parse_options(option))
     store = Path(run_dir).parent.parent / STORE
-    record = evaluate_run(run_dir, adapter, store=store, checkpoint=checkpoint, device=device)
+    record = evaluate_run(run_dir, adapter, store=store, checkpoint=checkpoint.value, device=device)
     if as_json:
         print_json(record)
         return
@@ -123,8 +129,7 @@ def _constants(paper: dict, cpu: dict) -> str:
                      for k, v in paper.items()) or "-"
 
 
-@command(app, "methods", panel=PANEL)
-def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON.")) -> None:
+def methods_cmd(as_json: bool = JSON_OPTION) -> None:
     """List the registered methods with their paper and their presets' main settings.
 
     Example: udcbench methods --json
@@ -150,10 +155,9 @@ def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
     stdout.print(table)
 
 
-@command(app, "runs", panel=PANEL)
 def runs_cmd(
     out: Path | None = typer.Option(None, "--out", help="Runs folder (default: runs/)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List the results store: every training and evaluation record.
 
@@ -175,3 +179,11 @@ def runs_cmd(
                       _percent(r["mean_class_accuracy"]), f"{r['minutes']:.1f}" if r["minutes"] else "-",
                       "/".join(Path(r["run_dir"]).parts[-2:]))
     stdout.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    add_command(app, train_cmd, "train", panel=PANEL)
+    add_command(app, eval_cmd, "eval", panel=PANEL)
+    add_command(app, methods_cmd, "methods", panel=PANEL)
+    add_command(app, runs_cmd, "runs", panel=PANEL)
