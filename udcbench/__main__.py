@@ -1,3 +1,5 @@
+"""``python -m udcbench``: the command line."""
+
 from udcbench.cli import main
 
 main()
