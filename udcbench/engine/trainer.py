@@ -33,7 +33,7 @@ from udcbench.engine.records import count_macs, train_record
 from udcbench.engine.runtime import runtime
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
-from udcbench.methods import PrepareContext, create_method, get_method
+from udcbench.methods import PrepareContext, get_method
 from udcbench.progress import progress_bar, stderr
 
 
@@ -73,7 +73,9 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
             config = saved  # the run's own configuration wins on resume
             if rt.main:
                 stderr.print(f"resuming with the configuration recorded in {run_dir / 'config.json'}")
-    spec.args_for(config)  # a misspelt method_arg fails here, before the data loads
+    # the method's arguments, those the config leaves out at their defaults; a misspelt one fails here, before
+    # the data loads
+    config = replace(config, method_args=spec.args_for(config))
     torch.manual_seed(config.seed)
     plan = plan_splits(adapter, config.val_fraction, config.seed)
     num_classes = adapter.num_classes
@@ -90,7 +92,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     val_labels = np.array([r.label for r in plan.val], dtype=np.int64)
     test_labels = np.array([r.label for r in plan.test], dtype=np.int64)
 
-    model = rt.place(create_method(config.method, num_classes, config))
+    model = rt.place(spec.build(num_classes, config))
     model.set_schedule(config.epochs)
     init = {"init": "scratch", "weights_sha256": None}
     if config.weights:
@@ -108,10 +110,10 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                      "slower than fp32: training in fp32 (recorded as precision=fp32)")
     notes: dict = {}
     if spec.prepare is not None and not resume:
+        stage1_run = config.method_args.get(spec.stage1_arg) if spec.stage1 else None
         spec.prepare(model, PrepareContext(adapter, plan.train, train_images, train_sizes,
-                                           lambda images: normalise(images, config),
-                                           replace(config, method_args=spec.args_for(config)), rt.device,
-                                           cache_dir, notes))
+                                           lambda images: normalise(images, config), config, rt.device,
+                                           cache_dir, Path(stage1_run) if stage1_run else None, notes))
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, size, rt.device) if not getattr(model, "uses_labels_at_eval", False) else None
 

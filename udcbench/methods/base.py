@@ -29,6 +29,7 @@ class PrepareContext:
     config: TrainConfig  # with the method's arguments filled in (MethodSpec.args_for)
     device: torch.device
     cache_dir: Path | None
+    stage1_run: Path | None  # a second stage's stage-1 run folder (MethodSpec.stage1_arg), else None
     notes: dict  # recorded in the run's results.json
 
 

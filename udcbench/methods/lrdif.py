@@ -4,7 +4,6 @@ the stage-1 run), the landmark network's pre-training, and the step counts of Fi
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from baselines.base import FERModel
 from udcbench.config import TrainConfig
@@ -48,7 +47,8 @@ def _lrdif_builder(variant: str) -> Callable[[int, TrainConfig], FERModel]:
 
 def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
     """Stage 1: pre-train (then freeze) the landmark network on the dataset's landmarks.
-    Stage 2: start from the stage-1 run (``method_args.from_run``) and freeze FPEN_S1 and its encoders."""
+    Stage 2: start from the stage-1 run (``method_args.from_run``, handed over as ``context.stage1_run``) and
+    freeze FPEN_S1 and its encoders."""
     import numpy as np
     import torch
 
@@ -57,15 +57,15 @@ def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
     config = context.config
     args = config.method_args
     if model.variant.stage == 2:
-        source = args["from_run"]
-        if not source:
+        source = context.stage1_run
+        if source is None:
             raise UdcbenchError("LRDif stage 2 needs its stage-1 run: --from RUN (or let udcbench train run both)")
-        path = Path(source) / "best.pt"
+        path = source / "best.pt"
         if not path.is_file():
             raise UdcbenchError(f"no stage-1 checkpoint at {path}")
         model.load_stage1(torch.load(path, map_location="cpu", weights_only=False)["model"])
         model.train()  # freezes FPEN_S1, the encoders and the landmark network
-        context.notes["stage1_run"] = str(Path(source).resolve())
+        context.notes["stage1_run"] = str(source.resolve())
         return
     found = compute_landmarks(context.adapter, "train", args["landmark_source"], context.cache_dir, progress=True)
     index = {id_: i for i, id_ in enumerate(found.ids)}
