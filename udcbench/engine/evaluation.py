@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from udcbench.checkpoints import load_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.data import load_images, normalise
@@ -64,7 +65,7 @@ def load_trained(run_dir: Path, adapter: DatasetAdapter, rt: Runtime, checkpoint
     path = Path(run_dir) / f"{checkpoint}.pt"
     if not path.is_file():
         raise UdcbenchError(f"{run_dir} has no {checkpoint}.pt (is it a udcbench run folder?)")
-    state = torch.load(path, map_location=rt.device, weights_only=False)
+    state = load_checkpoint(path, rt.device)
     config = TrainConfig.from_json(state["config"])
     results = Path(run_dir) / "results.json"
     trained = json.loads(results.read_text()) if results.is_file() else {}

@@ -11,11 +11,9 @@ dropout), so a run resumed from ``last.pt`` ends with the same numbers as an uni
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +22,7 @@ from torch import nn
 
 from baselines.backbone import WeightsError, load_resnet18_weights
 from baselines.base import Batch
+from udcbench.checkpoints import load_checkpoint, save_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.data import TrainImages, load_images, normalise, plan_splits
@@ -50,12 +49,6 @@ class _Step(nn.Module):
 
     def forward(self, batch: Batch, epoch: int):
         return self.model.training_step(batch, epoch)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Path | None = None,
@@ -132,12 +125,12 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
 
     start_epoch, best, history = 0, {"val_accuracy": -1.0}, []
     if resume:
-        state = torch.load(last_path, map_location=rt.device, weights_only=False)
+        state = load_checkpoint(last_path, rt.device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        labels = state["labels"]
+        labels = state["labels"].numpy()
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
     elif rt.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,10 +210,12 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                     f.write(json.dumps(entry) + "\n")
                 if score > best["val_accuracy"]:
                     best = {"val_accuracy": score, "epoch": epoch + 1, "test": test, "val": val}
-                    _atomic_save({"model": model.state_dict(), "epoch": epoch, "config": config.to_json()}, best_path)
-                _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "labels": labels,
-                              "epoch": epoch, "best": best, "history": history, "config": config.to_json()}, last_path)
+                    save_checkpoint({"model": model.state_dict(), "epoch": epoch, "config": config.to_json()},
+                                    best_path)
+                save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                 "labels": torch.from_numpy(labels.copy()), "epoch": epoch, "best": best,
+                                 "history": history, "config": config.to_json()}, last_path)
             bar.update(task, advance=1, description=f"{config.method} epoch {epoch + 1}: val {score:.3f}")
 
     record = train_record(config, spec, adapter, plan, run_dir, rt, init=init, best=best, last_test=test,

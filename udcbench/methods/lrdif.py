@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from baselines.base import FERModel
+from udcbench.checkpoints import load_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.errors import UdcbenchError
 from udcbench.methods.base import PrepareContext, Sweep, register_method
@@ -50,7 +51,6 @@ def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
     Stage 2: start from the stage-1 run (``method_args.from_run``, handed over as ``context.stage1_run``) and
     freeze FPEN_S1 and its encoders."""
     import numpy as np
-    import torch
 
     from udcbench.landmarks import compute_landmarks
 
@@ -63,7 +63,7 @@ def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
         path = source / "best.pt"
         if not path.is_file():
             raise UdcbenchError(f"no stage-1 checkpoint at {path}")
-        model.load_stage1(torch.load(path, map_location="cpu", weights_only=False)["model"])
+        model.load_stage1(load_checkpoint(path)["model"])
         model.train()  # freezes FPEN_S1, the encoders and the landmark network
         context.notes["stage1_run"] = str(source.resolve())
         return
