@@ -90,3 +90,54 @@ def test_checkpoint_helpers(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UdcbenchError, match="junk.pt"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+# -- crash-safety of records (items 6 and 7) ---------------------------------------------------------------
+def test_a_record_write_that_fails_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from udcbench.files import write_json
+
+    path = write_json(tmp_path / "results.json", {"accuracy": 0.5})
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        write_json(path, {"accuracy": 0.9})
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert json.loads(path.read_text()) == {"accuracy": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
+
+
+def test_a_run_whose_record_was_torn_resumes_and_evaluates(workspace):
+    assert _train("--set", "epochs=2").exit_code == 0
+    run = workspace / "runs" / "synthetic" / "test_cnn-smoke-s0"
+    first = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text("")  # what a full disk left before records were written atomically
+    evaluated = runner.invoke(app, ["eval", str(run), "--data", "synthetic", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    resumed = _train("--set", "epochs=2", "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    record = json.loads(resumed.stdout)
+    assert record["test_at_best"] == first["test_at_best"] and record["best_epoch"] == first["best_epoch"]
+    assert record["test_at_last"]["accuracy"] == first["test_at_last"]["accuracy"]
+    assert json.loads((run / "results.json").read_text())["run_id"] == first["run_id"]
+
+
+def test_resuming_a_finished_run_says_so(workspace):
+    assert _train().exit_code == 0
+    again = _train("--resume")
+    assert again.exit_code == 0 and "finished; nothing to resume" in again.output
+
+
+@pytest.mark.parametrize("setting, message", [("epochs=0", "epochs must be positive"),
+                                              ("batch_size=0", "batch_size must be positive"),
+                                              ("val_fraction=1.5", "val_fraction must be in")])
+def test_impossible_settings_are_refused_before_anything_is_written(workspace, setting, message):
+    result = _train("--set", setting)
+    assert result.exit_code == 2 and message in result.output
+    assert not (workspace / "runs").exists()

@@ -68,6 +68,23 @@ class TrainConfig:
     weights: str | None = None  # MS-Celeb-1M ResNet-18 checkpoint; None = from scratch
     method_args: dict[str, Any] = field(default_factory=dict)  # loss constants and model options
 
+    def validate(self) -> None:
+        """Refuse settings no run can train with, in one line."""
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+                    "input_size": self.input_size, "lr": self.lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise UdcbenchError(f"{name} must be positive, got {value}")
+        for name, value in (("val_fraction", self.val_fraction), ("label_smoothing", self.label_smoothing)):
+            if not 0 <= value < 1:
+                raise UdcbenchError(f"{name} must be in [0, 1), got {value}")
+        if not 0 <= self.erasing <= 1:
+            raise UdcbenchError(f"erasing is a probability, got {self.erasing}")
+        for name, value in (("max_steps", self.max_steps), ("grad_clip", self.grad_clip),
+                            ("num_workers", self.num_workers)):
+            if value < 0:
+                raise UdcbenchError(f"{name} must be 0 or more, got {value}")
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

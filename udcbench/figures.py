@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from udcbench.datasets.base import DatasetAdapter  # noqa: E402
 from udcbench.errors import UdcbenchError  # noqa: E402
+from udcbench.files import write_csv
 
 
 def _save(fig, path: Path) -> Path:
@@ -116,10 +116,7 @@ def steps_figure(points: list[dict[str, Any]], out: Path, title: str) -> tuple[P
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     csv_path = out.with_suffix(".csv")
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(points[0]))
-        writer.writeheader()
-        writer.writerows(points)
+    write_csv(csv_path, list(points[0]), points)
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     steps = [p["steps"] for p in points]
     ax.errorbar(steps, [p["accuracy"] for p in points], yerr=[p["std"] for p in points], marker="o", capsize=3)

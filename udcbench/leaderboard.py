@@ -10,7 +10,6 @@ Oracles (LRDif's stage 1, which sees the label) are left out.
 
 from __future__ import annotations
 
-import csv
 import statistics
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from udcbench.errors import UdcbenchError
+from udcbench.files import write_atomic, write_csv
 from udcbench.methods import get_method
 from udcbench.paper import paper_numbers
 from udcbench.tables import dataset_title, usable
@@ -98,13 +98,10 @@ def write_leaderboard(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, 
     """``out_dir/leaderboard.csv`` and ``leaderboard.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.md"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    write_csv(csv_path, list(COLUMNS), ({k: _cell(v) for k, v in row.items()} for row in rows))
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in rows]
-    md_path.write_text("\n".join(lines) + "\n")
+    write_atomic(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
 
@@ -137,6 +134,6 @@ def publish(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     paths = []
     for method in sorted({r["method"] for r in rows}):
         path = out_dir / f"{method}.yaml"
-        path.write_text(yaml.safe_dump(model_index(method, rows), sort_keys=False, allow_unicode=True))
+        write_atomic(path, yaml.safe_dump(model_index(method, rows), sort_keys=False, allow_unicode=True))
         paths.append(path)
     return paths

@@ -35,6 +35,7 @@ from degradations.functional import to_uint8
 from udcbench import __version__
 from udcbench.datasets.base import IMAGE_SUFFIXES, DatasetAdapter
 from udcbench.errors import UdcbenchError
+from udcbench.files import write_atomic
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
 
@@ -112,13 +113,6 @@ def _encode(image_rgb: np.ndarray, suffix: str, jpeg_quality: int) -> bytes:
     return data.tobytes()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 # -- the work of one chunk (runs in worker processes) -----------------------------------------------------
 _module_cache: dict[str, torch.nn.Module] = {}
 
@@ -162,7 +156,7 @@ def degrade_chunk(src: str, out: str, files: list[str], todo: list[str], recipe:
             if rel not in todo:
                 continue
             data = _encode(y[i], Path(rel).suffix.lower(), quality)
-            _write_atomic(Path(out) / rel, data)
+            write_atomic(Path(out) / rel, data)
             entries.append({
                 "file": rel,
                 "psf_scale": round(psf_scale, 6),
@@ -254,7 +248,7 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
     _check_output(out, src, header, resume or shard.count > 1, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MANIFEST).is_file():
-        _write_atomic(out / MANIFEST, (json.dumps({**header, "complete": False}, indent=2) + "\n").encode())
+        write_atomic(out / MANIFEST, json.dumps({**header, "complete": False}, indent=2) + "\n")
     for rel in others:  # label files and the like, verbatim
         target = out / rel
         if not target.is_file():
@@ -306,7 +300,7 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
         skipped = [e for e in entries.values() if "error" in e]
         summary = {**header, "complete": True, "written": len(entries) - len(skipped), "skipped": skipped,
                    "journals": sorted(p.name for p in out.glob("manifest*.jsonl"))}
-        _write_atomic(out / MANIFEST, (json.dumps(summary, indent=2) + "\n").encode())
+        write_atomic(out / MANIFEST, json.dumps(summary, indent=2) + "\n")
         write_preview(adapter, out, out / PREVIEW)
     return report
 

@@ -9,7 +9,6 @@ diffusion-steps sweep) never enter a table. Missing cells come with the command 
 
 from __future__ import annotations
 
-import csv
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from udcbench.config import PRESETS
 from udcbench.datasets import dataset_names, get_adapter_class
 from udcbench.errors import UdcbenchError, unknown_name
+from udcbench.files import write_atomic, write_csv
 from udcbench.methods import get_method
 from udcbench.paper import SOURCE, paper_table
 from udcbench.workspace import condition_folder
@@ -316,9 +316,6 @@ def write_table(table: BuiltTable, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     records = table_records(table)
     csv_path, md_path = out_dir / f"{table.stem()}.csv", out_dir / f"{table.stem()}.md"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
-    md_path.write_text(to_markdown(table))
+    write_csv(csv_path, list(records[0]), records)
+    write_atomic(md_path, to_markdown(table))
     return csv_path, md_path

@@ -11,6 +11,7 @@ import numpy as np
 from udcbench import __version__
 from udcbench.datasets.base import DatasetAdapter, class_counts
 from udcbench.errors import UdcbenchError
+from udcbench.files import write_atomic
 from udcbench.labels import __doc__ as LABELS_DOC
 from udcbench.progress import track
 
@@ -106,5 +107,5 @@ def export_hf(adapter: DatasetAdapter, out: Path, overwrite: bool = False, progr
     if out.exists() and overwrite:
         shutil.rmtree(out)
     dataset.save_to_disk(str(out))
-    (out / "README.md").write_text(dataset_card(adapter, counts))
+    write_atomic(out / "README.md", dataset_card(adapter, counts))
     return dataset

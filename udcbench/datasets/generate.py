@@ -16,6 +16,7 @@ from udcbench import __version__
 from udcbench.datasets.imagefolder import LANDMARKS_FILE
 from udcbench.datasets.synthetic_faces import SyntheticFaceGenerator
 from udcbench.errors import UdcbenchError
+from udcbench.files import write_json
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
 
@@ -98,7 +99,7 @@ def generate_synthetic(out: Path, n_train: int = DEFAULT_COUNTS["train"], n_test
         "layout": "imagefolder: <split>/<class>/<split>_<index>.png; landmarks.npz (ids, points N x 68 x 2)",
         "note": "Procedural faces for demos, tests and pipeline checks; not a FER benchmark.",
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(out / MANIFEST, manifest)
     return {"images": len(ids), "seconds": seconds, "images_per_second": len(ids) / max(seconds, 1e-9),
             "skipped": False}
 

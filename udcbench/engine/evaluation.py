@@ -3,7 +3,6 @@ record; used by the figures), and evaluating a run on another dataset (``udcbenc
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from udcbench.engine.records import dataset_condition
 from udcbench.engine.runtime import Runtime, runtime
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
+from udcbench.files import read_json, write_json
 from udcbench.methods import create_method
 
 
@@ -67,8 +67,7 @@ def load_trained(run_dir: Path, adapter: DatasetAdapter, rt: Runtime, checkpoint
         raise UdcbenchError(f"{run_dir} has no {checkpoint}.pt (is it a udcbench run folder?)")
     state = load_checkpoint(path, rt.device)
     config = TrainConfig.from_json(state["config"])
-    results = Path(run_dir) / "results.json"
-    trained = json.loads(results.read_text()) if results.is_file() else {}
+    trained = read_json(Path(run_dir) / "results.json") or {}  # {} while unfinished, or torn by a full disk
     num_classes = len(trained.get("classes", [])) or adapter.num_classes
     if adapter.num_classes > num_classes:
         raise UdcbenchError(f"the run predicts {num_classes} classes; {adapter.describe()} has {adapter.num_classes}")
@@ -116,7 +115,7 @@ def evaluate_run(run_dir: Path, adapter: DatasetAdapter, store: Path | None = No
         "run_dir": str(run_dir),
     }
     out = run_dir / f"eval-{adapter.name}-{condition}.json"
-    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_json(out, record)
     if store is not None:
         save_result(store, record)
     return record

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from udcbench.config import apply_overrides
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.errors import UdcbenchError
+from udcbench.files import read_json
 from udcbench.methods import get_method
 
 STORE = "results.sqlite"
@@ -26,8 +26,7 @@ def data_tag(adapter: DatasetAdapter) -> str:
 
 def finished(run_dir: Path) -> dict | None:
     """The record of a finished run, or None."""
-    path = Path(run_dir) / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(Path(run_dir) / "results.json")
 
 
 def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = "cpu", seed: int = 0,
@@ -45,6 +44,7 @@ def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = 
     from udcbench.engine.trainer import train
 
     spec = get_method(method)
+    apply_overrides(spec.config(preset), overrides).validate()  # before any stage trains
     out = Path(out)
     store = out / STORE
 
@@ -74,6 +74,9 @@ def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = 
         resume = (run_dir / "last.pt").is_file()
         if run_dir.exists() and not resume:
             shutil.rmtree(run_dir)
+    elif resume and finished(run_dir) is not None:
+        log(f"{run_dir} is finished; nothing to resume (--overwrite trains it again)")
+        return finished(run_dir)
     elif run_dir.exists() and not resume:
         if not overwrite:
             done = finished(run_dir) is not None

@@ -32,6 +32,7 @@ from udcbench.engine.records import count_macs, train_record
 from udcbench.engine.runtime import runtime
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
+from udcbench.files import write_json
 from udcbench.methods import PrepareContext, get_method
 from udcbench.progress import progress_bar, stderr
 
@@ -69,6 +70,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     # the method's arguments, those the config leaves out at their defaults; a misspelt one fails here, before
     # the data loads
     config = replace(config, method_args=spec.args_for(config))
+    config.validate()
     torch.manual_seed(config.seed)
     plan = plan_splits(adapter, config.val_fraction, config.seed)
     num_classes = adapter.num_classes
@@ -134,10 +136,11 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
     elif rt.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
+        write_json(run_dir / "config.json", config.to_json())
         (run_dir / "metrics.jsonl").write_text("")
 
     train_seconds, trained_images = sum(h["train_seconds"] for h in history), sum(h["images"] for h in history)
+    test = None
     with progress_bar() as bar:
         task = bar.add_task(f"{config.method} epoch", total=config.epochs, completed=start_epoch)
         for epoch in range(start_epoch, config.epochs):
@@ -218,11 +221,13 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                                  "history": history, "config": config.to_json()}, last_path)
             bar.update(task, advance=1, description=f"{config.method} epoch {epoch + 1}: val {score:.3f}")
 
+    if test is None:  # resumed after its last epoch (its record was lost): the last epoch's model, tested again
+        test = evaluate(model, test_images, test_labels, config, rt, num_classes)
     record = train_record(config, spec, adapter, plan, run_dir, rt, init=init, best=best, last_test=test,
                           params=params, macs=macs, notes=notes, precision=precision,
                           images_per_second=trained_images / max(train_seconds, 1e-9), minutes=train_seconds / 60)
     if rt.main:
-        (run_dir / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        write_json(run_dir / "results.json", record)
         if store is not None:
             save_result(store, record)
     return record
