@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -121,7 +122,10 @@ def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
         _range(darken, "range", 0.0, 1.0)
         for key in ("log_shot", "red_gain", "blue_gain"):
             _range(raw, key, -50.0)
-    return Recipe(name=str(raw.get("name", Path(source).stem or "recipe")), kind=kind, raw=raw, source=source)
+    name = str(raw.get("name", Path(source).stem or "recipe"))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or ".." in name:
+        raise RecipeError(f"'name': {name!r} is not a plain name (letters, digits and . _ + -): it names folders")
+    return Recipe(name=name, kind=kind, raw=raw, source=source)
 
 
 def parse_recipe_override(recipe: Recipe, **fields: Any) -> Recipe:

@@ -141,3 +141,113 @@ def test_impossible_settings_are_refused_before_anything_is_written(workspace, s
     result = _train("--set", setting)
     assert result.exit_code == 2 and message in result.output
     assert not (workspace / "runs").exists()
+
+
+# -- nothing deleted or written where it should not be (items 2-5) ------------------------------------------
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_export_never_deletes_the_source_or_a_folder_udcbench_did_not_write(tmp_path):
+    from udcbench.datasets import create_dataset
+    from udcbench.datasets.export import export_hf
+    from udcbench.datasets.generate import generate_synthetic
+
+    src = tmp_path / "faces"
+    generate_synthetic(src, n_train=14, n_test=7, size=32)
+    before = _tree(src)
+    adapter = create_dataset("imagefolder", src)
+    with pytest.raises(UdcbenchError, match="overlaps"):
+        export_hf(adapter, src, overwrite=True, progress=False)  # what `synth --export hf` did to OUT-hf == src
+    with pytest.raises(UdcbenchError, match="overlaps"):
+        export_hf(adapter, tmp_path, overwrite=True, progress=False)  # a folder holding the source
+    assert _tree(src) == before
+    other = tmp_path / "thesis"
+    other.mkdir()
+    (other / "thesis.txt").write_text("years of work")
+    with pytest.raises(UdcbenchError, match="refusing to delete"):
+        export_hf(adapter, other, overwrite=True, progress=False)
+    assert (other / "thesis.txt").read_text() == "years of work"
+    out = tmp_path / "faces-hf"
+    export_hf(adapter, out, progress=False)
+    export_hf(adapter, out, overwrite=True, progress=False)  # a previous udcbench export may be replaced
+    assert (out / "udcbench-export.json").is_file()
+
+
+def test_overwrite_deletes_only_udcbench_output(tmp_path):
+    from degradations import load_recipe
+    from udcbench.datasets import create_dataset
+    from udcbench.datasets.generate import generate_synthetic
+    from udcbench.synthesis import synthesize
+
+    src = tmp_path / "faces"
+    generate_synthetic(src, n_train=14, n_test=7, size=32)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.txt").write_text("years of work")
+    adapter = create_dataset("imagefolder", src)
+    with pytest.raises(UdcbenchError, match="refusing to delete"):
+        synthesize(adapter, other, load_recipe("toled"), overwrite=True)
+    with pytest.raises(UdcbenchError, match="refusing to delete"):
+        generate_synthetic(other, n_train=14, n_test=7, size=32, overwrite=True)
+    assert (other / "thesis.txt").read_text() == "years of work"
+    out = tmp_path / "udc"
+    synthesize(adapter, out, load_recipe("toled"))
+    synthesize(adapter, out, load_recipe("toled"), overwrite=True)  # its own output: replaced
+    generate_synthetic(src, n_train=21, n_test=7, size=32, overwrite=True)  # its own faces: replaced
+    assert len(create_dataset("imagefolder", src).records("train")) == 21
+
+
+def test_names_read_from_files_are_never_paths(tmp_path):
+    from degradations import RecipeError
+    from degradations.recipe import parse_recipe
+    from udcbench.workspace import condition_folder
+
+    with pytest.raises(RecipeError, match="not a plain name"):
+        parse_recipe({**_toled_fields(), "name": "../../ESCAPED"}, "crafted.yaml")
+    for bad in ("../x", "x/y", "/abs", ".hidden", ""):
+        with pytest.raises(UdcbenchError, match="not a plain name"):
+            condition_folder("ferplus", bad)
+    assert condition_folder("ferplus", "poled") == "udc-poled-ferplus"
+
+
+def _toled_fields() -> dict:
+    from importlib import resources
+
+    import yaml
+
+    raw = yaml.safe_load(resources.files("degradations.presets").joinpath("toled.yaml").read_text())
+    return {k: v for k, v in raw.items() if k != "name"}
+
+
+def test_a_manifest_naming_a_path_as_its_recipe_is_refused_in_eval(workspace):
+    assert _train().exit_code == 0
+    run = workspace / "runs" / "synthetic" / "test_cnn-smoke-s0"
+    manifest = workspace / "data" / "synthetic" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "recipe_name": "x/y"}))
+    result = runner.invoke(app, ["eval", str(run), "--data", "data/synthetic"])
+    assert result.exit_code == 2 and "not a plain name" in result.output
+    assert not list(run.rglob("eval-*"))
+
+
+def test_run_folders_stay_inside_the_runs_folder(workspace):
+    result = _train("--data", "data/synthetic/train/..")
+    assert result.exit_code == 0, result.output
+    assert (workspace / "runs" / "synthetic" / "test_cnn-smoke-s0" / "results.json").is_file()
+    bad = _train("--tag", "../../escaped")
+    assert bad.exit_code == 2 and "not a plain name" in bad.output
+    assert not (workspace / "escaped").exists() and not (workspace.parent / "escaped").exists()
+
+
+def test_label_files_cannot_name_images_outside_the_dataset(ferplus_root, rafdb_root):
+    from udcbench.datasets import create_dataset
+    from udcbench.errors import DatasetLayoutError
+
+    label = ferplus_root / "FER2013Train" / "label.csv"
+    label.write_text(label.read_text() + "../../../secret.png,\"(0, 0, 48, 48)\",10,0,0,0,0,0,0,0,0,0\n")
+    with pytest.raises(DatasetLayoutError, match="not a file name"):
+        create_dataset("ferplus", ferplus_root).records("train")
+    listing = rafdb_root / "EmoLabel" / "list_patition_label.txt"
+    listing.write_text(listing.read_text() + "train_x/../../../secret.jpg 1\n")
+    with pytest.raises(DatasetLayoutError, match="not a file name"):
+        create_dataset("rafdb", rafdb_root).records("train")

@@ -7,9 +7,12 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from udcbench.errors import UdcbenchError
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
@@ -50,3 +53,38 @@ def read_json(path: Path) -> Any | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def overlaps(out: Path, src: Path) -> bool:
+    """Whether ``out`` is ``src``, lies inside it, or holds it."""
+    out_r, src_r = Path(out).resolve(), Path(src).resolve()
+    return out_r == src_r or out_r.is_relative_to(src_r) or src_r.is_relative_to(out_r)
+
+
+def udcbench_manifest(folder: Path, name: str = "manifest.json") -> dict | None:
+    """The manifest that marks ``folder`` as written by udcbench (it names a udcbench version), else None."""
+    manifest = read_json(Path(folder) / name)
+    return manifest if isinstance(manifest, dict) and "udcbench_version" in manifest else None
+
+
+def remove_own_output(folder: Path, what: str, name: str = "manifest.json") -> None:
+    """Delete ``folder`` only if udcbench wrote it (its manifest says so); any other folder is refused."""
+    import shutil
+
+    folder = Path(folder)
+    if folder.is_symlink() or udcbench_manifest(folder, name) is None:
+        raise UdcbenchError(f"refusing to delete {folder}: it holds no udcbench {name}, so it is not a udcbench "
+                            f"{what}; choose a new or empty folder")
+    shutil.rmtree(folder)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_name(value: Any, what: str) -> str:
+    """``value`` if it is a plain name (letters, digits, ``. _ + -``, not starting with a dot), never a path;
+    a one-line error naming ``what`` otherwise. Names read from recipes, manifests and label files go
+    through here before they become part of a path."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        raise UdcbenchError(f"{what}: {value!r} is not a plain name (letters, digits and . _ + -, no folders)")
+    return value

@@ -8,7 +8,6 @@ Finished runs are read back, unfinished ones resumed, so a killed reproduce cont
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.runs import STORE, train_method
 from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
+from udcbench.files import read_json
 from udcbench.methods import get_method, study_methods, swept_method
 from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
 from udcbench.workspace import Workspace, condition_folder
@@ -116,11 +116,16 @@ def _adapter(root: Path) -> DatasetAdapter:
     return create_dataset(detect_dataset(root), root)
 
 
+def _drawn(folder: Path) -> bool:
+    """Whether ``folder`` holds finished synthetic faces (a complete ``udcbench generate`` of any size)."""
+    manifest = read_json(folder / "manifest.json")
+    return isinstance(manifest, dict) and manifest.get("complete") is not False
+
+
 def _complete(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "manifest.json").read_text()).get("complete") is True
-    except (OSError, ValueError):
-        return False
+    """Whether ``folder`` holds a finished ``udcbench synth`` output."""
+    manifest = read_json(folder / "manifest.json")
+    return isinstance(manifest, dict) and manifest.get("complete") is True
 
 
 def prepare_data(name: str, workspace: Workspace, src_root: Path | None, conditions: tuple[str, ...],
@@ -133,7 +138,7 @@ def prepare_data(name: str, workspace: Workspace, src_root: Path | None, conditi
     if name == "synthetic":
         from udcbench.datasets.generate import generate_synthetic
 
-        if not (root / "manifest.json").is_file():  # an earlier 'udcbench generate' is used as it is
+        if not _drawn(root):  # an earlier 'udcbench generate' is used as it is
             generate_synthetic(root, workers=DATA_WORKERS)
             log(f"drew the built-in synthetic faces into {root}")
     elif not root.is_dir():
@@ -181,7 +186,7 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
     adapters: dict[str, DatasetAdapter | None] = {}
     for name in names:
         root = clean_source(name, workspace, src_root)
-        if name == "synthetic" and not (root / "manifest.json").is_file():
+        if name == "synthetic" and not _drawn(root):
             adapters[name], images = None, sum(DEFAULT_COUNTS.values())
             plan.items.append(PlanItem("draw faces", name, "clean", images * unit_cost("draw_face"),
                                        f"{images} images"))

@@ -35,7 +35,7 @@ from degradations.functional import to_uint8
 from udcbench import __version__
 from udcbench.datasets.base import IMAGE_SUFFIXES, DatasetAdapter
 from udcbench.errors import UdcbenchError
-from udcbench.files import write_atomic
+from udcbench.files import overlaps, remove_own_output, write_atomic
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
 
@@ -209,13 +209,12 @@ def _header(recipe: Recipe, seed: int, adapter: DatasetAdapter, src: Path, n_ima
 
 
 def _check_output(out: Path, src: Path, header: dict, resume: bool, overwrite: bool) -> None:
-    src_r, out_r = src.resolve(), out.resolve()
-    if out_r == src_r or out_r.is_relative_to(src_r) or src_r.is_relative_to(out_r):
+    if overlaps(out, src):
         raise UdcbenchError(f"refusing to write into the source folder: --out {out} overlaps --src {src}")
     if not out.exists() or not any(out.iterdir()):
         return
     if overwrite:
-        shutil.rmtree(out)
+        remove_own_output(out, "synth output")
         return
     if not resume:
         raise UdcbenchError(f"{out} is not empty; pass --resume to continue it or --overwrite to replace it")

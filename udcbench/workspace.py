@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from udcbench.errors import UdcbenchError
+from udcbench.files import check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +33,8 @@ PREFIX = {"toled": "udc", "poled": "udc-poled", "lowlight": "ll"}
 
 def condition_folder(dataset: str, condition: str) -> str:
     """The workspace folder name of a dataset under a condition: ``ferplus``, ``udc-ferplus``, ..."""
-    return dataset if condition == "clean" else f"{PREFIX.get(condition, condition)}-{dataset}"
+    check_name(dataset, "dataset name")
+    return dataset if condition == "clean" else f"{PREFIX.get(check_name(condition, 'condition'), condition)}-{dataset}"
 
 
 _DEFAULTS = {"data": "data", "runs": "runs", "results": "results", "cache": ".udcbench-cache"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
@@ -11,7 +10,7 @@ import numpy as np
 from udcbench import __version__
 from udcbench.datasets.base import DatasetAdapter, class_counts
 from udcbench.errors import UdcbenchError
-from udcbench.files import write_atomic
+from udcbench.files import overlaps, remove_own_output, write_atomic, write_json
 from udcbench.labels import __doc__ as LABELS_DOC
 from udcbench.progress import track
 
@@ -68,15 +67,19 @@ def dataset_card(adapter: DatasetAdapter, counts: dict[str, list[int]]) -> str:
     ])
 
 
+#: Marks a folder as a udcbench export (what --overwrite may replace).
+EXPORT_MARKER = "udcbench-export.json"
+
+
 def export_hf(adapter: DatasetAdapter, out: Path, overwrite: bool = False, progress: bool = True):
     """Write ``adapter``'s splits as a ``datasets.DatasetDict`` to ``out`` and return it."""
     import datasets
 
     out = Path(out)
+    if adapter.root is not None and overlaps(out, adapter.root):
+        raise UdcbenchError(f"refusing to export into the source folder: {out} overlaps {adapter.root}")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UdcbenchError(f"{out} is not empty; pass --overwrite to replace it")
-    if adapter.root is not None and out.resolve().is_relative_to(adapter.root.resolve()):
-        raise UdcbenchError(f"refusing to write into the source folder {adapter.root}")
+        raise UdcbenchError(f"{out} is not empty; pass --overwrite to replace it (a previous udcbench export only)")
     has_soft = any(r.soft is not None for r in adapter.records())
     features = {
         "image": datasets.Image(),
@@ -105,7 +108,8 @@ def export_hf(adapter: DatasetAdapter, out: Path, overwrite: bool = False, progr
         splits[split] = datasets.Dataset.from_dict(columns, features=features)
     dataset = datasets.DatasetDict(splits)
     if out.exists() and overwrite:
-        shutil.rmtree(out)
+        remove_own_output(out, "export", EXPORT_MARKER)
     dataset.save_to_disk(str(out))
     write_atomic(out / "README.md", dataset_card(adapter, counts))
+    write_json(out / EXPORT_MARKER, {"udcbench_version": __version__, "source": adapter.describe()})
     return dataset

@@ -185,6 +185,8 @@ class FerPlus(DatasetAdapter):
             if target is None:
                 dropped += 1
                 continue
+            if Path(name).name != name or name.startswith("."):
+                raise DatasetLayoutError(f"{split} labels name {name!r}: not a file name in the split's folder")
             stem = Path(name).stem
             if folders:
                 if split not in folders:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -16,7 +14,7 @@ from udcbench import __version__
 from udcbench.datasets.imagefolder import LANDMARKS_FILE
 from udcbench.datasets.synthetic_faces import SyntheticFaceGenerator
 from udcbench.errors import UdcbenchError
-from udcbench.files import write_json
+from udcbench.files import read_json, remove_own_output, write_json
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
 
@@ -63,7 +61,18 @@ def generate_synthetic(out: Path, n_train: int = DEFAULT_COUNTS["train"], n_test
             return {"images": n_train + n_test, "seconds": 0.0, "images_per_second": None, "skipped": True}
         if not overwrite:
             raise UdcbenchError(f"{out} is not empty and holds other data; pass --overwrite to replace it")
-        shutil.rmtree(out)
+        remove_own_output(out, "synthetic faces folder")
+    manifest = {
+        "dataset": "synthetic",
+        "generator": "udcbench.datasets.synthetic_faces.SyntheticFaceGenerator",
+        "udcbench_version": __version__,
+        "seed": seed,
+        "size": size,
+        "counts": counts,
+        "layout": "imagefolder: <split>/<class>/<split>_<index>.png; landmarks.npz (ids, points N x 68 x 2)",
+        "note": "Procedural faces for demos, tests and pipeline checks; not a FER benchmark.",
+    }
+    write_json(out / MANIFEST, {**manifest, "complete": False})  # first: marks the folder as udcbench's
     for split, n in counts.items():
         for label in range(7 if n else 0):
             (out / split / CANONICAL_LABELS[label]).mkdir(parents=True, exist_ok=True)
@@ -89,26 +98,15 @@ def generate_synthetic(out: Path, n_train: int = DEFAULT_COUNTS["train"], n_test
                 bar.advance(task, len(chunk_ids))
     seconds = time.perf_counter() - start
     np.savez_compressed(out / LANDMARKS_FILE, ids=np.array(ids), points=np.concatenate(points))
-    manifest = {
-        "dataset": "synthetic",
-        "generator": "udcbench.datasets.synthetic_faces.SyntheticFaceGenerator",
-        "udcbench_version": __version__,
-        "seed": seed,
-        "size": size,
-        "counts": counts,
-        "layout": "imagefolder: <split>/<class>/<split>_<index>.png; landmarks.npz (ids, points N x 68 x 2)",
-        "note": "Procedural faces for demos, tests and pipeline checks; not a FER benchmark.",
-    }
-    write_json(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, {**manifest, "complete": True})
     return {"images": len(ids), "seconds": seconds, "images_per_second": len(ids) / max(seconds, 1e-9),
             "skipped": False}
 
 
 def _complete(out: Path, seed: int, size: int, counts: dict[str, int]) -> bool:
-    """Whether ``out`` already holds exactly this generation (its manifest is written last)."""
-    try:
-        manifest = json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
+    """Whether ``out`` already holds exactly this generation (its manifest is completed last)."""
+    manifest = read_json(out / MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("complete") is False:
         return False
     same = (manifest.get("seed"), manifest.get("size"), manifest.get("counts")) == (seed, size, counts)
     return same and sum(1 for _ in out.rglob("*.png")) == sum(counts.values())

@@ -75,6 +75,8 @@ class RafDb(DatasetAdapter):
             name, raw = parts[0], int(parts[1])
             if raw not in RAFDB_TO_CANONICAL:
                 raise DatasetLayoutError(f"{where}: unknown label id {raw} (RAF-DB basic uses 1-7)")
+            if Path(name).name != name or name.startswith("."):
+                raise DatasetLayoutError(f"{where}: {name!r} is not a file name in Image/")
             split = name.split("_", 1)[0]
             if split not in ("train", "test"):
                 raise DatasetLayoutError(f"{where}: image name '{name}' does not start with train_ or test_")

@@ -17,6 +17,7 @@ from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.data import SplitPlan
 from udcbench.engine.runtime import Runtime
+from udcbench.files import check_name
 from udcbench.methods import MethodSpec
 
 
@@ -43,7 +44,8 @@ def config_changes(config: TrainConfig, spec: MethodSpec) -> dict[str, Any]:
 
 def dataset_condition(adapter: DatasetAdapter) -> tuple[str, str | None]:
     """("clean" or the UDC recipe's name, sha256 of the dataset's manifest.json or None)."""
-    return adapter.manifest.get("recipe_name") or "clean", adapter.manifest_sha256
+    name = adapter.manifest.get("recipe_name") or "clean"
+    return check_name(name, f"{adapter.root}/manifest.json recipe_name"), adapter.manifest_sha256
 
 
 def count_macs(model: nn.Module, size: int, device: torch.device) -> float:

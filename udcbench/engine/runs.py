@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -9,19 +10,21 @@ from pathlib import Path
 from udcbench.config import apply_overrides
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.errors import UdcbenchError
-from udcbench.files import read_json
+from udcbench.files import check_name, read_json
 from udcbench.methods import get_method
 
 STORE = "results.sqlite"
 
 
 def run_folder(out: Path, data_tag: str, method: str, preset: str, seed: int, tag: str = "") -> Path:
-    """``runs/<data folder>/<method>-<preset>-s<seed>[-<tag>]``."""
-    return Path(out) / data_tag / (f"{method}-{preset}-s{seed}" + (f"-{tag}" if tag else ""))
+    """``runs/<data folder>/<method>-<preset>-s<seed>[-<tag>]``, always inside ``out``."""
+    name = f"{method}-{preset}-s{seed}" + (f"-{tag}" if tag else "")
+    return Path(out) / check_name(data_tag, "data folder name") / check_name(name, "run folder name")
 
 
 def data_tag(adapter: DatasetAdapter) -> str:
-    return adapter.root.name if adapter.root is not None else adapter.name
+    """The run folder's data part: the dataset folder's own name (``d/syn/train/..`` is ``syn``)."""
+    return Path(os.path.abspath(adapter.root)).name if adapter.root is not None else adapter.name
 
 
 def finished(run_dir: Path) -> dict | None:
