@@ -251,3 +251,34 @@ def test_label_files_cannot_name_images_outside_the_dataset(ferplus_root, rafdb_
     listing.write_text(listing.read_text() + "train_x/../../../secret.jpg 1\n")
     with pytest.raises(DatasetLayoutError, match="not a file name"):
         create_dataset("rafdb", rafdb_root).records("train")
+
+
+# -- a damaged results store (item 8) -------------------------------------------------------------------
+def test_a_damaged_store_is_set_aside_and_rebuilt_from_the_run_folders(workspace):
+    assert _train().exit_code == 0
+    store = workspace / "runs" / "results.sqlite"
+    store.write_bytes(b"this is not a database" * 100)
+    listed = runner.invoke(app, ["runs", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [r["method"] for r in json.loads(listed.stdout)] == ["test_cnn"]
+    assert list((workspace / "runs").glob("results.sqlite.damaged-*"))
+    store.write_bytes(b"garbage again")
+    trained = _train("--seed", "1")  # a run finishing on a damaged store still reaches it
+    assert trained.exit_code == 0, trained.output
+    assert {r["seed"] for r in json.loads(runner.invoke(app, ["runs", "--json"]).stdout)} == {0, 1}
+    rebuilt = runner.invoke(app, ["runs", "--rebuild", "--json"])
+    assert rebuilt.exit_code == 0 and len(json.loads(rebuilt.stdout)) == 2
+
+
+def test_a_bad_record_row_is_skipped_with_a_warning(workspace):
+    import sqlite3
+
+    assert _train().exit_code == 0 and _train("--seed", "1").exit_code == 0
+    store = workspace / "runs" / "results.sqlite"
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE results SET record = '{torn' WHERE seed = 1")
+    listed = runner.invoke(app, ["runs", "--json"])
+    assert listed.exit_code == 0 and [r["seed"] for r in json.loads(listed.stdout)] == [0]
+    assert "skipped the unreadable record" in listed.output
+    table = runner.invoke(app, ["table", "1", "-d", "synthetic", "--json"])
+    assert table.exit_code == 0, table.output

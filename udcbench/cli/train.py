@@ -157,15 +157,23 @@ def methods_cmd(as_json: bool = JSON_OPTION) -> None:
 
 def runs_cmd(
     out: Path | None = typer.Option(None, "--out", help="Runs folder (default: runs/)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Set the store aside and rebuild it from the run folders."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List the results store: every training and evaluation record.
 
-    Example: udcbench runs --json
+    The run folders are the source of truth: --rebuild sets results.sqlite aside and rebuilds it from them
+    (a damaged store is rebuilt so on its own).
+
+    Examples: udcbench runs --json ; udcbench runs --rebuild
     """
     from udcbench.engine.store import load_results
+    from udcbench.engine.store import rebuild as rebuild_store
 
-    rows = load_results((out or load_workspace().runs) / STORE)
+    store = (out or load_workspace().runs) / STORE
+    if rebuild:
+        stderr.print(f"rebuilt {store} from {rebuild_store(store)} run records")
+    rows = load_results(store)
     if as_json:
         print_json([{k: v for k, v in r.items() if k != "record"} for r in rows])
         return
