@@ -166,7 +166,10 @@ def load_measured_psf(path: Path | str) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"PSF file not found: {path}")
     if path.suffix.lower() == ".npy":
-        psf = np.load(path).astype(np.float64)
+        try:
+            psf = np.load(path, allow_pickle=False).astype(np.float64)
+        except ValueError as exc:  # e.g. a pickled object array: refused, never unpickled
+            raise ValueError(f"{path}: not a numeric .npy array ({exc})") from None
     else:
         import cv2
 

@@ -282,3 +282,71 @@ def test_a_bad_record_row_is_skipped_with_a_warning(workspace):
     assert "skipped the unreadable record" in listed.output
     table = runner.invoke(app, ["table", "1", "-d", "synthetic", "--json"])
     assert table.exit_code == 0, table.output
+
+
+# -- failed runs and bad inputs leave nothing that blocks the next run (items 10 and 11) ---------------------
+def test_a_run_stopped_before_its_first_epoch_can_simply_be_run_again(workspace):
+    diverged = _train("--set", "lr=1e9", "--set", "optimizer=sgd")
+    assert diverged.exit_code == 2 and "diverged" in diverged.output  # weights checked after each update
+    run = workspace / "runs" / "synthetic" / "test_cnn-smoke-s0"
+    assert not (run / "results.json").exists()
+    again = _train()  # no --resume or --overwrite needed: nothing was trained there
+    assert again.exit_code == 0, again.output
+    assert (run / "results.json").is_file()
+
+
+def test_a_missing_or_pickled_psf_fails_before_anything_is_written(workspace):
+    import numpy as np
+    import yaml
+
+    recipe = workspace / "measured.yaml"
+    fields = {**_toled_fields(), "name": "measured", "psf": {"file": "psf.npy"}}
+    recipe.write_text(yaml.safe_dump(fields))
+    out = workspace / "data" / "udc-measured"
+    synth = ["synth", "imagefolder", "--src", "data/synthetic", "--recipe", str(recipe), "--out", str(out)]
+    missing = runner.invoke(app, synth)
+    assert missing.exit_code == 2 and "PSF file not found" in missing.output
+    assert not out.exists()
+    np.save(workspace / "psf.npy", np.array([_Payload(workspace / "marker.txt")], dtype=object), allow_pickle=True)
+    pickled = runner.invoke(app, synth)
+    assert pickled.exit_code == 2 and "not a numeric .npy array" in pickled.output
+    assert not out.exists() and not (workspace / "marker.txt").exists()
+
+
+def test_a_malformed_label_file_fails_before_any_image_is_written(rafdb_root, tmp_path):
+    from degradations import load_recipe
+    from udcbench.datasets import create_dataset
+    from udcbench.errors import DatasetLayoutError
+    from udcbench.synthesis import synthesize
+
+    listing = rafdb_root / "EmoLabel" / "list_patition_label.txt"
+    listing.write_text(listing.read_text() + "train_99999.jpg nine\n")
+    with pytest.raises(DatasetLayoutError):
+        synthesize(create_dataset("rafdb", rafdb_root), tmp_path / "out", load_recipe("toled"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pickled_landmarks_file_is_one_line_and_runs_nothing(workspace):
+    import numpy as np
+
+    landmarks = workspace / "data" / "synthetic" / "landmarks.npz"
+    np.savez(landmarks, ids=np.array([_Payload(workspace / "marker.txt")], dtype=object), points=np.zeros((1, 68, 2)))
+    result = runner.invoke(app, ["landmarks", "data/synthetic", "--source", "ground_truth"])
+    assert result.exit_code == 2 and "not a landmarks file" in result.output
+    assert not (workspace / "marker.txt").exists()
+
+
+def test_a_read_only_output_is_one_line(workspace, monkeypatch):
+    import errno
+
+    import udcbench.files as files
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(workspace / "runs"))
+
+    monkeypatch.setattr(files, "write_atomic", read_only)
+    monkeypatch.setattr("udcbench.engine.trainer.write_json", lambda path, obj: read_only())
+    result = _train()
+    assert result.exit_code == 2 and "Read-only file system" in result.output
+    assert "Traceback" not in result.output and result.output.count("error:") == 1
+    assert result.output.strip().splitlines()[-1].startswith("error:")

@@ -242,6 +242,11 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
     if not images:
         raise UdcbenchError(f"no image files under {src} (FERPlus from fer2013.csv: render the PNG folders first)")
     dataset = adapter.origin
+    adapter.records()  # a malformed label file fails here, before any image is written
+    try:
+        _module(recipe, cache_dir)  # so does the recipe's PSF (a missing or unreadable file)
+    except (OSError, ValueError) as exc:
+        raise UdcbenchError(f"recipe {recipe.name}: {exc}") from None
     header = _header(recipe, seed, adapter, src, len(images))
     # Shards of one run share the output folder: each may find the others already there.
     _check_output(out, src, header, resume or shard.count > 1, overwrite)

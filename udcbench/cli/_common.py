@@ -49,6 +49,11 @@ def add_command(app: typer.Typer, fn: Callable, name: str, panel: str | None = N
             if debug():
                 raise
             fail(str(exc).replace("[", r"\["))
+        except OSError as exc:  # a read-only or full disk, a permission: one line, not a traceback
+            if debug():
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}".replace("[", r"\["))
         except KeyboardInterrupt:
             if debug():
                 raise

@@ -86,6 +86,9 @@ class ImageFolder(DatasetAdapter):
             path = self.root / LANDMARKS_FILE
             self._landmarks = None
             if path.is_file():
-                with np.load(path) as data:
-                    self._landmarks = dict(zip(data["ids"].tolist(), data["points"].astype(np.float32)))
+                try:
+                    with np.load(path, allow_pickle=False) as data:
+                        self._landmarks = dict(zip(data["ids"].tolist(), data["points"].astype(np.float32)))
+                except (OSError, ValueError, KeyError) as exc:  # a pickled object array is refused, not loaded
+                    raise DatasetLayoutError(f"{path}: not a landmarks file of arrays ids and points ({exc})") from None
         return self._landmarks

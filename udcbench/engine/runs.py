@@ -32,6 +32,12 @@ def finished(run_dir: Path) -> dict | None:
     return read_json(Path(run_dir) / "results.json")
 
 
+def _never_trained(run_dir: Path) -> bool:
+    """A run folder holding only what the trainer writes before the first epoch ends."""
+    return run_dir.is_dir() and not run_dir.is_symlink() and {p.name for p in run_dir.iterdir()} <= {
+        "config.json", "metrics.jsonl"}
+
+
 def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = "cpu", seed: int = 0,
                  overrides: list[str] | None = None, weights: Path | None = None, tag: str = "",
                  resume: bool = False, overwrite: bool = False, skip_finished: bool = False,
@@ -70,6 +76,8 @@ def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = 
             run_one(spec.stage1, first, (first / "last.pt").is_file(), {})
         extra[spec.stage1_arg] = str(first)
     run_dir = run_folder(out, data_tag(adapter), method, preset, seed, tag)
+    if _never_trained(run_dir):  # stopped before its first epoch ended (e.g. a non-finite loss): start again
+        shutil.rmtree(run_dir)
     if skip_finished:
         record = finished(run_dir)
         if record is not None:

@@ -52,6 +52,20 @@ class _Step(nn.Module):
         return self.model.training_step(batch, epoch)
 
 
+#: Weights beyond this magnitude mean the optimisation diverged (the runs' weights stay far below 1e3).
+MAX_WEIGHT = 1e6
+
+
+def _check_parameters(model: nn.Module, config: TrainConfig, epoch: int, step: int, last_path: Path) -> None:
+    """Stop, in one line, when an update left a weight non-finite or beyond :data:`MAX_WEIGHT`."""
+    largest = torch.stack([p.detach().abs().max() for p in model.parameters() if p.numel()]).max().item()
+    if not largest <= MAX_WEIGHT:  # also catches NaN
+        raise TrainingError(
+            f"{config.method}: a weight reached {largest:.3g} after the update of epoch {epoch + 1}, step "
+            f"{step + 1}: the optimisation diverged; stopped. The last good checkpoint is "
+            f"{last_path if last_path.exists() else 'not written yet'} (try a lower --set lr=...)")
+
+
 def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Path | None = None,
           resume: bool = False, device: str | None = None, cache_dir: Path | None = None) -> dict:
     """Train ``config.method`` on ``adapter`` into ``run_dir``; returns the final record."""
@@ -175,6 +189,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
+                _check_parameters(model, config, epoch, step, last_path)
                 if per_batch:
                     scheduler.step()
                 if out.relabel is not None and len(out.relabel[0]):
