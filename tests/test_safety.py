@@ -350,3 +350,50 @@ def test_a_read_only_output_is_one_line(workspace, monkeypatch):
     assert result.exit_code == 2 and "Read-only file system" in result.output
     assert "Traceback" not in result.output and result.output.count("error:") == 1
     assert result.output.strip().splitlines()[-1].startswith("error:")
+
+
+# -- workers die with their parent (item 9) ---------------------------------------------------------------
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow(reason="starts synth with 2 workers in a subprocess, kills it and waits for its workers: ~10 s")
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker processes from Linux /proc")
+def test_killing_synth_leaves_no_workers_behind(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from udcbench.datasets.generate import generate_synthetic
+
+    generate_synthetic(tmp_path / "faces", n_train=2800, n_test=700, size=100, workers=2)
+    env = {**os.environ, "UDCBENCH_QUIET": "1"}
+    parent = subprocess.Popen([sys.executable, "-m", "udcbench", "synth", "imagefolder", "--src",
+                               str(tmp_path / "faces"), "--out", str(tmp_path / "udc"), "--workers", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        workers = _children(parent.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2, "synth never started its workers"
+    time.sleep(0.5)  # let them get to work
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)], "workers outlived their killed parent"

@@ -22,7 +22,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from udcbench.errors import UdcbenchError
 from udcbench.files import overlaps, remove_own_output, write_atomic
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
+from udcbench.workers import worker_pool
 
 CHUNK = 64
 MANIFEST = "manifest.json"
@@ -287,7 +287,7 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
 
         try:
             if workers > 1:
-                with ProcessPoolExecutor(workers) as pool:
+                with worker_pool(workers) as pool:
                     futures = [pool.submit(degrade_chunk, *args, c, todo, *extra) for c, todo in jobs]
                     for future in futures:
                         record(future.result())

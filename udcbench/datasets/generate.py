@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ from udcbench.errors import UdcbenchError
 from udcbench.files import read_json, remove_own_output, write_json
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
+from udcbench.workers import worker_pool
 
 MANIFEST = "manifest.json"
 _CHUNK = 250
@@ -83,7 +83,7 @@ def generate_synthetic(out: Path, n_train: int = DEFAULT_COUNTS["train"], n_test
     with progress_bar() as bar:
         task = bar.add_task("drawing faces", total=n_train + n_test)
         if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            with worker_pool(workers) as pool:
                 futures = [pool.submit(_write_chunk, *job) for job in jobs]
                 for future in futures:
                     chunk_ids, chunk_points = future.result()
