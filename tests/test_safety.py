@@ -397,3 +397,38 @@ def test_killing_synth_leaves_no_workers_behind(tmp_path):
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [w for w in workers if _alive(w)], "workers outlived their killed parent"
+
+
+# -- every image checked, missing images reported alike (item 12) ------------------------------------------
+def test_info_decodes_every_image_and_lists_the_bad_ones(workspace):
+    import cv2
+    import numpy as np
+
+    folder = workspace / "data" / "synthetic" / "train" / "neutral"
+    first, second, third = sorted(folder.glob("*.png"))[:3]
+    first.write_bytes(b"")
+    second.write_bytes(second.read_bytes()[:200])
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((32, 32, 3), np.uint8))
+    third.unlink()
+    (folder / "train_truncated.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
+    result = runner.invoke(app, ["info", "data/synthetic", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    errors = {Path(u["file"]).name: u["error"] for u in summary["unreadable"]}
+    assert set(errors) == {first.name, second.name, "train_truncated.jpg"}
+    assert errors[first.name] == "empty file" and "truncated JPEG" in errors["train_truncated.jpg"]
+    assert any("3 images do not decode" in p for p in summary["problems"])
+    quick = json.loads(runner.invoke(app, ["info", "data/synthetic", "--quick", "--json"]).stdout)
+    assert quick["unreadable"] is None
+
+
+def test_train_and_synth_report_missing_images_as_info_does(rafdb_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    listing = rafdb_root / "EmoLabel" / "list_patition_label.txt"
+    listing.write_text(listing.read_text() + "train_09999.jpg 1\n")
+    info = runner.invoke(app, ["info", str(rafdb_root)])
+    assert "1 images listed in" in info.output
+    synth = runner.invoke(app, ["synth", "rafdb", "--src", str(rafdb_root), "--out", str(tmp_path / "udc")])
+    assert synth.exit_code == 0 and "1 images listed in" in synth.output
+    train = runner.invoke(app, ["train", "test_cnn", "--data", str(rafdb_root), "--preset", "smoke"])
+    assert "1 images listed in" in train.output

@@ -89,15 +89,16 @@ def info_cmd(
     target: str = typer.Argument(..., help="Dataset folder, or a dataset name (its folder under data/)."),
     dataset: str | None = DatasetArg,
     option: list[str] | None = DATASET_OPTIONS,
+    quick: bool = typer.Option(False, "--quick", help="Skip decoding every image (counts and layout only)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Summarise a dataset: images per split and class, absent splits, problems found.
+    """Summarise a dataset: images per split and class, absent splits, problems found (every image is decoded:
+    missing, empty, corrupt and truncated files are listed; --quick skips that).
 
     Examples: udcbench info data/ferplus ; udcbench info ../ferplus -o label_mode=majority7 ; udcbench info synthetic
     """
     adapter = resolve_dataset(target, dataset, parse_options(option))
-    with stderr.status(f"scanning {adapter.describe()}"):
-        summary = summarize(adapter)
+    summary = summarize(adapter, check_images=not quick and adapter.root is not None)
     if as_json:
         print_json(summary)
     else:

@@ -59,6 +59,8 @@ def synth_cmd(
         out = workspace.dataset_dir(condition_folder(dataset, chosen.name))
     report = synthesize(adapter, out, chosen, seed=seed, workers=workers, shard=Shard.parse(shard), resume=resume,
                         overwrite=overwrite, cache_dir=workspace.cache)
+    for problem in adapter.problems:  # e.g. listed images missing: as `udcbench info` says
+        stderr.print(f"[yellow]warning:[/] {problem}", highlight=False)
     rate = report.written / report.seconds if report.seconds else 0.0
     stdout.print(f"{chosen.name}: wrote {report.written} images to {out} ({report.already_done} already done, "
                  f"{len(report.skipped)} skipped) in {report.seconds:.1f} s ({rate:.0f} images/s)")

@@ -240,9 +240,13 @@ def read_image(path: Path | str) -> np.ndarray:
     if not path.is_file():
         raise UnreadableImageError(path, "file not found")
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if not data.size:
+        raise UnreadableImageError(path, "empty file")
+    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-64:].tobytes():
+        raise UnreadableImageError(path, "truncated JPEG (no end-of-image marker)")  # OpenCV would half-decode it
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
-        raise UnreadableImageError(path, "not a decodable image (corrupt or unsupported format)")
+        raise UnreadableImageError(path, "not a decodable image (corrupt, truncated or unsupported format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

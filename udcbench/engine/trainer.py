@@ -86,7 +86,11 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     config = replace(config, method_args=spec.args_for(config))
     config.validate()
     torch.manual_seed(config.seed)
-    plan = plan_splits(adapter, config.val_fraction, config.seed)
+    try:
+        plan = plan_splits(adapter, config.val_fraction, config.seed)
+    finally:  # e.g. listed images missing: said as `udcbench info` says it, even when the splits are refused
+        for problem in adapter.problems if rt.main else []:
+            stderr.print(f"[yellow]warning:[/] {problem}", highlight=False)
     num_classes = adapter.num_classes
     size = config.input_size
     train_sizes: list[int] = []
