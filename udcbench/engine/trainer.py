@@ -52,8 +52,10 @@ class _Step(nn.Module):
         return self.model.training_step(batch, epoch)
 
 
-#: Weights beyond this magnitude mean the optimisation diverged (the runs' weights stay far below 1e3).
+#: Weights beyond this magnitude mean the optimisation diverged (the runs' weights stay far below 1e3); they
+#: are checked every CHECK_EVERY steps and at the end of each epoch, before its checkpoint.
 MAX_WEIGHT = 1e6
+CHECK_EVERY = 10
 
 
 def _check_parameters(model: nn.Module, config: TrainConfig, epoch: int, step: int, last_path: Path) -> None:
@@ -193,7 +195,8 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
-                _check_parameters(model, config, epoch, step, last_path)
+                if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
+                    _check_parameters(model, config, epoch, step, last_path)
                 if per_batch:
                     scheduler.step()
                 if out.relabel is not None and len(out.relabel[0]):
