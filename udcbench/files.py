@@ -1,5 +1,6 @@
-"""Records written atomically: a temporary file in the same folder, then a rename, so that a crash or a full
-disk leaves the previous file (or none), never a torn one."""
+"""Safe file handling: records written atomically (a temporary file in the same folder, then a rename, so
+that a crash or a full disk leaves the previous file or none, never a torn one), reading records that may
+be torn, deleting only udcbench's own output folders, and names read from files checked as plain names."""
 
 from __future__ import annotations
 
