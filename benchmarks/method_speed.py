@@ -17,7 +17,6 @@ t-SNE), each as units of :data:`udcbench.budget.UNIT` per image, and writes
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -175,6 +174,7 @@ def overhead_costs(speed: float, methods: list[str]) -> list[dict]:
 
 def cost_table(sizes: list[int] | None) -> None:
     from udcbench.budget import COST_TABLE
+    from udcbench.files import write_csv
     from udcbench.methods import study_methods
 
     speed = reference_speed()
@@ -189,12 +189,8 @@ def cost_table(sizes: list[int] | None) -> None:
     after = reference_speed()
     print(f"reference ResNet-18 (48 px, batch 64, fp32): {speed:.1f} images/s before, {after:.1f} after")
     report("method_cost", "Units (ResNet-18 image-steps at 48 px) per image", rows)
-    path = REPO / "udcbench" / "data" / COST_TABLE
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["key", "input_size", "train", "infer"])
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
+    path = write_csv(REPO / "udcbench" / "data" / COST_TABLE, ["key", "input_size", "train", "infer"],
+                     ({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows))
     print(f"wrote {path.relative_to(REPO)}")
 
 

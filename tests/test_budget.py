@@ -91,3 +91,11 @@ def test_images_are_decoded_once_per_process(tmp_path, monkeypatch):
     forget_decoded()
     np.testing.assert_array_equal(load_images(adapter, records, 32, "loading"), again)
     assert len(calls) == 3 * len(records)
+
+
+def test_dry_run_without_the_datasets_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    result = runner.invoke(app, ["reproduce", "--preset", "cpu", "--dry-run"])
+    assert result.exit_code == 2 and "none of rafdb, ferplus, kdef found" in result.output

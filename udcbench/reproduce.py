@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from udcbench.budget import UNCOUNTED_SHARE, PlanItem, StudyPlan, run_units, split_counts, unit_cost
@@ -168,6 +169,12 @@ def _resolve(preset: str, datasets: list[str] | None, methods: list[str] | None,
             condition or study.condition)
 
 
+def _none_found(names: list[str], workspace: Workspace, src_root: Path | None) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"none of {', '.join(names)} found under {src_root or workspace.data}; put them there (see "
+        f"'udcbench datasets') or pass --src-root DIR, or run 'udcbench reproduce --preset quick'")
+
+
 def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
                methods: list[str] | None = None, seeds: list[int] | None = None, condition: str | None = None,
                steps: list[int] | None = None) -> StudyPlan:
@@ -198,14 +205,17 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
         for cond in conditions[1:]:
             plan.items.append(PlanItem(f"synthesise {cond}", name, cond, images * unit_cost("synthesise"),
                                        f"{images} images"))
+    if not adapters:
+        raise _none_found(names, workspace, src_root)
 
-    def counts(name: str, config) -> dict[str, int]:
+    @cache
+    def counts(name: str, val_fraction: float, seed: int) -> dict[str, int]:
         adapter = adapters[name]
         if adapter is None:  # the default synthetic faces, balanced over 7 classes, not drawn yet
             per_class = DEFAULT_COUNTS["train"] // 7
-            val = 7 * round(config.val_fraction * per_class)
+            val = 7 * round(val_fraction * per_class)
             return split_counts(DEFAULT_COUNTS["train"] - val, val, DEFAULT_COUNTS["test"])
-        split = plan_splits(adapter, config.val_fraction, config.seed)
+        split = plan_splits(adapter, val_fraction, seed)
         return split_counts(len(split.train), len(split.val), len(split.test))
 
     stage1_done: set[tuple[str, str, str, int]] = set()
@@ -213,21 +223,22 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
     for job in study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_dataset(list(adapters))):
         spec = get_method(job.method)
         overrides = job.overrides()[0]
-        names = [job.method]  # preceded by its stage 1 the first time on this data and seed, as train_method does
+        to_train = [job.method]  # preceded by its stage 1 the first time on this data and seed, as train_method does
         if spec.stage1 and (first := (job.dataset, job.condition, spec.stage1, job.seed)) not in stage1_done:
             stage1_done.add(first)
-            names.insert(0, spec.stage1)
-        for name in names:
+            to_train.insert(0, spec.stage1)
+        for name in to_train:
             config = apply_overrides(get_method(name).config(study.train_preset), overrides)
             config.seed = job.seed
             images = (job.dataset, job.condition, config.input_size, config.seed, config.val_fraction)
-            units, detail = run_units(config, counts(job.dataset, config), decode=images not in decoded)
+            split = counts(job.dataset, config.val_fraction, config.seed)
+            units, detail = run_units(config, split, decode=images not in decoded)
             decoded.add(images)
             what = f"train {job.title() if name == job.method else name}"
             plan.items.append(PlanItem(what, job.dataset, job.condition, units, detail))
         if spec.tsne and job.condition == condition and job.value is None:
             config = get_method(job.method).config(study.train_preset)
-            n = counts(job.dataset, config)["test"]
+            n = counts(job.dataset, config.val_fraction, job.seed)["test"]
             points = min(n, TSNE_MAX_IMAGES)
             units = points * (unit_cost(job.method, config.input_size, "infer") + unit_cost("tsne_point"))
             plan.items.append(PlanItem(f"t-SNE {job.method}", job.dataset, job.condition, units, f"{points} images"))
@@ -256,9 +267,7 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
             log(f"skipping {name}: not found at {clean_source(name, workspace, src_root)}")
             summary.skipped_datasets.append(name)
     if not adapters:
-        raise DatasetNotFoundError(
-            f"none of {', '.join(names)} found under {src_root or workspace.data}; put them there (see "
-            f"'udcbench datasets') or pass --src-root DIR, or run 'udcbench reproduce --preset quick'")
+        raise _none_found(names, workspace, src_root)
     ablation_data = ablation_dataset(list(adapters))
     jobs = study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_data)
     for k, job in enumerate(jobs, 1):

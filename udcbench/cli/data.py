@@ -95,7 +95,8 @@ def info_cmd(
     """Summarise a dataset: images per split and class, absent splits, problems found (every image is decoded:
     missing, empty, corrupt and truncated files are listed; --quick skips that).
 
-    Examples: udcbench info data/ferplus ; udcbench info ../ferplus -o label_mode=majority7 ; udcbench info synthetic
+    Examples: udcbench info data/ferplus ; udcbench info data/ferplus --quick ;
+    udcbench info ../ferplus -o label_mode=majority7 ; udcbench info synthetic
     """
     adapter = resolve_dataset(target, dataset, parse_options(option))
     summary = summarize(adapter, check_images=not quick and adapter.root is not None)

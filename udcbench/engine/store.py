@@ -58,9 +58,8 @@ def rebuild(path: Path, reason: str | None = None) -> int:
         stderr.print(f"[yellow]warning:[/] {path} " + (f"is damaged ({reason}); " if reason else "")
                      + f"set aside as {aside.name}, rebuilt from the run folders", highlight=False)
     db = _open(path)
-    records = [r for f in sorted(path.parent.glob("*/*/*.json")) if f.name == "results.json"
-               or (f.name.startswith("eval-") and f.suffix == ".json")
-               if isinstance(r := read_json(f), dict) and r.get("run_id")]
+    files = sorted([*path.parent.glob("*/*/results.json"), *path.parent.glob("*/*/eval-*.json")])
+    records = [r for r in map(read_json, files) if isinstance(r, dict) and r.get("run_id")]
     try:
         with db:
             for record in records:
