@@ -20,6 +20,16 @@ def resnet18_trunk() -> nn.Sequential:
     return nn.Sequential(*list(net.children())[:-2])
 
 
+def trunk_maps(trunk: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of layer2, layer3 and layer4 (128, 256, 512 channels at strides 8, 16, 32) of a
+    :func:`resnet18_trunk`, in one pass."""
+    x = trunk[:6](x)
+    maps = [x]
+    for layer in trunk[6:]:
+        maps.append(layer(maps[-1]))
+    return maps
+
+
 def sha256_file(path: Path | str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -2,9 +2,9 @@
 
     python benchmarks/lrdif_latency.py [--repeats 30] [--threads 2]
 
-Both models run in float32 eval mode on the same input size, for each configuration: the ``cpu``
-preset's LRDif (narrow UDCformer, 48 px) and the ``paper`` preset's (full UDCformer, 112 px), with
-T = 4 (the paper's) and other step counts. Latency is the median over ``--repeats`` single-image
+Both models run in float32 eval mode on the same input size, at the ``cpu`` preset's (64 px) and the
+``paper`` preset's (112 px) input size; LRDif is the same model at both (ResNet-18 trunk + UDCformer +
+the diffusion's reverse chain), with T = 4 (the paper's) and other step counts. Latency is the median over ``--repeats`` single-image
 forward passes; throughput is measured at batch 64. Ratios are to ResNet-18 at the same size,
 measured in the same run (compare ratios: the machine is shared).
 """
@@ -64,7 +64,7 @@ def main() -> None:
     rows = []
     for preset in ("cpu", "paper"):
         lrdif_size = get_method("lrdif").config(preset).input_size
-        base, _ = build("resnet18", "cpu")
+        base, _ = build("resnet18", preset)
         base_ms, base_rate = latency_ms(base, lrdif_size, args.repeats), throughput(base, lrdif_size)
         rows.append({"model": "resnet18", "preset": preset, "input_size": lrdif_size, "steps": "",
                      "params_M": sum(p.numel() for p in base.parameters()) / 1e6, "latency_ms": base_ms,

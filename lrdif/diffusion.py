@@ -1,18 +1,30 @@
 """Diffusion in the emotion-prior (EPR) space, as in DiffIR: a few steps on a C-dimensional vector.
 
 Schedule: ``betas = linspace(sqrt(0.1), sqrt(0.99), T) ** 2`` (DiffIR's "linear" schedule with
-linear_start 0.1 and linear_end 0.99), so ``Z_T`` is close to N(0, I) for any T >= 3. The denoiser is
-an MLP on ``concat(Z_t, t / T, x_S2)`` that predicts ``Z_0`` (x0-parameterisation, default) or the
-noise; the reverse step is the DDPM posterior, with the noise term inserted or left out.
+linear_start 0.1 and linear_end 0.99; for T = 1 the single beta is the end, 0.99). The last beta is 0.99
+for every T, so ``abar_T <= 1 - beta_T = 0.01``.
+
+The chain runs on ``Z / sqrt(C)``: the FPENs give Z with unit root-mean-square coordinates (norm sqrt(C)),
+so the chain's Z_0 lies on the unit sphere and the part of it that survives into ``Z_T`` has norm
+``sqrt(abar_T) <= 0.1`` against unit Gaussian noise in every direction, whatever T: the label that Z carries
+cannot pass through ``q(Z_T | Z)`` (training would otherwise start its reverse chain from a hint that
+inference, starting from N(0, I), never has). The denoiser is an MLP on ``concat(Z_t, t / T, x_S2)`` that
+predicts ``Z_0`` (x0-parameterisation, default) or the noise; the prediction is projected onto the sphere
+(as DDPM clips its x0 to the data range); the reverse step is the DDPM posterior, with the noise term
+inserted or left out.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 def beta_schedule(steps: int, start: float = 0.1, end: float = 0.99, dtype=torch.float64) -> torch.Tensor:
+    """``linspace(sqrt(start), sqrt(end), steps) ** 2``, ending at ``end`` for every ``steps`` (also 1)."""
+    if steps == 1:
+        return torch.tensor([end], dtype=dtype)
     return torch.linspace(start**0.5, end**0.5, steps, dtype=dtype) ** 2
 
 
@@ -69,7 +81,8 @@ class Denoiser(nn.Module):
 
 
 class EPRDiffusion(nn.Module):
-    """The reverse chain that estimates the EPR from an image condition ``x_S2`` (no label anywhere)."""
+    """The reverse chain that estimates the EPR from an image condition ``x_S2`` (no label anywhere). ``Z`` in
+    and out at unit RMS; ``Z_t`` in the chain's units (``Z / sqrt(C)`` plus noise)."""
 
     def __init__(self, dim: int = 256, steps: int = 4, parameterization: str = "x0"):
         super().__init__()
@@ -78,18 +91,25 @@ class EPRDiffusion(nn.Module):
         self.schedule = Schedule(steps)
         self.denoiser = Denoiser(dim)
         self.parameterization = parameterization
+        self.scale = dim**0.5
 
     @property
     def steps(self) -> int:
         return self.schedule.steps
 
+    def noised(self, z: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``Z_T ~ q(Z_T | Z)`` for a unit-RMS ``Z``."""
+        noise = torch.randn_like(z) if noise is None else noise
+        return self.schedule.q_sample(z / self.scale, self.steps, noise)
+
     def predict_x0(self, zt: torch.Tensor, t: int, condition: torch.Tensor) -> torch.Tensor:
         out = self.denoiser(zt, torch.tensor([[t / self.steps]]), condition)
-        return out if self.parameterization == "x0" else self.schedule.x0_from_eps(zt, t, out)
+        x0 = out if self.parameterization == "x0" else self.schedule.x0_from_eps(zt, t, out)
+        return F.normalize(x0, dim=1)
 
     def reverse(self, zt: torch.Tensor, condition: torch.Tensor, insert_noise: bool = True,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Run t = T..1 from ``zt``; returns the estimate of ``Z_0`` (differentiable)."""
+        """Run t = T..1 from ``zt``; returns the estimate of ``Z`` at unit RMS (differentiable)."""
         z = zt
         for t in range(self.steps, 0, -1):
             x0 = self.predict_x0(z, t, condition)
@@ -99,7 +119,7 @@ class EPRDiffusion(nn.Module):
                 z = mean + variance.sqrt() * noise
             else:
                 z = mean if t > 1 else x0
-        return z
+        return z * self.scale
 
     def sample(self, condition: torch.Tensor, insert_noise: bool = True,
                generator: torch.Generator | None = None) -> torch.Tensor:

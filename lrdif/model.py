@@ -1,11 +1,16 @@
-"""LRDif (Wang, Zhang, Sankaranarayana, arXiv 2402.00250): two-stage diffusion label restoration.
+"""LRDif (Wang, Zhang, Sankaranarayana, arXiv 2402.00250): two-stage diffusion label restoration, on the
+ResNet-18 trunk the baselines use.
 
-Stage 1: ``Z = FPEN_S1(concat(E_L(y), E_I(x)))`` guides the UDCformer; trained with cross-entropy.
-Its accuracy is an oracle (the label is an input). Stage 2: FPEN_S1 and its encoders are frozen
-and give ``Z``; ``Z`` is forward-noised to ``Z_T`` and the whole reverse chain, conditioned on
-``x_S2 = FPEN_S2(E_I(x))``, estimates it; the UDCformer (initialised from stage 1) classifies with
-the estimate. Loss ``L_ce + L_kl`` with ``L_kl = KL(softmax(Z / tau) || softmax(Z_hat / tau))``. At
-inference the chain starts from Gaussian noise: no label anywhere.
+One trunk: its layer2-4 maps feed the UDCformer and its pooled feature is E_I (without CLIP). Stage 1:
+``Z = FPEN_S1(concat(E_L(y), E_I(x)))`` guides the UDCformer; trained with cross-entropy. Its accuracy
+is an oracle (the label is an input). With probability ``label_dropout`` a training image's label is
+replaced by "no label", so that the UDCformer and the trunk also learn to classify from the image (a
+stage 1 whose labels are always in learns the label and nothing of the image: README). Stage 2:
+FPEN_S1 and E_L are frozen and give ``Z`` (from the trunk's features, detached); ``Z`` is forward-noised
+to ``Z_T`` and the whole reverse chain, conditioned on ``x_S2 = FPEN_S2(E_I(x))``, estimates it; the
+trunk and UDCformer (initialised from stage 1) classify with the estimate. Loss ``L_ce + L_kl`` with
+``L_kl = KL(softmax(Z / tau) || softmax(Z_hat / tau))``, Z at unit RMS. At inference the chain starts
+from Gaussian noise: no label anywhere.
 
 Table 5 variants: ``s1`` (the oracle), ``s2-v1`` (no diffusion: Z_hat = x_S2, L_ce), ``s2-v2``
 (diffusion, L_ce), ``s2-v3`` (diffusion, L_total, noise inserted in each reverse step: the paper's
@@ -22,8 +27,9 @@ import torch.nn.functional as F
 
 from baselines.base import Batch, FERModel, StepOutput
 from lrdif.diffusion import EPRDiffusion
-from lrdif.encoders import FPEN, ClipEncoders, LandmarkNet, ScratchEncoders, ScratchImageEncoder, landmark_heatmaps
-from lrdif.udcformer import UDCformer
+from baselines.backbone import resnet18_trunk, trunk_maps
+from lrdif.encoders import FPEN, ClipEncoders, LandmarkNet, LearnedEncoders, landmark_heatmaps
+from lrdif.udcformer import TRUNK_DIMS, UDCformer
 
 
 @dataclass(frozen=True)
@@ -52,33 +58,36 @@ def kl_loss(z: torch.Tensor, z_hat: torch.Tensor, temperature: float = 1.0) -> t
 
 
 class LRDif(FERModel):
-    def __init__(self, num_classes: int, variant: str = "s2-v3", steps: int = 4, z_dim: int = 256,
+    channels_last = True
+
+    def __init__(self, num_classes: int, variant: str = "s2-v3", steps: int = 4, z_dim: int = 256, width: int = 64,
                  parameterization: str = "x0", kl_temperature: float = 1.0, encoder: str = "scratch",
                  clip_model: str = "ViT-B-32", clip_weights: str | None = None, mean=(0.5,) * 3, std=(0.5,) * 3,
-                 dims: tuple[int, int, int] = (48, 96, 192), blocks: tuple[int, int, int] = (1, 2, 2),
-                 token_dim: int = 256, depth: int = 2):
+                 blocks: tuple[int, int, int] = (1, 1, 1), token_dim: int = 128, tokens_per_scale: int = 2,
+                 depth: int = 2, window: int | None = None, label_dropout: float = 0.5, label_smoothing: float = 0.0,
+                 landmark_dims: tuple[int, int, int] = (48, 96, 192)):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown LRDif variant '{variant}' (known: {', '.join(VARIANTS)})")
+        if not 0 <= label_dropout < 1:
+            raise ValueError(f"label_dropout is in [0, 1), not {label_dropout}")
         self.variant_name, self.variant = variant, VARIANTS[variant]
+        self.num_classes = num_classes
+        self.trunk = resnet18_trunk()
         if encoder == "clip":
             self.encoders = ClipEncoders(num_classes, clip_model, clip_weights or "", mean, std)
         elif encoder == "scratch":
-            self.encoders = ScratchEncoders(num_classes, z_dim)
+            self.encoders = LearnedEncoders(num_classes, TRUNK_DIMS[-1])
         else:
             raise ValueError(f"encoder is 'clip' or 'scratch', not '{encoder}'")
-        width = self.encoders.dim
-        # Stage 2's image encoder. A frozen CLIP tower serves both stages; a scratch encoder learnt in stage 1
-        # only what the label left to learn (next to nothing), so stage 2 trains its own copy, initialised
-        # from stage 1's, while the prior keeps the frozen original.
-        self.image_s2 = ScratchImageEncoder(width) if encoder == "scratch" else None
-        self.fpen_s1 = FPEN(2 * width, z_dim)
-        self.fpen_s2 = FPEN(width, z_dim)
+        e_dim = self.encoders.dim
+        self.fpen_s1 = FPEN(2 * e_dim, z_dim)
+        self.fpen_s2 = FPEN(e_dim, z_dim)
         self.diffusion = EPRDiffusion(z_dim, steps, parameterization)
-        self.udcformer = UDCformer(num_classes, z_dim, dims=tuple(dims), blocks=tuple(blocks), token_dim=token_dim,
-                                   depth=depth)
-        self.landmarks = LandmarkNet(tuple(dims))
-        self.kl_temperature = kl_temperature
+        self.udcformer = UDCformer(num_classes, z_dim, TRUNK_DIMS, tuple(landmark_dims), width, tuple(blocks),
+                                   token_dim=token_dim, tokens_per_scale=tokens_per_scale, depth=depth, window=window)
+        self.landmarks = LandmarkNet(tuple(landmark_dims))
+        self.kl_temperature, self.label_dropout, self.label_smoothing = kl_temperature, label_dropout, label_smoothing
 
     # -- what the engine asks ----------------------------------------------------------------------
     @property
@@ -86,55 +95,63 @@ class LRDif(FERModel):
         """Stage 1 is an oracle: its evaluation feeds the label in."""
         return self.variant.stage == 1
 
-    def prior(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Stage 1's EPR Z from the image and its label."""
-        return self.fpen_s1(torch.cat([self.encoders.encode_label(labels), self.encoders.encode_image(x)], dim=1))
+    def _image(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+        """The trunk's maps, its pooled feature and the frozen landmark network's maps."""
+        maps = trunk_maps(self.trunk, x)
+        with torch.no_grad():  # the small landmark CNN runs twice as fast on NCHW input as on NHWC on CPU
+            landmarks = self.landmarks.features(x.contiguous())
+        return maps, F.adaptive_avg_pool2d(maps[-1], 1).flatten(1), landmarks
 
-    def condition(self, x: torch.Tensor) -> torch.Tensor:
-        """x_S2 = FPEN_S2(E_I(x)), with stage 2's own image encoder when the encoders are trained from scratch."""
-        return self.fpen_s2(self.image_s2(x) if self.image_s2 is not None else self.encoders.encode_image(x))
+    def _e_image(self, x: torch.Tensor, pooled: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoders.encode_image(x, index) if self.encoders.encodes_images else pooled
 
-    def estimate(self, x: torch.Tensor) -> torch.Tensor:
+    def prior(self, e_image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Stage 1's EPR Z from E_I(x) and the label (``num_classes`` = no label)."""
+        return self.fpen_s1(torch.cat([self.encoders.encode_label(labels), e_image], dim=1))
+
+    def estimate(self, e_image: torch.Tensor) -> torch.Tensor:
         """Stage 2 at inference: the EPR estimated from the image alone."""
-        condition = self.condition(x)
+        condition = self.fpen_s2(e_image)
         if not self.variant.diffusion:
             return condition
         return self.diffusion.sample(condition, insert_noise=self.variant.insert_noise)
 
-    def landmark_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        with torch.no_grad():
-            return self.landmarks(x)[1]
-
-    def _z(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _features(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        maps, pooled, landmarks = self._image(x)
+        e_image = self._e_image(x, pooled)
         if self.variant.stage == 1:
             if labels is None:
                 raise ValueError("LRDif stage 1 is an oracle: it needs the labels")
-            return self.prior(x, labels)
-        return self.estimate(x)
+            z = self.prior(e_image, labels)
+        else:
+            z = self.estimate(e_image)
+        return self.udcformer.features(maps, pooled, z, landmarks)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.udcformer(x, self._z(x, labels), self.landmark_maps(x))
+        return self.udcformer.head(self._features(x, labels))
 
     def embed(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.udcformer.features(x, self._z(x, labels), self.landmark_maps(x))
+        return self._features(x, labels)
 
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         x, y = batch.images, batch.labels
-        maps = self.landmark_maps(x)
+        maps, pooled, landmarks = self._image(x)
+        e_image = self._e_image(x, pooled, batch.index)
         if self.variant.stage == 1:
-            logits = self.udcformer(x, self.prior(x, y), maps)
-            ce = F.cross_entropy(logits, y)
+            dropped = torch.rand(y.shape, device=y.device) < self.label_dropout
+            z = self.prior(e_image, torch.where(dropped, torch.full_like(y, self.num_classes), y))
+            logits = self.udcformer(maps, pooled, z, landmarks)
+            ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
             return StepOutput(ce, logits, {"ce": ce.item()})
         with torch.no_grad():
-            z = self.prior(x, y)  # frozen stage-1 FPEN and encoders
-        condition = self.condition(x)
+            z = self.prior(e_image.detach(), y)  # frozen FPEN_S1 and E_L
+        condition = self.fpen_s2(e_image)
         if self.variant.diffusion:
-            z_t = self.diffusion.schedule.q_sample(z, self.diffusion.steps, torch.randn_like(z))
-            z_hat = self.diffusion.reverse(z_t, condition, insert_noise=self.variant.insert_noise)
+            z_hat = self.diffusion.reverse(self.diffusion.noised(z), condition, insert_noise=self.variant.insert_noise)
         else:
             z_hat = condition
-        logits = self.udcformer(x, z_hat, maps)
-        ce = F.cross_entropy(logits, y)
+        logits = self.udcformer(maps, pooled, z_hat, landmarks)
+        ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         terms = {"ce": ce.item()}
         loss = ce
         if self.variant.kl:
@@ -145,17 +162,14 @@ class LRDif(FERModel):
 
     # -- stage set-up -------------------------------------------------------------------------------
     def load_stage1(self, state: dict) -> None:
-        """Initialise from a stage-1 model: encoders, FPEN_S1, UDCformer and landmark network (and stage 2's
-        image encoder from stage 1's scratch image encoder)."""
-        keep = ("encoders.", "fpen_s1.", "udcformer.", "landmarks.")
+        """Initialise from a stage-1 model: trunk, encoders, FPEN_S1, UDCformer and landmark network."""
+        keep = ("trunk.", "encoders.", "fpen_s1.", "udcformer.", "landmarks.")
         own = self.state_dict()
         picked = {k: v for k, v in state.items() if k.startswith(keep) and k in own and own[k].shape == v.shape}
         missing = [k for k in own if k.startswith(keep) and k not in picked]
         if missing:
             raise ValueError(f"the stage-1 checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
         self.load_state_dict(picked, strict=False)
-        if self.image_s2 is not None:
-            self.image_s2.load_state_dict(self.encoders.image.state_dict())
 
     def pretrain_landmarks(self, images: torch.Tensor, points: np.ndarray, epochs: int = 3, batch_size: int = 64,
                            lr: float = 2e-3, seed: int = 0) -> list[float]:
@@ -183,7 +197,7 @@ class LRDif(FERModel):
 
     def train(self, mode: bool = True):
         """The landmark network is always frozen once pre-trained; stage 2 also freezes FPEN_S1 and the
-        encoders (parameters and batch-norm statistics, re-applied every epoch, so also after a resume)."""
+        label encoder (re-applied every epoch, so also after a resume); CLIP's towers are always frozen."""
         super().train(mode)
         frozen = [self.landmarks] + ([self.encoders, self.fpen_s1] if self.variant.stage == 2 else [])
         for module in frozen:

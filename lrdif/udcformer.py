@@ -1,9 +1,11 @@
-"""UDCformer = DT network (DiffIR/Restormer-style blocks modulated by the EPR Z) + DIL network
-(window cross-attention from landmark features to image features), fused over three scales and
-classified by vanilla transformer blocks.
+"""UDCformer on the ResNet-18 trunk: DT blocks (DiffIR/Restormer-style, modulated by the EPR Z) and DIL blocks
+(cross-attention from landmark features to image features) on the trunk's last three feature maps, fused into
+tokens, read by vanilla transformer blocks, and added to the trunk's pooled feature, as POSTER++ builds its
+cross-attention on IR-50 feature maps.
 
-Shapes for a ``S x S`` input with ``dims = (48, 96, 192)``: stem stride 4 -> level 1 at S/4,
-level 2 at S/8, level 3 at S/16 (112 -> 28, 14, 7; 48 -> 12, 6, 3).
+Shapes for an ``S x S`` input: the trunk's layer2 / layer3 / layer4 maps have 128 / 256 / 512 channels at
+S/8, S/16, S/32 (64 -> 8, 4, 2; 112 -> 14, 7, 4). Every branch that adds to the trunk's features ends in a
+zero-initialised projection, so the untrained model computes exactly the trunk's pooled feature.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: Channels of the trunk's layer2, layer3 and layer4 (torchvision's ResNet-18).
+TRUNK_DIMS = (128, 256, 512)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -70,111 +75,99 @@ class DGNet(nn.Module):
         return self.project(F.gelu(a) * b)
 
 
-class DTBlock(nn.Module):
-    """One dynamic transformer block: modulated DMNet then modulated DGNet, each with a residual."""
+def zero_(layer: nn.Module) -> nn.Module:
+    """Zero a residual branch's last layer, so the branch starts as the identity."""
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
 
-    def __init__(self, channels: int, heads: int, z_dim: int):
+
+class DTBlock(nn.Module):
+    """One dynamic transformer block: modulated DMNet then modulated DGNet, each with a residual (both
+    branches start at zero: the block starts as the identity)."""
+
+    def __init__(self, channels: int, heads: int, z_dim: int, expansion: float = 2.0):
         super().__init__()
         self.mod1, self.attention = Modulation(channels, z_dim), DMNet(channels, heads)
-        self.mod2, self.ffn = Modulation(channels, z_dim), DGNet(channels)
+        self.mod2, self.ffn = Modulation(channels, z_dim), DGNet(channels, expansion)
+        zero_(self.attention.project)
+        zero_(self.ffn.project)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.mod1(x, z))
         return x + self.ffn(self.mod2(x, z))
 
 
-class Downsample(nn.Module):
-    """Restormer's down-sampling: conv to C/2 then pixel-unshuffle (x2 channels, /2 size)."""
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention (Eqs. 5-7): queries from landmark features, keys and values from image
+    features, over the whole map (``window=None``, as POSTER++ at these map sizes) or inside non-overlapping
+    ``window x window`` windows with a learned relative position bias. A map that the windows do not tile is
+    padded, and padded keys are masked out: no query attends to padding."""
 
-    def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1), nn.PixelUnshuffle(2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] % 2 or x.shape[-2] % 2:
-            x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2), mode="replicate")
-        return self.body(x)
-
-
-class DTNetwork(nn.Module):
-    """Three scales of DT blocks; returns the feature map of each scale."""
-
-    def __init__(self, z_dim: int, dims: tuple[int, int, int] = (48, 96, 192), blocks=(1, 2, 2), heads=(1, 2, 4)):
-        super().__init__()
-        # A convolutional stem (conv-BN-GELU twice, stride 4), as POSTER++ takes its image features from a CNN:
-        # without normalisation and non-linearity here, the from-scratch UDCformer barely learned on FERPlus
-        # (37 % against a small CNN's 53 % after 200 steps; 51 % with this stem).
-        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 3, stride=2, padding=1), nn.BatchNorm2d(dims[0]), nn.GELU(),
-                                  nn.Conv2d(dims[0], dims[0], 3, stride=2, padding=1), nn.BatchNorm2d(dims[0]),
-                                  nn.GELU())
-        self.levels = nn.ModuleList(
-            nn.ModuleList(DTBlock(d, h, z_dim) for _ in range(n)) for d, n, h in zip(dims, blocks, heads))
-        self.down = nn.ModuleList([Downsample(dims[0]), Downsample(dims[1])])
-
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        out = []
-        for i, level in enumerate(self.levels):
-            if i:
-                x = self.down[i - 1](x)
-            for block in level:
-                x = block(x, z)
-            out.append(x)
-        return out
-
-
-class WindowCrossAttention(nn.Module):
-    """Multi-head cross-attention inside non-overlapping windows: queries from landmark features,
-    keys and values from image features, with a learned relative position bias (Eqs. 5-7)."""
-
-    def __init__(self, channels: int, heads: int, window: int):
+    def __init__(self, channels: int, heads: int, window: int | None = None):
         super().__init__()
         self.heads, self.window = heads, window
         self.q = nn.Linear(channels, channels)
         self.kv = nn.Linear(channels, 2 * channels)
         self.out = nn.Linear(channels, channels)
-        self.bias = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
-        nn.init.trunc_normal_(self.bias, std=0.02)
-        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window - 1
-        self.register_buffer("bias_index", relative[..., 0] * (2 * window - 1) + relative[..., 1], persistent=False)
+        self.pad_value = 0.0  # whatever it is, masking makes the output independent of it
+        if window is not None:
+            self.bias = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+            nn.init.trunc_normal_(self.bias, std=0.02)
+            grid = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+            relative = (grid[:, :, None] - grid[:, None, :]).permute(1, 2, 0) + window - 1
+            self.register_buffer("bias_index", relative[..., 0] * (2 * window - 1) + relative[..., 1],
+                                 persistent=False)
 
-    def _windows(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    def _windows(self, x: torch.Tensor, s: int, value: float) -> tuple[torch.Tensor, int, int]:
+        """(B, C, H, W) -> (B * windows, s * s, C), padded with ``value`` to multiples of ``s``."""
         b, c, h, w = x.shape
-        s = self.window
-        ph, pw = (-h) % s, (-w) % s
-        x = F.pad(x, (0, pw, 0, ph))
-        hh, ww = (h + ph) // s, (w + pw) // s
-        tokens = x.reshape(b, c, hh, s, ww, s).permute(0, 2, 4, 3, 5, 1).reshape(b * hh * ww, s * s, c)
-        return tokens, (hh, ww, h, w)
+        x = F.pad(x, (0, (-w) % s, 0, (-h) % s), value=value)
+        hh, ww = x.shape[-2] // s, x.shape[-1] // s
+        return x.reshape(b, c, hh, s, ww, s).permute(0, 2, 4, 3, 5, 1).reshape(b * hh * ww, s * s, c), hh, ww
 
     def forward(self, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        b, c = image.shape[:2]
-        kv_tokens, (hh, ww, h, w) = self._windows(image)
-        q_tokens, _ = self._windows(landmarks)
+        b, c, h, w = image.shape
+        if self.window is None:
+            kv_tokens, q_tokens = image.flatten(2).transpose(1, 2), landmarks.flatten(2).transpose(1, 2)
+            bias = None
+        else:
+            s = self.window
+            kv_tokens, hh, ww = self._windows(image, s, self.pad_value)
+            q_tokens = self._windows(landmarks, s, self.pad_value)[0]
+            m = s * s
+            bias = self.bias[self.bias_index.flatten()].reshape(m, m, self.heads).permute(2, 0, 1)
+            real = self._windows(image.new_ones(1, 1, h, w), s, 0.0)[0][..., 0] > 0  # (windows, m): not padding
+            masked = torch.zeros(real.shape, dtype=image.dtype, device=image.device).masked_fill(~real, -math.inf)
+            bias = bias[None] + masked.repeat(b, 1)[:, None, None, :]  # (B * windows, heads, m, m)
         n, m, _ = kv_tokens.shape
         d = c // self.heads
         q = self.q(q_tokens).reshape(n, m, self.heads, d).transpose(1, 2)
         k, v = self.kv(kv_tokens).reshape(n, m, 2, self.heads, d).permute(2, 0, 3, 1, 4)
-        bias = self.bias[self.bias_index.flatten()].reshape(m, m, self.heads).permute(2, 0, 1)
-        attention = (q @ k.transpose(-2, -1) / math.sqrt(d) + bias).softmax(dim=-1)
-        out = self.out((attention @ v).transpose(1, 2).reshape(n, m, c))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = self.out(out.transpose(1, 2).reshape(n, m, c))
+        if self.window is None:
+            return out.transpose(1, 2).reshape(b, c, h, w)
         s = self.window
         out = out.reshape(b, hh, ww, s, s, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, hh * s, ww * s)
         return out[:, :, :h, :w]
 
 
 class DILBlock(nn.Module):
-    """``X' = MHCA(X) + X ; X'' = MLP(LN(X')) + X'`` (Eqs. 8-9), on (B, C, H, W) maps."""
+    """``X' = MHCA(X) + X ; X'' = MLP(LN(X')) + X'`` (Eqs. 8-9), on (B, C, H, W) maps; the landmark features
+    (``landmark_channels`` wide, from the frozen landmark network) are projected to the image's width."""
 
-    def __init__(self, channels: int, heads: int, window: int):
+    def __init__(self, channels: int, landmark_channels: int, heads: int, window: int | None = None):
         super().__init__()
+        self.project_landmarks = nn.Conv2d(landmark_channels, channels, 1)
         self.norm_image, self.norm_landmarks = ChannelLayerNorm(), ChannelLayerNorm()
-        self.attention = WindowCrossAttention(channels, heads, window)
+        self.attention = CrossAttention(channels, heads, window)
         self.norm = nn.LayerNorm(channels)
         self.mlp = nn.Sequential(nn.Linear(channels, 2 * channels), nn.GELU(), nn.Linear(2 * channels, channels))
 
     def forward(self, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        landmarks = self.project_landmarks(landmarks)
         x = image + self.attention(self.norm_image(image), self.norm_landmarks(landmarks))
         tokens = x.permute(0, 2, 3, 1)
         return (tokens + self.mlp(self.norm(tokens))).permute(0, 3, 1, 2)
@@ -196,32 +189,45 @@ class TransformerBlock(nn.Module):
 
 
 class UDCformer(nn.Module):
-    """DT network + DIL network, fused at three scales into tokens, then transformer blocks and a classifier."""
+    """DT blocks and DIL blocks on the trunk's three feature maps (each projected to ``width`` channels), fused
+    into ``tokens_per_scale ** 2`` tokens per scale, a CLS token read by ``depth`` transformer blocks, projected (from zero) onto the trunk's pooled
+    feature, and the classifier on that sum."""
 
-    def __init__(self, num_classes: int, z_dim: int = 256, dims: tuple[int, int, int] = (48, 96, 192),
-                 blocks: tuple[int, int, int] = (1, 2, 2), token_dim: int = 256, tokens_per_scale: int = 4,
-                 depth: int = 2, window: int = 7):
+    def __init__(self, num_classes: int, z_dim: int = 256, dims: tuple[int, int, int] = TRUNK_DIMS,
+                 landmark_dims: tuple[int, int, int] = (48, 96, 192), width: int = 64,
+                 blocks: tuple[int, int, int] = (1, 1, 1), heads: tuple[int, int, int] = (1, 2, 4),
+                 token_dim: int = 128, tokens_per_scale: int = 2, depth: int = 2, window: int | None = None):
         super().__init__()
-        self.dt = DTNetwork(z_dim, dims, blocks)
-        self.dil = nn.ModuleList(DILBlock(d, h, window) for d, h in zip(dims, (1, 2, 4)))
-        self.fuse = nn.ModuleList(nn.Conv2d(2 * d, token_dim, 1) for d in dims)
+        # each trunk map is projected to ``width`` channels first, as POSTER++ projects its IR-50 maps: the DT and
+        # DIL blocks at the trunk's own widths (up to 512) cost twice the trunk itself on CPU
+        self.reduce = nn.ModuleList(nn.Sequential(nn.Conv2d(d, width, 1, bias=False), nn.BatchNorm2d(width))
+                                    for d in dims)
+        self.dt = nn.ModuleList(nn.ModuleList(DTBlock(width, h, z_dim) for _ in range(n)) for n, h in zip(blocks, heads))
+        self.dil = nn.ModuleList(DILBlock(width, lm, h, window) for lm, h in zip(landmark_dims, heads))
+        self.fuse = nn.ModuleList(nn.Conv2d(2 * width, token_dim, 1) for _ in dims)
         self.grid = tokens_per_scale
         self.cls = nn.Parameter(torch.zeros(1, 1, token_dim))
-        self.position = nn.Parameter(torch.zeros(1, 1 + 3 * tokens_per_scale**2, token_dim))
+        self.position = nn.Parameter(torch.zeros(1, 1 + len(dims) * tokens_per_scale**2, token_dim))
         nn.init.trunc_normal_(self.position, std=0.02)
         self.blocks = nn.Sequential(*(TransformerBlock(token_dim) for _ in range(depth)))
         self.norm = nn.LayerNorm(token_dim)
-        self.head = nn.Linear(token_dim, num_classes)
+        self.merge = zero_(nn.Linear(token_dim, dims[-1]))
+        self.head = nn.Linear(dims[-1], num_classes)
 
-    def features(self, x: torch.Tensor, z: torch.Tensor, landmark_maps: list[torch.Tensor]) -> torch.Tensor:
-        """The penultimate (CLS) features."""
-        tokens = [self.cls.expand(len(x), -1, -1)]
-        for f, dil, fuse, lm in zip(self.dt(x, z), self.dil, self.fuse, landmark_maps):
+    def features(self, maps: list[torch.Tensor], pooled: torch.Tensor, z: torch.Tensor,
+                 landmark_maps: list[torch.Tensor]) -> torch.Tensor:
+        """The penultimate features: the trunk's pooled feature plus the transformer's CLS, projected."""
+        tokens = [self.cls.expand(len(pooled), -1, -1)]
+        for f, reduce, level, dil, fuse, lm in zip(maps, self.reduce, self.dt, self.dil, self.fuse, landmark_maps):
+            f = reduce(f)
+            for block in level:
+                f = block(f, z)
             lm = F.interpolate(lm, size=f.shape[-2:], mode="bilinear", align_corners=False)
             fused = fuse(torch.cat([f, dil(f, lm)], dim=1))
             tokens.append(F.adaptive_avg_pool2d(fused, self.grid).flatten(2).transpose(1, 2))
         sequence = torch.cat(tokens, dim=1) + self.position
-        return self.norm(self.blocks(sequence)[:, 0])
+        return pooled + self.merge(self.norm(self.blocks(sequence)[:, 0]))
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, landmark_maps: list[torch.Tensor]) -> torch.Tensor:
-        return self.head(self.features(x, z, landmark_maps))
+    def forward(self, maps: list[torch.Tensor], pooled: torch.Tensor, z: torch.Tensor,
+                landmark_maps: list[torch.Tensor]) -> torch.Tensor:
+        return self.head(self.features(maps, pooled, z, landmark_maps))

@@ -6,29 +6,43 @@ import torch.nn.functional as F
 from baselines.base import Batch
 from lrdif.diffusion import EPRDiffusion, Schedule, beta_schedule
 from lrdif.model import VARIANTS, LRDif, kl_loss
-from lrdif.udcformer import Modulation, UDCformer, WindowCrossAttention
+from lrdif.udcformer import CrossAttention, Modulation, UDCformer
 
-SMALL = dict(dims=(16, 32, 64), blocks=(1, 1, 1), token_dim=64, depth=1, z_dim=32)
+SMALL = dict(width=16, token_dim=32, depth=1, z_dim=32)
 
 
 def small_lrdif(variant="s2-v3", **kw):
     return LRDif(5, variant=variant, **{**SMALL, **kw})
 
 
-@pytest.mark.parametrize("size", [112, 48])
+@pytest.mark.parametrize("size", [112, 64, 48])
 def test_shapes_through_every_module(size):
     model = small_lrdif()
     x = torch.randn(2, 3, size, size)
-    heat, maps = model.landmarks(x)
+    heat, landmarks = model.landmarks(x)
     assert heat.shape == (2, 68, size // 4, size // 4)
-    assert [m.shape[-1] for m in maps] == [size // 4, size // 8, size // 16]
-    z = model.prior(x, torch.tensor([0, 3]))
-    assert z.shape == (2, 32) and model.condition(x).shape == (2, 32)
-    features = model.udcformer.dt(x, z)
-    assert [f.shape[1:] for f in features] == [(16, size // 4, size // 4), (32, size // 8, size // 8),
-                                               (64, size // 16, size // 16)]
+    assert [m.shape[-1] for m in landmarks] == [size // 4, size // 8, size // 16]
+    maps, pooled, _ = model._image(x)
+    side = [-(-size // s) for s in (8, 16, 32)]
+    assert [m.shape[1:] for m in maps] == [(c, s, s) for c, s in zip((128, 256, 512), side)]
+    assert pooled.shape == (2, 512)  # E_I: the trunk's pooled feature
+    z = model.prior(pooled, torch.tensor([0, 5]))  # 5 = no label
+    assert z.shape == (2, 32) and model.estimate(pooled).shape == (2, 32)
     model.eval()
-    assert model(x).shape == (2, 5) and model.embed(x).shape == (2, 64)
+    assert model(x).shape == (2, 5) and model.embed(x).shape == (2, 512)
+
+
+def test_the_untrained_model_is_the_trunk():
+    """Every branch added to the trunk starts at zero: the features are the trunk's pooled feature."""
+    from baselines.models import ResNet18FER
+
+    torch.manual_seed(0)
+    model = small_lrdif().eval()
+    control = ResNet18FER(5).eval()
+    control.trunk.load_state_dict(model.trunk.state_dict())
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(x), control.embed(x))
 
 
 def test_modulation_is_exactly_w1z_ln_plus_w2z():
@@ -40,7 +54,7 @@ def test_modulation_is_exactly_w1z_ln_plus_w2z():
 
 
 def test_window_attention_keeps_shape_and_mixes_only_within_windows():
-    attention = WindowCrossAttention(8, 2, 4).eval()
+    attention = CrossAttention(8, 2, 4).eval()
     image, landmarks = torch.randn(1, 8, 8, 8), torch.randn(1, 8, 8, 8)
     out = attention(image, landmarks)
     assert out.shape == (1, 8, 8, 8)
@@ -49,6 +63,74 @@ def test_window_attention_keeps_shape_and_mixes_only_within_windows():
     diff = (attention(changed, landmarks) - out).abs()
     assert diff[..., :4, :].max() == 0 and diff[..., :, :4].max() == 0 and diff[..., 4:, 4:].max() > 0
     assert attention(torch.randn(1, 8, 6, 10), torch.randn(1, 8, 6, 10)).shape == (1, 8, 6, 10)  # padded
+
+
+def _reference_attention(attention: CrossAttention, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """Float64 cross-attention computed window by window over the real tokens only (no padding at all)."""
+    att = attention.double()
+    b, c, h, w = image.shape
+    s = att.window or max(h, w)
+    heads, d = att.heads, c // att.heads
+    out = torch.zeros(b, c, h, w, dtype=torch.float64)
+    for top in range(0, h, s):
+        for left in range(0, w, s):
+            img = image[:, :, top : top + s, left : left + s].double()
+            lm = landmarks[:, :, top : top + s, left : left + s].double()
+            hh, ww = img.shape[-2:]
+            kv = att.kv(img.flatten(2).transpose(1, 2))
+            q = att.q(lm.flatten(2).transpose(1, 2)).reshape(b, -1, heads, d).transpose(1, 2)
+            k, v = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in kv.chunk(2, dim=-1))
+            logits = q @ k.transpose(-2, -1) / d**0.5
+            if att.window is not None:  # the relative position bias between the real positions
+                rows, cols = torch.meshgrid(torch.arange(hh), torch.arange(ww), indexing="ij")
+                pos = (rows * s + cols).flatten()
+                table = att.bias[att.bias_index[pos][:, pos].flatten()].reshape(len(pos), len(pos), heads)
+                logits = logits + table.permute(2, 0, 1)
+            y = att.out((logits.softmax(-1) @ v).transpose(1, 2).reshape(b, -1, c))
+            out[:, :, top : top + hh, left : left + ww] = y.transpose(1, 2).reshape(b, c, hh, ww)
+    att.float()
+    return out
+
+
+@pytest.mark.parametrize("window, size", [(7, 12), (7, 6), (7, 3), (4, 10), (None, 12)])
+def test_cross_attention_never_attends_to_padding(window, size):
+    """At 48 px the maps are smaller than the window: keys on padding must carry no weight."""
+    torch.manual_seed(0)
+    attention = CrossAttention(8, 2, window).eval()
+    image, landmarks = torch.randn(2, 8, size, size), torch.randn(2, 8, size, size)
+    with torch.no_grad():
+        out = attention(image, landmarks)
+        torch.testing.assert_close(out.double(), _reference_attention(attention, image, landmarks), rtol=1e-4,
+                                   atol=1e-5)
+        attention.pad_value = 100.0  # the padding's value changes nothing
+        torch.testing.assert_close(attention(image, landmarks), out)
+
+
+def test_schedule_ends_near_noise_for_every_t():
+    """abar_T <= 1 - beta_T = 0.01 for every T, including T = 1 (beta_schedule(1) was [0.1]: abar_1 = 0.9)."""
+    for steps in (1, 2, 3, 4, 8, 16):
+        schedule = Schedule(steps)
+        assert schedule.betas[-1] == pytest.approx(0.99)
+        assert schedule.alphas_cumprod[-1] <= 0.01 + 1e-7, steps
+    assert beta_schedule(1).tolist() == [pytest.approx(0.99)]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_the_label_cannot_pass_through_the_forward_noise(steps):
+    """Z_T carries (next to) nothing of the label at any T, even when the prior's raw output is large: a
+    nearest-class-mean reader of Z_T, given the exact class means, stays within 4 points of chance."""
+    torch.manual_seed(0)
+    model = small_lrdif(steps=steps, z_dim=256)
+    with torch.no_grad():
+        model.fpen_s1.net[-1].weight.mul_(1000.0)  # a prior whose norm grew
+        labels = torch.arange(4000) % 5
+        z = model.prior(torch.randn(5, 512)[labels], labels)  # Z set by the label (and a fixed image per class)
+        assert z.pow(2).mean(dim=1).sqrt().allclose(torch.ones(4000))  # unit RMS: the norm cannot grow
+        z_t = model.diffusion.noised(z)
+        means = model.diffusion.noised(z[:5], torch.zeros(5, 256))  # sqrt(abar_T) Z / sqrt(C) per class
+        read = torch.cdist(z_t, means).argmin(dim=1)
+    accuracy = (read == labels).float().mean().item()
+    assert accuracy < 0.2 + 0.04, accuracy
 
 
 def test_schedule_against_float64():
@@ -62,9 +144,6 @@ def test_schedule_against_float64():
     np.testing.assert_allclose(s.posterior_variance.numpy(), betas * (1 - prev) / (1 - abar), rtol=1e-6)
     np.testing.assert_allclose(s.coef_x0.numpy(), betas * np.sqrt(prev) / (1 - abar), rtol=1e-6)
     np.testing.assert_allclose(s.coef_xt.numpy(), (1 - prev) * np.sqrt(alphas) / (1 - abar), rtol=1e-6)
-    assert abar[-1] < 0.01  # Z_T is close to N(0, I) with 4 steps
-    for steps in (3, 8, 16):
-        assert Schedule(steps).alphas_cumprod[-1] < 0.05
 
 
 def test_q_sample_statistics():
@@ -93,7 +172,7 @@ def test_the_label_never_reaches_stage_two_inference(monkeypatch):
     monkeypatch.setattr(model, "prior", leak)
     x = torch.randn(3, 3, 48, 48)
     assert model(x).shape == (3, 5)
-    assert model.embed(x).shape == (3, 64)
+    assert model.embed(x).shape == (3, 512)
     assert not model.uses_labels_at_eval and small_lrdif("s1").uses_labels_at_eval
     with pytest.raises(ValueError, match="oracle"):
         small_lrdif("s1")(x)
@@ -111,7 +190,7 @@ def test_a_few_steps_of_each_stage_reduce_the_loss(variant):
         assert not any(p.requires_grad for p in model.fpen_s1.parameters())
         assert not any(p.requires_grad for p in model.encoders.parameters())
     optimizer = torch.optim.Adam(params, lr=2e-3)
-    batch = Batch(torch.randn(16, 3, 48, 48), torch.arange(16) % 5, torch.arange(16))
+    batch = Batch(torch.randn(16, 3, 32, 32), torch.arange(16) % 5, torch.arange(16))
     losses = []
     for _ in range(15):
         torch.manual_seed(1)
@@ -167,7 +246,13 @@ def test_clip_path_with_a_tiny_local_model(tmp_path):
     torch.testing.assert_close(lrdif.encoders.model.visual.conv1.weight, model.visual.conv1.weight)
     assert not any(p.requires_grad for p in lrdif.encoders.parameters())
     x = torch.randn(2, 3, 48, 48)
-    assert lrdif.prior(x, torch.tensor([1, 2])).shape == (2, 32)
+    e_image = lrdif.encoders.encode_image(x)
+    assert e_image.shape == (2, 16) and lrdif.prior(e_image, torch.tensor([1, 7])).shape == (2, 32)  # 7: none
+    cached = lrdif.encoders.encode_image(x, torch.tensor([4, 9]))
+    torch.testing.assert_close(cached, e_image)
+    # the training set's positions 4 and 9 are served from the cache, whatever the (augmented) view
+    torch.testing.assert_close(lrdif.encoders.encode_image(torch.randn(2, 3, 48, 48), torch.tensor([9, 4])),
+                               e_image.flip(0))
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         LRDif(7, encoder="clip", clip_model="udcbench-tiny-test", clip_weights=str(tmp_path / "none.pt"), **SMALL)
     del _MODEL_CONFIGS["udcbench-tiny-test"]
@@ -175,11 +260,14 @@ def test_clip_path_with_a_tiny_local_model(tmp_path):
 
 def test_udcformer_classifies_from_z():
     torch.manual_seed(0)
-    former = UDCformer(3, z_dim=8, dims=(8, 16, 32), blocks=(1, 1, 1), token_dim=16, depth=1)
-    x = torch.randn(2, 3, 48, 48)
-    maps = [torch.randn(2, d, 12 // (2**i), 12 // (2**i)) for i, d in enumerate((8, 16, 32))]
-    a = former(x, torch.zeros(2, 8), maps)
-    b = former(x, torch.ones(2, 8), maps)
+    former = UDCformer(3, z_dim=8, dims=(8, 16, 32), landmark_dims=(4, 4, 4), width=8, token_dim=16, depth=1)
+    for layer in [former.merge] + [b.attention.project for lv in former.dt for b in lv]:
+        torch.nn.init.normal_(layer.weight)  # as after some training (the branches start at zero)
+    maps = [torch.randn(2, d, 8 // (2**i), 8 // (2**i)) for i, d in enumerate((8, 16, 32))]
+    landmarks = [torch.randn(2, 4, 12 // (2**i), 12 // (2**i)) for i in range(3)]
+    pooled = maps[-1].mean(dim=(2, 3))
+    a = former(maps, pooled, torch.zeros(2, 8), landmarks)
+    b = former(maps, pooled, torch.ones(2, 8), landmarks)
     assert a.shape == (2, 3) and not torch.allclose(a, b)
     assert F.softmax(a, dim=1).sum(dim=1).allclose(torch.ones(2))
 
@@ -194,7 +282,7 @@ def test_cli_trains_both_stages_then_a_variant_reuses_stage_one(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     assert runner.invoke(app, ["generate", "--n-train", "70", "--n-test", "35", "--size", "48"]).exit_code == 0
-    small = ["--set", "method_args.dims=[8,16,32]", "--set", "method_args.token_dim=16",
+    small = ["--set", "method_args.width=8", "--set", "method_args.token_dim=16",
              "--set", "method_args.z_dim=16", "--set", "method_args.landmark_epochs=1", "--set", "max_steps=2",
              "--set", "input_size=48"]
     result = runner.invoke(app, ["train", "lrdif", "--data", "data/synthetic", "--preset", "smoke", *small])
@@ -204,8 +292,30 @@ def test_cli_trains_both_stages_then_a_variant_reuses_stage_one(tmp_path, monkey
     stage2 = json.loads((runs / "lrdif-smoke-s0" / "results.json").read_text())
     assert stage1["notes"]["landmarks"] == {"ground_truth": 70}
     assert stage2["notes"]["stage1_run"].endswith("lrdif-s1-smoke-s0")
+    (runs / "lrdif-s1-smoke-s0" / "best.pt").unlink()  # stage 2 starts from stage 1's last epoch
     variant = runner.invoke(app, ["train", "lrdif-s2-v1", "--data", "data/synthetic", "--preset", "smoke", *small])
     assert variant.exit_code == 0, variant.output
     assert "training lrdif-s1" not in variant.output  # stage 1 is reused
     bad = runner.invoke(app, ["train", "lrdif", "--data", "data/synthetic", "--stage", "2"])
     assert bad.exit_code == 2 and "--from" in bad.output
+
+
+def test_stage_one_drops_labels_at_the_set_rate(monkeypatch):
+    """With label_dropout p, stage 1 trains on "no label" (index C) for a fraction p of the images, so the model
+    also learns to classify from the image; evaluation (the oracle) always has the label."""
+    torch.manual_seed(0)
+    model = small_lrdif("s1", label_dropout=0.5).train()
+    seen = []
+    original = model.encoders.encode_label
+    monkeypatch.setattr(model.encoders, "encode_label", lambda y: seen.append(y.clone()) or original(y))
+    batch = Batch(torch.randn(64, 3, 32, 32), torch.arange(64) % 5, torch.arange(64))
+    model.training_step(batch, 0)
+    given = seen[-1]
+    assert 0.3 < (given == 5).float().mean() < 0.7
+    kept = given != 5
+    assert torch.equal(given[kept], batch.labels[kept])
+    model.eval()
+    model(batch.images, batch.labels)
+    assert torch.equal(seen[-1], batch.labels)
+    with pytest.raises(ValueError, match="label_dropout"):
+        small_lrdif("s1", label_dropout=1.0)

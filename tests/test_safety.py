@@ -64,7 +64,7 @@ def test_a_crafted_last_checkpoint_runs_nothing_on_resume(workspace):
 
 def test_a_crafted_stage_one_checkpoint_runs_nothing_in_stage_two(workspace):
     first, marker = workspace / "shared" / "lrdif-s1-run", workspace / "marker.txt"
-    _crafted(first / "best.pt", marker)
+    _crafted(first / "last.pt", marker)  # stage 2 starts from stage 1's last epoch
     (first / "results.json").write_text(json.dumps({"method": "lrdif-s1"}))
     result = runner.invoke(app, ["train", "lrdif", "--data", "data/synthetic", "--preset", "smoke", "--stage", "2",
                                  "--from", str(first)])
