@@ -4,7 +4,8 @@
 
 Both models run in float32 eval mode on the same input size, at the ``cpu`` preset's (64 px) and the
 ``paper`` preset's (112 px) input size; LRDif is the same model at both (ResNet-18 trunk + UDCformer +
-the diffusion's reverse chain), with T = 4 (the paper's) and other step counts. Latency is the median over ``--repeats`` single-image
+the diffusion's reverse chain), with T = 4 (the paper's) and other step counts. Latency is the median
+over ``--repeats`` single-image
 forward passes; throughput is measured at batch 64. Ratios are to ResNet-18 at the same size,
 measured in the same run (compare ratios: the machine is shared).
 """

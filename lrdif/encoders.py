@@ -133,7 +133,8 @@ class LandmarkNet(nn.Module):
         self.s16 = block(dims[1], dims[2], 2)
         # a 1x1 head: a 3x3 one at stride 4 cost 1.7 ResNet-18 training steps per image (its pre-training alone
         # about 5 of the control's 15 epochs at 64 px)
-        self.heatmap = nn.Sequential(nn.Conv2d(sum(dims), 96, 1), nn.BatchNorm2d(96), nn.ReLU(), nn.Conv2d(96, points, 1))
+        self.heatmap = nn.Sequential(nn.Conv2d(sum(dims), 96, 1), nn.BatchNorm2d(96), nn.ReLU(),
+                                     nn.Conv2d(96, points, 1))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         f4 = self.s4(x)

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from baselines.backbone import resnet18_trunk, trunk_maps
 from baselines.base import Batch, FERModel, StepOutput
 from lrdif.diffusion import EPRDiffusion
-from baselines.backbone import resnet18_trunk, trunk_maps
 from lrdif.encoders import FPEN, ClipEncoders, LandmarkNet, LearnedEncoders, landmark_heatmaps
 from lrdif.udcformer import TRUNK_DIMS, UDCformer
 

@@ -190,8 +190,9 @@ class TransformerBlock(nn.Module):
 
 class UDCformer(nn.Module):
     """DT blocks and DIL blocks on the trunk's three feature maps (each projected to ``width`` channels), fused
-    into ``tokens_per_scale ** 2`` tokens per scale, a CLS token read by ``depth`` transformer blocks, projected (from zero) onto the trunk's pooled
-    feature, and the classifier on that sum."""
+    into ``tokens_per_scale ** 2`` tokens per scale, a CLS token read by ``depth`` transformer blocks and
+    added, through a projection that starts at zero, to the trunk's pooled feature; the classifier on that
+    sum."""
 
     def __init__(self, num_classes: int, z_dim: int = 256, dims: tuple[int, int, int] = TRUNK_DIMS,
                  landmark_dims: tuple[int, int, int] = (48, 96, 192), width: int = 64,
@@ -202,7 +203,8 @@ class UDCformer(nn.Module):
         # DIL blocks at the trunk's own widths (up to 512) cost twice the trunk itself on CPU
         self.reduce = nn.ModuleList(nn.Sequential(nn.Conv2d(d, width, 1, bias=False), nn.BatchNorm2d(width))
                                     for d in dims)
-        self.dt = nn.ModuleList(nn.ModuleList(DTBlock(width, h, z_dim) for _ in range(n)) for n, h in zip(blocks, heads))
+        self.dt = nn.ModuleList(nn.ModuleList(DTBlock(width, h, z_dim) for _ in range(n))
+                                for n, h in zip(blocks, heads))
         self.dil = nn.ModuleList(DILBlock(width, lm, h, window) for lm, h in zip(landmark_dims, heads))
         self.fuse = nn.ModuleList(nn.Conv2d(2 * width, token_dim, 1) for _ in dims)
         self.grid = tokens_per_scale
