@@ -54,7 +54,8 @@ def _unwrap(state: dict) -> dict:
 
 
 def load_resnet18_weights(trunk: nn.Sequential, path: Path | str) -> dict:
-    """Load torchvision-named ResNet-18 weights (e.g. MS-Celeb-1M) into ``trunk`` strictly.
+    """Load torchvision-named ResNet-18 weights (e.g. MS-Celeb-1M) into ``trunk`` strictly (a trunk cut after
+    layer N takes the file's layers up to N).
 
     Accepts ``state_dict`` / ``model`` wrappers and ``module.`` prefixes; the classifier (``fc.*``) is
     ignored. Raises :class:`WeightsError` listing missing or unexpected keys. Returns provenance.
@@ -75,6 +76,8 @@ def load_resnet18_weights(trunk: nn.Sequential, path: Path | str) -> dict:
             renamed[key] = value  # reported as unexpected below
             continue
         renamed[f"{names.index(head)}.{key.split('.', 1)[1]}"] = value
+    # a trunk that is a prefix of ResNet-18 (MANet keeps conv1 ... layer2) takes the file's first layers only
+    renamed = {k: v for k, v in renamed.items() if not k[0].isdigit() or int(k.split(".", 1)[0]) < len(trunk)}
     expected = set(trunk.state_dict())
     missing = sorted(expected - set(renamed))
     unexpected = sorted(set(renamed) - expected)

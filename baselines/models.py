@@ -9,6 +9,12 @@
   erased image and its flip.
 - ``DAN`` (Wen et al., 2023, Distract your Attention): four cross-attention heads, affinity and
   partition losses.
+- ``DACL`` (Farzaneh and Qi, WACV 2021, Deep Attentive Center Loss): per-dimension attention from the last
+  feature map and the attention-weighted sparse center loss.
+- ``ARM`` (Shi and Zhu, arXiv 2103.10189, Amend Representation Module): pixel shuffle, a de-albino kernel
+  and a minibatch-shared affinity term in place of the global pooling.
+- ``MANet`` (Zhao, Liu and Wang, IEEE TIP 2021): a local attention branch over the four quadrants and a
+  multi-scale branch after ResNet-18's layer2, fused with weight beta 0.6.
 """
 
 from __future__ import annotations
@@ -269,3 +275,250 @@ class DAN(FERModel):
         af = affinity_loss(feat.float(), batch.labels, self.centers)
         pt = partition_loss(heads.float())
         return StepOutput(ce + af + pt, logits, {"ce": ce.item(), "affinity": af.item(), "partition": pt.item()})
+
+
+# -- DACL --------------------------------------------------------------------------------------------
+def sparse_center_loss(feat: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor,
+                       centers: torch.Tensor) -> torch.Tensor:
+    """DACL's sparse center loss ``sum_ij a_ij (x_ij - c_{y_i j})^2 / 2 / B``; the centres are not trained by
+    gradient here (:func:`dacl_center_update` moves them)."""
+    diff = feat - centers.detach()[labels]
+    return (attention * diff.pow(2)).sum() / 2 / len(feat)
+
+
+@torch.no_grad()
+def dacl_center_update(centers: torch.Tensor, feat: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor,
+                       alpha: float) -> None:
+    """The official centre step (an SGD step of rate ``alpha`` on the centres' custom gradient):
+    ``c_j += alpha * sum_{i: y_i = j} a_i * (x_i - c_j) / (1 + n_j)``."""
+    moved = torch.zeros_like(centers).index_add_(0, labels, attention * (feat - centers[labels]))
+    counts = torch.ones(len(centers), device=centers.device).index_add_(0, labels, torch.ones_like(labels,
+                                                                                                 dtype=centers.dtype))
+    centers.add_(alpha * moved / counts[:, None])
+
+
+class DACL(FERModel):
+    """Farzaneh and Qi, WACV 2021: an attention network over the flattened last feature map gives a weight in
+    (0, 1) per feature dimension (a softmax over two logits per dimension); the sparse center loss weighs
+    each dimension's distance to its class centre by it; cross-entropy + ``lamb`` * that loss."""
+
+    channels_last = True
+
+    def __init__(self, num_classes: int, input_size: int = 224, lamb: float = 0.01, alpha: float = 0.5,
+                 hidden: tuple[int, int, int] = (3584, 512, 64)):
+        super().__init__()
+        self.trunk = resnet18_trunk()
+        spatial = max(1, -(-input_size // 32))
+        h1, h2, h3 = hidden
+        self.attention = nn.Sequential(  # the context encoder of the official code, its widths at 224 px
+            nn.Flatten(), nn.Linear(512 * spatial * spatial, h1), nn.BatchNorm1d(h1), nn.ReLU(inplace=True),
+            nn.Linear(h1, h2), nn.BatchNorm1d(h2), nn.ReLU(inplace=True),
+            nn.Linear(h2, h3), nn.BatchNorm1d(h3), nn.Tanh(), nn.Linear(h3, 2 * 512))
+        for m in self.attention.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+        self.fc = nn.Linear(512, num_classes)
+        self.register_buffer("centers", torch.empty(num_classes, 512))
+        nn.init.kaiming_normal_(self.centers.t())  # as the official reset (fan over the classes)
+        self.lamb, self.alpha = lamb, alpha
+
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, pooled features and the attention weights (B x 512)."""
+        feat = self.trunk(x)
+        weights = self.attention(feat).reshape(len(x), 512, 2).softmax(dim=-1)[..., 1]
+        pooled = F.adaptive_avg_pool2d(feat, 1).flatten(1)
+        return self.fc(pooled), pooled, weights
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.parts(x)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.parts(x)[0]
+
+    def training_step(self, batch: Batch, epoch: int) -> StepOutput:
+        logits, feat, weights = self.parts(batch.images)
+        ce = cross_entropy(logits, batch)
+        center = sparse_center_loss(feat.float(), weights.float(), batch.labels, self.centers)
+        dacl_center_update(self.centers, feat.detach().float(), weights.detach().float(), batch.labels, self.alpha)
+        return StepOutput(ce + self.lamb * center, logits, {"ce": ce.item(), "center": center.item()})
+
+
+# -- ARM ---------------------------------------------------------------------------------------------
+class AmendRepresentation(nn.Module):
+    """ARM (Shi and Zhu, arXiv 2103.10189) in place of the global pooling: the 512-channel map is rearranged
+    into 2 channels at 16x the resolution (pixel shuffle), each filtered by one shared "de-albino" kernel
+    (a strided convolution without padding, against the padding-eroded border), batch-normalised; then the
+    mean over the 2 channels plus ``alpha`` times the affinity shared over the minibatch (the mean over the
+    batch and channels). The official kernel is 32 with stride 8 on the 112-px map of a 224-px input
+    (11 x 11 out); here both scale with the map (2/7 and 1/14 of its side). At evaluation the shared affinity
+    is a running mean of the training batches' (the official code takes the test batch's: predictions that
+    depend on what else is in the batch)."""
+
+    def __init__(self, side: int, momentum: float = 0.1):
+        super().__init__()
+        kernel, stride = max(1, round(side * 2 / 7)), max(1, round(side / 14))
+        self.de_albino = nn.Conv2d(1, 1, kernel, stride=stride, bias=False)
+        self.bn = nn.BatchNorm2d(2)
+        self.alpha = nn.Parameter(torch.tensor([1.0]))
+        self.out_side = (side - kernel) // stride + 1
+        self.register_buffer("shared", torch.zeros(self.out_side, self.out_side))
+        self.momentum = momentum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x = self.bn(self.de_albino(x.reshape(b * c, 1, h, w)).reshape(b, c, self.out_side, self.out_side))
+        if self.training:
+            shared = x.mean(dim=(0, 1))
+            with torch.no_grad():
+                self.shared.lerp_(shared.detach().float(), self.momentum)
+        else:
+            shared = self.shared.to(x.dtype)
+        return (x.mean(dim=1, keepdim=True) + self.alpha * shared).flatten(1)
+
+
+class ARM(FERModel):
+    """ResNet-18 with the amend representation module in place of the pooling, trained with cross-entropy
+    (the official training loss: its affinity is the module's minibatch-shared term)."""
+
+    channels_last = True
+
+    def __init__(self, num_classes: int, input_size: int = 224):
+        super().__init__()
+        self.trunk = resnet18_trunk()
+        self.arrange = nn.PixelShuffle(16)
+        self.arm = AmendRepresentation(16 * max(1, -(-input_size // 32)))
+        self.fc = nn.Linear(self.arm.out_side**2, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.arm(self.arrange(self.trunk(x)).contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(x))
+
+    def training_step(self, batch: Batch, epoch: int) -> StepOutput:
+        logits = self(batch.images)
+        ce = cross_entropy(logits, batch)
+        return StepOutput(ce, logits, {"ce": ce.item()})
+
+
+# -- MANet -------------------------------------------------------------------------------------------
+class CBAM(nn.Module):
+    """Convolutional block attention (Woo et al., ECCV 2018), as MANet's attentive blocks use it: channel
+    attention (a shared MLP, reduction 16, on the average- and max-pooled map), then spatial attention (a 7x7
+    convolution on the channel mean and max)."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Conv2d(channels, channels // reduction, 1, bias=False), nn.ReLU(inplace=True),
+                                 nn.Conv2d(channels // reduction, channels, 1, bias=False))
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.sigmoid(self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1)))
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.spatial(pooled))
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(cout))
+
+
+class _Residual(nn.Module):
+    """A residual block ``relu(body(x) + shortcut(x))`` with a 1x1 projection where the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.shortcut = _conv_bn(cin, cout, stride, 1) if stride != 1 or cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class AttentiveBlock(_Residual):
+    """ResNet's basic block with CBAM on its residual branch (MANet's local attention branch)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__(cin, cout, stride)
+        self.body = nn.Sequential(_conv_bn(cin, cout, stride), nn.ReLU(inplace=True), _conv_bn(cout, cout),
+                                  CBAM(cout))
+
+
+class MultiScaleBlock(_Residual):
+    """MANet's multi-scale block: a 3x3 convolution, its channels split in four groups, each passed through
+    its own 3x3 conv-BN after adding the previous group's output, in both directions (group 1 to 4 and 4 to 1);
+    the two directions summed."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__(cin, cout, stride)
+        self.entry = nn.Sequential(_conv_bn(cin, cout, stride), nn.ReLU())
+        width = cout // 4
+        self.forward_convs = nn.ModuleList(_conv_bn(width, width) for _ in range(4))
+        self.backward_convs = nn.ModuleList(_conv_bn(width, width) for _ in range(4))
+        self.body = self._body
+
+    @staticmethod
+    def _chain(groups: list[torch.Tensor], convs: nn.ModuleList) -> list[torch.Tensor]:
+        out = [convs[0](groups[0])]
+        for group, conv in zip(groups[1:], convs[1:]):
+            out.append(conv(F.relu(out[-1]) + group))
+        return out
+
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        groups = list(self.entry(x).chunk(4, dim=1))
+        ahead = self._chain(groups, self.forward_convs)
+        back = self._chain(groups[::-1], self.backward_convs[::-1])[::-1]
+        return torch.cat(ahead, dim=1) + torch.cat(back, dim=1)
+
+
+def _stage(block: type, cin: int, cout: int, stride: int, blocks: int = 2) -> nn.Sequential:
+    return nn.Sequential(block(cin, cout, stride), *(block(cout, cout) for _ in range(blocks - 1)))
+
+
+class MANet(FERModel):
+    """Zhao, Liu and Wang, IEEE TIP 2021: ResNet-18's stem, layer1 and layer2 shared; a local attention branch
+    (the layer2 map cut into its four quadrants, each through its own layer3 and stride-1 layer4 of attentive
+    blocks, the outputs put back together) and a multi-scale branch (layer3 and layer4 of multi-scale
+    blocks), each pooled into its own classifier; loss and prediction ``beta * local + (1 - beta) * global``.
+    ``--weights`` (a torchvision-named ResNet-18) loads the shared stem, layer1 and layer2 (``trunk``)."""
+
+    def __init__(self, num_classes: int, beta: float = 0.6):
+        super().__init__()
+        self.trunk = resnet18_trunk()[:6]  # conv1 ... layer2, as torchvision names them
+        self.local = nn.ModuleList(
+            nn.Sequential(_stage(AttentiveBlock, 128, 256, 2), _stage(AttentiveBlock, 256, 512, 1)) for _ in range(4))
+        self.multi_scale = nn.Sequential(_stage(MultiScaleBlock, 128, 256, 2),
+                                         _stage(MultiScaleBlock, 256, 512, 2))
+        self.fc_local, self.fc_global = nn.Linear(512, num_classes), nn.Linear(512, num_classes)
+        self.beta = beta
+        for m in [*self.local.modules(), *self.multi_scale.modules()]:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled local-attention and multi-scale features."""
+        x = self.trunk(x)
+        h, w = x.shape[-2] // 2, x.shape[-1] // 2
+        quadrants = [x[..., :h, :w], x[..., :h, w:], x[..., h:, :w], x[..., h:, w:]]
+        out = [branch(q) for branch, q in zip(self.local, quadrants)]
+        local = torch.cat([torch.cat(out[:2], dim=3), torch.cat(out[2:], dim=3)], dim=2)
+        return F.adaptive_avg_pool2d(local, 1).flatten(1), F.adaptive_avg_pool2d(self.multi_scale(x), 1).flatten(1)
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        local, global_ = self.branches(x)
+        return self.fc_local(local), self.fc_global(global_)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.branches(x), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        local, global_ = self.outputs(x)
+        return self.beta * local + (1 - self.beta) * global_
+
+    def training_step(self, batch: Batch, epoch: int) -> StepOutput:
+        local, global_ = self.outputs(batch.images)
+        ce_local, ce_global = cross_entropy(local, batch), cross_entropy(global_, batch)
+        loss = self.beta * ce_local + (1 - self.beta) * ce_global
+        logits = self.beta * local + (1 - self.beta) * global_
+        return StepOutput(loss, logits, {"ce_local": ce_local.item(), "ce_global": ce_global.item()})

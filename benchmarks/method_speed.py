@@ -1,22 +1,26 @@
 """Training and inference throughput of every method on this CPU, and the cost table of study plans.
 
-    python benchmarks/method_speed.py [--size 64] [--batch 128] [--steps 6]
-    python benchmarks/method_speed.py --cost-table [--sizes 32 48 64]
+    python benchmarks/method_speed.py [--size 64] [--batch 128] [--steps 7] [--methods resnet18 dacl lrdif ...]
+    python benchmarks/method_speed.py --cost-table [--sizes 32 48 64] [--only lrdif-s1 lrdif ...]
 
 Each method runs ``--steps`` training steps (the engine's precision and memory format: bf16 autocast
 where the CPU has native bf16, NHWC for the CNNs) and inference on the same random batch; figures are
-images/s and the ratio to the plain ResNet-18 measured in the same run (the machine is shared and
-noisy: compare ratios, not absolute numbers). Params and GMACs (one image) come from torch's FLOP counter.
+images/s at the median step time and the ratio to the plain ResNet-18 measured in the same run (the
+machine is shared and noisy: compare ratios, not absolute numbers). Params and GMACs (one image) come
+from torch's FLOP counter.
 
 ``--cost-table`` measures, in fp32, every study method at its ``quick`` and ``cpu`` input sizes (or
 ``--sizes``) and the study's other work (drawing faces, UDC synthesis, image loading, run set-up,
 t-SNE), each as units of :data:`udcbench.budget.UNIT` per image, and writes
-``udcbench/data/method_cost.csv``, which ``udcbench reproduce --dry-run`` and the budget test read.
+``udcbench/data/method_cost.csv``, which ``udcbench reproduce --dry-run`` and the budget test read;
+``--only`` re-measures the named methods' rows and keeps the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +35,16 @@ from udcbench.engine.runtime import runtime
 from udcbench.methods import BASELINES, create_method, get_method
 
 from _common import REPO, report
+
+
+def median_seconds(step, repeats: int) -> float:
+    """The median time of ``repeats`` calls: steadier than the mean on a shared, noisy machine."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def measure(name: str, size: int, batch: int, steps: int, amp: bool | None = None) -> dict:
@@ -57,17 +71,11 @@ def measure(name: str, size: int, batch: int, steps: int, amp: bool | None = Non
 
     model.train()
     train_step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    train_rate = steps * batch / (time.perf_counter() - start)
+    train_rate = batch / median_seconds(train_step, steps)
     model.eval()
     with torch.no_grad(), rt.autocast(config.amp):
         model(x, *extra)
-        start = time.perf_counter()
-        for _ in range(steps):
-            model(x, *extra)
-        infer_rate = steps * batch / (time.perf_counter() - start)
+        infer_rate = batch / median_seconds(lambda: model(x, *extra), steps)
     macs = None if extra else count_macs(model, size, torch.device("cpu")) / 1e9
     return {"method": name, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "GMACs": macs, "train_img_s": train_rate, "infer_img_s": infer_rate,
@@ -88,10 +96,7 @@ def reference_speed(steps: int = 8) -> float:
         optimizer.step()
 
     step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * 64 / (time.perf_counter() - start)
+    return 64 / median_seconds(step, steps)
 
 
 def _per_image(seconds: float, images: int, speed: float) -> float:
@@ -172,24 +177,53 @@ def overhead_costs(speed: float, methods: list[str]) -> list[dict]:
     return [{"key": key, "input_size": "", "train": units, "infer": ""} for key, units in rows]
 
 
-def cost_table(sizes: list[int] | None) -> None:
+def _prepare_costs(speed: float, methods: list[str], table: list[dict]) -> list[dict]:
+    """The ``METHOD:prepare`` rows of ``methods`` alone, with the per-epoch and per-run set-up read from
+    ``table`` (the rows of the cost table already written)."""
+    from udcbench.datasets import create_dataset
+    from udcbench.datasets.generate import generate_synthetic
+
+    setup = {r["key"]: float(r["train"]) for r in table if r["key"] in ("epoch_setup", "run_setup", "load_image")}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "synthetic"
+        generate_synthetic(root, n_train=700, n_test=140)
+        adapter = create_dataset("imagefolder", root)
+        for name in methods:
+            spec = get_method(name)
+            if spec.prepare is not None and spec.stage1 is None:
+                extra, n_train = _run_units(name, adapter, Path(tmp) / name, 1, speed)
+                rest = setup["epoch_setup"] + setup["run_setup"] + 840 * setup["load_image"]
+                rows.append({"key": f"{name}:prepare", "input_size": "", "train": max(0.0, extra - rest) / n_train,
+                             "infer": ""})
+    return rows
+
+
+def cost_table(sizes: list[int] | None, only: list[str] | None = None) -> None:
+    """Measure the cost table; with ``only``, those methods' rows (and their preparation), the others kept."""
     from udcbench.budget import COST_TABLE
     from udcbench.files import write_csv
     from udcbench.methods import study_methods
 
     speed = reference_speed()
     names = list(dict.fromkeys(m for name in study_methods() for m in (get_method(name).stage1, name) if m))
+    path = REPO / "udcbench" / "data" / COST_TABLE
+    kept = []
+    if only:
+        names = [n for n in names if n in only]
+        kept = [r for r in csv.DictReader(path.open()) if r["key"].split(":")[0] not in names]
     rows = []
     for name in names:
         spec = get_method(name)
         for size in sorted(set(sizes or [spec.config(p).input_size for p in ("quick", "cpu")])):
             rows.append({"key": name, "input_size": size, "train": unit(name, size, "train", speed),
                          "infer": unit(name, size, "infer", speed)})
-    rows += overhead_costs(speed, names)
+    rows += _prepare_costs(speed, names, kept) if only else overhead_costs(speed, names)
+    rows = kept + rows
     after = reference_speed()
     print(f"reference ResNet-18 (48 px, batch 64, fp32): {speed:.1f} images/s before, {after:.1f} after")
     report("method_cost", "Units (ResNet-18 image-steps at 48 px) per image", rows)
-    path = write_csv(REPO / "udcbench" / "data" / COST_TABLE, ["key", "input_size", "train", "infer"],
+    path = write_csv(path, ["key", "input_size", "train", "infer"],
                      ({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows))
     print(f"wrote {path.relative_to(REPO)}")
 
@@ -198,14 +232,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--cost-table", action="store_true", help="measure and write udcbench/data/method_cost.csv")
     parser.add_argument("--sizes", type=int, nargs="*", help="input sizes of the cost table (default: quick, cpu)")
+    parser.add_argument("--only", nargs="*", help="re-measure these methods' rows of the cost table, keep the rest")
+    parser.add_argument("--methods", nargs="+", default=list(BASELINES),
+                        help="methods of the throughput table (resnet18 first: the ratios' reference)")
     args = parser.parse_args()
     if args.cost_table:
-        cost_table(args.sizes)
+        cost_table(args.sizes, args.only)
         return
-    rows = [measure(name, args.size, args.batch, args.steps) for name in BASELINES]
+    rows = [measure(name, args.size, args.batch, args.steps) for name in dict.fromkeys(["resnet18", *args.methods])]
     base = rows[0]
     for row in rows:
         row["train_vs_resnet18"] = row["train_img_s"] / base["train_img_s"]

@@ -174,3 +174,94 @@ def test_weights_loading_accepts_wrappers_and_rejects_others(tmp_path):
         load_resnet18_weights(resnet18_trunk(), tmp_path / "other.pth")
     with pytest.raises(WeightsError, match="not found"):
         load_resnet18_weights(resnet18_trunk(), tmp_path / "nope.pth")
+
+
+def test_dacl_sparse_center_loss_and_center_step_by_hand():
+    from baselines.models import dacl_center_update, sparse_center_loss
+
+    feat = torch.tensor([[1.0, 2.0], [3.0, 0.0], [0.0, 4.0]])
+    attention = torch.tensor([[1.0, 0.5], [0.0, 1.0], [0.5, 0.5]])
+    labels = torch.tensor([0, 0, 1])
+    centers = torch.tensor([[1.0, 1.0], [2.0, 2.0]])
+    # 1*0 + 0.5*1 + 0*4 + 1*1 + 0.5*4 + 0.5*4 = 5.5, over 2 and the batch of 3
+    assert sparse_center_loss(feat, attention, labels, centers).item() == pytest.approx(5.5 / 2 / 3)
+    dacl_center_update(centers, feat, attention, labels, alpha=0.5)
+    # class 0: sum a*(x - c) = (0 + 0, 0.5 - 1) over 1 + 2 members; class 1: (-1, 1) over 1 + 1
+    torch.testing.assert_close(centers, torch.tensor([[1.0, 1.0 - 0.5 * 0.5 / 3], [2.0 - 0.25, 2.0 + 0.25]]))
+
+
+def test_dacl_attention_weights_lie_in_zero_one_per_dimension_and_the_loss_trains():
+    torch.manual_seed(0)
+    model = create_method("dacl", 4, get_method("dacl").config("cpu"))
+    x = torch.randn(6, 3, 64, 64)
+    logits, pooled, weights = model.eval().parts(x)
+    assert logits.shape == (6, 4) and pooled.shape == weights.shape == (6, 512)
+    assert ((weights > 0) & (weights < 1)).all()
+    model.train()
+    batch = Batch(x, torch.tensor([0, 1, 2, 3, 0, 1]), torch.arange(6))
+    before = model.centers.clone()
+    out = model.training_step(batch, 0)
+    assert set(out.terms) == {"ce", "center"} and not torch.equal(model.centers, before)  # centres stepped
+    assert not model.centers.requires_grad  # moved by the official rule, not by the optimiser
+
+
+def test_arm_amends_the_map_with_one_shared_kernel_and_the_batch_affinity():
+    from baselines.models import AmendRepresentation
+
+    torch.manual_seed(0)
+    arm = AmendRepresentation(32)
+    assert arm.de_albino.kernel_size == (9, 9) and arm.out_side == 12  # official 32 / 8 on 112 -> 11 x 11
+    x = torch.randn(4, 2, 32, 32)
+    arm.train()
+    out = arm(x)
+    filtered = arm.bn(torch.cat([F.conv2d(x[:, i : i + 1], arm.de_albino.weight, stride=2) for i in range(2)], 1))
+    expected = filtered.mean(dim=1) + filtered.mean(dim=(0, 1))  # alpha = 1: the batch-shared affinity
+    torch.testing.assert_close(out, expected.flatten(1))
+    arm.eval()  # at evaluation the shared term is the running mean: one image's output is the batch's
+    torch.testing.assert_close(arm(x[:1]), arm(x)[:1])
+
+
+def test_arm_reproduces_the_official_shapes_at_224():
+    model = create_method("arm", 7, get_method("arm").config("paper")).eval()
+    assert (model.arm.de_albino.kernel_size, model.arm.de_albino.stride) == ((32, 32), (8, 8))
+    assert model.fc.in_features == 121 and model(torch.randn(2, 3, 224, 224)).shape == (2, 7)
+
+
+def test_manet_multi_scale_block_chains_its_four_groups_both_ways():
+    from baselines.models import MultiScaleBlock
+
+    torch.manual_seed(0)
+    block = MultiScaleBlock(8, 8).eval()
+    x = torch.randn(2, 8, 6, 6)
+    g = list(block.entry(x).chunk(4, dim=1))
+    f, b = block.forward_convs, block.backward_convs
+    a1 = f[0](g[0]); a2 = f[1](F.relu(a1) + g[1]); a3 = f[2](F.relu(a2) + g[2]); a4 = f[3](F.relu(a3) + g[3])  # noqa: E702
+    b4 = b[3](g[3]); b3 = b[2](F.relu(b4) + g[2]); b2 = b[1](F.relu(b3) + g[1]); b1 = b[0](F.relu(b2) + g[0])  # noqa: E702
+    expected = F.relu(torch.cat([a1, a2, a3, a4], 1) + torch.cat([b1, b2, b3, b4], 1) + x)
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_manet_local_branches_each_see_one_quadrant_and_the_fusion_is_beta_weighted():
+    torch.manual_seed(0)
+    model = create_method("manet", 5, get_method("manet").config("cpu")).eval()
+    model.trunk = torch.nn.Identity()  # feed layer2 maps directly
+    x = torch.randn(2, 128, 8, 8)
+    changed = x.clone()
+    changed[..., :4, :4] += 1.0  # the top-left quadrant only
+    with torch.no_grad():
+        outs = [branch(q) for branch, q in zip(model.local, [x[..., :4, :4], x[..., :4, 4:], x[..., 4:, :4],
+                                                             x[..., 4:, 4:]])]
+        local, _ = model.branches(x)
+        torch.testing.assert_close(local, torch.stack([o.mean(dim=(2, 3)) for o in outs]).mean(0))
+        moved = model.local[1](changed[..., :4, 4:])
+        torch.testing.assert_close(moved, outs[1])  # branch 2 never sees the change
+        a, b = model.outputs(x)
+        torch.testing.assert_close(model(x), 0.6 * a + 0.4 * b)
+
+
+def test_weights_load_into_a_trunk_cut_after_layer2(tmp_path):
+    source = torchvision.models.resnet18(num_classes=7)
+    torch.save(source.state_dict(), tmp_path / "msceleb.pth")
+    model = create_method("manet", 5, get_method("manet").config("cpu"))
+    load_resnet18_weights(model.trunk, tmp_path / "msceleb.pth")
+    torch.testing.assert_close(model.trunk[5][1].conv2.weight, source.layer2[1].conv2.weight)

@@ -319,3 +319,19 @@ def test_stage_one_drops_labels_at_the_set_rate(monkeypatch):
     assert torch.equal(seen[-1], batch.labels)
     with pytest.raises(ValueError, match="label_dropout"):
         small_lrdif("s1", label_dropout=1.0)
+
+
+def test_weights_load_into_the_shared_trunk_as_for_the_baselines(tmp_path):
+    import torchvision
+
+    from baselines.backbone import load_resnet18_weights
+    from udcbench.methods import get_method
+
+    source = torchvision.models.resnet18(num_classes=7)
+    torch.save(source.state_dict(), tmp_path / "msceleb.pth")
+    model = small_lrdif()
+    provenance = load_resnet18_weights(model.trunk, tmp_path / "msceleb.pth")
+    assert provenance["init"].endswith("msceleb.pth")
+    torch.testing.assert_close(model.trunk[0].weight, source.conv1.weight)
+    torch.testing.assert_close(model.trunk[7][1].conv2.weight, source.layer4[1].conv2.weight)
+    assert all(get_method(name).resnet18_trunk for name in ("lrdif", "lrdif-s1", "lrdif-s2-v1"))

@@ -40,6 +40,8 @@ class StudyPreset:
     steps: tuple[int, ...]
     description: str
     condition: str = "toled"
+    #: Only the methods marked for the quick study (``MethodSpec.in_quick_study``) unless ``--methods`` says.
+    quick_methods: bool = False
 
 
 STUDY_PRESETS = {
@@ -47,7 +49,8 @@ STUDY_PRESETS = {
     # P-OLED: at one epoch the mild T-OLED panel costs the control about a point on the caricatured built-in
     # faces (within the test set's noise); the darker, noisier P-OLED panel costs it about 12 (README).
     "quick": StudyPreset("quick", ("synthetic",), (1, 4),
-                         "the built-in synthetic faces, every method at the quick budget (minutes on a CPU)", "poled"),
+                         "the built-in synthetic faces, the quick study's methods at the quick budget (minutes on a "
+                         "CPU)", "poled", quick_methods=True),
     "cpu": StudyPreset("cpu", PAPER_DATASETS, (1, 2, 4, 8), "real data at the cpu budget (2 CPU cores)"),
     "paper": StudyPreset("paper", PAPER_DATASETS, (1, 2, 4, 8, 16), "real data, the papers' recipes (a GPU)"),
 }
@@ -99,10 +102,11 @@ def ablation_dataset(names: list[str]) -> str:
 
 def study_jobs(names: list[str], conditions: tuple[str, ...], methods: list[str], seeds: list[int],
                steps: list[int], ablation_data: str) -> list[Job]:
-    """Every method on every dataset and condition, then the sweeps' runs (Figure 6's step counts) of the
-    methods that have one, on the ablation data under the UDC condition."""
+    """Every method on every dataset and condition (an ablation-only method on the ablation data under the UDC
+    condition), then the sweeps' runs (Figure 6's step counts) of the methods that have one, there too."""
     jobs = [Job(name, cond, method, seed) for name in names for cond in conditions for method in methods
-            for seed in seeds]
+            for seed in seeds
+            if not get_method(method).ablation_only or (name, cond) == (ablation_data, conditions[-1])]
     for spec in (get_method(m) for m in methods):
         values = [v for v in steps if spec.sweep is not None and spec.sweep_run(v)[1]]
         jobs += [Job(ablation_data, conditions[-1], spec.name, seed, v) for v in values for seed in seeds]
@@ -164,7 +168,7 @@ def _resolve(preset: str, datasets: list[str] | None, methods: list[str] | None,
     if preset not in STUDY_PRESETS:
         raise UdcbenchError(f"unknown reproduce preset '{preset}' (known: {', '.join(STUDY_PRESETS)})")
     study = STUDY_PRESETS[preset]
-    return (study, list(datasets or study.datasets), list(methods or study_methods()),
+    return (study, list(datasets or study.datasets), list(methods or study_methods(study.quick_methods)),
             list(seeds if seeds is not None else [0]), list(steps if steps is not None else study.steps),
             condition or study.condition)
 

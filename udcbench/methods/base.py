@@ -53,7 +53,8 @@ class MethodSpec:
     and ``quick_recipe``; for a method with a budget of its own ``cpu_recipe`` is its whole ``cpu`` recipe
     and ``quick`` is that updated with ``quick_recipe``. ``smoke`` is :data:`~udcbench.config.SMOKE_RECIPE`.
     ``method_args`` are the loss constants and model options (the defaults of ``--set method_args.NAME=``);
-    ``cpu_method_args`` is what every budget but ``paper`` changes in them.
+    ``cpu_method_args`` is what every budget but ``paper`` changes in them, ``quick_method_args`` what ``quick``
+    changes besides.
     """
 
     name: str
@@ -66,6 +67,7 @@ class MethodSpec:
     quick_recipe: dict[str, Any] = field(default_factory=dict)
     method_args: dict[str, Any] = field(default_factory=dict)
     cpu_method_args: dict[str, Any] = field(default_factory=dict)
+    quick_method_args: dict[str, Any] = field(default_factory=dict)
     backbone: str = "ResNet-18"
     #: Whether the model has a torchvision ResNet-18 ``trunk`` that ``--weights`` loads into.
     resnet18_trunk: bool = True
@@ -78,10 +80,16 @@ class MethodSpec:
     stage1_arg: str = "from_run"
     #: An oracle sees the label at test time (LRDif's stage 1): reported in Table 5, never ranked.
     oracle: bool = False
+    #: An ablation row only (LRDif's Table 5 variants): the study trains it where its table is measured (the
+    #: ablation dataset under the UDC condition), not on every dataset and condition.
+    ablation_only: bool = False
     #: The study retrains the method at other values of one argument for a figure.
     sweep: Sweep | None = None
     #: The study draws a t-SNE of the method's features on its UDC run (Figures 4 and 5).
     tsne: bool = False
+    #: Whether ``reproduce --preset quick`` trains it by default (its 15-minute budget holds the methods it was
+    #: sized for; ``--methods NAME`` adds any other).
+    in_quick_study: bool = True
 
     def config(self, preset: str = "cpu") -> TrainConfig:
         if preset not in PRESETS:
@@ -89,7 +97,8 @@ class MethodSpec:
         cpu = {**(CPU_RECIPE if self.shared_budget else {}), **self.cpu_recipe}
         quick = {**cpu, **(QUICK_RECIPE if self.shared_budget else {}), **self.quick_recipe}
         recipe = {"smoke": SMOKE_RECIPE, "quick": quick, "cpu": cpu, "paper": self.paper_recipe}[preset]
-        args = {**self.method_args, **(self.cpu_method_args if preset != "paper" else {})}
+        args = {**self.method_args, **(self.cpu_method_args if preset != "paper" else {}),
+                **(self.quick_method_args if preset == "quick" else {})}
         return TrainConfig(method=self.name, preset=preset, method_args=args, **recipe)
 
     def sweep_run(self, value: int) -> tuple[list[str], str]:
@@ -140,10 +149,11 @@ def is_first_stage(name: str) -> bool:
     return any(spec.stage1 == name for spec in _REGISTRY.values())
 
 
-def study_methods() -> list[str]:
+def study_methods(quick: bool = False) -> list[str]:
     """What ``udcbench reproduce`` trains: every registered method but the tests' and the first stages (each
-    trained by the methods that start from it)."""
-    return [name for name in method_names() if not is_first_stage(name)]
+    trained by the methods that start from it); with ``quick``, those of them in the quick study."""
+    return [name for name in method_names() if not is_first_stage(name)
+            and (not quick or _REGISTRY[name].in_quick_study)]
 
 
 def swept_method(figure: str) -> MethodSpec:
