@@ -32,10 +32,11 @@ def main() -> None:
     for rate in args.dropout:
         out = args.out / f"dropout{rate:g}"
         stage2 = out / args.data.name / "lrdif-cpu-s0"
-        if not (stage2 / "results.json").is_file():
+        if not (stage2 / "results.json").is_file():  # stopped before: stage 1 resumes by itself, stage 2 on --resume
+            resume = ["--resume"] if (stage2 / "last.pt").is_file() else []
             subprocess.run([sys.executable, "-m", "udcbench", "train", "lrdif", "--data", str(args.data), "--out",
                             str(out), "--set", "epochs=1", "--set", f"max_steps={args.steps}", "--set",
-                            f"method_args.label_dropout={rate}"], cwd=BENCH, check=True)
+                            f"method_args.label_dropout={rate}", *resume], cwd=BENCH, check=True)
         one = json.loads((out / args.data.name / "lrdif-s1-cpu-s0" / "results.json").read_text())
         two = json.loads((stage2 / "results.json").read_text())
         rows.append({"label_dropout": rate, "steps_per_stage": args.steps,

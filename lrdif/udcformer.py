@@ -4,7 +4,7 @@ tokens, read by vanilla transformer blocks, and added to the trunk's pooled feat
 cross-attention on IR-50 feature maps.
 
 Shapes for an ``S x S`` input: the trunk's layer2 / layer3 / layer4 maps have 128 / 256 / 512 channels at
-S/8, S/16, S/32 (64 -> 8, 4, 2; 112 -> 14, 7, 4). Every branch that adds to the trunk's features ends in a
+S/8, S/16, S/32 (64 -> 8, 4, 2; 112 -> 14, 7, 4). The token path joins the trunk's pooled feature through a
 zero-initialised projection, so the untrained model computes exactly the trunk's pooled feature.
 """
 
@@ -84,15 +84,15 @@ def zero_(layer: nn.Module) -> nn.Module:
 
 
 class DTBlock(nn.Module):
-    """One dynamic transformer block: modulated DMNet then modulated DGNet, each with a residual (both
-    branches start at zero: the block starts as the identity)."""
+    """One dynamic transformer block: modulated DMNet then modulated DGNet, each with a residual. Its branches
+    start random, not at zero: it feeds only the token path, which joins the trunk through a projection that
+    starts at zero (:class:`UDCformer`), and a second zero in series kept the label in Z from reaching the
+    loss (stage 1 never learnt to use it: the prior collapsed to a function of the image, README)."""
 
     def __init__(self, channels: int, heads: int, z_dim: int, expansion: float = 2.0):
         super().__init__()
         self.mod1, self.attention = Modulation(channels, z_dim), DMNet(channels, heads)
         self.mod2, self.ffn = Modulation(channels, z_dim), DGNet(channels, expansion)
-        zero_(self.attention.project)
-        zero_(self.ffn.project)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.mod1(x, z))

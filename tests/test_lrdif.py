@@ -261,8 +261,7 @@ def test_clip_path_with_a_tiny_local_model(tmp_path):
 def test_udcformer_classifies_from_z():
     torch.manual_seed(0)
     former = UDCformer(3, z_dim=8, dims=(8, 16, 32), landmark_dims=(4, 4, 4), width=8, token_dim=16, depth=1)
-    for layer in [former.merge] + [b.attention.project for lv in former.dt for b in lv]:
-        torch.nn.init.normal_(layer.weight)  # as after some training (the branches start at zero)
+    torch.nn.init.normal_(former.merge.weight)  # as after some training (the token path joins at zero)
     maps = [torch.randn(2, d, 8 // (2**i), 8 // (2**i)) for i, d in enumerate((8, 16, 32))]
     landmarks = [torch.randn(2, 4, 12 // (2**i), 12 // (2**i)) for i in range(3)]
     pooled = maps[-1].mean(dim=(2, 3))
@@ -335,3 +334,19 @@ def test_weights_load_into_the_shared_trunk_as_for_the_baselines(tmp_path):
     torch.testing.assert_close(model.trunk[0].weight, source.conv1.weight)
     torch.testing.assert_close(model.trunk[7][1].conv2.weight, source.layer4[1].conv2.weight)
     assert all(get_method(name).resnet18_trunk for name in ("lrdif", "lrdif-s1", "lrdif-s2-v1"))
+
+
+def test_the_label_reaches_the_loss_after_the_first_step_of_stage_one():
+    """One zero-initialised projection between the token path and the trunk, not two in series: after one
+    update the label embedding gets a gradient (with the DT blocks' branches also at zero it got none for
+    epochs, and stage 1 learnt to ignore the label)."""
+    torch.manual_seed(0)
+    model = small_lrdif("s1", label_dropout=0.0).train()
+    batch = Batch(torch.randn(8, 3, 32, 32), torch.arange(8) % 5, torch.arange(8))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model.training_step(batch, 0).loss.backward()
+        optimizer.step()
+    assert model.encoders.label.weight.grad.abs().sum() > 0
+    assert model.udcformer.dt[0][0].mod1.w1.weight.grad.abs().sum() > 0
