@@ -165,16 +165,24 @@ def overhead_costs(speed: float, methods: list[str]) -> list[dict]:
         per_epoch = max(0.0, (three - one) / 2)
         run_setup = max(0.0, one - per_epoch - n * load)
         rows += [("epoch_setup", per_epoch), ("run_setup", run_setup)]
-        for name in methods:
-            spec = get_method(name)
-            if spec.prepare is not None and spec.stage1 is None:
-                extra, n_train = _run_units(name, adapter, Path(tmp) / name, 1, speed)
-                rows.append((f"{name}:prepare", max(0.0, extra - per_epoch - run_setup - n * load) / n_train))
+        rows += _prepare_rows(speed, methods, adapter, Path(tmp), per_epoch + run_setup + n * load)
         features = np.random.default_rng(0).standard_normal((700, 512)).astype(np.float32)
         start = time.perf_counter()
         tsne_embedding(features)
         rows.append(("tsne_point", _per_image(time.perf_counter() - start, len(features), speed)))
     return [{"key": key, "input_size": "", "train": units, "infer": ""} for key, units in rows]
+
+
+def _prepare_rows(speed: float, methods: list[str], adapter, tmp: Path, rest: float) -> list[tuple[str, float]]:
+    """``(METHOD:prepare, units per training image)`` of each method with a preparation of its own: a one-epoch
+    run's units beyond its steps and evaluations, less ``rest`` (its epoch and run set-up and image loading)."""
+    rows = []
+    for name in methods:
+        spec = get_method(name)
+        if spec.prepare is not None and spec.stage1 is None:
+            extra, n_train = _run_units(name, adapter, tmp / name, 1, speed)
+            rows.append((f"{name}:prepare", max(0.0, extra - rest) / n_train))
+    return rows
 
 
 def _prepare_costs(speed: float, methods: list[str], table: list[dict]) -> list[dict]:
@@ -184,19 +192,12 @@ def _prepare_costs(speed: float, methods: list[str], table: list[dict]) -> list[
     from udcbench.datasets.generate import generate_synthetic
 
     setup = {r["key"]: float(r["train"]) for r in table if r["key"] in ("epoch_setup", "run_setup", "load_image")}
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "synthetic"
         generate_synthetic(root, n_train=700, n_test=140)
-        adapter = create_dataset("imagefolder", root)
-        for name in methods:
-            spec = get_method(name)
-            if spec.prepare is not None and spec.stage1 is None:
-                extra, n_train = _run_units(name, adapter, Path(tmp) / name, 1, speed)
-                rest = setup["epoch_setup"] + setup["run_setup"] + 840 * setup["load_image"]
-                rows.append({"key": f"{name}:prepare", "input_size": "", "train": max(0.0, extra - rest) / n_train,
-                             "infer": ""})
-    return rows
+        rest = setup["epoch_setup"] + setup["run_setup"] + 840 * setup["load_image"]
+        rows = _prepare_rows(speed, methods, create_dataset("imagefolder", root), Path(tmp), rest)
+    return [{"key": key, "input_size": "", "train": units, "infer": ""} for key, units in rows]
 
 
 def cost_table(sizes: list[int] | None, only: list[str] | None = None) -> None:
