@@ -18,8 +18,7 @@ LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperatur
               "from_run": None, "width": 64, "blocks": [1, 1, 1], "token_dim": 128, "tokens_per_scale": 2, "depth": 2,
               "window": None, "label_dropout": 0.5}
 #: The shared cpu budget (the baselines' recipe, label smoothing as the control's), its epochs split over the two
-#: stages: an LRDif image-step costs 1.3-1.4x the control's in fp32 (cost table) and about 1.65x in bf16
-#: (benchmarks/method_speed.py), so 3 + 12 epochs cost 1.35x the control's 15 in fp32, 1.65x in bf16 (README).
+#: stages: 3 + 12 LRDif epochs trained 1.47x the control's 15 epochs' minutes on UDC-FERPlus (bf16, README).
 LRDIF_CPU_STAGE1 = {"label_smoothing": 0.1, "epochs": 3}
 LRDIF_CPU_STAGE2 = {"label_smoothing": 0.1, "epochs": 12}
 #: The quick budget: 32 px inputs; 12 steps of stage 2 (near chance at 12 steps as at 20: README) after 20 of
