@@ -456,7 +456,6 @@ class MultiScaleBlock(_Residual):
         width = cout // 4
         self.forward_convs = nn.ModuleList(_conv_bn(width, width) for _ in range(4))
         self.backward_convs = nn.ModuleList(_conv_bn(width, width) for _ in range(4))
-        self.body = self._body
 
     @staticmethod
     def _chain(groups: list[torch.Tensor], convs: nn.ModuleList) -> list[torch.Tensor]:
@@ -465,7 +464,7 @@ class MultiScaleBlock(_Residual):
             out.append(conv(F.relu(out[-1]) + group))
         return out
 
-    def _body(self, x: torch.Tensor) -> torch.Tensor:
+    def body(self, x: torch.Tensor) -> torch.Tensor:
         groups = list(self.entry(x).chunk(4, dim=1))
         ahead = self._chain(groups, self.forward_convs)
         back = self._chain(groups[::-1], self.backward_convs[::-1])[::-1]
