@@ -46,5 +46,13 @@ class FERModel(nn.Module):
         """Penultimate features (for t-SNE and analysis)."""
         raise NotImplementedError
 
+    def load_backbone_weights(self, path) -> dict:
+        """``--weights``: load a face-recognition checkpoint into the backbone, by default a torchvision-named
+        ResNet-18 into ``self.trunk`` (:func:`~baselines.backbone.load_resnet18_weights`). Returns provenance
+        (``init``, ``weights_sha256``); raises :class:`~baselines.backbone.WeightsError`."""
+        from baselines.backbone import load_resnet18_weights
+
+        return load_resnet18_weights(self.trunk, path)
+
     def set_schedule(self, epochs: int) -> None:
         """Called once with the number of training epochs (methods with epoch-based switches)."""

@@ -1,4 +1,5 @@
-"""Encoders E_I (image) and E_L (label text), the FPENs, and the landmark network.
+"""Encoders E_I (image) and E_L (label text) and the FPENs (the landmark network is shared with POSTER++:
+:mod:`baselines.landmarks`).
 
 - ``scratch`` (default without CLIP weights): E_I is the ResNet-18 trunk's pooled feature (one trunk for
   everything) and E_L a learned label embedding of the same width.
@@ -115,44 +116,3 @@ class FPEN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=1) * self.net[-1].out_features**0.5
-
-
-class LandmarkNet(nn.Module):
-    """A small CNN predicting the 68 landmarks as heatmaps at 1/4 resolution; its features at strides
-    4, 8 and 16 feed the DIL network (``features``, without the heatmap head). Pre-trained on the
-    dataset's landmarks, then frozen."""
-
-    def __init__(self, dims: tuple[int, int, int] = (48, 96, 192), points: int = 68):
-        super().__init__()
-
-        def block(cin, cout, stride):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
-
-        self.s4 = nn.Sequential(block(3, 32, 2), block(32, dims[0], 2))
-        self.s8 = block(dims[0], dims[1], 2)
-        self.s16 = block(dims[1], dims[2], 2)
-        # a 1x1 head: a 3x3 one at stride 4 cost 1.7 ResNet-18 training steps per image (its pre-training alone
-        # about 5 of the control's 15 epochs at 64 px)
-        self.heatmap = nn.Sequential(nn.Conv2d(sum(dims), 96, 1), nn.BatchNorm2d(96), nn.ReLU(),
-                                     nn.Conv2d(96, points, 1))
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        f4 = self.s4(x)
-        f8 = self.s8(f4)
-        return [f4, f8, self.s16(f8)]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        f4, f8, f16 = self.features(x)
-        size = f4.shape[-2:]
-        up = [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in (f8, f16)]
-        return self.heatmap(torch.cat([f4, *up], dim=1)), [f4, f8, f16]
-
-
-def landmark_heatmaps(points: torch.Tensor, image_size: int, sigma: float = 1.0) -> torch.Tensor:
-    """Gaussian heatmaps at 1/4 resolution for (B, 68, 2) pixel landmarks."""
-    size = -(-image_size // 4)
-    grid = (torch.arange(size, dtype=torch.float32) + 0.5) * 4 - 0.5
-    px = points.float()
-    gx = torch.exp(-((grid[None, None, :] - px[..., 0:1]) / 4) ** 2 / (2 * sigma**2))
-    gy = torch.exp(-((grid[None, None, :] - px[..., 1:2]) / 4) ** 2 / (2 * sigma**2))
-    return gy[..., :, None] * gx[..., None, :]

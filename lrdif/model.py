@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from baselines.backbone import resnet18_trunk, trunk_maps
 from baselines.base import Batch, FERModel, StepOutput
+from baselines.landmarks import LANDMARK_DIMS, LandmarkNet
 from lrdif.diffusion import EPRDiffusion
-from lrdif.encoders import FPEN, ClipEncoders, LandmarkNet, LearnedEncoders, landmark_heatmaps
+from lrdif.encoders import FPEN, ClipEncoders, LearnedEncoders
 from lrdif.udcformer import TRUNK_DIMS, UDCformer
 
 
@@ -65,7 +65,7 @@ class LRDif(FERModel):
                  clip_model: str = "ViT-B-32", clip_weights: str | None = None, mean=(0.5,) * 3, std=(0.5,) * 3,
                  blocks: tuple[int, int, int] = (1, 1, 1), token_dim: int = 128, tokens_per_scale: int = 2,
                  depth: int = 2, window: int | None = None, label_dropout: float = 0.5, label_smoothing: float = 0.0,
-                 landmark_dims: tuple[int, int, int] = (48, 96, 192)):
+                 landmark_dims: tuple[int, int, int] = LANDMARK_DIMS):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown LRDif variant '{variant}' (known: {', '.join(VARIANTS)})")
@@ -170,30 +170,6 @@ class LRDif(FERModel):
         if missing:
             raise ValueError(f"the stage-1 checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
         self.load_state_dict(picked, strict=False)
-
-    def pretrain_landmarks(self, images: torch.Tensor, points: np.ndarray, epochs: int = 3, batch_size: int = 64,
-                           lr: float = 2e-3, seed: int = 0) -> list[float]:
-        """Fit the landmark network to heatmaps of ``points`` (N x 68 x 2, pixels), then freeze it."""
-        net = self.landmarks
-        net.train().requires_grad_(True)
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-        targets = landmark_heatmaps(torch.as_tensor(points), images.shape[-1])
-        generator = torch.Generator().manual_seed(seed)
-        losses = []
-        for _ in range(epochs):
-            order = torch.randperm(len(images), generator=generator)
-            total = 0.0
-            for i in range(0, len(images), batch_size):
-                idx = order[i : i + batch_size]
-                heat = net(images[idx].to(next(net.parameters()).device))[0]
-                loss = F.mse_loss(heat, targets[idx].to(heat)) * 100
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(idx)
-            losses.append(total / len(images))
-        net.eval().requires_grad_(False)
-        return losses
 
     def train(self, mode: bool = True):
         """The landmark network is always frozen once pre-trained; stage 2 also freezes FPEN_S1 and the

@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.landmarks import LANDMARK_DIMS
+from baselines.poster import TransformerBlock, relative_position_index
+
 #: Channels of the trunk's layer2, layer3 and layer4 (torchvision's ResNet-18).
 TRUNK_DIMS = (128, 256, 512)
 
@@ -115,10 +118,7 @@ class CrossAttention(nn.Module):
         if window is not None:
             self.bias = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
             nn.init.trunc_normal_(self.bias, std=0.02)
-            grid = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-            relative = (grid[:, :, None] - grid[:, None, :]).permute(1, 2, 0) + window - 1
-            self.register_buffer("bias_index", relative[..., 0] * (2 * window - 1) + relative[..., 1],
-                                 persistent=False)
+            self.register_buffer("bias_index", relative_position_index(window), persistent=False)
 
     def _windows(self, x: torch.Tensor, s: int, value: float) -> tuple[torch.Tensor, int, int]:
         """(B, C, H, W) -> (B * windows, s * s, C), padded with ``value`` to multiples of ``s``."""
@@ -173,21 +173,6 @@ class DILBlock(nn.Module):
         return (tokens + self.mlp(self.norm(tokens))).permute(0, 3, 1, 2)
 
 
-class TransformerBlock(nn.Module):
-    """Vanilla pre-LN transformer block (MSA + MLP), Eqs. 11-12."""
-
-    def __init__(self, dim: int, heads: int = 4):
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm1(x)
-        x = x + self.attention(y, y, y, need_weights=False)[0]
-        return x + self.mlp(self.norm2(x))
-
-
 class UDCformer(nn.Module):
     """DT blocks and DIL blocks on the trunk's three feature maps (each projected to ``width`` channels), fused
     into ``tokens_per_scale ** 2`` tokens per scale, a CLS token read by ``depth`` transformer blocks and
@@ -195,7 +180,7 @@ class UDCformer(nn.Module):
     sum."""
 
     def __init__(self, num_classes: int, z_dim: int = 256, dims: tuple[int, int, int] = TRUNK_DIMS,
-                 landmark_dims: tuple[int, int, int] = (48, 96, 192), width: int = 64,
+                 landmark_dims: tuple[int, int, int] = LANDMARK_DIMS, width: int = 64,
                  blocks: tuple[int, int, int] = (1, 1, 1), heads: tuple[int, int, int] = (1, 2, 4),
                  token_dim: int = 128, tokens_per_scale: int = 2, depth: int = 2, window: int | None = None):
         super().__init__()

@@ -134,6 +134,37 @@ def test_grad_clip_bounds_the_gradient_norm_of_each_step(tmp_path: Path, monkeyp
     assert max(norms) == pytest.approx(1e-3, rel=1e-3)
 
 
+def test_sam_steps_from_the_gradient_at_the_perturbed_weights():
+    from udcbench.engine.optim import SharpnessAware
+
+    w = torch.tensor([3.0, -4.0], requires_grad=True)  # loss sum(w^4): gradient 4 w^3
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    sam = SharpnessAware([w], rho=0.5)
+    (w**4).sum().backward()
+    g = torch.tensor([108.0, -256.0])
+    sam.perturb()
+    perturbed = torch.tensor([3.0, -4.0]) + 0.5 * g / g.norm()
+    torch.testing.assert_close(w.detach(), perturbed)
+    optimizer.zero_grad()
+    (w**4).sum().backward()
+    sam.restore()
+    optimizer.step()
+    torch.testing.assert_close(w.detach(), torch.tensor([3.0, -4.0]) - 0.1 * 4 * perturbed**3)
+
+
+def test_sam_runs_two_passes_per_step_in_the_trainer(tmp_path: Path, monkeypatch):
+    from udcbench.methods.testing import TinyCNN
+
+    calls = []
+    real = TinyCNN.training_step
+    monkeypatch.setattr(TinyCNN, "training_step", lambda self, b, e: calls.append(1) or real(self, b, e))
+    trainer.train(smoke_config(epochs=1), small_synthetic(), tmp_path / "plain")
+    plain = len(calls)
+    calls.clear()
+    trainer.train(smoke_config(epochs=1, sam_rho=0.05), small_synthetic(), tmp_path / "sam")
+    assert plain == 3 and len(calls) == 2 * plain
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path: Path, monkeypatch):
     from udcbench.methods.testing import TinyCNN
 
@@ -175,7 +206,7 @@ def test_cli_train_eval_runs_methods(tmp_path: Path, monkeypatch):
     assert bad.exit_code == 2 and "unknown method" in bad.output
     missing = runner.invoke(app, ["train", "test_cnn", "--data", "data/synthetic", "--weights", "none.pth",
                                   "--preset", "smoke", "--overwrite"])
-    assert missing.exit_code == 2 and "no ResNet-18 trunk" in missing.output
+    assert missing.exit_code == 2 and "no pretrained backbone" in missing.output
 
 
 @pytest.mark.slow(reason="starts two torchrun processes that import torch: about 15 s")

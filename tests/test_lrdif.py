@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.base import Batch
+from baselines.landmarks import LandmarkNet, pretrain_landmark_net
 from lrdif.diffusion import EPRDiffusion, Schedule, beta_schedule
 from lrdif.model import VARIANTS, LRDif, kl_loss
 from lrdif.udcformer import CrossAttention, Modulation, UDCformer
@@ -205,11 +206,11 @@ def test_a_few_steps_of_each_stage_reduce_the_loss(variant):
 
 def test_landmark_pretraining_fits_heatmaps():
     torch.manual_seed(0)
-    model = small_lrdif()
+    net = LandmarkNet()
     points = np.tile(np.array([[10.0, 12.0]] * 68, dtype=np.float32), (32, 1, 1))
-    losses = model.pretrain_landmarks(torch.randn(32, 3, 48, 48), points, epochs=6, batch_size=16)
+    losses = pretrain_landmark_net(net, torch.randn(32, 3, 48, 48), points, epochs=6, batch_size=16)
     assert losses[-1] < losses[0]
-    assert not any(p.requires_grad for p in model.landmarks.parameters())
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
 
 
 def test_diffusion_parameterisations_and_noise_switch():
@@ -333,7 +334,7 @@ def test_weights_load_into_the_shared_trunk_as_for_the_baselines(tmp_path):
     assert provenance["init"].endswith("msceleb.pth")
     torch.testing.assert_close(model.trunk[0].weight, source.conv1.weight)
     torch.testing.assert_close(model.trunk[7][1].conv2.weight, source.layer4[1].conv2.weight)
-    assert all(get_method(name).resnet18_trunk for name in ("lrdif", "lrdif-s1", "lrdif-s2-v1"))
+    assert all(get_method(name).backbone_weights for name in ("lrdif", "lrdif-s1", "lrdif-s2-v1"))
 
 
 def test_the_label_reaches_the_loss_after_the_first_step_of_stage_one():

@@ -65,7 +65,7 @@ def test_table3_cells_against_hand_computed_values(results, tmp_path: Path, monk
     lrdif = rows["LRDif"].cells["ferplus"]
     assert lrdif.accuracy == pytest.approx([86.0]) and lrdif.ours() == "86.00"  # the steps=8 run left out
     assert rows["LRDif"].input_size() == "48"
-    assert rows["POSTER++"].method is None and rows["POSTER++"].cells["ferplus"].paper == 83.78
+    assert rows["POSTER++"].method == "posterpp" and rows["POSTER++"].cells["ferplus"].paper == 83.78
     eac = rows["EAC"].cells["ferplus"]
     assert eac.n == 0 and eac.command == ("udcbench synth ferplus --preset toled && "
                                           "udcbench train eac --data data/udc-ferplus --preset cpu")
@@ -75,7 +75,7 @@ def test_table3_cells_against_hand_computed_values(results, tmp_path: Path, monk
     records = {(r["method"], r["dataset"]): r for r in table_records(table)}
     assert records[("SCN", "ferplus")]["ours_mean"] == "82.00"
     assert records[("SCN", "ferplus")]["diff"] == "+4.62"
-    assert records[("POSTER++", "ferplus")]["status"] == "not implemented in udcbench"
+    assert records[("POSTER++", "ferplus")]["status"] == "missing"  # every paper row has its method now
     assert records[("MANet", "ferplus")]["status"] == "missing"  # implemented, not trained here
     assert records[("EAC", "ferplus")]["status"] == "missing"
 

@@ -57,6 +57,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # clip the global gradient norm to this before each step; 0 = off
+    sam_rho: float = 0.0  # SAM's radius (two passes per step, POSTER++'s official recipe); 0 = off
     flip: bool = True
     affine: bool = True  # small scale / shift / rotation jitter
     erasing: float = 0.25  # probability of random erasing (scale 0.02-0.25)
@@ -80,7 +81,7 @@ class TrainConfig:
                 raise UdcbenchError(f"{name} must be in [0, 1), got {value}")
         if not 0 <= self.erasing <= 1:
             raise UdcbenchError(f"erasing is a probability, got {self.erasing}")
-        for name, value in (("max_steps", self.max_steps), ("grad_clip", self.grad_clip),
+        for name, value in (("max_steps", self.max_steps), ("grad_clip", self.grad_clip), ("sam_rho", self.sam_rho),
                             ("num_workers", self.num_workers)):
             if value < 0:
                 raise UdcbenchError(f"{name} must be 0 or more, got {value}")

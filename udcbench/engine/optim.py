@@ -19,6 +19,39 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     raise UdcbenchError(f"unknown optimizer '{config.optimizer}' (sgd, adam, adamw)")
 
 
+class SharpnessAware:
+    """SAM (Foret et al., "Sharpness-aware minimization", ICLR 2021) around any optimiser: after the first
+    backward pass :meth:`perturb` moves the weights to ``w + rho g / ||g||`` (g: all gradients together); the
+    second pass takes the gradient there, and :meth:`restore` moves the weights back before the optimiser steps
+    with it. The direction does not depend on a gradient scaler's scale; a non-finite or zero gradient perturbs
+    nothing (the scaler then skips the step)."""
+
+    def __init__(self, params, rho: float):
+        self.params = [p for p in params if p.requires_grad]
+        self.rho = rho
+        self._moves: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def perturb(self) -> None:
+        grads = [(p, p.grad) for p in self.params if p.grad is not None]
+        self._moves = []
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for _, g in grads]))
+        if not torch.isfinite(norm) or norm == 0:
+            return
+        for p, g in grads:
+            move = g.to(p.dtype) * (self.rho / norm).to(p.dtype)
+            p.add_(move)
+            self._moves.append((p, move))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for p, move in self._moves:
+            p.sub_(move)
+        self._moves = []
+
+
 def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     """Returns (scheduler, steps it per batch?)."""
     if config.schedule == "onecycle":

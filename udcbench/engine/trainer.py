@@ -20,14 +20,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from baselines.backbone import WeightsError, load_resnet18_weights
+from baselines.backbone import WeightsError
 from baselines.base import Batch
 from udcbench.checkpoints import load_checkpoint, save_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.data import TrainImages, load_images, normalise, plan_splits
 from udcbench.engine.evaluation import evaluate
-from udcbench.engine.optim import make_optimizer, make_scheduler
+from udcbench.engine.optim import SharpnessAware, make_optimizer, make_scheduler
 from udcbench.engine.records import count_macs, train_record
 from udcbench.engine.runtime import runtime
 from udcbench.engine.store import save_result
@@ -111,13 +111,13 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     model.set_schedule(config.epochs)
     init = {"init": "scratch", "weights_sha256": None}
     if config.weights:
-        if not spec.resnet18_trunk:
-            raise UdcbenchError(f"{config.method} has no ResNet-18 trunk to load --weights into")
+        if not spec.backbone_weights:
+            raise UdcbenchError(f"{config.method} has no pretrained backbone to load --weights into")
         try:
-            init = load_resnet18_weights(model.trunk, config.weights)
+            init = model.load_backbone_weights(config.weights)
         except WeightsError as exc:
             raise UdcbenchError(str(exc)) from None
-    elif rt.main and config.preset != "smoke" and spec.resnet18_trunk:
+    elif rt.main and config.preset != "smoke" and spec.backbone_weights:
         stderr.print("[yellow]note:[/] no --weights given: the backbone trains from scratch (recorded as init=scratch)")
     precision = rt.precision(config.amp)
     if rt.main and config.amp and precision == "fp32":
@@ -143,6 +143,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
         steps_per_epoch = min(steps_per_epoch, config.max_steps)
     optimizer = make_optimizer(model.parameters(), config)
     scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
+    sam = SharpnessAware(model.parameters(), config.sam_rho) if config.sam_rho else None
     scaler = torch.amp.GradScaler("cuda", enabled=rt.device.type == "cuda" and config.amp)
 
     start_epoch, best, history = 0, {"val_accuracy": -1.0}, []
@@ -190,6 +191,12 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                     )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out.loss).backward()
+                if sam is not None:  # the second pass, at the perturbed weights
+                    sam.perturb()
+                    optimizer.zero_grad(set_to_none=True)
+                    with rt.autocast(config.amp):
+                        scaler.scale(step_module(batch, epoch).loss).backward()
+                    sam.restore()
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

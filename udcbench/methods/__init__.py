@@ -1,9 +1,9 @@
-"""The registered methods: the registry (:mod:`.base`), the ResNet-18 methods (:mod:`.resnet`), LRDif and its
+"""The registered methods: the registry (:mod:`.base`), the ResNet-18 methods (:mod:`.resnet`), POSTER++ (:mod:`.poster`), LRDif and its
 variants (:mod:`.lrdif`) and a tiny test model (:mod:`.testing`); importing the package registers them all."""
 
 # isort: off
 # Registration, in the order `udcbench methods` lists them.
-from udcbench.methods import resnet, lrdif, testing  # noqa: F401
+from udcbench.methods import resnet, poster, lrdif, testing  # noqa: F401
 # isort: on
 from udcbench.methods.base import (
     MethodSpec,

@@ -33,6 +33,23 @@ class PrepareContext:
     notes: dict  # recorded in the run's results.json
 
 
+def prepare_landmark_net(net: torch.nn.Module, context: PrepareContext, epochs: int, source: str = "auto") -> None:
+    """Pre-train (then freeze) a method's landmark network (:class:`baselines.landmarks.LandmarkNet`) on the
+    training images' 68 landmarks (``udcbench landmarks``: the dataset's own or detected, cached), rescaled to
+    the run's input size; the landmarks' provenance goes into the run's notes."""
+    from baselines.landmarks import pretrain_landmark_net
+    from udcbench.landmarks import compute_landmarks
+
+    found = compute_landmarks(context.adapter, "train", source, context.cache_dir, progress=True)
+    index = {id_: i for i, id_ in enumerate(found.ids)}
+    size = context.config.input_size
+    points = np.stack([found.points[index[r.id]] * (size / width)
+                       for r, width in zip(context.train_records, context.train_widths)])
+    pretrain_landmark_net(net, context.normalise(context.train_images), points, epochs=epochs,
+                          seed=context.config.seed)
+    context.notes["landmarks"] = found.counts()
+
+
 @dataclass(frozen=True)
 class Sweep:
     """A study figure that retrains a method at other values of one method argument (LRDif's Figure 6: the
@@ -69,8 +86,9 @@ class MethodSpec:
     cpu_method_args: dict[str, Any] = field(default_factory=dict)
     quick_method_args: dict[str, Any] = field(default_factory=dict)
     backbone: str = "ResNet-18"
-    #: Whether the model has a torchvision ResNet-18 ``trunk`` that ``--weights`` loads into.
-    resnet18_trunk: bool = True
+    #: Whether ``--weights`` loads a pretrained backbone (``FERModel.load_backbone_weights``; by default a
+    #: torchvision-named ResNet-18 into the model's ``trunk``).
+    backbone_weights: bool = True
     description: str = ""
     #: Called before training with (model, PrepareContext): pre-training steps, loading an earlier stage.
     prepare: Callable[[FERModel, PrepareContext], None] | None = None

@@ -9,7 +9,7 @@ from baselines.base import FERModel
 from udcbench.checkpoints import load_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.errors import UdcbenchError
-from udcbench.methods.base import PrepareContext, Sweep, register_method
+from udcbench.methods.base import PrepareContext, Sweep, prepare_landmark_net, register_method
 
 LRDIF_PAPER = {"input_size": 112, "optimizer": "adam", "lr": 3.5e-4, "weight_decay": 1e-4, "schedule": "constant",
                "epochs": 100, "batch_size": 64, "amp": True, "affine": False, "erasing": 0.0}
@@ -55,10 +55,6 @@ def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
     """Stage 1: pre-train (then freeze) the landmark network on the dataset's landmarks.
     Stage 2: start from the stage-1 run (``method_args.from_run``, handed over as ``context.stage1_run``) and
     freeze FPEN_S1 and its encoders."""
-    import numpy as np
-
-    from udcbench.landmarks import compute_landmarks
-
     config = context.config
     args = config.method_args
     if model.variant.stage == 2:
@@ -74,13 +70,8 @@ def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
         model.train()  # freezes FPEN_S1, the encoders and the landmark network
         context.notes["stage1_run"] = str(source.resolve())
         return
-    found = compute_landmarks(context.adapter, "train", args["landmark_source"], context.cache_dir, progress=True)
-    index = {id_: i for i, id_ in enumerate(found.ids)}
-    points = np.stack([found.points[index[r.id]] * (config.input_size / size)
-                       for r, size in zip(context.train_records, context.train_widths)])
-    model.pretrain_landmarks(context.normalise(context.train_images), points, epochs=int(args["landmark_epochs"]),
-                             seed=config.seed)
-    context.notes["landmarks"] = found.counts()
+    prepare_landmark_net(model.landmarks, context, epochs=int(args["landmark_epochs"]),
+                         source=args["landmark_source"])
 
 
 for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "LRDif (the paper's model)"),

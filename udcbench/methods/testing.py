@@ -34,7 +34,7 @@ class TinyCNN(FERModel):
 @register_method(
     "test_cnn", title="Tiny CNN (tests)", paper="-", backbone="tiny CNN",
     description="A tiny CNN for fast engine tests.", paper_recipe=SMOKE_RECIPE, shared_budget=False,
-    resnet18_trunk=False,
+    backbone_weights=False,
 )
 def _test_cnn(num_classes: int, config: TrainConfig) -> FERModel:
     return TinyCNN(num_classes)
