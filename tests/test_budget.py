@@ -34,7 +34,7 @@ def test_the_quick_study_fits_its_budget_on_the_reference_machine(tmp_path):
             assert (f"train {method}", udc) in trained and (f"train {method}", "clean") not in trained
         else:
             assert {(f"train {method}", "clean"), (f"train {method}", udc)} <= trained
-    assert not any(get_method(m).in_quick_study for m in ("dacl", "arm", "manet"))
+    assert not any(get_method(m).in_quick_study for m in ("dacl", "arm", "manet", "posterpp"))
     assert ("train lrdif-s1", udc) in trained  # stage 1 once per condition, shared by the variants
     assert sum(item.what == "train lrdif-s1" for item in plan.items) == 2
     assert {f"train lrdif T={t}" for t in STUDY_PRESETS["quick"].steps if t != 4} <= {i.what for i in plan.items}
