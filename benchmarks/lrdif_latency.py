@@ -1,13 +1,14 @@
 """Inference latency per image of LRDif (T diffusion steps) as a ratio to the plain ResNet-18.
 
-    python benchmarks/lrdif_latency.py [--repeats 30] [--threads 2]
+    python benchmarks/lrdif_latency.py [--repeats 30] [--threads 2] [--modules]
 
 Both models run in float32 eval mode on the same input size, at the ``cpu`` preset's (64 px) and the
 ``paper`` preset's (112 px) input size; LRDif is the same model at both (ResNet-18 trunk + UDCformer +
 the diffusion's reverse chain), with T = 4 (the paper's) and other step counts. Latency is the median
 over ``--repeats`` single-image
 forward passes; throughput is measured at batch 64. Ratios are to ResNet-18 at the same size,
-measured in the same run (compare ratios: the machine is shared).
+measured in the same run (compare ratios: the machine is shared). ``--modules`` times LRDif's parts (the trunk,
+the landmark network, FPEN_S2 with the reverse chain, the UDCformer, and the rest) at batch 1 instead.
 """
 
 from __future__ import annotations
@@ -23,17 +24,46 @@ from udcbench.methods import create_method, get_method
 from _common import report
 
 
-def latency_ms(model: torch.nn.Module, size: int, repeats: int) -> float:
-    x = torch.randn(1, 3, size, size)
+def median_ms(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` in ms, after three warm-up calls, without autograd."""
     times = []
     with torch.no_grad():
         for _ in range(3):
-            model(x)
+            fn()
         for _ in range(repeats):
             start = time.perf_counter()
-            model(x)
+            fn()
             times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def latency_ms(model: torch.nn.Module, size: int, repeats: int) -> float:
+    x = torch.randn(1, 3, size, size)
+    return median_ms(lambda: model(x), repeats)
+
+
+def module_rows(preset: str, repeats: int) -> list[dict]:
+    """One image through LRDif (T = 4) part by part, each part timed alone on the inputs it gets in the model;
+    ``rest`` is the whole model's latency minus the parts' (the glue between them)."""
+    from baselines.backbone import trunk_maps
+
+    model, size = build("lrdif", preset)
+    base, _ = build("resnet18", preset)
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        maps = trunk_maps(model.trunk, x)
+        pooled = maps[-1].mean(dim=(2, 3))
+        landmarks = model.landmarks.features(x)
+        z = model.estimate(pooled)
+    parts = {"resnet18 (whole)": lambda: base(x), "lrdif (whole)": lambda: model(x),
+             "trunk": lambda: trunk_maps(model.trunk, x), "landmark net": lambda: model.landmarks.features(x),
+             "FPEN_S2 + reverse chain": lambda: model.estimate(pooled),
+             "UDCformer": lambda: model.udcformer(maps, pooled, z, landmarks)}
+    ms = {name: median_ms(fn, repeats) for name, fn in parts.items()}
+    ms["rest"] = ms["lrdif (whole)"] - sum(v for k, v in ms.items() if "whole" not in k)
+    base_ms = ms["resnet18 (whole)"]
+    return [{"preset": preset, "input_size": size, "part": name, "latency_ms": v, "vs_resnet18": v / base_ms}
+            for name, v in ms.items()]
 
 
 def throughput(model: torch.nn.Module, size: int, batch: int = 64, repeats: int = 3) -> float:
@@ -60,8 +90,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--modules", action="store_true",
+                        help="time LRDif's parts at batch 1 instead (lrdif_latency_modules.csv)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.modules:
+        rows = [row for preset in ("cpu", "paper") for row in module_rows(preset, args.repeats)]
+        report("lrdif_latency_modules", f"LRDif's parts, one image (float32, {args.threads} threads)", rows)
+        return
     rows = []
     for preset in ("cpu", "paper"):
         lrdif_size = get_method("lrdif").config(preset).input_size
