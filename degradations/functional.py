@@ -99,6 +99,44 @@ def blur(x: torch.Tensor, psf: torch.Tensor, fft_above: int = 15) -> torch.Tenso
     return blur_fft(x, psf)
 
 
+# -- scatter, veil and fixed pattern (what an ideal binary mask leaves out) ---------------------------------
+def gaussian_halo(size: int, components: torch.Tensor) -> torch.Tensor:
+    """A smooth halo of side ``size`` (odd), unit sum: a weighted sum of axis-aligned Gaussians, ``components``
+    (n, 3) rows of (weight, sigma_x, sigma_y) in pixels, sampled at the pixel centres (differentiable in the
+    components: a fit can move them)."""
+    r = torch.arange(size, dtype=components.dtype, device=components.device) - size // 2
+    w, sx, sy = components.unbind(dim=1)
+    gx = torch.exp(-0.5 * (r[None, :] / sx[:, None]) ** 2)  # (n, size)
+    gy = torch.exp(-0.5 * (r[None, :] / sy[:, None]) ** 2)
+    gx, gy = gx / gx.sum(dim=1, keepdim=True), gy / gy.sum(dim=1, keepdim=True)
+    halo = torch.einsum("n,ny,nx->yx", w / w.sum(), gy, gx)
+    return halo / halo.sum()
+
+
+def scatter_blur(x: torch.Tensor, psf: torch.Tensor, halo: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+    """Blur by the mixed PSF ``(1 - f) psf + f halo`` with ``f = fraction`` (B,) per image, as two blurs mixed
+    (the mixture is linear, so each image's own PSF never has to be built): ``psf`` (3, k, k), ``halo``
+    (3, K, K)."""
+    f = fraction.to(x)[:, None, None, None]
+    return (1 - f) * blur(x, psf) + f * blur(x, halo)
+
+
+def veil(x: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+    """Veiling glare: the share ``fraction`` (B,) of each image's light spread evenly over the frame (each
+    channel's mean), ``(1 - v) x + v mean(x)``: an additive offset proportional to the scene's brightness."""
+    v = fraction.to(x)[:, None, None, None]
+    return (1 - v) * x + v * x.mean(dim=(-2, -1), keepdim=True)
+
+
+def column_pattern(x: torch.Tensor, amplitude: torch.Tensor, period: torch.Tensor, phase: torch.Tensor
+                   ) -> torch.Tensor:
+    """Faint vertical stripes: ``x + a sin(2 pi col / period + phase)`` per image ((B,) each; period in this
+    image's pixels), the same in every row and channel."""
+    col = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device)
+    a, t, ph = (v.to(x)[:, None] for v in (amplitude, period, phase))
+    return x + (a * torch.sin(2 * math.pi * col[None, :] / t + ph))[:, None, None, :]
+
+
 # -- noise and quantisation -----------------------------------------------------------------------------
 def poisson_gaussian_noise(
     x: torch.Tensor,

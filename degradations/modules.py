@@ -20,7 +20,7 @@ from torch import nn
 
 from degradations import functional as Fd
 from degradations.psf import display_psf, load_measured_psf, resample_psf
-from degradations.recipe import Recipe
+from degradations.recipe import CAPTURE_SCALE, Recipe
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -118,31 +118,75 @@ class UDCDegradation(RandomModule):
         self.noise = PoissonGaussianNoise(recipe.raw["photons"], recipe.raw.get("read_noise", Fd.READ_NOISE_E))
         psf_file = recipe.psf_file()
         self.capture_psf = load_measured_psf(psf_file) if psf_file else display_psf(recipe.optics(), cache_dir)
-        self._psf_cache: dict[float, torch.Tensor] = {}
+        scatter = recipe.scatter()
+        self.capture_halo = None if scatter is None else np.repeat(Fd.gaussian_halo(
+            scatter["kernel_px"], torch.tensor(scatter["components"], dtype=torch.float64)).numpy()[None], 3, axis=0)
+        self._psf_cache: dict[tuple[str, float], torch.Tensor] = {}
 
-    def psf(self, psf_scale: float) -> torch.Tensor:
-        """The PSF on the dataset's pixel grid, (3, k, k)."""
-        key = round(float(psf_scale), 6)
+    def _resampled(self, which: str, psf_scale: float) -> torch.Tensor:
+        key = (which, round(float(psf_scale), 6))
         if key not in self._psf_cache:
-            self._psf_cache[key] = torch.from_numpy(resample_psf(self.capture_psf, key)).float()
+            capture = self.capture_psf if which == "psf" else self.capture_halo
+            self._psf_cache[key] = torch.from_numpy(resample_psf(capture, key[1])).float()
         return self._psf_cache[key]
 
-    def sample(self, batch: int, generators: Generators = None) -> dict[str, torch.Tensor]:
-        """Per-image parameters: gains, photons, noise_seed (each image from its own generator if given)."""
-        gens = _per_image(generators, batch)
-        parts = [{**self.scale.sample(1, g), **self.noise.sample(1, g)} for g in gens]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    def psf(self, psf_scale: float) -> torch.Tensor:
+        """The diffraction (or measured) PSF on the dataset's pixel grid, (3, k, k)."""
+        return self._resampled("psf", psf_scale)
 
-    def forward(self, x: torch.Tensor, psf_scale: float = 1.0, params: dict | None = None,
-                generator: Generators = None, quantize: bool = True) -> torch.Tensor:
+    def halo(self, psf_scale: float) -> torch.Tensor | None:
+        """The scatter halo on the dataset's pixel grid, (3, K, K), or None without ``scatter``."""
+        return None if self.capture_halo is None else self._resampled("halo", psf_scale)
+
+    def sample(self, batch: int, generators: Generators = None) -> dict[str, torch.Tensor]:
+        """Per-image parameters: gains, photons, noise_seed, and with the recipe's ``scatter`` / ``veil`` /
+        ``stripes`` the halo's share, the veil's share and the stripes' amplitude, period (capture pixels) and
+        phase (each image from its own generator if given; the extra draws come after the others, so a recipe
+        without them draws what it always drew)."""
+        raw = self.recipe.raw
+        rows = []
+        for g in _per_image(generators, batch):
+            row = {**self.scale.sample(1, g), **self.noise.sample(1, g)}
+            if raw.get("scatter") is not None:
+                row["scatter"] = torch.tensor([_uniform(*raw["scatter"]["fraction"], g)], dtype=torch.float64)
+            if raw.get("veil") is not None:
+                row["veil"] = torch.tensor([_uniform(*raw["veil"], g)], dtype=torch.float64)
+            if raw.get("stripes") is not None:
+                stripes = raw["stripes"]
+                row["stripe_amplitude"] = torch.tensor([_uniform(*stripes["amplitude"], g)], dtype=torch.float64)
+                row["stripe_period"] = torch.tensor([_uniform(*stripes["period"], g)], dtype=torch.float64)
+                row["stripe_phase"] = torch.tensor([_uniform(0.0, 2 * math.pi, g)], dtype=torch.float64)
+            rows.append(row)
+        return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+
+    def forward(self, x: torch.Tensor, psf_scale: float = CAPTURE_SCALE, params: dict | None = None,
+                generator: Generators = None, quantize: bool = True, noise: bool = True) -> torch.Tensor:
+        """Degrade sRGB images at ``psf_scale`` dataset pixels per capture pixel (``recipe.psf_scale``: the
+        face-size rule for stored faces; 1 for a frame at the capture's own pixels, see :meth:`capture`).
+        ``noise=False`` leaves the sensor noise out (a noise-free simulation, e.g. to fit a recipe)."""
         p = self._draw(len(x), params, generator)
         linear = self.recipe.domain == "linear"
         y = Fd.srgb_to_linear(x) if linear else x
         y = self.scale(y, params={"gains": p["gains"]})
-        y = Fd.blur(y, self.psf(psf_scale).to(y.device))
-        y = self.noise(y, params={k: p[k] for k in ("photons", "noise_seed")})
+        psf = self.psf(psf_scale).to(y.device)
+        halo = self.halo(psf_scale)
+        if halo is not None and "scatter" in p:
+            y = Fd.scatter_blur(y, psf, halo.to(y.device), p["scatter"])
+        else:
+            y = Fd.blur(y, psf)
+        if "veil" in p:
+            y = Fd.veil(y, p["veil"])
+        if "stripe_amplitude" in p:
+            y = Fd.column_pattern(y, p["stripe_amplitude"], p["stripe_period"] * psf_scale, p["stripe_phase"])
+        if noise:
+            y = self.noise(y, params={k: p[k] for k in ("photons", "noise_seed")})
         y = Fd.linear_to_srgb(y) if linear else y.clamp(0.0, 1.0)
         return Fd.quantize(y) if quantize else y
+
+    def capture(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Degrade frames at the capture's own pixels (psf_scale 1, e.g. a 2048-px frame): the PSF, halo and
+        stripes at the scale they are defined at, never the face-size rule."""
+        return self(x, psf_scale=CAPTURE_SCALE, **kwargs)
 
 
 class LowLightDegradation(RandomModule):

@@ -18,6 +18,10 @@ KINDS = ("udc", "lowlight")
 DOMAINS = ("linear", "srgb")
 
 
+#: psf_scale of a frame at the capture's own pixels (the scale the PSF, halo and stripes are defined at).
+CAPTURE_SCALE = 1.0
+
+
 class RecipeError(ValueError):
     """A recipe file that cannot be used."""
 
@@ -66,8 +70,15 @@ class Recipe:
             path = Path(self.source).parent / path  # relative to the recipe file
         return path
 
+    def scatter(self) -> dict[str, Any] | None:
+        """The scatter halo (``fraction`` range, capture-scale ``kernel_px``, ``components`` as rows of
+        weight, sigma_x, sigma_y), or None."""
+        return self.raw.get("scatter")
+
     def psf_scale(self, dataset: str, width: int) -> float:
-        """Dataset pixels per capture pixel for an image of ``width`` pixels of ``dataset``."""
+        """Dataset pixels per capture pixel for a stored face image of ``width`` pixels of ``dataset`` (the
+        face-size rule: a stored face would span ``face_px`` capture pixels). A frame at the capture's own
+        pixels has psf_scale 1 (:data:`CAPTURE_SCALE`, ``UDCDegradation.capture``), whatever its width."""
         if self.raw.get("psf_scale") is not None:
             return float(self.raw["psf_scale"])
         fractions = self.raw.get("face_fraction") or {}
@@ -91,6 +102,31 @@ def _range(raw: dict, key: str, low: float = 0.0, high: float | None = None) -> 
         raise RecipeError(f"'{key}' must lie within [{low}, {high if high is not None else 'inf'}], got {value}")
 
 
+def _check_scatter(raw: dict) -> None:
+    """The optional ``scatter``, ``veil`` and ``stripes`` entries of a udc recipe."""
+    scatter = raw.get("scatter")
+    if scatter is not None:
+        if not isinstance(scatter, dict) or not {"fraction", "kernel_px", "components"} <= set(scatter):
+            raise RecipeError("'scatter' needs fraction (a range), kernel_px and components")
+        _range(scatter, "fraction", 0.0, 1.0)
+        k = scatter["kernel_px"]
+        if not isinstance(k, int) or k < 3 or k % 2 == 0:
+            raise RecipeError(f"'scatter.kernel_px' must be an odd integer >= 3, got {k!r}")
+        rows = scatter["components"]
+        if (not isinstance(rows, list) or not rows
+                or not all(isinstance(r, (list, tuple)) and len(r) == 3
+                           and all(isinstance(v, (int, float)) and v > 0 for v in r) for r in rows)):
+            raise RecipeError("'scatter.components' must be rows [weight, sigma_x, sigma_y] of positive numbers")
+    if raw.get("veil") is not None:
+        _range(raw, "veil", 0.0, 1.0)
+    stripes = raw.get("stripes")
+    if stripes is not None:
+        if not isinstance(stripes, dict):
+            raise RecipeError("'stripes' must give amplitude and period ranges")
+        _range(stripes, "amplitude", 0.0)
+        _range(stripes, "period", 2.0)
+
+
 def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
     """Validate a recipe dictionary."""
     if not isinstance(raw, dict):
@@ -107,6 +143,7 @@ def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
         for channel in "rgb":
             _range(gains, channel, 0.0)
         _range(raw, "photons", 1.0)
+        _check_scatter(raw)
         psf = raw.get("psf")
         if not isinstance(psf, dict):
             raise RecipeError("'psf' must be a mapping (mask and optics, or file)")

@@ -1,5 +1,6 @@
-"""The registered methods: the registry (:mod:`.base`), the ResNet-18 methods (:mod:`.resnet`), POSTER++ (:mod:`.poster`), LRDif and its
-variants (:mod:`.lrdif`) and a tiny test model (:mod:`.testing`); importing the package registers them all."""
+"""The registered methods: the registry (:mod:`.base`), the ResNet-18 methods (:mod:`.resnet`), POSTER++
+(:mod:`.poster`), LRDif and its variants (:mod:`.lrdif`) and a tiny test model (:mod:`.testing`); importing the
+package registers them all."""
 
 # isort: off
 # Registration, in the order `udcbench methods` lists them.
