@@ -216,7 +216,7 @@ def resample_psf(psf: np.ndarray, scale: float) -> np.ndarray:
         raise ValueError(f"psf_scale must be positive, got {scale}")
     wy = _area_weights(psf.shape[1], scale)
     wx = _area_weights(psf.shape[2], scale)
-    out = np.einsum("oi,cij,pj->cop", wy, psf, wx)
+    out = wy @ psf @ wx.T  # two matrix products per channel (an unoptimised einsum is O(K^4): minutes at 511 px)
     return out / out.sum(axis=(1, 2), keepdims=True)
 
 

@@ -134,7 +134,8 @@ def test_presets_replay_and_per_image_generators(name):
 def test_poled_and_lowlight_are_dark_and_poled_cuts_blue():
     x = torch.full((8, 3, 16, 16), 0.6)
     poled = build_degradation(load_recipe("poled"))(x, generator=torch.Generator().manual_seed(0))
-    assert poled.mean() < 0.45 and poled[:, 2].mean() < 0.5 * poled[:, 1].mean()
+    linear = Fd.srgb_to_linear(poled)
+    assert poled.mean() < 0.45 and linear[:, 2].mean() < 0.4 * linear[:, 1].mean()  # real P-OLED: 0.070 / 0.214
     dark = build_degradation(load_recipe("lowlight"))(x, generator=torch.Generator().manual_seed(0))
     assert dark.mean() < 0.4
 
