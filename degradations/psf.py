@@ -51,6 +51,19 @@ def poled_cell() -> np.ndarray:
 MASKS = {"toled": toled_cell, "poled": poled_cell}
 
 
+def load_mask(path: Path | str) -> np.ndarray:
+    """A panel cell from an image: grey levels above half are openings."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ValueError(f"{path}: not a readable mask image")
+    cell = image > 127
+    if not cell.any():
+        raise ValueError(f"{path}: the mask has no openings (white pixels)")
+    return cell
+
+
 @dataclass(frozen=True)
 class Optics:
     """Display mask and camera geometry of a simulated PSF."""
@@ -66,10 +79,14 @@ class Optics:
     wavelengths_nm: tuple[int, ...] = field(default_factory=lambda: tuple(range(400, 701, STEP_NM)))
 
     def cell(self) -> np.ndarray:
-        try:
+        """The panel's cell of openings: a named mask, or a mask image (white = open, one pixel per
+        ``mask_sample_um``)."""
+        if self.mask in MASKS:
             return MASKS[self.mask]()
-        except KeyError:
-            raise ValueError(f"unknown display mask '{self.mask}' (known: {', '.join(MASKS)})") from None
+        path = Path(self.mask).expanduser()
+        if path.suffix.lower() in (".png", ".bmp", ".tif", ".tiff") and path.is_file():
+            return load_mask(path)
+        raise ValueError(f"unknown display mask '{self.mask}' (known: {', '.join(MASKS)}, or a mask image file)")
 
     @property
     def open_ratio(self) -> float:

@@ -59,6 +59,9 @@ class Recipe:
         if "file" in psf:
             return None
         fields = {k: v for k, v in psf.items() if k != "file"}
+        mask = Path(str(fields.get("mask", ""))).expanduser()
+        if mask.suffix and not mask.is_absolute() and self.source and Path(self.source).is_file():
+            fields["mask"] = str(Path(self.source).parent / mask)  # a mask image, relative to the recipe file
         return Optics(**fields)
 
     def psf_file(self) -> Path | None:
@@ -149,7 +152,7 @@ def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
             raise RecipeError("'psf' must be a mapping (mask and optics, or file)")
         if "file" not in psf:
             try:
-                Optics(**psf).cell()
+                Recipe(name="check", kind=kind, raw=raw, source=source).optics().cell()
             except (TypeError, ValueError) as exc:
                 raise RecipeError(f"'psf': {exc}") from None
     else:
