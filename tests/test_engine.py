@@ -153,7 +153,7 @@ def test_sam_steps_from_the_gradient_at_the_perturbed_weights():
 
 
 def test_sam_runs_two_passes_per_step_in_the_trainer(tmp_path: Path, monkeypatch):
-    from udcbench.methods.testing import TinyCNN
+    from baselines.tiny import TinyCNN
 
     calls = []
     real = TinyCNN.training_step
@@ -166,7 +166,7 @@ def test_sam_runs_two_passes_per_step_in_the_trainer(tmp_path: Path, monkeypatch
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path: Path, monkeypatch):
-    from udcbench.methods.testing import TinyCNN
+    from baselines.tiny import TinyCNN
 
     real = TinyCNN.training_step
 

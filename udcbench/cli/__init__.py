@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import typer
+import typer.core
 
 from udcbench import __version__
+
+
+def _flag_type(display_type_rich):
+    """typer 0.29 shows a flag's type (``--json <bool>``), which reads as if it took a value: flags show none."""
+
+    def display(self, ctx):
+        return None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
+
+    return display
+
+
+if hasattr(typer.core, "TyperOption") and hasattr(typer.core.TyperOption, "display_type_rich"):
+    typer.core.TyperOption.display_type_rich = _flag_type(typer.core.TyperOption.display_type_rich)
 
 app = typer.Typer(
     name="udcbench",

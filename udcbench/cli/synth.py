@@ -22,7 +22,6 @@ from udcbench.cli._common import (
 from udcbench.datasets import dataset_names, get_adapter_class
 from udcbench.errors import UdcbenchError
 from udcbench.progress import progress_bar, stderr
-from udcbench.synthesis import Shard, synthesize
 from udcbench.workspace import condition_folder, load_workspace
 
 PANEL = "Synthesis"
@@ -48,6 +47,8 @@ def synth_cmd(
     Examples: udcbench synth rafdb --out data/udc-rafdb ; udcbench synth ferplus --preset poled --workers 2 ;
     udcbench synth synthetic (draws the built-in faces first) ; udcbench synth kdef --resume
     """
+    from udcbench.synthesis import Shard, synthesize
+
     get_adapter_class(dataset)
     if export not in (None, "hf"):
         raise UdcbenchError(f"--export supports 'hf', not '{export}'")

@@ -6,15 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from baselines.base import FERModel
 from udcbench.config import CPU_RECIPE, PRESETS, QUICK_RECIPE, SMOKE_RECIPE, TrainConfig
 from udcbench.datasets.base import DatasetAdapter, Record
 from udcbench.errors import UdcbenchError, unknown_name
+
+if TYPE_CHECKING:  # torch loads with the models, not with the registry (``udcbench --help`` lists the methods)
+    import torch
+
+    from baselines.base import FERModel
 
 
 @dataclass

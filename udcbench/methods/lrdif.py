@@ -4,12 +4,14 @@ the stage-1 run), the landmark network's pre-training, and the step counts of Fi
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from baselines.base import FERModel
-from udcbench.checkpoints import load_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.errors import UdcbenchError
 from udcbench.methods.base import PrepareContext, Sweep, prepare_landmark_net, register_method
+
+if TYPE_CHECKING:
+    from baselines.base import FERModel
 
 LRDIF_PAPER = {"input_size": 112, "optimizer": "adam", "lr": 3.5e-4, "weight_decay": 1e-4, "schedule": "constant",
                "epochs": 100, "batch_size": 64, "amp": True, "affine": False, "erasing": 0.0}
@@ -66,6 +68,8 @@ def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
         path = source / "last.pt"
         if not path.is_file():
             raise UdcbenchError(f"no stage-1 checkpoint at {path}")
+        from udcbench.checkpoints import load_checkpoint
+
         model.load_stage1(load_checkpoint(path)["model"])
         model.train()  # freezes FPEN_S1, the encoders and the landmark network
         context.notes["stage1_run"] = str(source.resolve())

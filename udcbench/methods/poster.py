@@ -3,9 +3,13 @@ the landmark network's pre-training (shared with LRDif)."""
 
 from __future__ import annotations
 
-from baselines.base import FERModel
+from typing import TYPE_CHECKING
+
 from udcbench.config import TrainConfig
 from udcbench.methods.base import PrepareContext, prepare_landmark_net, register_method
+
+if TYPE_CHECKING:
+    from baselines.base import FERModel
 
 POSTER_ARGS = {"trunk": "ir50", "depth": 2, "landmark_epochs": 3, "landmark_source": "auto"}
 
