@@ -247,3 +247,22 @@ def test_cnn_baselines_run_in_nhwc_and_others_do_not():
     assert cnn.trunk[0].weight.is_contiguous(memory_format=torch.channels_last)
     tiny = rt.place(create_method("test_cnn", 8, smoke_config()))
     assert all(p.is_contiguous() for p in tiny.parameters())
+
+
+def test_a_training_log_gets_its_first_line_at_the_first_step_then_every_n_steps(capsys, tmp_path: Path,
+                                                                                 monkeypatch):
+    from udcbench.progress import TrainingProgress
+
+    monkeypatch.setenv("UDCBENCH_QUIET", "0")  # the suite runs quiet
+
+    with TrainingProgress("m", epochs=2, steps_per_epoch=5, every_s=1e9, every_steps=2) as progress:
+        for step in range(5):
+            progress.step(0, step, 8, 1.5)
+        progress.epoch(0, "val 0.5")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["m epoch 1/2 step 1/5", "m epoch 1/2 step 3/5",
+                                                     "m epoch 1/2 step 5/5", "m epoch 1/2"]
+    assert "loss 1.5000" in lines[0] and "images/s" in lines[0] and "left" in lines[0]
+    trainer.train(smoke_config(epochs=1), small_synthetic(), tmp_path / "run")  # the engine's own log
+    log = capsys.readouterr().err
+    assert "test_cnn epoch 1/1 step 1/3: loss" in log and "test_cnn epoch 1/1: train" in log

@@ -34,7 +34,7 @@ from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
 from udcbench.files import write_json
 from udcbench.methods import PrepareContext, get_method
-from udcbench.progress import progress_bar, stderr
+from udcbench.progress import TrainingProgress, stderr
 
 
 class TrainingError(UdcbenchError):
@@ -162,8 +162,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
 
     train_seconds, trained_images = sum(h["train_seconds"] for h in history), sum(h["images"] for h in history)
     test = None
-    with progress_bar() as bar:
-        task = bar.add_task(f"{config.method} epoch", total=config.epochs, completed=start_epoch)
+    with TrainingProgress(config.method, config.epochs, steps_per_epoch, start_epoch, enabled=rt.main) as progress:
         for epoch in range(start_epoch, config.epochs):
             dataset.epoch = epoch
             torch.manual_seed(config.seed * 100_003 + epoch)  # dropout, RUL's pairing: replayable per epoch
@@ -175,6 +174,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
             sums: dict[str, float] = {}
             correct = seen = 0
             t0 = time.perf_counter()
+            progress.start_step()
             for step, (images, index) in enumerate(loader):
                 if step >= steps_per_epoch:
                     break
@@ -212,6 +212,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                     sums[key] = sums.get(key, 0.0) + value
                 correct += (out.logits.detach().argmax(1) == batch.labels).sum().item()
                 seen += len(index)
+                progress.step(epoch, step, len(index), out.loss.item())
             if not per_batch:
                 scheduler.step()
             seconds = time.perf_counter() - t0
@@ -248,7 +249,8 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                                  "labels": torch.from_numpy(labels.copy()), "epoch": epoch, "best": best,
                                  "history": history, "config": config.to_json()}, last_path)
-            bar.update(task, advance=1, description=f"{config.method} epoch {epoch + 1}: val {score:.3f}")
+            progress.epoch(epoch, f"train {entry['train_accuracy']:.3f}, {'val' if val else 'test'} {score:.3f} "
+                                  f"({seconds:.0f} s)")
 
     if test is None:  # resumed after its last epoch (its record was lost): the last epoch's model, tested again
         test = evaluate(model, test_images, test_labels, config, rt, num_classes)
