@@ -168,6 +168,17 @@ def _resolve(preset: str, datasets: list[str] | None, methods: list[str] | None,
     if preset not in STUDY_PRESETS:
         raise UdcbenchError(f"unknown reproduce preset '{preset}' (known: {', '.join(STUDY_PRESETS)})")
     study = STUDY_PRESETS[preset]
+    # every argument checked before any work (drawing faces, synthesis); the CLI's choices check the condition
+    from udcbench.datasets import get_adapter_class
+
+    for name in methods or ():
+        get_method(name)
+    for name in datasets or ():
+        get_adapter_class(name)
+    if any(s < 0 for s in seeds or ()):
+        raise UdcbenchError("--seeds are non-negative integers")
+    if any(t < 1 for t in steps or ()):
+        raise UdcbenchError("--steps are positive integers")
     return (study, list(datasets or study.datasets), list(methods or study_methods(study.quick_methods)),
             list(seeds if seeds is not None else [0]), list(steps if steps is not None else study.steps),
             condition or study.condition)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 import typer.core
 
@@ -19,6 +21,22 @@ def _flag_type(display_type_rich):
 
 if hasattr(typer.core, "TyperOption") and hasattr(typer.core.TyperOption, "display_type_rich"):
     typer.core.TyperOption.display_type_rich = _flag_type(typer.core.TyperOption.display_type_rich)
+
+
+def _one_line_usage_error(error) -> None:
+    """A bad argument or option (click's usage errors) as one line on stderr, as udcbench's own errors, not
+    typer's framed box; exit status 2 as before."""
+    if error.__class__.__name__ == "NoArgsIsHelpError":
+        return
+    ctx = getattr(error, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(error.format_message().split())
+    print(f"error: {message}{where}", file=sys.stderr)
+
+
+import typer.rich_utils  # noqa: E402  (typer calls rich_utils.rich_format_error at the time of the error)
+
+typer.rich_utils.rich_format_error = _one_line_usage_error
 
 app = typer.Typer(
     name="udcbench",

@@ -89,9 +89,10 @@ def parse_options(pairs: list[str] | None) -> dict[str, str]:
     return options
 
 
-def resolve_dataset(target: str | None, dataset: str | None = None, options: dict[str, Any] | None = None
-                    ) -> DatasetAdapter:
-    """A dataset from a folder (layout detected, or ``--dataset``) or a name (its workspace folder)."""
+def resolve_dataset(target: str | None, dataset: str | None = None, options: dict[str, Any] | None = None,
+                    folder: str = "give its folder instead of the name") -> DatasetAdapter:
+    """A dataset from a folder (layout detected, or ``--dataset``) or a name (its workspace folder); ``folder``
+    says how this command takes a folder, for the message when a named dataset is absent."""
     options = options or {}
     workspace = load_workspace()
     if dataset is not None:
@@ -107,7 +108,7 @@ def resolve_dataset(target: str | None, dataset: str | None = None, options: dic
             return cls(None, **options)
         path = workspace.dataset_dir(target)
         if not path.exists():
-            raise DatasetNotFoundError(f"{cls.spec.title} not found at {path}. {cls.where_to_get()}")
+            raise DatasetNotFoundError(f"{cls.spec.title} not found at {path}. {cls.where_to_get()} Or {folder}.")
         return cls(path, **options)
     if not path.exists() and (workspace.data / target).exists():
         path = workspace.data / target
@@ -116,6 +117,14 @@ def resolve_dataset(target: str | None, dataset: str | None = None, options: dic
             f"'{target}' is neither a folder nor a dataset name (known: {', '.join(dataset_names())})"
         )
     return create_dataset(dataset or detect_dataset(path), path, **options)
+
+
+def check_device(device: str | None) -> None:
+    """``--device`` checked before any work (imports torch only when one is given)."""
+    if device is not None:
+        from udcbench.engine.runtime import check_device as check
+
+        check(device)
 
 
 def print_json(data: Any) -> None:

@@ -22,6 +22,8 @@ from udcbench.progress import stderr
 from udcbench.workspace import load_workspace
 
 PANEL = "Data"
+#: How `info` and `landmarks` take a folder (their first argument), for the message when a named dataset is absent.
+FOLDER_ARG = "give its folder as the first argument"
 DatasetArg = typer.Option(None, "--dataset", "-d", help="Dataset adapter, when the layout is not detected.")
 
 
@@ -98,7 +100,7 @@ def info_cmd(
     Examples: udcbench info data/ferplus ; udcbench info data/ferplus --quick ;
     udcbench info ../ferplus -o label_mode=majority7 ; udcbench info synthetic
     """
-    adapter = resolve_dataset(target, dataset, parse_options(option))
+    adapter = resolve_dataset(target, dataset, parse_options(option), folder=FOLDER_ARG)
     summary = summarize(adapter, check_images=not quick and adapter.root is not None)
     if as_json:
         print_json(summary)
@@ -154,7 +156,8 @@ def export_cmd(
     """
     from udcbench.datasets.export import export_hf
 
-    adapter = resolve_dataset(str(src) if src is not None else None, name, parse_options(option))
+    adapter = resolve_dataset(str(src) if src is not None else None, name, parse_options(option),
+                              folder="pass --src FOLDER")
     dataset = export_hf(adapter, out, overwrite=overwrite)
     counts = ", ".join(f"{split} {len(ds)}" for split, ds in dataset.items())
     stdout.print(f"exported {adapter.describe()} to {out}: {counts}")
@@ -175,7 +178,7 @@ def landmarks_cmd(
     """
     from udcbench.landmarks import compute_landmarks
 
-    adapter = resolve_dataset(target, dataset, parse_options(option))
+    adapter = resolve_dataset(target, dataset, parse_options(option), folder=FOLDER_ARG)
     cache_dir = load_workspace().cache if cache else None
     result = compute_landmarks(adapter, split, source, cache_dir)
     counts = result.counts()

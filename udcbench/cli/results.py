@@ -16,6 +16,7 @@ from udcbench.cli._common import (
     Panel,
     Preset,
     add_command,
+    check_device,
     choices,
     parse_options,
     print_json,
@@ -64,7 +65,7 @@ def print_table(table) -> None:
 
 
 def table_cmd(
-    number: int = typer.Argument(..., help="Paper table: 1 (clean), 2-4 (UDC-RAF-DB, -FERPlus, -KDEF), 5 (LRDif "
+    number: str = typer.Argument(..., help="Paper table: 1 (clean), 2-4 (UDC-RAF-DB, -FERPlus, -KDEF), 5 (LRDif "
                                            "ablation)."),
     preset: Preset | None = typer.Option(None, help="Runs of this preset only (default: the most common among the "
                                                     "table's runs)."),
@@ -86,8 +87,10 @@ def table_cmd(
     """
     from udcbench.tables import build_table, table_records, write_table
 
+    if not number.isdigit():
+        raise UdcbenchError(f"'{number}' is not a table number: the paper has Tables 1-5")
     workspace = load_workspace()
-    table = build_table(number, _results(runs), datasets=dataset, condition=condition.value,
+    table = build_table(int(number), _results(runs), datasets=dataset, condition=condition.value,
                         preset=preset.value if preset else None, init=init, data_root=workspace.data)
     paths = write_table(table, out or workspace.results / "tables")
     if as_json:
@@ -166,6 +169,7 @@ def figure_steps_cmd(
     from udcbench.engine.runs import train_method
     from udcbench.methods import swept_method
 
+    check_device(device)
     preset = preset.value
     spec = swept_method("6")
     counts = _parse_steps(steps)
@@ -218,6 +222,7 @@ def figure_tsne_cmd(
     """
     from udcbench.figures import run_tsne
 
+    check_device(device)
     adapter = resolve_dataset(data)
     path = run_tsne(run_dir, adapter, _figures_dir(out) / f"tsne-{Path(run_dir).parent.name}-"
                     f"{Path(run_dir).name}-on-{adapter.root.name if adapter.root else adapter.name}.png",
@@ -291,6 +296,7 @@ def reproduce_cmd(
     """
     from udcbench.reproduce import plan_study, reproduce
 
+    check_device(device)
     preset, condition = preset.value, condition.value if condition else None
     if dry_run:
         plan = plan_study(preset, load_workspace(), datasets=datasets, src_root=src_root, methods=methods,

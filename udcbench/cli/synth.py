@@ -66,7 +66,8 @@ def synth_cmd(
         if generate_synthetic(src)["skipped"] is False:
             stderr.print(f"drew the built-in synthetic faces into {src}")
     adapter_name = "imagefolder" if dataset == "synthetic" else dataset
-    adapter = resolve_dataset(str(src) if src is not None else None, adapter_name, parse_options(option))
+    adapter = resolve_dataset(str(src) if src is not None else None, adapter_name, parse_options(option),
+                              folder="pass --src FOLDER")
     if out is None:
         out = workspace.dataset_dir(condition_folder(dataset, chosen.name))
     report = synthesize(adapter, out, chosen, seed=seed, workers=workers, shard=Shard.parse(shard), resume=resume,
@@ -77,7 +78,9 @@ def synth_cmd(
     stdout.print(f"{chosen.name}: wrote {report.written} images to {out} ({report.already_done} already done, "
                  f"{len(report.skipped)} skipped) in {report.seconds:.1f} s ({rate:.0f} images/s)")
     if report.complete:
-        stdout.print(f"manifest: {out / 'manifest.json'}; preview: {out / 'preview.png'}")
+        preview = out / "preview.png"
+        stdout.print(f"manifest: {out / 'manifest.json'}"
+                     + (f"; preview: {preview}" if preview.is_file() else " (no preview: no image was written)"))
         if export == "hf":
             from udcbench.datasets import create_dataset
             from udcbench.datasets.export import export_hf

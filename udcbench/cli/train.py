@@ -12,6 +12,7 @@ from udcbench.cli._common import (
     JSON_OPTION,
     Preset,
     add_command,
+    check_device,
     choices,
     parse_options,
     print_json,
@@ -71,13 +72,15 @@ def train_cmd(
     udcbench train dan --preset paper --weights msceleb_resnet18.pth ; udcbench train eac --data data/ferplus --resume
     """
     spec = get_method(method)
+    check_device(device)
     if stage not in (None, 1, 2) or (stage is not None and spec.stage1 is None and not is_first_stage(spec.name)):
         raise UdcbenchError("--stage is 1 or 2, for two-stage methods (lrdif) only")
     if stage == 1 and spec.stage1:
         method, spec = spec.stage1, get_method(spec.stage1)
     if stage == 2 and from_run is None:
         raise UdcbenchError("--stage 2 needs --from RUN (the stage-1 run folder)")
-    adapter = resolve_dataset(data or default_training_data(), dataset, parse_options(option))
+    adapter = resolve_dataset(data or default_training_data(), dataset, parse_options(option),
+                              folder="pass --data FOLDER")
     workspace = load_workspace()
     record = train_method(method, adapter, out or workspace.runs, preset=preset.value, seed=seed, overrides=set_,
                           weights=weights, tag=tag, resume=resume, overwrite=overwrite, from_run=from_run,
@@ -110,7 +113,8 @@ def eval_cmd(
     """
     from udcbench.engine.evaluation import evaluate_run
 
-    adapter = resolve_dataset(data, dataset, parse_options(option))
+    check_device(device)
+    adapter = resolve_dataset(data, dataset, parse_options(option), folder="pass --data FOLDER")
     store = Path(run_dir).parent.parent / STORE
     record = evaluate_run(run_dir, adapter, store=store, checkpoint=checkpoint.value, device=device)
     if as_json:

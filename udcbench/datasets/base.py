@@ -145,8 +145,8 @@ class DatasetAdapter(ABC):
         if not spec.url:
             return f"Expected layout: {spec.layout}."
         return (
-            f"It is licence-gated: request it at {spec.url}, unpack it to data/{spec.name} "
-            f"(layout: {spec.layout}) or pass --src."
+            f"It is licence-gated: request it at {spec.url} and unpack it to data/{spec.name} "
+            f"(layout: {spec.layout})."
         )
 
     # -- shared behaviour -----------------------------------------------------------------
@@ -285,6 +285,8 @@ def create_dataset(name: str, root: Path | str | None = None, **options: Any) ->
 def detect_dataset(root: Path) -> str:
     """Name of the adapter whose layout ``root`` has (``imagefolder`` is tried last)."""
     root = Path(root)
+    if root.is_file():
+        raise DatasetNotFoundError(f"{root} is a file, not a dataset folder")
     if not root.is_dir():
         raise DatasetNotFoundError(f"{root}: no such folder")
     order = sorted(_REGISTRY.values(), key=lambda c: c.spec.name == "imagefolder")

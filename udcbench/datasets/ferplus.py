@@ -120,7 +120,7 @@ class FerPlus(DatasetAdapter):
         return (
             "Get fer2013new.csv from https://github.com/microsoft/FERPlus and the FER2013 images from the "
             "Kaggle challenge, render the PNG folders with FERPlus's generate_training_data.py (or keep "
-            "fer2013.csv beside fer2013new.csv), put them in data/ferplus or pass --src."
+            "fer2013.csv beside fer2013new.csv) and put them in data/ferplus."
         )
 
     def _vote_rows(self) -> list[tuple[str, str, list[float]]]:

@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from udcbench.errors import UdcbenchError
+
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it bf16 autocast is emulated
@@ -57,8 +59,26 @@ class Runtime:
         return model.to(memory_format=torch.channels_last) if getattr(model, "channels_last", False) else model
 
 
+def check_device(device: str | None) -> None:
+    """Refuse, in one line, a ``--device`` that this machine cannot run (before any work starts)."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UdcbenchError(f"--device {device}: not a device (cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UdcbenchError(f"--device {device}: torch finds no CUDA GPU on this machine (no NVIDIA driver or "
+                            "device); leave --device out to train on the CPU")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UdcbenchError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise UdcbenchError(f"--device {device}: udcbench runs on cpu or cuda")
+
+
 def runtime(device: str | None = None) -> Runtime:
     """CUDA when present (or asked), CPU otherwise; torch DDP when launched by ``torchrun``."""
+    check_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if device is None:
