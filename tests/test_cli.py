@@ -109,3 +109,45 @@ def test_generate_is_independent_of_workers(workspace: Path):
     assert files_a == files_b and len(files_a) == 14
     for rel in files_a:
         assert (workspace / "a" / rel).read_bytes() == (workspace / "b" / rel).read_bytes()
+
+
+def _one_line_error(result, *words: str) -> None:
+    """Exit status 2 and a single line on the output that names ``words``."""
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_bad_values_and_missing_things_fail_in_one_line(workspace: Path):
+    (workspace / "afile.txt").write_text("x")
+    _one_line_error(run("info", "afile.txt"), "is a file, not a dataset folder")
+    _one_line_error(run("table", "abc"), "'abc' is not a table number")
+    _one_line_error(run("train", "resnet18", "--preset", "bogus"), "--preset", "bogus")
+    _one_line_error(run("train", "test_cnn", "--preset", "smoke", "--device", "gpu"), "not a device")
+    absent = run("info", "rafdb")
+    _one_line_error(absent, "RAF-DB not found", "give its folder as the first argument")
+    assert "--src" not in absent.output
+    assert not (workspace / "data").exists() and not (workspace / "runs").exists()  # nothing acted first
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_is_one_line_before_any_work(workspace: Path):
+    _one_line_error(run("train", "test_cnn", "--preset", "smoke", "--device", "cuda"), "no CUDA GPU")
+    assert not (workspace / "runs").exists() and not (workspace / "data").exists()
+
+
+def test_reproduce_checks_its_arguments_before_drawing_anything(workspace: Path):
+    _one_line_error(run("reproduce", "--methods", "foo"), "unknown method 'foo'")
+    _one_line_error(run("reproduce", "--datasets", "nosuch"), "nosuch")
+    assert not (workspace / "data").exists()
+
+
+def test_synth_of_only_unreadable_images_names_no_preview(workspace: Path):
+    source = workspace / "broken"
+    for label in ("happiness", "sadness"):
+        (source / "train" / label).mkdir(parents=True)
+        (source / "train" / label / "a.png").write_bytes(b"not a png")
+    result = run("synth", "imagefolder", "--src", str(source), "--out", str(workspace / "out"))
+    assert result.exit_code == 3, result.output
+    assert "no preview: no image was written" in result.output and not (workspace / "out" / "preview.png").exists()
