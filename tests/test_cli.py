@@ -151,3 +151,13 @@ def test_synth_of_only_unreadable_images_names_no_preview(workspace: Path):
     result = run("synth", "imagefolder", "--src", str(source), "--out", str(workspace / "out"))
     assert result.exit_code == 3, result.output
     assert "no preview: no image was written" in result.output and not (workspace / "out" / "preview.png").exists()
+
+
+def test_runs_fits_80_columns_and_wide_shows_every_column(workspace: Path):
+    assert run("train", "test_cnn", "--preset", "smoke", "--set", "max_steps=2").exit_code == 0
+    narrow = runner.invoke(app, ["runs"], env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0
+    assert all(len(line) <= 80 for line in narrow.output.splitlines())
+    assert "test_cnn-smoke-s0" in narrow.output and "synthetic" in narrow.output  # whole cells, not pieces
+    wide = runner.invoke(app, ["runs", "--wide"], env={"COLUMNS": "200"})
+    assert "MCA %" in wide.output and "MCA %" not in narrow.output

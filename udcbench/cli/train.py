@@ -162,14 +162,17 @@ def methods_cmd(as_json: bool = JSON_OPTION) -> None:
 def runs_cmd(
     out: Path | None = typer.Option(None, "--out", help="Runs folder (default: runs/)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Set the store aside and rebuild it from the run folders."),
+    wide: bool = typer.Option(False, "--wide", help="Every column (init, kind, last-epoch and mean class "
+                                                    "accuracy, minutes), for a wide terminal."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List the results store: every training and evaluation record.
+    """List the results store: every training and evaluation record (the columns that fit 80 characters;
+    --wide or --json for all).
 
     The run folders are the source of truth: --rebuild sets results.sqlite aside and rebuilds it from them
     (a damaged store is rebuilt so on its own).
 
-    Examples: udcbench runs --json ; udcbench runs --rebuild
+    Examples: udcbench runs ; udcbench runs --wide ; udcbench runs --json ; udcbench runs --rebuild
     """
     from udcbench.engine.store import load_results
     from udcbench.engine.store import rebuild as rebuild_store
@@ -182,14 +185,23 @@ def runs_cmd(
         print_json([{k: v for k, v in r.items() if k != "record"} for r in rows])
         return
     table = Table(title=f"Runs ({len(rows)})")
-    for column in ("method", "dataset", "condition", "preset", "init", "seed", "kind", "accuracy %", "last %",
-                   "MCA %", "min", "run"):
-        table.add_column(column, overflow="fold")
+    if wide:
+        columns = ("method", "dataset", "condition", "preset", "init", "seed", "kind", "accuracy %", "last %",
+                   "MCA %", "min", "run")
+    else:  # what fits 80 columns: the run folder says the rest (and --wide or --json all of it)
+        columns = ("method", "data", "preset", "seed", "acc %", "run")
+    for column in columns:
+        table.add_column(column, overflow="fold" if wide else "ellipsis", no_wrap=not wide)
     for r in rows:
-        table.add_row(r["method"], r["dataset"], r["condition"], r["preset"], str(r["init"]), str(r["seed"]),
-                      r["kind"], _percent(r["accuracy"]), _percent(r["accuracy_last"]),
-                      _percent(r["mean_class_accuracy"]), f"{r['minutes']:.1f}" if r["minutes"] else "-",
-                      "/".join(Path(r["run_dir"]).parts[-2:]))
+        if wide:
+            table.add_row(r["method"], r["dataset"], r["condition"], r["preset"], str(r["init"]), str(r["seed"]),
+                          r["kind"], _percent(r["accuracy"]), _percent(r["accuracy_last"]),
+                          _percent(r["mean_class_accuracy"]), f"{r['minutes']:.1f}" if r["minutes"] else "-",
+                          "/".join(Path(r["run_dir"]).parts[-2:]))
+        else:
+            data = r["dataset"] if r["condition"] == "clean" else f"{r['dataset']}/{r['condition']}"
+            table.add_row(r["method"], data + (" (eval)" if r["kind"] != "train" else ""), r["preset"],
+                          str(r["seed"]), _percent(r["accuracy"]), Path(r["run_dir"]).name)
     stdout.print(table)
 
 
