@@ -19,7 +19,7 @@ from udcbench.config import PRESETS
 from udcbench.datasets import dataset_names, get_adapter_class
 from udcbench.errors import UdcbenchError, unknown_name
 from udcbench.files import write_atomic, write_csv
-from udcbench.methods import get_method
+from udcbench.methods import get_method, method_names
 from udcbench.paper import SOURCE, paper_table
 from udcbench.workspace import condition_folder
 
@@ -249,9 +249,27 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
             rows.append(Row(label, method, note, cells))
     skipped = [r for r in results if r.get("kind") == "train" and r.get("record", {}).get("config_changes")
                and r["method"] in keys and r["dataset"] in datasets and r["condition"] == cond]
-    if skipped:
-        notes.append(f"{len(skipped)} run(s) trained with config overrides (--set) are not in the table")
+    sweeps = [r for r in skipped if _sweep_value(r) is not None]
+    if sweeps:
+        sweep = get_method(sweeps[0]["method"]).sweep
+        values = ", ".join(str(v) for v in sorted({_sweep_value(r) for r in sweeps}))
+        notes.append(f"{len(sweeps)} Figure {sweep.figure} run(s) ({sweep.arg} = {values}) are in "
+                     f"Figure {sweep.figure}, not in this table")
+    if len(skipped) > len(sweeps):
+        notes.append(f"{len(skipped) - len(sweeps)} run(s) trained with config overrides (--set) are not in the "
+                     "table")
     return BuiltTable(spec, datasets, cond, preset, init, rows, notes)
+
+
+def _sweep_value(result: dict):
+    """The swept argument's value of a study-figure run (e.g. Figure 6's T), None for any other run with
+    overrides."""
+    changes = result.get("record", {}).get("config_changes") or {}
+    if result["method"] not in method_names(include_test=True):
+        return None
+    sweep = get_method(result["method"]).sweep
+    key = f"method_args.{sweep.arg}" if sweep else None
+    return changes[key] if key is not None and set(changes) == {key} else None
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
