@@ -63,6 +63,9 @@ def test_reproduce_again_skips_finished_runs(study):
     _, first, again, _ = study
     assert again["runs"] == first["runs"]
     assert again["seconds"] < first["seconds"]
+    # 5 jobs and the two LRDif first stages (clean, udc): all 7 trained by the first invocation, none by the second
+    assert len(first["first_stages"]) == 2 and (first["trained_now"], again["trained_now"]) == (7, 0)
+    assert again["train_minutes"] == pytest.approx(first["train_minutes"])
     record = json.loads((Path(first["runs"][0]) / "results.json").read_text())
     assert record["created"] == json.loads((Path(again["runs"][0]) / "results.json").read_text())["created"]
 

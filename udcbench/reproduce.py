@@ -18,7 +18,7 @@ from pathlib import Path
 from udcbench.budget import UNCOUNTED_SHARE, PlanItem, StudyPlan, run_units, split_counts, unit_cost
 from udcbench.datasets import create_dataset, detect_dataset
 from udcbench.datasets.base import DatasetAdapter
-from udcbench.engine.runs import STORE, train_method
+from udcbench.engine.runs import STORE, data_tag, finished, run_folder, train_method
 from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
 from udcbench.files import read_json
@@ -65,11 +65,31 @@ class StudyRun:
 
 @dataclass
 class StudySummary:
-    runs: list[StudyRun] = field(default_factory=list)
+    runs: list[StudyRun] = field(default_factory=list)  # one per job (a two-stage job: its second stage)
     files: list[Path] = field(default_factory=list)
     tables: list = field(default_factory=list)
     skipped_datasets: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # this invocation's
+    first_stages: list[dict] = field(default_factory=list)  # the records of the jobs' shared first stages
+    trained_now: int = 0  # runs this invocation trained (or finished), first stages included
+
+    @property
+    def run_count(self) -> int:
+        """Runs in the study: one per job plus each shared first stage once."""
+        return len(self.runs) + len(self.first_stages)
+
+    @property
+    def train_minutes(self) -> float:
+        """Training minutes of all the study's runs, whichever invocation trained them."""
+        return sum(r.get("minutes") or 0.0 for r in [*(run.record for run in self.runs), *self.first_stages])
+
+    def describe(self, preset: str) -> str:
+        """The closing line: what the study holds and what this invocation did."""
+        shared = len(self.first_stages)
+        stages = f" ({shared} of them first stages shared by two-stage jobs)" if shared else ""
+        return (f"reproduce --preset {preset}: {self.run_count} runs{stages}, {self.trained_now} trained by this "
+                f"invocation, {self.run_count - self.trained_now} already finished; the study's runs trained for "
+                f"{self.train_minutes:.1f} min in all; this invocation took {self.seconds / 60:.1f} min")
 
 
 #: The t-SNE figures (Figures 4 and 5) show at most this many test images.
@@ -285,14 +305,27 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
         raise _none_found(names, workspace, src_root)
     ablation_data = ablation_dataset(list(adapters))
     jobs = study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_data)
+    first_stages: dict[Path, bool] = {}  # folder -> trained by this invocation
     for k, job in enumerate(jobs, 1):
         overrides, tag = job.overrides()
+        adapter = adapters[job.dataset][job.condition]
+        stage1 = get_method(job.method).stage1
+        first = run_folder(workspace.runs, data_tag(adapter), stage1, study.train_preset, job.seed) if stage1 else None
+        also = ""
+        if first is not None and first not in first_stages:
+            first_stages[first] = finished(first) is None
+            also = f", its first stage {stage1} before it" if first_stages[first] else ""
+        fresh = finished(run_folder(workspace.runs, data_tag(adapter), job.method, study.train_preset, job.seed,
+                                    tag)) is None
         log(f"[{k}/{len(jobs)}] {job.title()} on {dataset_title(job.dataset, job.condition)} ({study.train_preset}, "
-            f"seed {job.seed})")
-        record = train_method(job.method, adapters[job.dataset][job.condition], workspace.runs,
+            f"seed {job.seed}{also}){'' if fresh else ': finished earlier'}")
+        record = train_method(job.method, adapter, workspace.runs,
                               preset=study.train_preset, seed=job.seed, overrides=overrides, tag=tag,
                               skip_finished=True, device=device, cache_dir=workspace.cache, log=log)
         summary.runs.append(StudyRun(job.dataset, job.condition, record))
+        summary.trained_now += fresh
+    summary.first_stages = [finished(folder) or {} for folder in first_stages]
+    summary.trained_now += sum(first_stages.values())
     summary.files += write_outputs(workspace, adapters, study.train_preset, condition, ablation_data, summary,
                                    device, log)
     summary.seconds = time.perf_counter() - start

@@ -313,13 +313,14 @@ def reproduce_cmd(
         from udcbench.tables import table_records
 
         print_json({"seconds": summary.seconds, "runs": [r.record["run_dir"] for r in summary.runs],
+                    "first_stages": [r.get("run_dir") for r in summary.first_stages],
+                    "trained_now": summary.trained_now, "train_minutes": summary.train_minutes,
                     "files": [str(p) for p in summary.files],
                     "tables": [{"title": t.title, "rows": table_records(t)} for t in summary.tables]})
         return
     for table in summary.tables:
         print_table(table)
-    stdout.print(f"reproduce --preset {preset}: {len(summary.runs)} runs, {len(summary.files)} files written under "
-                 f"{load_workspace().results} in {summary.seconds / 60:.1f} min")
+    stdout.print(f"{summary.describe(preset)}; {len(summary.files)} files written under {load_workspace().results}")
 
 
 def register(app: typer.Typer) -> None:
