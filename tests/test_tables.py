@@ -172,3 +172,27 @@ def test_fill_commands_name_clean_data_read_from_outside_the_workspace(tmp_path:
     # the built-in synthetic faces: drawn to the workspace folder first, and trained from that folder
     assert fill_command("eac", "synthetic", "clean", "cpu", "scratch", data) == (
         f"udcbench generate && udcbench train eac --data {data.resolve()}/synthetic --preset cpu")
+
+
+def test_leaderboard_marks_near_chance_results_and_does_not_rank_them():
+    def with_test(row, classes, confusion):
+        row["record"].update(classes=classes, test_at_best={"confusion": confusion})
+        return row
+
+    eight = [f"c{i}" for i in range(8)]
+    balanced = [[10] * 8 for _ in range(8)]  # uniform chance 12.5 %, largest class 12.5 %
+    rows = build_leaderboard([
+        with_test(result("resnet18", "synthetic", "poled", 0.40), eight, balanced),
+        with_test(result("dan", "synthetic", "poled", 0.13), eight, balanced),  # 13 %: near chance
+        with_test(result("dan", "synthetic", "clean", 0.50), eight, balanced),
+        with_test(result("resnet18", "synthetic", "clean", 0.45), eight, balanced),
+    ])
+    by = {(r["method"], r["condition"]): r for r in rows}
+    dan = by[("dan", "poled")]
+    assert dan["chance"] == pytest.approx(12.5) and dan["near_chance"] and dan["rank"] is None
+    assert dan["rank_change_from_clean"] is None  # no "climbs 5 ranks" at chance
+    assert by[("resnet18", "poled")]["rank"] == 1 and not by[("resnet18", "poled")]["near_chance"]
+    assert rows[-1]["method"] == "dan"  # unranked rows after the ranked ones of their group
+    # an imbalanced test set: always answering its largest class (60 %) is the chance to beat
+    skewed = with_test(result("scn", "ferplus", "toled", 0.62), eight[:2], [[60, 0], [40, 0]])
+    assert build_leaderboard([skewed])[0]["near_chance"] and build_leaderboard([skewed])[0]["chance"] == 60.0

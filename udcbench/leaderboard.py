@@ -4,7 +4,9 @@ Columns (documented in the README): accuracy mean / std over seeds and their num
 accuracy, macro-F1, the drop from clean to this condition (same method, init, preset, dataset), the
 rank among methods in the same (dataset, condition, preset, init) group and the change of that rank
 from clean (positive: the method climbs under this condition), and the paper's number where it has one.
-Oracles (LRDif's stage 1, which sees the label) are left out.
+Oracles (LRDif's stage 1, which sees the label) are left out. A result within ``NEAR_CHANCE_POINTS`` of
+chance (the better of guessing uniformly and always answering the test set's largest class) is marked
+``near_chance`` and not ranked: its place among others says nothing.
 ``--publish`` writes a Hugging Face model-index block per method.
 """
 
@@ -23,8 +25,27 @@ from udcbench.paper import paper_numbers
 from udcbench.tables import dataset_title, usable
 
 COLUMNS = ("method", "title", "init", "preset", "input_size", "dataset", "condition", "test_split", "seeds",
-           "accuracy", "accuracy_std", "mean_class_accuracy", "macro_f1", "drop_from_clean", "rank",
-           "rank_change_from_clean", "paper_accuracy")
+           "accuracy", "accuracy_std", "mean_class_accuracy", "macro_f1", "chance", "near_chance", "drop_from_clean",
+           "rank", "rank_change_from_clean", "paper_accuracy")
+#: What the terminal shows (the files hold every column).
+TERMINAL_COLUMNS = ("method", "dataset", "condition", "preset", "seeds", "accuracy", "accuracy_std",
+                    "drop_from_clean", "rank", "rank_change_from_clean")
+#: Points above chance under which a result is not ranked.
+NEAR_CHANCE_POINTS = 5.0
+
+
+def chance_accuracy(record: dict[str, Any]) -> float | None:
+    """Chance level of a run's test (percent): the better of a uniform guess over its classes and always
+    answering the largest class (from its confusion matrix)."""
+    test = record.get("test_at_best") or {}
+    confusion = test.get("confusion")
+    classes = record.get("classes") or []
+    levels = [100 / len(classes)] if classes else []
+    if confusion:
+        totals = [sum(row) for row in confusion]
+        if sum(totals):
+            levels.append(100 * max(totals) / sum(totals))
+    return max(levels) if levels else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -70,27 +91,32 @@ def build_leaderboard(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                           if r["mean_class_accuracy"] is not None]),
             "macro_f1": _mean([100 * r["macro_f1"] for r in runs if r["macro_f1"] is not None]),
             "paper_accuracy": _paper(method, dataset, condition),
+            "chance": _mean([c for c in (chance_accuracy(r.get("record") or {}) for r in runs) if c is not None]),
         })
-    ranks: dict[tuple, int] = {}
+    for row in rows:
+        row["near_chance"] = row["chance"] is not None and row["accuracy"] < row["chance"] + NEAR_CHANCE_POINTS
     for row in rows:
         group = [o for o in rows if (o["dataset"], o["condition"], o["preset"], o["init"]) ==
-                 (row["dataset"], row["condition"], row["preset"], row["init"])]
-        row["rank"] = 1 + sum(o["accuracy"] > row["accuracy"] for o in group)
-        ranks[(row["method"], row["init"], row["preset"], row["dataset"], row["condition"])] = row["rank"]
+                 (row["dataset"], row["condition"], row["preset"], row["init"]) and not o["near_chance"]]
+        row["rank"] = None if row["near_chance"] else 1 + sum(o["accuracy"] > row["accuracy"] for o in group)
     clean = {(r["method"], r["init"], r["preset"], r["dataset"]): r for r in rows if r["condition"] == "clean"}
     for row in rows:
         base = clean.get((row["method"], row["init"], row["preset"], row["dataset"]))
         udc = row["condition"] != "clean" and base is not None
         row["drop_from_clean"] = base["accuracy"] - row["accuracy"] if udc else None
-        row["rank_change_from_clean"] = base["rank"] - row["rank"] if udc else None
+        both = udc and base["rank"] is not None and row["rank"] is not None
+        row["rank_change_from_clean"] = base["rank"] - row["rank"] if both else None
     rows.sort(key=lambda r: (r["dataset"], r["condition"] != "clean", r["condition"], r["preset"], r["init"],
-                             r["rank"], r["method"]))
+                             r["rank"] is None, r["rank"] or 0, -r["accuracy"], r["method"]))
     return [{c: row[c] for c in COLUMNS} for row in rows]
 
 
-def _cell(value: Any) -> str:
-    if value is None:
+def cell(value: Any) -> str:
+    """A leaderboard value as the CSV, the markdown and the terminal show it."""
+    if value is None or value is False:
         return ""
+    if value is True:
+        return "yes"
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
@@ -98,9 +124,9 @@ def write_leaderboard(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, 
     """``out_dir/leaderboard.csv`` and ``leaderboard.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.md"
-    write_csv(csv_path, list(COLUMNS), ({k: _cell(v) for k, v in row.items()} for row in rows))
+    write_csv(csv_path, list(COLUMNS), ({k: cell(v) for k, v in row.items()} for row in rows))
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
     write_atomic(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 

@@ -113,7 +113,13 @@ def leaderboard_cmd(
 
     Examples: udcbench leaderboard ; udcbench leaderboard --publish cards/ --json
     """
-    from udcbench.leaderboard import COLUMNS, build_leaderboard, write_leaderboard
+    from udcbench.leaderboard import (
+        NEAR_CHANCE_POINTS,
+        TERMINAL_COLUMNS,
+        build_leaderboard,
+        cell,
+        write_leaderboard,
+    )
     from udcbench.leaderboard import publish as publish_cards
 
     rows = build_leaderboard(_results(runs))
@@ -125,13 +131,19 @@ def leaderboard_cmd(
     if as_json:
         print_json({"rows": rows, "files": [str(p) for p in paths]})
         return
-    shown = Table(title=f"Leaderboard ({len(rows)} rows)")
-    for column in COLUMNS:
-        shown.add_column(column, overflow="fold")
+    shown = Table(title=f"Leaderboard ({len(rows)} rows; every column in the files)")
+    headers = {"accuracy_std": "std", "drop_from_clean": "drop", "rank_change_from_clean": "rank +/-"}
+    for column in TERMINAL_COLUMNS:
+        shown.add_column(headers.get(column, column), overflow="fold")
     for row in rows:
-        shown.add_row(*("" if row[c] is None else f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c])
-                        for c in COLUMNS))
+        values = [cell(row[c]) for c in TERMINAL_COLUMNS]
+        if row["near_chance"]:
+            values[TERMINAL_COLUMNS.index("rank")] = "~chance"
+        shown.add_row(*values)
     stdout.print(shown)
+    if any(row["near_chance"] for row in rows):
+        stderr.print(f"~chance: within {NEAR_CHANCE_POINTS:.0f} points of chance (the better of a uniform guess and "
+                     "the largest class), not ranked")
     stderr.print("wrote " + ", ".join(str(p) for p in paths))
 
 
