@@ -27,19 +27,28 @@ def test_steps_points_average_seeds_and_skip_other_changes():
     ]
     points = figures.steps_points(results, dataset="rafdb", condition="toled", preset="cpu")
     assert [p["steps"] for p in points] == [1, 4]
-    assert points[0] == {"steps": 1, "accuracy": pytest.approx(70.0), "std": 0.0, "n": 1}
+    assert points[0] == {"steps": 1, "accuracy": pytest.approx(70.0), "std": 0.0, "n": 1, "chance": None,
+                         "seeds": [pytest.approx(70.0)]}
     assert points[1]["accuracy"] == pytest.approx(82.0) and points[1]["n"] == 2
     assert points[1]["std"] == pytest.approx(np.std([80, 84], ddof=1))
 
 
 def test_steps_figure_writes_csv_and_png(tmp_path: Path):
-    points = [{"steps": 1, "accuracy": 70.0, "std": 0.0, "n": 1}, {"steps": 4, "accuracy": 82.0, "std": 2.8, "n": 2}]
+    points = [{"steps": 1, "accuracy": 70.0, "std": 0.0, "n": 1, "chance": 12.5, "seeds": [70.0]},
+              {"steps": 4, "accuracy": 82.0, "std": 2.8, "n": 2, "chance": 12.5, "seeds": [80.0, 84.0]}]
     csv_path, png = figures.steps_figure(points, tmp_path / "fig6", "test")
-    assert [r["steps"] for r in csv.DictReader(csv_path.open())] == ["1", "4"]
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["steps"] for r in rows] == ["1", "4"] and rows[0]["chance"] == "12.5"
     image = cv2.imread(str(png))
     assert image is not None and image.shape[0] > 100
     with pytest.raises(UdcbenchError, match="no LRDif runs"):
         figures.steps_figure([], tmp_path / "empty", "test")
+
+
+def test_the_steps_axis_spans_ten_points_at_least_and_holds_chance():
+    assert figures._y_range([12.7, 14.6]) == pytest.approx((8.65, 18.65))  # chance-level noise is not an effect
+    assert figures._y_range([12.5, 82.0]) == (11.5, 83.0)
+    assert figures._y_range([0.5, 2.0]) == (0.0, 10.0) and figures._y_range([99.0, 99.5]) == (90.0, 100.0)
 
 
 def test_confusion_figure(tmp_path: Path):

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from udcbench.datasets.base import DatasetAdapter  # noqa: E402
+from udcbench.engine.metrics import chance_accuracy  # noqa: E402
 from udcbench.errors import UdcbenchError  # noqa: E402
 from udcbench.files import write_csv
 
@@ -91,6 +92,7 @@ def steps_points(results: list[dict[str, Any]], method: str = "lrdif", dataset: 
     """Accuracy per number of diffusion steps T over finished runs of ``method`` whose only change
     from the preset is ``method_args.steps`` (or none): one point per T, mean/std over seeds."""
     by_steps: dict[int, dict[int, float]] = {}
+    chances: list[float] = []
     for r in sorted(results, key=lambda r: r.get("created") or ""):
         record = r.get("record", {})
         changes = set(record.get("config_changes") or {})
@@ -101,12 +103,33 @@ def steps_points(results: list[dict[str, Any]], method: str = "lrdif", dataset: 
         steps = int((record.get("method_args") or {}).get(arg, 0))
         if steps:
             by_steps.setdefault(steps, {})[r["seed"]] = 100 * r["accuracy"]
+            chance = chance_accuracy(record)
+            if chance is not None:
+                chances.append(chance)
     points = []
     for steps in sorted(by_steps):
         values = list(by_steps[steps].values())
         points.append({"steps": steps, "accuracy": statistics.fmean(values),
-                       "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)})
+                       "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
+                       "chance": statistics.fmean(chances) if chances else None, "seeds": values})
     return points
+
+
+#: The least span of Figure 6's accuracy axis (points): a narrower one makes noise look like an effect.
+MIN_Y_SPAN = 10.0
+
+
+def _y_range(values: list[float]) -> tuple[float, float]:
+    """Limits that hold ``values`` with a point of margin and span at least MIN_Y_SPAN, within 0-100."""
+    lo, hi = min(values) - 1, max(values) + 1
+    if hi - lo < MIN_Y_SPAN:
+        mid = (lo + hi) / 2
+        lo, hi = mid - MIN_Y_SPAN / 2, mid + MIN_Y_SPAN / 2
+    if lo < 0:
+        lo, hi = 0.0, max(hi - lo, MIN_Y_SPAN)
+    if hi > 100:
+        lo, hi = min(lo, 100 - MIN_Y_SPAN), 100.0
+    return lo, hi
 
 
 def steps_figure(points: list[dict[str, Any]], out: Path, title: str) -> tuple[Path, Path]:
@@ -116,15 +139,26 @@ def steps_figure(points: list[dict[str, Any]], out: Path, title: str) -> tuple[P
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     csv_path = out.with_suffix(".csv")
-    write_csv(csv_path, list(points[0]), points)
+    columns = ["steps", "accuracy", "std", "n", "chance"]
+    write_csv(csv_path, columns, ({c: p.get(c) for c in columns} for p in points))
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     steps = [p["steps"] for p in points]
-    ax.errorbar(steps, [p["accuracy"] for p in points], yerr=[p["std"] for p in points], marker="o", capsize=3)
+    ax.errorbar(steps, [p["accuracy"] for p in points], yerr=[p["std"] for p in points], marker="o", capsize=3,
+                label="mean ± std over seeds" if any(p["n"] > 1 for p in points) else "one seed")
+    for p in points:  # every seed, so the spread is visible
+        if p["n"] > 1:
+            ax.scatter([p["steps"]] * p["n"], p["seeds"], s=9, color="gray", alpha=0.6, zorder=3)
+    chance = points[0].get("chance")
+    if chance is not None:
+        ax.axhline(chance, color="firebrick", linestyle="--", linewidth=1, label=f"chance ({chance:.1f} %)")
+    ax.set_ylim(*_y_range([v for p in points for v in (p["accuracy"] - p["std"], p["accuracy"] + p["std"],
+                                                       *p["seeds"])] + ([chance] if chance is not None else [])))
     ax.set_xscale("log", base=2)
     ax.set_xticks(steps, [str(s) for s in steps])
     ax.set_xlabel("diffusion steps T")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return csv_path, _save(fig, out.with_suffix(".png"))
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from udcbench.engine.metrics import chance_accuracy
 from udcbench.errors import UdcbenchError
 from udcbench.files import write_atomic, write_csv
 from udcbench.methods import get_method
@@ -34,18 +35,6 @@ TERMINAL_COLUMNS = ("method", "dataset", "condition", "preset", "seeds", "accura
 NEAR_CHANCE_POINTS = 5.0
 
 
-def chance_accuracy(record: dict[str, Any]) -> float | None:
-    """Chance level of a run's test (percent): the better of a uniform guess over its classes and always
-    answering the largest class (from its confusion matrix)."""
-    test = record.get("test_at_best") or {}
-    confusion = test.get("confusion")
-    classes = record.get("classes") or []
-    levels = [100 / len(classes)] if classes else []
-    if confusion:
-        totals = [sum(row) for row in confusion]
-        if sum(totals):
-            levels.append(100 * max(totals) / sum(totals))
-    return max(levels) if levels else None
 
 
 def _mean(values: list[float]) -> float | None:

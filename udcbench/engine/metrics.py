@@ -1,6 +1,8 @@
-"""Classification metrics: accuracy, mean class accuracy, macro-F1, confusion matrix."""
+"""Classification metrics: accuracy, mean class accuracy, macro-F1, confusion matrix; a run's chance level."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -26,3 +28,17 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_clas
         "confusion": confusion.tolist(),
         "count": int(len(labels)),
     }
+
+
+def chance_accuracy(record: dict[str, Any]) -> float | None:
+    """Chance level of a run's test (percent): the better of a uniform guess over its classes and always
+    answering the largest class (from its confusion matrix)."""
+    test = record.get("test_at_best") or {}
+    confusion = test.get("confusion")
+    classes = record.get("classes") or []
+    levels = [100 / len(classes)] if classes else []
+    if confusion:
+        totals = [sum(row) for row in confusion]
+        if sum(totals):
+            levels.append(100 * max(totals) / sum(totals))
+    return max(levels) if levels else None
