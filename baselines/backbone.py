@@ -61,13 +61,7 @@ def load_resnet18_weights(trunk: nn.Sequential, path: Path | str) -> dict:
     ignored. Raises :class:`WeightsError` listing missing or unexpected keys. Returns provenance.
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path} (pass --weights FILE with a local checkpoint)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
-    state = {k: v for k, v in _unwrap(state).items() if not k.startswith("fc.")}
+    state = {k: v for k, v in _unwrap(read_checkpoint(path)).items() if not k.startswith("fc.")}
     names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
     renamed = {}
     for key, value in state.items():
@@ -78,16 +72,29 @@ def load_resnet18_weights(trunk: nn.Sequential, path: Path | str) -> dict:
         renamed[f"{names.index(head)}.{key.split('.', 1)[1]}"] = value
     # a trunk that is a prefix of ResNet-18 (MANet keeps conv1 ... layer2) takes the file's first layers only
     renamed = {k: v for k, v in renamed.items() if not k[0].isdigit() or int(k.split(".", 1)[0]) < len(trunk)}
-    expected = set(trunk.state_dict())
-    missing = sorted(expected - set(renamed))
-    unexpected = sorted(set(renamed) - expected)
-    if missing or unexpected:
-        raise WeightsError(
-            f"{path}: not a torchvision ResNet-18 ({len(missing)} missing keys, e.g. {missing[:3]}; "
-            f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})"
-        )
+    return load_strictly(trunk, renamed, path, "a torchvision ResNet-18")
+
+
+def read_checkpoint(path: Path) -> object:
+    """A weights file's content, read tensors-only; :class:`WeightsError` when absent or unreadable."""
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path} (pass --weights FILE with a local checkpoint)")
     try:
-        trunk.load_state_dict(renamed, strict=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+
+
+def load_strictly(module: nn.Module, state: dict, path: Path, what: str) -> dict:
+    """Load ``state`` into ``module`` strictly, naming missing and unexpected keys (``what`` the file should
+    be); returns the provenance the run records."""
+    expected = set(module.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise WeightsError(f"{path}: not {what} ({len(missing)} missing keys, e.g. {missing[:3]}; "
+                           f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})")
+    try:
+        module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"{path}: {str(exc).splitlines()[0]}") from None
     return {"init": str(path), "weights_sha256": sha256_file(path)}

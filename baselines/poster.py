@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from baselines.backbone import WeightsError, load_resnet18_weights, resnet18_trunk, sha256_file
+from baselines.backbone import WeightsError, load_resnet18_weights, load_strictly, read_checkpoint, resnet18_trunk
 from baselines.base import Batch, FERModel, StepOutput, cross_entropy
 from baselines.landmarks import LANDMARK_DIMS, LandmarkNet
 
@@ -106,12 +106,7 @@ def load_ir50_weights(stages: IR50Stages, path: Path | str) -> dict:
     or one ``body.N`` sequence of 24 units, unwrapped from ``state_dict`` / ``module.``) into ``stages``
     strictly; the fourth stage and the output layer are ignored. Returns provenance."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path} (pass --weights FILE with a local IR-50 checkpoint)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    state = read_checkpoint(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -128,16 +123,7 @@ def load_ir50_weights(stages: IR50Stages, path: Path | str) -> dict:
                 renamed[f"body{stage}.{int(unit) - starts[stage - 1]}.{tail}"] = value
         elif head != "output_layer":
             renamed[key] = value
-    expected = set(stages.state_dict())
-    missing, unexpected = sorted(expected - set(renamed)), sorted(set(renamed) - expected)
-    if missing or unexpected:
-        raise WeightsError(f"{path}: not an IR-50 ({len(missing)} missing keys, e.g. {missing[:3]}; "
-                           f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})")
-    try:
-        stages.load_state_dict(renamed, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{path}: {str(exc).splitlines()[0]}") from None
-    return {"init": str(path), "weights_sha256": sha256_file(path)}
+    return load_strictly(stages, renamed, path, "an IR-50")
 
 
 def relative_position_index(window: int) -> torch.Tensor:

@@ -109,3 +109,21 @@ def kdef_root(tmp_path: Path) -> Path:
     for i, (folder, name) in enumerate(kdef_names()):
         write_png(root / "KDEF" / folder / name, i, (76, 56))
     return root
+
+
+def train_steps(model, batch, steps: int = 12, lr: float = 1e-3, params=None) -> list:
+    """``steps`` Adam steps of ``model.training_step`` on one batch, the same random draws each step (dropout,
+    pairing, stochastic depth), so that only the weights change; returns the losses and the last output."""
+    import torch
+
+    optimizer = torch.optim.Adam(params if params is not None else model.parameters(), lr=lr)
+    losses, out = [], None
+    for _ in range(steps):
+        model.train()
+        torch.manual_seed(1)
+        out = model.training_step(batch, 0)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.loss.item())
+    return losses, out

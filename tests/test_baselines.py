@@ -17,6 +17,8 @@ from baselines.models import (
 )
 from udcbench.methods import BASELINES, create_method, get_method
 
+from conftest import train_steps
+
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_shapes_at_64_and_native_48(name):
@@ -148,16 +150,7 @@ def test_a_few_steps_reduce_the_loss(name):
     model = create_method(name, 4, config)
     model.set_schedule(100)  # no SCN relabelling here
     x = torch.randn(16, 3, 32, 32)
-    batch = Batch(x, torch.arange(16) % 4, torch.arange(16))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(12):
-        torch.manual_seed(1)  # same dropout / pairing each step: only the weights change
-        out = model.training_step(batch, 0)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
+    losses, _ = train_steps(model, Batch(x, torch.arange(16) % 4, torch.arange(16)))
     assert losses[-1] < 0.7 * losses[0], losses
 
 

@@ -9,6 +9,8 @@ from lrdif.diffusion import EPRDiffusion, Schedule, beta_schedule
 from lrdif.model import VARIANTS, LRDif, kl_loss
 from lrdif.udcformer import CrossAttention, Modulation, UDCformer
 
+from conftest import train_steps
+
 SMALL = dict(width=16, token_dim=32, depth=1, z_dim=32)
 
 
@@ -190,16 +192,8 @@ def test_a_few_steps_of_each_stage_reduce_the_loss(variant):
     if VARIANTS[variant].stage == 2:
         assert not any(p.requires_grad for p in model.fpen_s1.parameters())
         assert not any(p.requires_grad for p in model.encoders.parameters())
-    optimizer = torch.optim.Adam(params, lr=2e-3)
     batch = Batch(torch.randn(16, 3, 32, 32), torch.arange(16) % 5, torch.arange(16))
-    losses = []
-    for _ in range(15):
-        torch.manual_seed(1)
-        out = model.training_step(batch, 0)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
+    losses, out = train_steps(model, batch, steps=15, lr=2e-3, params=params)
     assert losses[-1] < 0.9 * losses[0], losses
     assert ("kl" in out.terms) == VARIANTS[variant].kl
 

@@ -10,6 +10,8 @@ from baselines.base import Batch
 from baselines.poster import GlobalQueryAttention, IR50Stages, PosterPP, load_ir50_weights, relative_position_index
 from udcbench.methods import create_method, get_method
 
+from conftest import train_steps
+
 
 def small_poster(size=32, **kw):
     return PosterPP(4, input_size=size, trunk="resnet18", depth=1, embed_dim=64, **kw)
@@ -107,16 +109,7 @@ def test_a_few_steps_reduce_the_loss_and_the_landmark_net_stays_frozen():
     model = small_poster()
     frozen = {k: v.clone() for k, v in model.landmarks.state_dict().items()}
     batch = Batch(torch.randn(16, 3, 32, 32), torch.arange(16) % 4, torch.arange(16))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(12):
-        model.train()
-        torch.manual_seed(1)  # the same stochastic depth each step
-        out = model.training_step(batch, 0)
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
+    losses, _ = train_steps(model, batch)
     assert losses[-1] < 0.7 * losses[0], losses
     for key, value in model.landmarks.state_dict().items():
         torch.testing.assert_close(value, frozen[key])
