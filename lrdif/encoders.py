@@ -70,6 +70,7 @@ class ClipEncoders(nn.Module):
         with torch.no_grad():
             text = model.encode_text(tokenizer(prompts)).float()
         self.model = model
+        self.tokenize = tokenizer  # more text for the towers (LLDif's captions)
         self.register_buffer("text", torch.cat([text, torch.zeros_like(text[:1])]))  # last row: no label
         self.dim = text.shape[1]
         self.size = model.visual.image_size if isinstance(model.visual.image_size, int) else model.visual.image_size[0]

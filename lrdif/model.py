@@ -105,8 +105,9 @@ class LRDif(FERModel):
     def _e_image(self, x: torch.Tensor, pooled: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoders.encode_image(x, index) if self.encoders.encodes_images else pooled
 
-    def prior(self, e_image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Stage 1's EPR Z from E_I(x) and the label (``num_classes`` = no label)."""
+    def prior(self, e_image: torch.Tensor, labels: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Stage 1's EPR Z from E_I(x) and the label (``num_classes`` = no label); ``x``, the images, for
+        priors that read more of them (LLDif's caption)."""
         return self.fpen_s1(torch.cat([self.encoders.encode_label(labels), e_image], dim=1))
 
     def estimate(self, e_image: torch.Tensor) -> torch.Tensor:
@@ -122,7 +123,7 @@ class LRDif(FERModel):
         if self.variant.stage == 1:
             if labels is None:
                 raise ValueError("LRDif stage 1 is an oracle: it needs the labels")
-            z = self.prior(e_image, labels)
+            z = self.prior(e_image, labels, x)
         else:
             z = self.estimate(e_image)
         return self.udcformer.features(maps, pooled, z, landmarks)
@@ -139,12 +140,12 @@ class LRDif(FERModel):
         e_image = self._e_image(x, pooled, batch.index)
         if self.variant.stage == 1:
             dropped = torch.rand(y.shape, device=y.device) < self.label_dropout
-            z = self.prior(e_image, torch.where(dropped, torch.full_like(y, self.num_classes), y))
+            z = self.prior(e_image, torch.where(dropped, torch.full_like(y, self.num_classes), y), x)
             logits = self.udcformer(maps, pooled, z, landmarks)
             ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
             return StepOutput(ce, logits, {"ce": ce.item()})
         with torch.no_grad():
-            z = self.prior(e_image.detach(), y)  # frozen FPEN_S1 and E_L
+            z = self.prior(e_image.detach(), y, x)  # frozen FPEN_S1 and E_L
         condition = self.fpen_s2(e_image)
         if self.variant.diffusion:
             z_hat = self.diffusion.reverse(self.diffusion.noised(z), condition, insert_noise=self.variant.insert_noise)

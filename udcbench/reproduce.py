@@ -199,9 +199,12 @@ def _resolve(preset: str, datasets: list[str] | None, methods: list[str] | None,
         raise UdcbenchError("--seeds are non-negative integers")
     if any(t < 1 for t in steps or ()):
         raise UdcbenchError("--steps are positive integers")
-    return (study, list(datasets or study.datasets), list(methods or study_methods(study.quick_methods)),
-            list(seeds if seeds is not None else [0]), list(steps if steps is not None else study.steps),
-            condition or study.condition)
+    condition = condition or study.condition
+    from degradations import load_recipe
+
+    defaults = study_methods(study.quick_methods, load_recipe(condition).kind)
+    return (study, list(datasets or study.datasets), list(methods or defaults),
+            list(seeds if seeds is not None else [0]), list(steps if steps is not None else study.steps), condition)
 
 
 def _none_found(names: list[str], workspace: Workspace, src_root: Path | None) -> DatasetNotFoundError:

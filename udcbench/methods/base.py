@@ -111,6 +111,8 @@ class MethodSpec:
     #: Whether ``reproduce --preset quick`` trains it by default (its 15-minute budget holds the methods it was
     #: sized for; ``--methods NAME`` adds any other).
     in_quick_study: bool = True
+    #: The degradation kinds (``udc``, ``lowlight``) of the studies that train it by default (LLDif: low light).
+    study_kinds: tuple[str, ...] = ("udc", "lowlight")
 
     def config(self, preset: str = "cpu") -> TrainConfig:
         if preset not in PRESETS:
@@ -170,10 +172,11 @@ def is_first_stage(name: str) -> bool:
     return any(spec.stage1 == name for spec in _REGISTRY.values())
 
 
-def study_methods(quick: bool = False) -> list[str]:
+def study_methods(quick: bool = False, kind: str = "udc") -> list[str]:
     """What ``udcbench reproduce`` trains: every registered method but the tests' and the first stages (each
-    trained by the methods that start from it); with ``quick``, those of them in the quick study."""
-    return [name for name in method_names() if not is_first_stage(name)
+    trained by the methods that start from it) whose ``study_kinds`` hold the study's degradation ``kind``;
+    with ``quick``, those of them in the quick study."""
+    return [name for name in method_names() if not is_first_stage(name) and kind in _REGISTRY[name].study_kinds
             and (not quick or _REGISTRY[name].in_quick_study)]
 
 

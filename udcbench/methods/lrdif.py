@@ -1,5 +1,6 @@
-"""LRDif and its Table 5 variants as registered methods: their recipes, the two stages (stage 2 starts from
-the stage-1 run), the landmark network's pre-training, and the step counts of Figure 6."""
+"""LRDif and its Table 5 variants, and its low-light sibling LLDif, as registered methods: their recipes, the two
+stages (stage 2 starts from the stage-1 run), the landmark network's pre-training, and the step counts of
+Figure 6."""
 
 from __future__ import annotations
 
@@ -32,21 +33,23 @@ LRDIF_QUICK_STAGE1 = {**LRDIF_QUICK, "max_steps": 20}
 LRDIF_QUICK_ARGS = {"landmark_epochs": 1}
 
 
-def _lrdif_builder(variant: str) -> Callable[[int, TrainConfig], FERModel]:
+def _lrdif_builder(variant: str, lldif: bool = False) -> Callable[[int, TrainConfig], FERModel]:
     def build(num_classes: int, config: TrainConfig) -> FERModel:
+        from lrdif.lldif import LLDif
         from lrdif.model import LRDif
 
         a = config.method_args
         encoder = a["encoder"] if a["encoder"] != "auto" else ("clip" if a["clip_weights"] else "scratch")
+        model, extra = (LLDif, {"captions": bool(a["captions"])}) if lldif else (LRDif, {})
         try:
-            return LRDif(num_classes, variant=variant, steps=int(a["steps"]), z_dim=int(a["z_dim"]),
+            return model(num_classes, variant=variant, steps=int(a["steps"]), z_dim=int(a["z_dim"]),
                          width=int(a["width"]), parameterization=a["parameterization"],
                          kl_temperature=float(a["kl_temperature"]),
                          encoder=encoder, clip_model=a["clip_model"], clip_weights=a["clip_weights"],
                          mean=config.mean, std=config.std, blocks=a["blocks"], token_dim=int(a["token_dim"]),
                          tokens_per_scale=int(a["tokens_per_scale"]), depth=int(a["depth"]),
                          window=None if a["window"] is None else int(a["window"]),
-                         label_dropout=float(a["label_dropout"]), label_smoothing=config.label_smoothing)
+                         label_dropout=float(a["label_dropout"]), label_smoothing=config.label_smoothing, **extra)
         except FileNotFoundError as exc:
             raise UdcbenchError(str(exc)) from None
 
@@ -94,3 +97,23 @@ for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "
         # Figure 6 (accuracy against the diffusion steps T) and Figures 4/5 (t-SNE): the paper's model only.
         sweep=Sweep("steps", "T", "6") if _variant == "s2-v3" else None, tsne=_variant == "s2-v3",
     )(_lrdif_builder(_variant))
+
+
+#: LLDif: LRDif's arguments, its DLNet's cross-window attention (4 x 4 windows) and the caption switch.
+LLDIF_ARGS = {**LRDIF_ARGS, "window": 4, "captions": True}
+LLDIF_CITATION = ("Wang, Zhang, Sankaranarayana, LLDif: Diffusion Models for Low-light Emotion Recognition, "
+                  "arXiv 2408.04235")
+
+for _variant, _title in (("s1", "LLDif stage 1 (oracle: label and caption in)"), ("s2-v3", "LLDif")):
+    register_method(
+        "lldif" if _variant == "s2-v3" else "lldif-s1", title=_title,
+        backbone="ResNet-18 + LLformer + diffusion", paper=LLDIF_CITATION,
+        description=f"LLDif {'stage 1' if _variant == 's1' else 'stage 2'}: the LA-CLIP prior (image, caption, "
+                    "label), LRDif's machinery otherwise.",
+        # the paper's hyper-parameters are not at hand: LRDif's recipe at every preset (README)
+        paper_recipe=LRDIF_PAPER, cpu_recipe=LRDIF_CPU_STAGE1 if _variant == "s1" else LRDIF_CPU_STAGE2,
+        method_args=dict(LLDIF_ARGS), quick_recipe=LRDIF_QUICK_STAGE1 if _variant == "s1" else LRDIF_QUICK,
+        quick_method_args=LRDIF_QUICK_ARGS, prepare=_lrdif_prepare,
+        stage1=None if _variant == "s1" else "lldif-s1", oracle=_variant == "s1",
+        in_quick_study=False, study_kinds=("lowlight",),  # the low-light sibling: low-light studies only
+    )(_lrdif_builder(_variant, lldif=True))
