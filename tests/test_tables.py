@@ -196,3 +196,27 @@ def test_leaderboard_marks_near_chance_results_and_does_not_rank_them():
     # an imbalanced test set: always answering its largest class (60 %) is the chance to beat
     skewed = with_test(result("scn", "ferplus", "toled", 0.62), eight[:2], [[60, 0], [40, 0]])
     assert build_leaderboard([skewed])[0]["near_chance"] and build_leaderboard([skewed])[0]["chance"] == 60.0
+
+
+def test_the_low_light_table_lists_every_method_clean_and_low_light_with_the_drop(tmp_path: Path):
+    from udcbench.lowlight_table import build_lowlight_table, lowlight_records, write_lowlight_table
+
+    results = [result("resnet18", "ferplus", "clean", 0.83, seed=0), result("resnet18", "ferplus", "clean", 0.81,
+                                                                             seed=1),
+               result("resnet18", "ferplus", "lowlight", 0.70), result("lldif", "ferplus", "lowlight", 0.72),
+               result("lldif-s1", "ferplus", "lowlight", 0.99),  # an oracle: not a row
+               result("scn", "ferplus", "toled", 0.80)]  # a UDC run: not in this table
+    table = build_lowlight_table(results, data_root=tmp_path / "data")
+    rows = {r.method: r for r in table.rows}
+    assert "lldif" in rows and "lldif-s1" not in rows and "posterpp" in rows
+    r18 = rows["resnet18"]
+    assert r18.cells[("ferplus", "clean")].ours() == "82.00 ± 1.41 (n=2)"
+    assert r18.drop("ferplus", "lowlight") == pytest.approx(12.0)
+    assert rows["scn"].cells[("ferplus", "lowlight")].n == 0
+    assert rows["lldif"].cells[("ferplus", "clean")].command == "udcbench train lldif --data " + str(
+        tmp_path / "data" / "ferplus") + " --preset cpu"
+    records = {(r["udcbench_method"], r["dataset"]): r for r in lowlight_records(table)}
+    assert records[("resnet18", "ferplus")]["drop"] == "12.00" and records[("lldif", "ferplus")]["drop"] == ""
+    assert "udcbench synth kdef --preset lowlight" in table.commands()
+    csv_path, md_path = write_lowlight_table(table, tmp_path / "tables")
+    assert csv_path.name == "table-ll.csv" and "| LLDif |" in md_path.read_text()

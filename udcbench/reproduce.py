@@ -357,6 +357,13 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
                             data_root=workspace.data, sources=sources)
         summary.tables.append(table)
         files += write_table(table, tables_dir)
+    from degradations import load_recipe
+
+    if load_recipe(condition).kind == "lowlight":  # the low-light table beside the paper's
+        from udcbench.lowlight_table import build_lowlight_table, write_lowlight_table
+
+        files += write_lowlight_table(build_lowlight_table(results, datasets=names, condition=condition,
+                                                           preset=preset, data_root=workspace.data), tables_dir)
     log("drawing the figures")
     for name, by_condition in adapters.items():
         if condition in by_condition:

@@ -188,6 +188,32 @@ def fill_command(method: str, dataset: str, condition: str, preset: str, init: s
     return " && ".join(steps)
 
 
+def fill_cell(cell: Cell, candidates: list[dict[str, Any]], method: str, dataset: str, condition: str, preset: str,
+              init: str, notes: list[str], data_root: Path | None = None, source: Path | None = None) -> Cell:
+    """``cell`` with ``method``'s runs on (``dataset``, ``condition``) of ``preset`` and ``init`` among
+    ``candidates`` (the latest run per seed), a note per other preset / init it has runs of, and the command
+    that fills it when it has none."""
+    mine = [r for r in candidates if r["method"] == method and r["dataset"] == dataset and r["condition"] == condition]
+    chosen = {}
+    for r in sorted(mine, key=lambda r: r["created"] or ""):
+        if r["preset"] == preset and _matches_init(r["init"], init):
+            chosen[r["seed"]] = r  # one run per seed, the latest
+    for r in chosen.values():
+        cell.accuracy.append(100 * r["accuracy"])
+        if r["mean_class_accuracy"] is not None:
+            cell.mean_class_accuracy.append(100 * r["mean_class_accuracy"])
+        cell.runs.append(r["run_dir"])
+        cell.input_sizes.add(int(r["input_size"]))
+        cell.inits.add(str(r["init"]))
+    others = Counter((r["preset"], r["init"]) for r in mine if r["run_dir"] not in cell.runs)
+    for (p, i), n in sorted(others.items()):
+        notes.append(f"{method} on {dataset_title(dataset, condition)}: {n} run(s) with preset {p}, init {i} "
+                     f"not shown (--preset {p} --init {i})")
+    if not cell.accuracy:
+        cell.command = fill_command(method, dataset, condition, preset, init, data_root, source)
+    return cell
+
+
 def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] | None = None,
                 condition: str = "toled", preset: str | None = None, init: str | None = None,
                 data_root: Path | None = None, sources: dict[str, Path] | None = None) -> BuiltTable:
@@ -225,25 +251,8 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
             paper = next((p.accuracy for p in paper_rows if p.method == label and p.dataset == dataset), None)
             cell = Cell(paper=paper)
             if method is not None:
-                mine = [r for r in candidates if r["method"] == method and r["dataset"] == dataset]
-                chosen = {}
-                for r in sorted(mine, key=lambda r: r["created"] or ""):
-                    if r["preset"] == preset and _matches_init(r["init"], init):
-                        chosen[r["seed"]] = r  # one run per seed, the latest
-                for r in chosen.values():
-                    cell.accuracy.append(100 * r["accuracy"])
-                    if r["mean_class_accuracy"] is not None:
-                        cell.mean_class_accuracy.append(100 * r["mean_class_accuracy"])
-                    cell.runs.append(r["run_dir"])
-                    cell.input_sizes.add(int(r["input_size"]))
-                    cell.inits.add(str(r["init"]))
-                others = Counter((r["preset"], r["init"]) for r in mine if r["run_dir"] not in cell.runs)
-                for (p, i), n in sorted(others.items()):
-                    notes.append(f"{method} on {dataset_title(dataset, cond)}: {n} run(s) with preset {p}, init {i} "
-                                 f"not shown (--preset {p} --init {i})")
-                if not cell.accuracy:
-                    cell.command = fill_command(method, dataset, cond, preset, init, data_root,
-                                                (sources or {}).get(dataset))
+                cell = fill_cell(cell, candidates, method, dataset, cond, preset, init, notes, data_root,
+                                 (sources or {}).get(dataset))
             cells[dataset] = cell
         if method is not None or any(c.paper is not None for c in cells.values()):
             rows.append(Row(label, method, note, cells))

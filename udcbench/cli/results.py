@@ -66,7 +66,8 @@ def print_table(table) -> None:
 
 def table_cmd(
     number: str = typer.Argument(..., help="Paper table: 1 (clean), 2-4 (UDC-RAF-DB, -FERPlus, -KDEF), 5 (LRDif "
-                                           "ablation)."),
+                                           "ablation); or ll, the low-light table (clean and LL-RAF-DB, "
+                                           "-FERPlus, -KDEF, every method)."),
     preset: Preset | None = typer.Option(None, help="Runs of this preset only (default: the most common among the "
                                                     "table's runs)."),
     init: str | None = typer.Option(None, help="scratch, pretrained or a weights file name (default: the most "
@@ -83,13 +84,32 @@ def table_cmd(
     Writes results/tables/table{N}.csv and .md. Empty cells list the command that fills them.
 
     Examples: udcbench table 3 ; udcbench table 1 --preset cpu --init scratch ; udcbench table 5 -d ferplus ;
-    udcbench table 2 --dataset synthetic --json
+    udcbench table 2 --dataset synthetic --json ; udcbench table ll
     """
     from udcbench.tables import build_table, table_records, write_table
 
-    if not number.isdigit():
-        raise UdcbenchError(f"'{number}' is not a table number: the paper has Tables 1-5")
     workspace = load_workspace()
+    if number.lower() == "ll":
+        from udcbench.lowlight_table import (
+            build_lowlight_table,
+            lowlight_markdown,
+            lowlight_records,
+            write_lowlight_table,
+        )
+
+        low = build_lowlight_table(_results(runs), datasets=dataset, preset=preset.value if preset else None,
+                                   init=init, data_root=workspace.data)
+        paths = write_lowlight_table(low, out or workspace.results / "tables")
+        if as_json:
+            print_json({"title": low.title, "subtitle": low.subtitle, "rows": lowlight_records(low),
+                        "notes": low.notes, "files": [str(p) for p in paths]})
+            return
+        print(lowlight_markdown(low))
+        stderr.print(f"wrote {paths[0]} and {paths[1]}")
+        return
+    if not number.isdigit():
+        raise UdcbenchError(f"'{number}' is not a table number: the paper has Tables 1-5 (and udcbench the "
+                            "low-light table, 'll')")
     table = build_table(int(number), _results(runs), datasets=dataset, condition=condition.value,
                         preset=preset.value if preset else None, init=init, data_root=workspace.data)
     paths = write_table(table, out or workspace.results / "tables")
