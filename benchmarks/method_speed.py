@@ -207,7 +207,8 @@ def cost_table(sizes: list[int] | None, only: list[str] | None = None) -> None:
     from udcbench.methods import study_methods
 
     speed = reference_speed()
-    names = list(dict.fromkeys(m for name in study_methods() for m in (get_method(name).stage1, name) if m))
+    names = list(dict.fromkeys(m for kind in ("udc", "lowlight") for name in study_methods(kind=kind)
+                               for m in (get_method(name).stage1, name) if m))
     path = REPO / "udcbench" / "data" / COST_TABLE
     kept = []
     if only:
