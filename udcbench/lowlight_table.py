@@ -10,9 +10,18 @@ from typing import Any
 
 from udcbench.config import PRESETS
 from udcbench.errors import unknown_name
-from udcbench.files import write_atomic, write_csv
 from udcbench.methods import get_method, method_names
-from udcbench.tables import Cell, _fmt, _most_common, dataset_title, fill_cell, usable
+from udcbench.tables import (
+    Cell,
+    _fmt,
+    _most_common,
+    dataset_title,
+    fill_cell,
+    fill_commands,
+    markdown,
+    usable,
+    write_files,
+)
 
 LL_DATASETS = ("rafdb", "ferplus", "kdef")
 
@@ -48,13 +57,7 @@ class LowLightTable:
                 "the LLDif paper's numbers are not at hand, so there is no paper column")
 
     def commands(self) -> list[str]:
-        seen: list[str] = []
-        for row in self.rows:
-            for cell in row.cells.values():
-                for step in (cell.command or "").split(" && "):
-                    if step and step not in seen:
-                        seen.append(step)
-        return sorted(seen, key=lambda c: " train " in c)
+        return fill_commands(cell for row in self.rows for cell in row.cells.values())
 
     def stem(self) -> str:
         return "table-ll" + ("" if self.datasets == LL_DATASETS else "-" + "-".join(self.datasets)) + (
@@ -100,26 +103,16 @@ def lowlight_markdown(table: LowLightTable) -> str:
     columns = ["Method"]
     for d in table.datasets:
         columns += [f"{dataset_title(d)} clean", f"LL-{dataset_title(d)}", "drop"]
-    lines = [f"### {table.title}", "", table.subtitle, "",
-             "| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines = []
     for row in table.rows:
         cells = [row.title]
         for d in table.datasets:
             cells += [row.cells[(d, "clean")].ours(), row.cells[(d, table.condition)].ours(),
                       _fmt(row.drop(d, table.condition))]
-        lines.append("| " + " | ".join(cells) + " |")
-    if table.commands():
-        lines += ["", "Missing cells are filled by:", "", *(f"    {c}" for c in table.commands())]
-    if table.notes:
-        lines += ["", *(f"- {n}" for n in table.notes)]
-    return "\n".join(lines) + "\n"
+        lines.append(cells)
+    return markdown(table, columns, lines)
 
 
 def write_lowlight_table(table: LowLightTable, out_dir: Path) -> tuple[Path, Path]:
     """``out_dir/table-ll.csv`` and ``.md``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = lowlight_records(table)
-    csv_path, md_path = out_dir / f"{table.stem()}.csv", out_dir / f"{table.stem()}.md"
-    write_csv(csv_path, list(records[0]), records)
-    write_atomic(md_path, lowlight_markdown(table))
-    return csv_path, md_path
+    return write_files(out_dir, table.stem(), lowlight_records(table), lowlight_markdown(table))

@@ -124,13 +124,7 @@ class BuiltTable:
 
     def commands(self) -> list[str]:
         """The commands that fill the empty cells, each once (data preparation first)."""
-        seen: list[str] = []
-        for row in self.rows:
-            for cell in row.cells.values():
-                for step in (cell.command or "").split(" && "):
-                    if step and step not in seen:
-                        seen.append(step)
-        return sorted(seen, key=lambda c: " train " in c)
+        return fill_commands(cell for row in self.rows for cell in row.cells.values())
 
     def stem(self) -> str:
         parts = [f"table{self.spec.number}"]
@@ -326,23 +320,41 @@ def body(table: BuiltTable) -> list[list[str]]:
     return lines
 
 
-def to_markdown(table: BuiltTable) -> str:
-    columns = header(table)
-    lines = [f"### {table.title}", "", table.subtitle, "",
-             "| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(line) + " |" for line in body(table)]
+def fill_commands(cells) -> list[str]:
+    """The commands that fill the empty ones of ``cells``, each once (data preparation first)."""
+    seen: list[str] = []
+    for cell in cells:
+        for step in (cell.command or "").split(" && "):
+            if step and step not in seen:
+                seen.append(step)
+    return sorted(seen, key=lambda c: " train " in c)
+
+
+def markdown(table, columns: list[str], lines: list[list[str]]) -> str:
+    """A table (anything with ``title``, ``subtitle``, ``commands()`` and ``notes``) as markdown."""
+    out = [f"### {table.title}", "", table.subtitle, "",
+           "| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
     if table.commands():
-        lines += ["", "Missing cells are filled by:", "", *(f"    {c}" for c in table.commands())]
+        out += ["", "Missing cells are filled by:", "", *(f"    {c}" for c in table.commands())]
     if table.notes:
-        lines += ["", *(f"- {n}" for n in table.notes)]
-    return "\n".join(lines) + "\n"
+        out += ["", *(f"- {n}" for n in table.notes)]
+    return "\n".join(out) + "\n"
+
+
+def write_files(out_dir: Path, stem: str, records: list[dict[str, Any]], text: str) -> tuple[Path, Path]:
+    """``out_dir/STEM.csv`` (``records``) and ``STEM.md`` (``text``), atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    write_csv(csv_path, list(records[0]), records)
+    write_atomic(md_path, text)
+    return csv_path, md_path
+
+
+def to_markdown(table: BuiltTable) -> str:
+    return markdown(table, header(table), body(table))
 
 
 def write_table(table: BuiltTable, out_dir: Path) -> tuple[Path, Path]:
     """``out_dir/table{N}.csv`` and ``.md`` (with a suffix when the datasets or condition differ)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = table_records(table)
-    csv_path, md_path = out_dir / f"{table.stem()}.csv", out_dir / f"{table.stem()}.md"
-    write_csv(csv_path, list(records[0]), records)
-    write_atomic(md_path, to_markdown(table))
-    return csv_path, md_path
+    return write_files(out_dir, table.stem(), table_records(table), to_markdown(table))
