@@ -23,6 +23,11 @@ T = TypeVar("T")
 stderr = Console(stderr=True)
 
 
+def quiet() -> bool:
+    """Whether progress is silenced (``UDCBENCH_QUIET=1``)."""
+    return os.environ.get("UDCBENCH_QUIET", "") not in ("", "0")
+
+
 def progress_bar(transient: bool = False) -> Progress:
     """A rich Progress on stderr; silenced by ``UDCBENCH_QUIET=1``."""
     return Progress(
@@ -33,7 +38,7 @@ def progress_bar(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=stderr,
         transient=transient,
-        disable=os.environ.get("UDCBENCH_QUIET", "") not in ("", "0"),
+        disable=quiet(),
     )
 
 
@@ -46,10 +51,6 @@ def track(items: Iterable[T], total: int | None = None, description: str = "work
         for item in items:
             yield item
             bar.advance(task)
-
-
-def quiet() -> bool:
-    return os.environ.get("UDCBENCH_QUIET", "") not in ("", "0")
 
 
 class TrainingProgress:
