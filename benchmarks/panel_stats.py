@@ -31,6 +31,7 @@ import torch
 from degradations import build_degradation, load_recipe
 from degradations import functional as Fd
 from degradations.recipe import Recipe, parse_recipe
+from udcbench.calibration import render
 
 from _common import report
 
@@ -106,26 +107,11 @@ def _chart(generator: torch.Generator) -> torch.Tensor:
     return out * (CHART_MEAN / out.mean(dim=(2, 3), keepdim=True))
 
 
-def mean_params(module, recipe: Recipe) -> dict[str, torch.Tensor]:
-    """The module's parameters with every range at its mean (noise drawn but unused)."""
-    p = module.sample(1, torch.Generator().manual_seed(0))
-    raw = recipe.raw
-    p["gains"] = torch.tensor([[sum(raw["gains"][c]) / 2 for c in "rgb"]], dtype=torch.float64)
-    if "scatter" in p:
-        p["scatter"] = torch.tensor([sum(raw["scatter"]["fraction"]) / 2], dtype=torch.float64)
-    if "veil" in p:
-        p["veil"] = torch.tensor([sum(raw["veil"]) / 2], dtype=torch.float64)
-    if "stripe_amplitude" in p:
-        p["stripe_amplitude"] = torch.zeros(1, dtype=torch.float64)  # stripes: not a gain
-    return p
-
-
 def chart_gains(recipe: Recipe) -> dict[str, float]:
     """Least-squares gains of the degraded chart (linear, noise off) against the clean one, per channel:
     through the origin, and slope + offset."""
-    module = build_degradation(parse_recipe({**recipe.raw, "domain": "srgb"}))  # the chart is linear already
     chart = _chart(torch.Generator().manual_seed(0))
-    out = module.capture(chart.float(), params=mean_params(module, recipe), noise=False, quantize=False).double()
+    out = render(parse_recipe({**recipe.raw, "domain": "srgb"}), chart)  # the chart is linear already
     stats = {}
     for i, c in enumerate("rgb"):
         x, y = chart[0, i].flatten(), out[0, i].flatten()

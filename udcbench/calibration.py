@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from degradations import build_degradation
 from degradations import functional as Fd
-from degradations.psf import display_psf, resample_psf
 from degradations.recipe import Recipe, parse_recipe
 from udcbench.errors import UdcbenchError
 
@@ -124,12 +123,7 @@ def fit_pair(clean: torch.Tensor, udc: torch.Tensor, base: Recipe, kernel_px: in
     scale = scale or (0.5 if clean.shape[-1] > 1024 else 1.0)
     step = round(1 / scale)
     x, y = (F.avg_pool2d(t, step) if step > 1 else t for t in (x_full, y_full))
-    psf = display_psf(base.optics()) if base.psf_file() is None else None
-    if psf is None:
-        from degradations.psf import load_measured_psf
-
-        psf = load_measured_psf(base.psf_file())
-    d_blur = Fd.blur(x, torch.from_numpy(resample_psf(psf, 1 / step)))
+    d_blur = Fd.blur(x, build_degradation(base).psf(1 / step).double())  # the base's diffraction or measured PSF
     kernel_px = kernel_px or (base.scatter() or {}).get("kernel_px", 127)
     kernel = _odd(kernel_px / step)
     log_gains = (y.mean(dim=(0, 2, 3)) / x.mean(dim=(0, 2, 3)).clamp(min=1e-6)).log().clone().requires_grad_(True)
