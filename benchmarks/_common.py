@@ -26,13 +26,17 @@ def merge_previous(name: str, rows: list[dict], key: tuple[str, ...]) -> list[di
     Lets a long benchmark be run piece by piece (one method, one condition) without losing the rows
     measured earlier; a re-measured row replaces the old one.
     """
+    new = {tuple(str(r[k]) for k in key) for r in rows}
+    return [r for r in read_rows(name) if tuple(r.get(k, "") for k in key) not in new] + rows
+
+
+def read_rows(name: str) -> list[dict]:
+    """The rows of benchmarks/results/<name>.csv (none when it is missing)."""
     path = RESULTS / f"{name}.csv"
     if not path.is_file():
-        return rows
-    new = {tuple(str(r[k]) for k in key) for r in rows}
+        return []
     with path.open(newline="") as f:
-        kept = [r for r in csv.DictReader(f) if tuple(r.get(k, "") for k in key) not in new]
-    return kept + rows
+        return list(csv.DictReader(f))
 
 
 def report(name: str, title: str, rows: list[dict]) -> Path:

@@ -1,13 +1,15 @@
 """Accuracy of every method on real FERPlus with the ``cpu`` preset, clean and UDC.
 
     python benchmarks/fer_accuracy.py [--methods resnet18 scn ...] [--conditions clean toled poled]
-                                      [--workspace ../bench] [--seeds 0]
+                                      [--workspace ../bench] [--seeds 0] [--tag NAME]
 
 Trains on FER2013Train (validation: a stratified 10 % of it), tests on FER2013Valid (majority
 labels, 8 classes). UDC data is synthesised first with ``udcbench synth`` when missing. Runs that
 already finished are read back, so the script can be stopped and started again. Writes the table
 (method, condition, accuracy, mean class accuracy, minutes, precision) to benchmarks/results/fer_accuracy.csv,
-and the drop from clean to each UDC condition per method.
+and the drop from clean to each UDC condition per method. ``--tag NAME`` writes fer_accuracy-NAME.csv
+instead (e.g. another workspace with a new draw of the presets) and takes the drop from that file's clean
+rows, or from fer_accuracy.csv's where it has none.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import FERPLUS, merge_previous, report
+from _common import FERPLUS, merge_previous, read_rows, report
 
 PRESET_FOLDERS = {"clean": "ferplus", "toled": "udc-ferplus", "poled": "udc-poled-ferplus", "lowlight": "ll-ferplus"}
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--workspace", type=Path, default=Path(__file__).resolve().parents[2] / "bench")
     parser.add_argument("--src", type=Path, default=FERPLUS)
+    parser.add_argument("--tag", help="write fer_accuracy-TAG.csv (its own workspace's draws)")
     args = parser.parse_args()
     ws = args.workspace.resolve()
     (ws / "data").mkdir(parents=True, exist_ok=True)
@@ -63,12 +66,15 @@ def main() -> None:
                              "best_epoch": record["best_epoch"], "init": record["init"],
                              "precision": record.get("precision", ""),
                              "data_manifest": (record.get("dataset_manifest_sha256") or "")[:12]})
-    rows = merge_previous("fer_accuracy", rows, key=("method", "condition", "seed"))
-    clean_acc = {(r["method"], str(r["seed"])): float(r["accuracy"]) for r in rows if r["condition"] == "clean"}
+    name = f"fer_accuracy-{args.tag}" if args.tag else "fer_accuracy"
+    rows = merge_previous(name, rows, key=("method", "condition", "seed"))
+    reference = read_rows("fer_accuracy") if args.tag else []
+    clean_acc = {(r["method"], str(r["seed"])): float(r["accuracy"])
+                 for r in reference + rows if r["condition"] == "clean"}
     for r in rows:
         base = clean_acc.get((r["method"], str(r["seed"])))
         r["drop_from_clean"] = "" if base is None or r["condition"] == "clean" else base - float(r["accuracy"])
-    report("fer_accuracy", f"FERPlus ({args.preset} preset; test: FER2013Valid)", rows)
+    report(name, f"FERPlus ({args.preset} preset; test: FER2013Valid)", rows)
 
 
 if __name__ == "__main__":
