@@ -345,3 +345,14 @@ def test_the_label_reaches_the_loss_after_the_first_step_of_stage_one():
         optimizer.step()
     assert model.encoders.label.weight.grad.abs().sum() > 0
     assert model.udcformer.dt[0][0].mod1.w1.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["lrdif", "lrdif-s1", "lldif", "lldif-s1"])
+def test_cpu_preset_is_the_controls_recipe_with_the_gradient_norm_clipped(name):
+    from udcbench.methods import get_method
+
+    ours, control = get_method(name).config("cpu"), get_method("resnet18").config("cpu")
+    assert ours.grad_clip == 5.0 and control.grad_clip == 0.0
+    for field in ("input_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size",
+                  "label_smoothing"):
+        assert getattr(ours, field) == getattr(control, field), field
