@@ -1,6 +1,6 @@
 """Inference latency per image of LRDif (T diffusion steps) as a ratio to the plain ResNet-18.
 
-    python benchmarks/lrdif_latency.py [--repeats 30] [--threads 2] [--modules]
+    python benchmarks/lrdif_latency.py [--repeats 30] [--threads 2] [--modules] [--compile]
 
 Both models run in float32 eval mode on the same input size, at the ``cpu`` preset's (64 px) and the
 ``paper`` preset's (112 px) input size; LRDif is the same model at both (ResNet-18 trunk + UDCformer +
@@ -8,7 +8,9 @@ the diffusion's reverse chain), with T = 4 (the paper's) and other step counts. 
 over ``--repeats`` single-image
 forward passes; throughput is measured at batch 64. Ratios are to ResNet-18 at the same size,
 measured in the same run (compare ratios: the machine is shared). ``--modules`` times LRDif's parts (the trunk,
-the landmark network, FPEN_S2 with the reverse chain, the UDCformer, and the rest) at batch 1 instead.
+the landmark network, FPEN_S2 with the reverse chain, the UDCformer, and the rest) at batch 1 instead, with
+the number of ATen operator calls each makes (nested calls included, from torch.profiler). ``--compile`` times
+both models through ``torch.compile`` too (lrdif_latency_compiled.csv).
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ def latency_ms(model: torch.nn.Module, size: int, repeats: int) -> float:
     return median_ms(lambda: model(x), repeats)
 
 
+def aten_calls(fn) -> int:
+    """ATen operator calls of one ``fn()`` (nested calls included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(event.count for event in prof.key_averages())
+
+
 def module_rows(preset: str, repeats: int) -> list[dict]:
     """One image through LRDif (T = 4) part by part, each part timed alone on the inputs it gets in the model;
     ``rest`` is the whole model's latency minus the parts' (the glue between them)."""
@@ -60,10 +71,25 @@ def module_rows(preset: str, repeats: int) -> list[dict]:
              "FPEN_S2 + reverse chain": lambda: model.estimate(pooled),
              "UDCformer": lambda: model.udcformer(maps, pooled, z, landmarks)}
     ms = {name: median_ms(fn, repeats) for name, fn in parts.items()}
+    calls = {name: aten_calls(fn) for name, fn in parts.items()}
     ms["rest"] = ms["lrdif (whole)"] - sum(v for k, v in ms.items() if "whole" not in k)
+    calls["rest"] = calls["lrdif (whole)"] - sum(v for k, v in calls.items() if "whole" not in k)
     base_ms = ms["resnet18 (whole)"]
-    return [{"preset": preset, "input_size": size, "part": name, "latency_ms": v, "vs_resnet18": v / base_ms}
-            for name, v in ms.items()]
+    return [{"preset": preset, "input_size": size, "part": name, "latency_ms": v, "vs_resnet18": v / base_ms,
+             "aten_calls": calls[name]} for name, v in ms.items()]
+
+
+def compiled_rows(preset: str, repeats: int) -> list[dict]:
+    """ResNet-18 and LRDif (T = 4), one image, eager and through ``torch.compile`` (after its first call)."""
+    rows, eager, compiled = [], {}, {}
+    for name in ("resnet18", "lrdif"):
+        model, size = build(name, preset)
+        eager[name] = latency_ms(model, size, repeats)
+        compiled[name] = latency_ms(torch.compile(model), size, repeats)  # compiled in the warm-up calls
+        rows.append({"preset": preset, "input_size": size, "model": name, "eager_ms": eager[name],
+                     "compiled_ms": compiled[name], "eager_vs_resnet18": eager[name] / eager["resnet18"],
+                     "compiled_vs_resnet18": compiled[name] / compiled["resnet18"]})
+    return rows
 
 
 def throughput(model: torch.nn.Module, size: int, batch: int = 64, repeats: int = 3) -> float:
@@ -92,8 +118,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--modules", action="store_true",
                         help="time LRDif's parts at batch 1 instead (lrdif_latency_modules.csv)")
+    parser.add_argument("--compile", action="store_true",
+                        help="time both models eager and through torch.compile instead (lrdif_latency_compiled.csv)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compile:
+        rows = [row for preset in ("cpu", "paper") for row in compiled_rows(preset, args.repeats)]
+        report("lrdif_latency_compiled", f"eager and torch.compile, one image (float32, {args.threads} threads)",
+               rows)
+        return
     if args.modules:
         rows = [row for preset in ("cpu", "paper") for row in module_rows(preset, args.repeats)]
         report("lrdif_latency_modules", f"LRDif's parts, one image (float32, {args.threads} threads)", rows)

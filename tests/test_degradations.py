@@ -161,7 +161,7 @@ def test_measured_psf_formats(tmp_path):
 def test_recipes_validate_and_scale(tmp_path):
     assert preset_names() == ["lowlight", "poled", "toled"]
     toled = load_recipe("toled")
-    assert toled.psf_scale("ferplus", 48) == pytest.approx(48 / 96)  # calibrated per dataset
+    assert toled.psf_scale("ferplus", 48) == pytest.approx(48 / 256)  # calibrated per dataset
     assert toled.psf_scale("rafdb", 100) == pytest.approx(100 / 512)
     assert toled.psf_scale("kdef", 562) == pytest.approx(562 * 0.45 / 512)
     assert parse_recipe_override(toled, psf_scale=0.5).psf_scale("ferplus", 48) == 0.5
