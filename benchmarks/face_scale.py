@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from degradations import build_degradation
-from degradations.recipe import load_recipe
+from degradations.recipe import RecipeError, load_recipe
 
 from _common import FERPLUS, report
 
@@ -50,7 +50,8 @@ def measure(recipe, x: torch.Tensor, face_px: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    example = "example: python benchmarks/face_scale.py --presets toled --face-px 128 256 --recipe toled-before.yaml"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=example)
     parser.add_argument("--presets", nargs="+", default=["toled", "poled"])
     parser.add_argument("--face-px", nargs="+", type=float, default=[96, 192, 256, 384, 512])
     parser.add_argument("--recipe", nargs="*", type=Path, default=[], help="recipe files, at their own face_px")
@@ -58,14 +59,15 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=FERPLUS / "FER2013Valid")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    try:
+        files = [(str(path), load_recipe(path)) for path in args.recipe]
+        presets = [(name, load_recipe(name)) for name in args.presets]
+    except RecipeError as error:
+        raise SystemExit(f"error: {error}") from None
     x = faces(args.src, args.images)
-    rows = []
-    for path in args.recipe:
-        recipe = load_recipe(path)
-        rows.append({"recipe": str(path), "face_px": recipe.face_px("ferplus"),
-                     **measure(recipe, x, recipe.face_px("ferplus"))})
-    for name in args.presets:
-        recipe = load_recipe(name)
+    rows = [{"recipe": name, "face_px": recipe.face_px("ferplus"), **measure(recipe, x, recipe.face_px("ferplus"))}
+            for name, recipe in files]
+    for name, recipe in presets:
         for face_px in args.face_px:
             rows.append({"recipe": name, "face_px": face_px, **measure(recipe, x, face_px)})
     report("face_scale", f"degradation of {len(x)} FERPlus faces per face scale", rows)
