@@ -92,6 +92,22 @@ def test_checkpoint_helpers(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
 
 
+def test_a_checkpoint_write_that_fails_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}}, path)
+    real_save = torch.save
+
+    def full_disk(obj, f):
+        real_save(obj, f)  # the partial file exists when the disk fills, as in torch's zip writer
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 25973120 vs 25973016")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UdcbenchError, match=r"could not write the checkpoint .*last.pt \(\d+ MiB free"):
+        save_checkpoint({"model": {"w": torch.zeros(2)}}, path)
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert not list(tmp_path.glob(".*tmp"))  # no partial file left behind to fill the disk further
+
+
 # -- crash-safety of records (items 6 and 7) ---------------------------------------------------------------
 def test_a_record_write_that_fails_keeps_the_old_file(tmp_path, monkeypatch):
     import errno

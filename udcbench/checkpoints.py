@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,13 @@ def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
     """Write ``obj`` to ``path`` through a temporary file and a rename (a crash leaves the old file)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    try:
+        torch.save(obj, tmp)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise UdcbenchError(f"could not write the checkpoint {path} ({free:.0f} MiB free on its disk; "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
     os.replace(tmp, path)
 
 
