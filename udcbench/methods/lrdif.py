@@ -21,7 +21,7 @@ LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperatur
               "from_run": None, "width": 64, "blocks": [1, 1, 1], "token_dim": 128, "tokens_per_scale": 2, "depth": 2,
               "window": None, "label_dropout": 0.5}
 #: The shared cpu budget (the baselines' recipe, label smoothing as the control's), its epochs split over the two
-#: stages: 3 + 12 LRDif epochs trained 1.47x the control's 15 epochs' minutes on UDC-FERPlus (bf16, README).
+#: stages: 3 + 12 LRDif epochs cost 1.51x the control's 15 by training throughput (bf16, 64 px, README).
 #: The gradient norm is clipped at 5, as EAC's: at the shared peak lr (SGD 0.1) stage 1 of seed 2 on
 #: UDC-FERPlus diverged (the norm, 1-6 in steady training, grew from 8 to 7e4 in 15 steps through the token
 #: transformer's attention and the head, and the loss became nan at step 143); clipped, the same seed trains.
