@@ -26,7 +26,7 @@ def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
         torch.save(obj, tmp)
     except (OSError, RuntimeError) as exc:
         tmp.unlink(missing_ok=True)
-        free = shutil.disk_usage(path.parent).free / 2**20
+        free = shutil.disk_usage(path.parent).free / 2**20 if path.parent.is_dir() else 0.0
         raise UdcbenchError(f"could not write the checkpoint {path} ({free:.0f} MiB free on its disk; "
                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
     os.replace(tmp, path)
