@@ -18,6 +18,11 @@ import torch
 from udcbench.errors import UdcbenchError
 
 
+def _first_line(exc: BaseException, width: int = 160) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:width] if text else ""
+
+
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
     """Write ``obj`` to ``path`` through a temporary file and a rename (a crash leaves the old file)."""
     path = Path(path)
@@ -28,7 +33,7 @@ def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
         tmp.unlink(missing_ok=True)
         free = shutil.disk_usage(path.parent).free / 2**20 if path.parent.is_dir() else 0.0
         raise UdcbenchError(f"could not write the checkpoint {path} ({free:.0f} MiB free on its disk; "
-                            f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+                            f"{type(exc).__name__}: {_first_line(exc, 120)})") from None
     os.replace(tmp, path)
 
 
@@ -41,12 +46,12 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc) or type(exc).__name__
         raise UdcbenchError(f"{path}: refused, not a tensors-only checkpoint (loading it would run code it names: "
-                            f"{reason[:160]}); udcbench loads checkpoints with weights_only=True") from None
+                            f"{reason}); udcbench loads checkpoints with weights_only=True") from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise UdcbenchError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+                            f"{_first_line(exc)})") from None
     if not isinstance(state, dict):
         raise UdcbenchError(f"{path}: not a udcbench checkpoint (a {type(state).__name__}, not a dict)")
     return state
