@@ -168,7 +168,7 @@ def degrade_chunk(src: str, out: str, files: list[str], todo: list[str], recipe:
 
 
 # -- orchestration --------------------------------------------------------------------------------------
-def _read_journals(out: Path) -> dict[str, dict]:
+def read_journals(out: Path) -> dict[str, dict]:
     """Entries of every manifest*.jsonl under ``out`` (a torn last line from a kill is ignored)."""
     done: dict[str, dict] = {}
     for journal in sorted(out.glob("manifest*.jsonl")):
@@ -261,7 +261,7 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
             os.replace(target.with_name(f".{target.name}.tmp"), target)
 
     _repair_journal(out / shard.journal)
-    done = _read_journals(out)
+    done = read_journals(out)
     chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
     mine = [c for k, c in enumerate(chunks) if k % shard.count == shard.index]
     report = SynthReport(total=sum(len(c) for c in mine))
@@ -298,7 +298,7 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
             torch.set_num_threads(threads)
     report.seconds = time.perf_counter() - start
 
-    entries = _read_journals(out)
+    entries = read_journals(out)
     report.complete = all(f in entries for f in images)
     if report.complete:
         skipped = [e for e in entries.values() if "error" in e]
