@@ -174,6 +174,16 @@ def test_fill_commands_name_clean_data_read_from_outside_the_workspace(tmp_path:
         f"udcbench generate && udcbench train eac --data {data.resolve()}/synthetic --preset cpu")
 
 
+def test_fill_commands_show_a_workspace_link_to_data_elsewhere_as_the_link(tmp_path: Path, monkeypatch):
+    (tmp_path / "shared" / "ferplus").mkdir(parents=True)
+    workspace = tmp_path / "bench"
+    (workspace / "data").mkdir(parents=True)
+    (workspace / "data" / "ferplus").symlink_to(tmp_path / "shared" / "ferplus")
+    monkeypatch.chdir(workspace)
+    data = workspace / "data"
+    assert fill_command("scn", "ferplus", "clean", "cpu", "scratch", data, data / "ferplus") == (
+        "udcbench train scn --data data/ferplus --preset cpu")
+
 def test_leaderboard_marks_near_chance_results_and_does_not_rank_them():
     def with_test(row, classes, confusion):
         row["record"].update(classes=classes, test_at_best={"confusion": confusion})

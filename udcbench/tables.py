@@ -9,6 +9,7 @@ diffusion-steps sweep) never enter a table. Missing cells come with the command 
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -156,11 +157,13 @@ def usable(result: dict[str, Any]) -> bool:
 
 
 def _shown(path: Path) -> str:
-    """A folder as the user types it here: relative to the current folder when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """A folder as the user types it here: relative to the current folder when inside it (a link in the
+    workspace to data elsewhere, e.g. ``data/ferplus``, is shown as the link, not where it points)."""
+    here = Path.cwd().resolve()
+    for candidate in (Path(os.path.abspath(path)), path.resolve()):
+        if candidate.is_relative_to(here):
+            return str(candidate.relative_to(here))
+    return str(path)
 
 
 def fill_command(method: str, dataset: str, condition: str, preset: str, init: str, data_root: Path | None,
