@@ -44,8 +44,9 @@ def mean_luma(path: Path) -> float:
 
 def spread(name: str, values: list[float]) -> dict:
     q = np.quantile(values, QUANTILES)
-    return row(name, len(values), mean=float(np.mean(values)), std=float(np.std(values)), min=float(np.min(values)),
-               **{f"p{round(100 * p)}": float(v) for p, v in zip(QUANTILES, q)}, max=float(np.max(values)))
+    return row(name, len(values), mean=float(np.mean(values)), std=float(np.std(values, ddof=1)),
+               min=float(np.min(values)), **{f"p{round(100 * p)}": float(v) for p, v in zip(QUANTILES, q)},
+               max=float(np.max(values)))
 
 
 def accuracy(condition: str) -> dict:
@@ -65,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     manifest = json.loads((args.data / MANIFEST).read_text())
     source = Path(manifest["source"])
-    entries = list(read_journals(args.data).values())
+    entries = [e for e in read_journals(args.data).values() if "error" not in e]  # skipped images have no params
     if not entries or "darken" not in entries[0]["params"]:
         raise SystemExit(f"{args.data} is not a low-light dataset (its manifest records no darkening)")
     split = [e for e in entries if e["file"].startswith(args.split + "/")]
