@@ -1,5 +1,7 @@
-"""How harsh a synthesised low-light dataset is: the darkening its manifest recorded, the images' brightness
-before and after, the share of each LLDif caption, and the plain ResNet-18's accuracy clean and low-light.
+"""How harsh a synthesised low-light dataset is (darkening, brightness, captions, ResNet-18's accuracy drop).
+
+The darkening its manifest recorded, the images' brightness before and after, the share of each LLDif
+caption, and the plain ResNet-18's accuracy clean and low-light:
 
     python benchmarks/lowlight_severity.py --data ../bench/data/ll-ferplus [--split FER2013Valid]
 
@@ -60,10 +62,13 @@ def accuracy(condition: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    example = "example: python benchmarks/lowlight_severity.py --data ../bench/data/ll-ferplus"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=example)
     parser.add_argument("--data", type=Path, required=True, help="a low-light dataset written by udcbench synth")
     parser.add_argument("--split", default="FER2013Valid", help="folder whose images are measured")
     args = parser.parse_args()
+    if not (args.data / MANIFEST).is_file():
+        raise SystemExit(f"{args.data} has no {MANIFEST}: give a folder that `udcbench synth --preset lowlight` wrote")
     manifest = json.loads((args.data / MANIFEST).read_text())
     source = Path(manifest["source"])
     entries = [e for e in read_journals(args.data).values() if "error" not in e]  # skipped images have no params
