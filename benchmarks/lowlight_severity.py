@@ -57,8 +57,8 @@ def accuracy(condition: str) -> dict:
     name = f"resnet18 accuracy % ({condition})"
     if not runs:
         return row(name, 0)
-    return row(name, len(runs), mean=statistics.mean(runs), std=statistics.stdev(runs) if len(runs) > 1 else 0.0,
-               min=min(runs), max=max(runs))
+    spread_of_seeds = {"std": statistics.stdev(runs)} if len(runs) > 1 else {}  # one seed has no spread
+    return row(name, len(runs), mean=statistics.mean(runs), min=min(runs), max=max(runs), **spread_of_seeds)
 
 
 def main() -> None:
