@@ -266,7 +266,7 @@ def test_udcformer_classifies_from_z():
     assert F.softmax(a, dim=1).sum(dim=1).allclose(torch.ones(2))
 
 
-def test_cli_trains_both_stages_then_a_variant_reuses_stage_one(tmp_path, monkeypatch):
+def test_cli_trains_both_stages_then_variants_reuse_stage_one_unless_they_change_it(tmp_path, monkeypatch):
     import json
 
     from typer.testing import CliRunner
@@ -290,6 +290,21 @@ def test_cli_trains_both_stages_then_a_variant_reuses_stage_one(tmp_path, monkey
     variant = runner.invoke(app, ["train", "lrdif-s2-v1", "--data", "data/synthetic", "--preset", "smoke", *small])
     assert variant.exit_code == 0, variant.output
     assert "training lrdif-s1" not in variant.output  # stage 1 is reused
+    steps = runner.invoke(app, ["train", "lrdif", "--data", "data/synthetic", "--preset", "smoke", *small,
+                                "--set", "method_args.steps=2", "--tag", "t2"])
+    assert steps.exit_code == 0, steps.output
+    assert "training lrdif-s1" not in steps.output  # stage 1 never reads the diffusion's steps (Figure 6's sweep)
+    ablation = ["--set", "method_args.label_dropout=0.0"]
+    clash = runner.invoke(app, ["train", "lrdif-s2-v1", "--data", "data/synthetic", "--preset", "smoke", *small,
+                                *ablation])
+    assert clash.exit_code == 2 and "method_args.label_dropout" in clash.output and "--tag" in clash.output
+    own = runner.invoke(app, ["train", "lrdif-s2-v1", "--data", "data/synthetic", "--preset", "smoke", *small,
+                              *ablation, "--tag", "nodrop"])
+    assert own.exit_code == 0, own.output
+    first = json.loads((runs / "lrdif-s1-smoke-s0-nodrop" / "results.json").read_text())  # its own stage 1
+    assert first["config_changes"]["method_args.label_dropout"] == 0.0
+    second = json.loads((runs / "lrdif-s2-v1-smoke-s0-nodrop" / "results.json").read_text())
+    assert second["notes"]["stage1_run"].endswith("lrdif-s1-smoke-s0-nodrop")
     bad = runner.invoke(app, ["train", "lrdif", "--data", "data/synthetic", "--stage", "2"])
     assert bad.exit_code == 2 and "--from" in bad.output
 

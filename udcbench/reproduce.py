@@ -18,7 +18,7 @@ from pathlib import Path
 from udcbench.budget import UNCOUNTED_SHARE, PlanItem, StudyPlan, run_units, split_counts, unit_cost
 from udcbench.datasets import create_dataset, detect_dataset
 from udcbench.datasets.base import DatasetAdapter
-from udcbench.engine.runs import STORE, data_tag, finished, run_folder, train_method
+from udcbench.engine.runs import STORE, data_tag, finished, run_folder, stage1_plan, train_method
 from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
 from udcbench.files import read_json
@@ -313,7 +313,8 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
         overrides, tag = job.overrides()
         adapter = adapters[job.dataset][job.condition]
         stage1 = get_method(job.method).stage1
-        first = run_folder(workspace.runs, data_tag(adapter), stage1, study.train_preset, job.seed) if stage1 else None
+        first = stage1_plan(job.method, adapter, workspace.runs, study.train_preset, job.seed, overrides, None,
+                            tag)[0] if stage1 else None
         also = ""
         if first is not None and first not in first_stages:
             first_stages[first] = finished(first) is None

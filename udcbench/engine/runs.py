@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from udcbench.config import apply_overrides
+from udcbench.config import TrainConfig, apply_overrides
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.errors import UdcbenchError
 from udcbench.files import check_name, read_json
@@ -38,6 +39,60 @@ def _never_trained(run_dir: Path) -> bool:
         "config.json", "metrics.jsonl"}
 
 
+#: Settings that leave a run's numbers as they are: a stage-1 run may differ in them and still be reused.
+_RESULT_NEUTRAL = ("num_workers", "eval_batch_size")
+
+
+def run_config(method: str, preset: str, seed: int, overrides: list[str] | None, weights: Path | None) -> TrainConfig:
+    """The configuration ``udcbench train METHOD`` trains with: the preset, ``--set``, seed and ``--weights``."""
+    config = apply_overrides(get_method(method).config(preset), overrides)
+    config.seed = seed
+    if weights is not None:
+        config.weights = str(weights)
+    return config
+
+
+def _differences(run_dir: Path, config: TrainConfig) -> list[str] | None:
+    """The settings in which the run in ``run_dir`` was trained otherwise than ``config`` would train it ([] when
+    alike, None when the folder holds no run)."""
+    saved = read_json(run_dir / "config.json")
+    if saved is None:
+        return None
+    spec = get_method(config.method)
+    wanted = replace(config, method_args=spec.args_for(config)).to_json()
+    saved = TrainConfig.from_json(saved).to_json()
+    differ = [k for k in wanted if k not in (*_RESULT_NEUTRAL, "method_args") and saved[k] != wanted[k]]
+    return differ + [f"method_args.{k}" for k in wanted["method_args"]
+                     if saved["method_args"].get(k) != wanted["method_args"][k]]
+
+
+def stage1_plan(method: str, adapter: DatasetAdapter, out: Path, preset: str, seed: int,
+                overrides: list[str] | None, weights: Path | None, tag: str = "") -> tuple[Path, list[str]]:
+    """Where a second-stage method's stage 1 trains, and the overrides it trains with (all but those of the
+    arguments only the second stage reads).
+
+    The untagged folder every variant shares, when it holds this stage 1 or nothing yet; with a tag, a stage 1
+    that the overrides or ``weights`` change (or that the shared folder holds otherwise trained) gets the
+    tagged folder, so that an ablation (``--set method_args.captions=false --tag nocap``) trains its own. A
+    folder holding a stage 1 trained with other settings is refused, never reused."""
+    from udcbench.engine.records import config_changes  # imports torch, which `--help` never does
+
+    spec = get_method(method)
+    kept = [p for p in overrides or [] if not p.strip().startswith("method_args.")
+            or p.partition("=")[0].strip().replace("-", "_").removeprefix("method_args.") not in spec.stage2_args]
+    config = run_config(spec.stage1, preset, seed, kept, weights)
+    changed = bool(config_changes(config, get_method(spec.stage1))) or weights is not None
+    folder = run_folder(out, data_tag(adapter), spec.stage1, preset, seed)
+    shared = _differences(folder, config)
+    if tag and (shared or (shared is None and changed)):
+        folder = run_folder(out, data_tag(adapter), spec.stage1, preset, seed, tag)
+    differ = _differences(folder, config)
+    if differ:
+        raise UdcbenchError(f"{folder} holds a stage 1 trained with other {', '.join(differ)}; pass "
+                            f"{'another ' if tag else ''}--tag NAME to train this run's own, or --from RUN")
+    return folder, kept
+
+
 def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = "cpu", seed: int = 0,
                  overrides: list[str] | None = None, weights: Path | None = None, tag: str = "",
                  resume: bool = False, overwrite: bool = False, skip_finished: bool = False,
@@ -46,7 +101,7 @@ def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = 
     """Train one method into its run folder and return the final record.
 
     A second-stage method (LRDif and its variants) first trains its stage 1 into that method's own
-    folder (shared by every variant; the stage-1 folder carries no ``tag``) unless ``from_run`` names one.
+    folder (shared by every variant; ``stage1_plan``) unless ``from_run`` names one.
     ``skip_finished`` returns a finished run's record as it is and resumes an unfinished one (what
     ``reproduce`` needs after a kill); otherwise an existing folder needs ``resume`` or ``overwrite``.
     """
@@ -57,23 +112,22 @@ def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = 
     out = Path(out)
     store = out / STORE
 
-    def run_one(name: str, run_dir: Path, resume_it: bool, extra: dict) -> dict:
-        config = apply_overrides(get_method(name).config(preset), overrides)
-        config.seed = seed
+    def run_one(name: str, run_dir: Path, resume_it: bool, extra: dict, pairs: list[str] | None) -> dict:
+        config = run_config(name, preset, seed, pairs, weights)
         config.method_args.update(extra)
-        if weights is not None:
-            config.weights = str(weights)
         log(f"training {name} ({preset}) on {adapter.describe()} -> {run_dir}")
         return train(config, adapter, run_dir, store=store, resume=resume_it, device=device, cache_dir=cache_dir)
 
     extra = {}
     if spec.stage1:
-        first = Path(from_run) if from_run is not None else run_folder(out, data_tag(adapter), spec.stage1, preset,
-                                                                        seed)
-        if finished(first) is None:
-            if from_run is not None:
+        if from_run is not None:
+            first = Path(from_run)
+            if finished(first) is None:
                 raise UdcbenchError(f"{first} is not a finished stage-1 run (no results.json)")
-            run_one(spec.stage1, first, (first / "last.pt").is_file(), {})
+        else:
+            first, pairs = stage1_plan(method, adapter, out, preset, seed, overrides, weights, tag)
+            if finished(first) is None:
+                run_one(spec.stage1, first, (first / "last.pt").is_file(), {}, pairs)
         extra[spec.stage1_arg] = str(first)
     run_dir = run_folder(out, data_tag(adapter), method, preset, seed, tag)
     if _never_trained(run_dir):  # stopped before its first epoch ended (e.g. a non-finite loss): start again
@@ -94,4 +148,4 @@ def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = 
             hint = "--overwrite to train again" if done else "--resume to continue it, or --overwrite"
             raise UdcbenchError(f"{run_dir} exists ({'finished' if done else 'unfinished'}); pass {hint}")
         shutil.rmtree(run_dir)
-    return run_one(method, run_dir, resume, extra)
+    return run_one(method, run_dir, resume, extra, overrides)

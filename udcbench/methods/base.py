@@ -99,6 +99,9 @@ class MethodSpec:
     #: receives that run's folder.
     stage1: str | None = None
     stage1_arg: str = "from_run"
+    #: For a second-stage method: the method arguments only it reads (LRDif's diffusion steps); overriding them
+    #: keeps the stage 1 its variants share, where an override of anything else trains a stage 1 of its own.
+    stage2_args: tuple[str, ...] = ()
     #: An oracle sees the label at test time (LRDif's stage 1): reported in Table 5, never ranked.
     oracle: bool = False
     #: An ablation row only (LRDif's Table 5 variants): the study trains it where its table is measured (the

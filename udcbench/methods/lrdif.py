@@ -32,6 +32,9 @@ LRDIF_CPU_STAGE2 = {"label_smoothing": 0.1, "epochs": 12, "grad_clip": LRDIF_CPU
 #: stage 1 (the oracle was still at chance after 12).
 LRDIF_QUICK = {"input_size": 32, "max_steps": 12}
 LRDIF_QUICK_STAGE1 = {**LRDIF_QUICK, "max_steps": 20}
+#: The arguments stage 1 never reads (its model has the diffusion, untrained and unused): overriding them, as
+#: Figure 6's sweep does, reuses the shared stage 1.
+LRDIF_STAGE2_ARGS = ("steps", "parameterization", "kl_temperature")
 #: One epoch of landmark pre-training on the quick budget: three were its largest item (a third of LRDif's
 #: share of the plan) on the ResNet-18 trunk.
 LRDIF_QUICK_ARGS = {"landmark_epochs": 1}
@@ -97,6 +100,7 @@ for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "
         quick_recipe=LRDIF_QUICK_STAGE1 if _variant == "s1" else LRDIF_QUICK, quick_method_args=LRDIF_QUICK_ARGS,
         prepare=_lrdif_prepare,
         stage1=None if _variant == "s1" else "lrdif-s1", oracle=_variant == "s1",
+        stage2_args=() if _variant == "s1" else LRDIF_STAGE2_ARGS,
         ablation_only=_variant in ("s2-v1", "s2-v2", "s2-v4"),  # Table 5's rows besides the paper's model
         # Figure 6 (accuracy against the diffusion steps T) and Figures 4/5 (t-SNE): the paper's model only.
         sweep=Sweep("steps", "T", "6") if _variant == "s2-v3" else None, tsne=_variant == "s2-v3",
@@ -119,5 +123,6 @@ for _variant, _title in (("s1", "LLDif stage 1 (oracle: label and caption in)"),
         method_args=dict(LLDIF_ARGS), quick_recipe=LRDIF_QUICK_STAGE1 if _variant == "s1" else LRDIF_QUICK,
         quick_method_args=LRDIF_QUICK_ARGS, prepare=_lrdif_prepare,
         stage1=None if _variant == "s1" else "lldif-s1", oracle=_variant == "s1",
+        stage2_args=() if _variant == "s1" else LRDIF_STAGE2_ARGS,
         in_quick_study=False, study_kinds=("lowlight",),  # the low-light sibling: low-light studies only
     )(_lrdif_builder(_variant, lldif=True))
