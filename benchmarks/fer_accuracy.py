@@ -29,6 +29,18 @@ def udcbench(*args: str, cwd: Path) -> None:
     subprocess.run([sys.executable, "-m", "udcbench", *args], cwd=cwd, check=True)
 
 
+def prepare_data(ws: Path, src: Path, conditions: list[str]) -> None:
+    """``ws/data/ferplus`` linked to the real data, and each condition's copy synthesised when missing."""
+    (ws / "data").mkdir(parents=True, exist_ok=True)
+    clean = ws / "data" / "ferplus"
+    if not clean.exists():
+        clean.symlink_to(src.resolve())
+    for condition in conditions:
+        folder = ws / "data" / PRESET_FOLDERS[condition]
+        if condition != "clean" and not (folder / "manifest.json").is_file():
+            udcbench("synth", "ferplus", "--preset", condition, "--workers", "2", "--resume", cwd=ws)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["resnet18", "scn", "rul", "eac", "dan"])
@@ -40,14 +52,7 @@ def main() -> None:
     parser.add_argument("--tag", help="write fer_accuracy-TAG.csv (its own workspace's draws)")
     args = parser.parse_args()
     ws = args.workspace.resolve()
-    (ws / "data").mkdir(parents=True, exist_ok=True)
-    clean = ws / "data" / "ferplus"
-    if not clean.exists():
-        clean.symlink_to(args.src.resolve())
-    for condition in args.conditions:
-        folder = ws / "data" / PRESET_FOLDERS[condition]
-        if condition != "clean" and not (folder / "manifest.json").is_file():
-            udcbench("synth", "ferplus", "--preset", condition, "--workers", "2", "--resume", cwd=ws)
+    prepare_data(ws, args.src, args.conditions)
     rows = []
     for method in args.methods:
         for condition in args.conditions:

@@ -19,7 +19,7 @@ from pathlib import Path
 from udcbench.files import read_json
 
 from _common import FERPLUS, read_rows, report
-from fer_accuracy import PRESET_FOLDERS, udcbench
+from fer_accuracy import PRESET_FOLDERS, prepare_data, udcbench
 
 TAG = "nocap"
 
@@ -41,12 +41,8 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu")
     args = parser.parse_args()
     ws = args.workspace.resolve()
+    prepare_data(ws, args.src, ["lowlight"])
     data = ws / "data" / PRESET_FOLDERS["lowlight"]
-    if not (data / "manifest.json").is_file():
-        (ws / "data").mkdir(parents=True, exist_ok=True)
-        if not (ws / "data" / "ferplus").exists():
-            (ws / "data" / "ferplus").symlink_to(args.src.resolve())
-        udcbench("synth", "ferplus", "--preset", "lowlight", "--workers", "2", "--resume", cwd=ws)
     runs = ws / "runs" / data.name
     name = f"lldif-{args.preset}-s{args.seed}"
     off = runs / f"{name}-{TAG}"
