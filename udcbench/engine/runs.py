@@ -78,15 +78,15 @@ def stage1_plan(method: str, adapter: DatasetAdapter, out: Path, preset: str, se
     from udcbench.engine.records import config_changes  # imports torch, which `--help` never does
 
     spec = get_method(method)
-    kept = [p for p in overrides or [] if not p.strip().startswith("method_args.")
-            or p.partition("=")[0].strip().replace("-", "_").removeprefix("method_args.") not in spec.stage2_args]
+    second_only = {f"method_args.{name}" for name in spec.stage2_args}
+    kept = [p for p in overrides or [] if p.partition("=")[0].strip().replace("-", "_") not in second_only]
     config = run_config(spec.stage1, preset, seed, kept, weights)
     changed = bool(config_changes(config, get_method(spec.stage1))) or weights is not None
     folder = run_folder(out, data_tag(adapter), spec.stage1, preset, seed)
-    shared = _differences(folder, config)
-    if tag and (shared or (shared is None and changed)):
-        folder = run_folder(out, data_tag(adapter), spec.stage1, preset, seed, tag)
     differ = _differences(folder, config)
+    if tag and (differ or (differ is None and changed)):
+        folder = run_folder(out, data_tag(adapter), spec.stage1, preset, seed, tag)
+        differ = _differences(folder, config)
     if differ:
         raise UdcbenchError(f"{folder} holds a stage 1 trained with other {', '.join(differ)}; pass "
                             f"{'another ' if tag else ''}--tag NAME to train this run's own, or --from RUN")
