@@ -21,8 +21,11 @@ class Batch:
 class StepOutput:
     loss: torch.Tensor
     logits: torch.Tensor
-    terms: dict[str, float] = field(default_factory=dict)  # each loss term, for the logs
-    #: (training-set positions, new labels) to write back into the dataset (SCN's relabelling).
+    #: Each loss term, detached, for the logs: the engine adds them up on the device and reads them at log time
+    #: (an ``.item()`` here would make the host wait for the GPU at every step).
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: (training-set positions, new labels) to write back into the dataset (SCN's relabelling); a new label of -1
+    #: keeps the old one.
     relabel: tuple[torch.Tensor, torch.Tensor] | None = None
 
 

@@ -54,27 +54,32 @@ def landmark_heatmaps(points: torch.Tensor, image_size: int, sigma: float = 1.0)
     return gy[..., :, None] * gx[..., None, :]
 
 
-def pretrain_landmark_net(net: LandmarkNet, images: torch.Tensor, points: np.ndarray, epochs: int = 3,
-                          batch_size: int = 64, lr: float = 2e-3, seed: int = 0) -> list[float]:
+def pretrain_landmark_net(net: LandmarkNet, images, points: np.ndarray, epochs: int = 3, batch_size: int = 64,
+                          lr: float = 2e-3, seed: int = 0, prepare=None) -> list[float]:
     """Fit ``net`` to heatmaps of ``points`` (N x 68 x 2, pixels of ``images``), then freeze it. Returns the
-    mean loss of each epoch."""
+    mean loss of each epoch. ``images`` is the normalised N x 3 x S x S input, or anything indexable (the uint8
+    image cache) with ``prepare`` turning a batch of it into that input: the set is never held as floats, nor are
+    its heatmaps (made per batch)."""
     net.train().requires_grad_(True)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    targets = landmark_heatmaps(torch.as_tensor(points), images.shape[-1])
+    points = torch.as_tensor(points)
     generator = torch.Generator().manual_seed(seed)
     device = next(net.parameters()).device
     losses = []
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=generator)
-        total = 0.0
+        total = torch.zeros((), device=device)
         for i in range(0, len(images), batch_size):
             idx = order[i : i + batch_size]
-            heat = net(images[idx].to(device))[0]
-            loss = F.mse_loss(heat, targets[idx].to(heat)) * 100
+            batch = images[idx] if prepare is None else prepare(images[idx.numpy()])
+            batch = batch.to(device)
+            heat = net(batch)[0]
+            target = landmark_heatmaps(points[idx], batch.shape[-1]).to(heat)
+            loss = F.mse_loss(heat, target) * 100
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(idx)
-        losses.append(total / len(images))
+            total += loss.detach() * len(idx)
+        losses.append(total.item() / len(images))
     net.eval().requires_grad_(False)
     return losses

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines import distributed
 from baselines.backbone import resnet18_trunk
 from baselines.base import Batch, FERModel, StepOutput, cross_entropy
 
@@ -45,7 +46,7 @@ class ResNet18FER(FERModel):
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         logits = self(batch.images)
         loss = cross_entropy(logits, batch, self.label_smoothing)
-        return StepOutput(loss, logits, {"ce": loss.item()})
+        return StepOutput(loss, logits, {"ce": loss.detach()})
 
 
 # -- SCN ---------------------------------------------------------------------------------------------
@@ -60,13 +61,19 @@ def rank_regularization(weights: torch.Tensor, beta: float, margin: float) -> to
     return F.relu(margin - (ranked[:n_high].mean() - ranked[n_high:].mean()))
 
 
-def scn_relabel(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Samples whose top probability beats their given label's by more than ``threshold``:
-    (positions in the batch, new labels)."""
+def scn_relabel_dense(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
+    """SCN's relabelling: a sample whose top probability beats its given label's by more than ``threshold`` takes
+    the top class; one new label per sample, -1 where the label stays (no host sync)."""
     top, predicted = probs.max(dim=1)
     given = probs.gather(1, labels[:, None]).squeeze(1)
-    change = torch.nonzero(top - given > threshold).flatten()
-    return change, predicted[change]
+    return torch.where(top - given > threshold, predicted, torch.full_like(predicted, -1))
+
+
+def scn_relabel(probs: torch.Tensor, labels: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`scn_relabel_dense` as (positions in the batch, new labels)."""
+    new = scn_relabel_dense(probs, labels, threshold)
+    change = torch.nonzero(new >= 0).flatten()
+    return change, new[change]
 
 
 #: SCN relabels from epoch 10 of its official 70: the fraction of the schedule where relabelling starts.
@@ -108,10 +115,10 @@ class SCN(FERModel):
         rr = rank_regularization(weights, self.beta, self.rank_margin)
         relabel = None
         if epoch >= self.relabel_epoch:
-            with torch.no_grad():
-                change, new = scn_relabel(F.softmax(logits.float(), dim=1), batch.labels, self.relabel_margin)
-            relabel = (batch.index[change], new)
-        return StepOutput(ce + rr, logits, {"ce": ce.item(), "rank": rr.item()}, relabel)
+            with torch.no_grad():  # dense (-1: keep), so that nothing waits on the device for a count
+                relabel = (batch.index, scn_relabel_dense(F.softmax(logits.float(), dim=1), batch.labels,
+                                                          self.relabel_margin))
+        return StepOutput(ce + rr, logits, {"ce": ce.detach(), "rank": rr.detach()}, relabel)
 
 
 # -- RUL ---------------------------------------------------------------------------------------------
@@ -156,7 +163,7 @@ class RUL(FERModel):
         logits = self.fc(fused)
         loss_a, loss_b = F.cross_entropy(logits, batch.labels), F.cross_entropy(logits, batch.labels[perm])
         loss = 0.5 * loss_a + 0.5 * loss_b
-        return StepOutput(loss, logits, {"ce_i": loss_a.item(), "ce_j": loss_b.item()})
+        return StepOutput(loss, logits, {"ce_i": loss_a.detach(), "ce_j": loss_b.detach()})
 
 
 # -- EAC ---------------------------------------------------------------------------------------------
@@ -183,7 +190,7 @@ class EAC(ResNet18FER):
         ce = cross_entropy(logits[:n], batch)
         consistency = F.mse_loss(cams[:n], cams[n:].flip(-1))
         loss = ce + self.consistency_weight * consistency
-        return StepOutput(loss, logits[:n], {"ce": ce.item(), "consistency": consistency.item()})
+        return StepOutput(loss, logits[:n], {"ce": ce.detach(), "consistency": consistency.detach()})
 
 
 # -- DAN ---------------------------------------------------------------------------------------------
@@ -274,7 +281,8 @@ class DAN(FERModel):
         ce = cross_entropy(logits, batch)
         af = affinity_loss(feat.float(), batch.labels, self.centers)
         pt = partition_loss(heads.float())
-        return StepOutput(ce + af + pt, logits, {"ce": ce.item(), "affinity": af.item(), "partition": pt.item()})
+        return StepOutput(ce + af + pt, logits,
+                          {"ce": ce.detach(), "affinity": af.detach(), "partition": pt.detach()})
 
 
 # -- DACL --------------------------------------------------------------------------------------------
@@ -290,11 +298,13 @@ def sparse_center_loss(feat: torch.Tensor, attention: torch.Tensor, labels: torc
 def dacl_center_update(centers: torch.Tensor, feat: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor,
                        alpha: float) -> None:
     """The official centre step (an SGD step of rate ``alpha`` on the centres' custom gradient):
-    ``c_j += alpha * sum_{i: y_i = j} a_i * (x_i - c_j) / (1 + n_j)``."""
+    ``c_j += alpha * sum_{i: y_i = j} a_i * (x_i - c_j) / (1 + n_j)``. Under DDP the sums run over the global
+    batch (every rank's share), so that every rank moves its centres alike, as one process would."""
     moved = torch.zeros_like(centers).index_add_(0, labels, attention * (feat - centers[labels]))
-    counts = torch.ones(len(centers), device=centers.device).index_add_(0, labels, torch.ones_like(labels,
-                                                                                                 dtype=centers.dtype))
-    centers.add_(alpha * moved / counts[:, None])
+    counts = torch.zeros(len(centers), device=centers.device).index_add_(0, labels, torch.ones_like(labels,
+                                                                                                  dtype=centers.dtype))
+    both = distributed.all_reduce_sum(torch.cat([moved, counts[:, None]], dim=1))
+    centers.add_(alpha * both[:, :-1] / (1 + both[:, -1:]))
 
 
 class DACL(FERModel):
@@ -341,7 +351,7 @@ class DACL(FERModel):
         ce = cross_entropy(logits, batch)
         center = sparse_center_loss(feat.float(), weights.float(), batch.labels, self.centers)
         dacl_center_update(self.centers, feat.detach().float(), weights.detach().float(), batch.labels, self.alpha)
-        return StepOutput(ce + self.lamb * center, logits, {"ce": ce.item(), "center": center.item()})
+        return StepOutput(ce + self.lamb * center, logits, {"ce": ce.detach(), "center": center.detach()})
 
 
 # -- ARM ---------------------------------------------------------------------------------------------
@@ -368,8 +378,8 @@ class AmendRepresentation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         x = self.bn(self.de_albino(x.reshape(b * c, 1, h, w)).reshape(b, c, self.out_side, self.out_side))
-        if self.training:
-            shared = x.mean(dim=(0, 1))
+        if self.training:  # over the global batch under DDP (differentiably), as on one device
+            shared = distributed.all_reduce_mean_grad(x.mean(dim=(0, 1)))
             with torch.no_grad():
                 self.shared.lerp_(shared.detach().float(), self.momentum)
         else:
@@ -399,7 +409,7 @@ class ARM(FERModel):
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         logits = self(batch.images)
         ce = cross_entropy(logits, batch)
-        return StepOutput(ce, logits, {"ce": ce.item()})
+        return StepOutput(ce, logits, {"ce": ce.detach()})
 
 
 # -- MANet -------------------------------------------------------------------------------------------
@@ -520,4 +530,4 @@ class MANet(FERModel):
         ce_local, ce_global = cross_entropy(local, batch), cross_entropy(global_, batch)
         loss = self.beta * ce_local + (1 - self.beta) * ce_global
         logits = self.beta * local + (1 - self.beta) * global_
-        return StepOutput(loss, logits, {"ce_local": ce_local.item(), "ce_global": ce_global.item()})
+        return StepOutput(loss, logits, {"ce_local": ce_local.detach(), "ce_global": ce_global.detach()})

@@ -270,7 +270,7 @@ class PosterPP(FERModel):
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         logits = self(batch.images)
         loss = cross_entropy(logits, batch)
-        return StepOutput(loss, logits, {"ce": loss.item()})
+        return StepOutput(loss, logits, {"ce": loss.detach()})
 
     def train(self, mode: bool = True):
         """The landmark network stays frozen once pre-trained."""

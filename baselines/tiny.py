@@ -26,4 +26,4 @@ class TinyCNN(FERModel):
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         logits = self(batch.images)
         loss = cross_entropy(logits, batch)
-        return StepOutput(loss, logits, {"ce": loss.item()})
+        return StepOutput(loss, logits, {"ce": loss.detach()})

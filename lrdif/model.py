@@ -143,7 +143,7 @@ class LRDif(FERModel):
             z = self.prior(e_image, torch.where(dropped, torch.full_like(y, self.num_classes), y), x)
             logits = self.udcformer(maps, pooled, z, landmarks)
             ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-            return StepOutput(ce, logits, {"ce": ce.item()})
+            return StepOutput(ce, logits, {"ce": ce.detach()})
         with torch.no_grad():
             z = self.prior(e_image.detach(), y, x)  # frozen FPEN_S1 and E_L
         condition = self.fpen_s2(e_image)
@@ -153,12 +153,12 @@ class LRDif(FERModel):
             z_hat = condition
         logits = self.udcformer(maps, pooled, z_hat, landmarks)
         ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        terms = {"ce": ce.item()}
+        terms = {"ce": ce.detach()}
         loss = ce
         if self.variant.kl:
             kl = kl_loss(z.float(), z_hat.float(), self.kl_temperature)
             loss = loss + kl
-            terms["kl"] = kl.item()
+            terms["kl"] = kl.detach()
         return StepOutput(loss, logits, terms)
 
     # -- stage set-up -------------------------------------------------------------------------------
@@ -174,9 +174,13 @@ class LRDif(FERModel):
 
     def train(self, mode: bool = True):
         """The landmark network is always frozen once pre-trained; stage 2 also freezes FPEN_S1 and the
-        label encoder (re-applied every epoch, so also after a resume); CLIP's towers are always frozen."""
+        label encoder (re-applied every epoch, so also after a resume); CLIP's towers are always frozen. What the
+        variant never runs (stage 1's FPEN_S2 and diffusion, S2-V1's diffusion) is frozen too, so that DDP waits
+        for no gradient that never comes."""
         super().train(mode)
-        frozen = [self.landmarks] + ([self.encoders, self.fpen_s1] if self.variant.stage == 2 else [])
+        frozen = [self.landmarks] + ([self.encoders, self.fpen_s1] if self.variant.stage == 2 else [self.fpen_s2])
+        if not self.variant.diffusion:
+            frozen.append(self.diffusion)
         for module in frozen:
             module.eval()
             module.requires_grad_(False)

@@ -90,10 +90,11 @@ def test_scn_training_step_relabels_only_after_its_epoch():
     batch = Batch(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]), torch.tensor([10, 11, 12, 13]))
     assert model.training_step(batch, 9).relabel is None
     out = model.training_step(batch, 10)
-    positions, _ = out.relabel
+    positions, new = out.relabel  # every sample's position, its new label or -1 (kept)
     probs = F.softmax(out.logits.detach(), dim=1)
-    expected, _ = scn_relabel(probs, batch.labels, 0.2)
-    assert positions.tolist() == (batch.index[expected]).tolist()
+    expected, labels = scn_relabel(probs, batch.labels, 0.2)
+    assert positions.tolist() == batch.index.tolist()
+    assert (new >= 0).nonzero().flatten().tolist() == expected.tolist() and new[expected].tolist() == labels.tolist()
 
 
 def test_rul_fusion_by_hand():
@@ -112,7 +113,7 @@ def test_eac_cams_and_consistency():
     torch.testing.assert_close(cams[:, 1], feat[:, 1] - feat[:, 2])
     model = create_method("eac", 4, get_method("eac").config("smoke"))
     out = model.training_step(Batch(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]), torch.arange(2)), 0)
-    expected = out.terms["ce"] + 5.0 * out.terms["consistency"]
+    expected = (out.terms["ce"] + 5.0 * out.terms["consistency"]).item()
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
 
 

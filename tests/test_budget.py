@@ -85,7 +85,8 @@ def test_images_are_decoded_once_per_process(tmp_path, monkeypatch):
     monkeypatch.setattr(type(adapter), "load_image", lambda self, r: calls.append(r.id) or original(self, r))
     widths: list[int] = []
     first = load_images(adapter, records, 32, "loading", sizes=widths)
-    first[:] = 0  # the caller's copy: the cache is not changed through it
+    with pytest.raises(ValueError):  # read-only: the one decoded copy is shared, never copied
+        first[:] = 0
     again, widths_again = load_images(adapter, records, 32, "loading", sizes=[]), []
     load_images(adapter, records, 32, "loading", sizes=widths_again)
     assert len(calls) == len(records) and widths == widths_again == [40] * len(records)

@@ -36,6 +36,11 @@ SMOKE_RECIPE: dict[str, Any] = dict(
 )
 
 
+#: Settings of how a run executes, not of what it trains: runs that differ only in them are the same recipe (they
+#: share tables and a stage 1; the record keeps them).
+RUN_SETTINGS = ("num_workers", "eval_batch_size", "compile")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (recorded in the run folder as config.json)."""
@@ -65,7 +70,8 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1  # held out from train when the dataset has no separate validation split
     max_steps: int = 0  # per epoch, 0 = all (smoke preset)
-    num_workers: int = 0
+    num_workers: int = -1  # loader processes; -1: automatic (none on a CPU run, up to 4 per GPU)
+    compile: bool = False  # torch.compile the training step (recorded; results as without)
     weights: str | None = None  # MS-Celeb-1M ResNet-18 checkpoint; None = from scratch
     method_args: dict[str, Any] = field(default_factory=dict)  # loss constants and model options
 
@@ -81,10 +87,11 @@ class TrainConfig:
                 raise UdcbenchError(f"{name} must be in [0, 1), got {value}")
         if not 0 <= self.erasing <= 1:
             raise UdcbenchError(f"erasing is a probability, got {self.erasing}")
-        for name, value in (("max_steps", self.max_steps), ("grad_clip", self.grad_clip), ("sam_rho", self.sam_rho),
-                            ("num_workers", self.num_workers)):
+        for name, value in (("max_steps", self.max_steps), ("grad_clip", self.grad_clip), ("sam_rho", self.sam_rho)):
             if value < 0:
                 raise UdcbenchError(f"{name} must be 0 or more, got {value}")
+        if self.num_workers < -1:
+            raise UdcbenchError(f"num_workers must be -1 (automatic) or more, got {self.num_workers}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

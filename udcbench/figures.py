@@ -190,7 +190,6 @@ def confusion_figure(record: dict[str, Any], path: Path) -> Path:
 def run_tsne(run_dir: Path, adapter: DatasetAdapter, path: Path, max_images: int = 2000,
              device: str | None = None) -> Path:
     """Figures 4/5 for any run: t-SNE of its penultimate features on ``adapter``'s test split."""
-    from udcbench.engine.data import normalise
     from udcbench.engine.evaluation import load_test_split, load_trained, predict
     from udcbench.engine.runtime import runtime
 
@@ -200,7 +199,7 @@ def run_tsne(run_dir: Path, adapter: DatasetAdapter, path: Path, max_images: int
     pick = np.random.default_rng(run.config.seed).permutation(len(records))[:max_images]
     pick.sort()
     labels = np.array([r.label for r in records])[pick]
-    features, _ = predict(run.model, normalise(images[pick], run.config), run.config, rt, labels, features=True)
+    features, _ = predict(run.model, images[pick], run.config, rt, labels, features=True, shard=False)
     title = (f"t-SNE: {run.config.method} ({run.config.preset}) features on {adapter.origin} "
              f"({adapter.manifest.get('recipe_name', 'clean')}) {split}, {len(pick)} images")
     return tsne_plot(tsne_embedding(features, run.config.seed), labels, list(adapter.classes), path, title)

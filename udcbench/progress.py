@@ -53,6 +53,10 @@ def track(items: Iterable[T], total: int | None = None, description: str = "work
             bar.advance(task)
 
 
+#: How often a terminal's training bar rewrites its text (which reads the loss from the device).
+BAR_TEXT_S = 0.5
+
+
 class TrainingProgress:
     """A training run's progress within its epochs. In a terminal: one rich bar over all the run's steps (epoch,
     loss, images/s, time left). Elsewhere (a log file, CI): a plain line for the first step, then at least every
@@ -96,8 +100,10 @@ class TrainingProgress:
         if self._start is None:
             self._start = time.perf_counter()
 
-    def step(self, epoch: int, step: int, images: int, loss: float) -> None:
-        """After training step ``step`` (0-based) of ``epoch`` (0-based) on ``images`` images."""
+    def step(self, epoch: int, step: int, images: int, loss) -> None:
+        """After training step ``step`` (0-based) of ``epoch`` (0-based) on ``images`` images. ``loss`` may be a
+        tensor on a GPU: it is read only when a line or the bar's text is written (the bar's at most every
+        :data:`BAR_TEXT_S` seconds), so that the step does not wait for the device."""
         self.start_step()
         self.done += 1
         self._images += images
@@ -106,13 +112,16 @@ class TrainingProgress:
             return
         where = f"epoch {epoch + 1}/{self.epochs} step {step + 1}/{self.steps_per_epoch}"
         rate = self._images / self._elapsed()
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done,
-                             description=f"{self.label} {where}: loss {loss:.3f}, {rate:.0f} img/s")
-            return
         now = time.perf_counter()
+        if self._bar is not None:
+            text = {}
+            if now - self._last_line >= BAR_TEXT_S or step + 1 == self.steps_per_epoch:
+                text = {"description": f"{self.label} {where}: loss {float(loss):.3f}, {rate:.0f} img/s"}
+                self._last_line = now
+            self._bar.update(self._task, completed=self.done, **text)
+            return
         if self._since_line >= self.every_steps or now - self._last_line >= self.every_s:
-            stderr.print(f"{self.label} {where}: loss {loss:.4f}, {rate:.0f} images/s, {self._left()} left",
+            stderr.print(f"{self.label} {where}: loss {float(loss):.4f}, {rate:.0f} images/s, {self._left()} left",
                          highlight=False, soft_wrap=True)
             self._since_line, self._last_line = 0, now
 

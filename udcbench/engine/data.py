@@ -1,22 +1,28 @@
-"""Training data: split planning (validation never taken from the test split), in-memory images,
-and albumentations augmentation seeded per (seed, epoch, image) so that any epoch replays exactly."""
+"""Training data: split planning (validation never taken from the test split), images decoded once into a uint8
+cache (on disk and memory-mapped when the run has a cache folder: shared by the ranks of a DDP run and by later
+runs, decoded on all cores), and the loader that hands uint8 batches to the device, where
+:mod:`udcbench.engine.augment` augments them."""
 
 from __future__ import annotations
 
-import zlib
+import hashlib
+import json
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
 
+from baselines import distributed
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter, Record, class_counts
 from udcbench.errors import UdcbenchError
-from udcbench.progress import track
+from udcbench.files import write_json
+from udcbench.progress import progress_bar
+from udcbench.workers import worker_pool
 
 
 @dataclass
@@ -72,9 +78,14 @@ def check_labels(plan: SplitPlan, num_classes: int) -> None:
             raise UdcbenchError(f"the {name} split has no image of class(es) {missing}; every class needs some")
 
 
-#: Decoded images kept in this process, so that the runs of one study (``reproduce``) decode each split once.
+#: Decoded images kept in this process when a run has no cache folder (tests), so that the runs of one study decode
+#: each split once.
 _DECODED: OrderedDict[tuple, tuple[np.ndarray, list[int]]] = OrderedDict()
 _DECODED_MAX_BYTES = 2 << 30
+#: Bump when decoding changes (interpolation, colour order): every cached array is decoded again.
+DECODE_VERSION = 1
+#: Below this many images the decoding runs in this process (a worker pool costs more than it saves).
+PARALLEL_MIN_IMAGES = 512
 
 
 def forget_decoded() -> None:
@@ -82,67 +93,172 @@ def forget_decoded() -> None:
     _DECODED.clear()
 
 
-def load_images(adapter: DatasetAdapter, records: list[Record], size: int, description: str,
-                sizes: list[int] | None = None) -> np.ndarray:
-    """Decode and resize every image once: N x size x size x 3 uint8 (original widths into ``sizes``).
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interpolation)
 
-    The same records of the same dataset at the same size are decoded once per process (a copy is returned).
-    """
+
+def _decode_into(adapter: DatasetAdapter, records: list[Record], size: int, out: np.ndarray, start: int,
+                 advance=None) -> list[int]:
+    widths = []
+    for i, record in enumerate(records):
+        image = adapter.load_image(record)
+        widths.append(image.shape[1])
+        out[start + i] = _resize(image, size)
+        if advance is not None:
+            advance()
+    return widths
+
+
+def _decode_chunk(name: str, root: str | None, options: dict, records: list[Record], size: int, path: str,
+                  start: int) -> list[int]:
+    """A worker's share: decode ``records`` into rows ``start...`` of the memory-mapped array at ``path``."""
+    from udcbench.datasets import create_dataset
+
+    out = np.load(path, mmap_mode="r+")
+    widths = _decode_into(create_dataset(name, Path(root) if root else None, **options), records, size, out, start)
+    out.flush()
+    return widths
+
+
+def decode_key(adapter: DatasetAdapter, records: list[Record], size: int) -> str:
+    """What the decoded array depends on: the dataset (name, folder, options, manifest), the records (ids, and
+    each file's size and modification time, so that a changed image is decoded again) and the size."""
+    h = hashlib.sha256()
     root = None if adapter.root is None else str(Path(adapter.root).resolve())
-    key = (adapter.name, root, repr(sorted(adapter.options.items())), size, tuple(r.id for r in records))
-    if key not in _DECODED:
-        out = np.empty((len(records), size, size, 3), dtype=np.uint8)
-        widths = []
-        for i, record in enumerate(track(records, description=description)):
-            image = adapter.load_image(record)
-            widths.append(image.shape[1])
-            interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
-            out[i] = cv2.resize(image, (size, size), interpolation=interpolation)
-        _DECODED[key] = (out, widths)
-        while sum(images.nbytes for images, _ in _DECODED.values()) > _DECODED_MAX_BYTES and len(_DECODED) > 1:
-            _DECODED.popitem(last=False)
-    _DECODED.move_to_end(key)
-    images, widths = _DECODED[key]
+    h.update(json.dumps([DECODE_VERSION, adapter.name, root, sorted(map(str, adapter.options.items())), size,
+                         adapter.manifest_sha256]).encode())
+    for r in records:
+        stat = r.path.stat() if r.path is not None and r.path.exists() else None
+        h.update(f"{r.id}\0{stat.st_size if stat else ''}\0{stat.st_mtime_ns if stat else ''}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _decode_to_disk(adapter: DatasetAdapter, records: list[Record], size: int, path: Path, description: str,
+                    workers: int) -> None:
+    """Decode into ``path`` (a .npy) and its widths beside it, written under temporary names, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(records), size, size, 3))
+    try:
+        if workers > 1 and len(records) >= PARALLEL_MIN_IMAGES:
+            chunk = -(-len(records) // (4 * workers))
+            with worker_pool(workers) as pool, progress_bar() as bar:
+                task = bar.add_task(description, total=len(records))
+                futures = [pool.submit(_decode_chunk, adapter.name, None if adapter.root is None else str(adapter.root),
+                                       dict(adapter.options), records[i : i + chunk], size, str(partial), i)
+                           for i in range(0, len(records), chunk)]
+                widths = []
+                for future, i in zip(futures, range(0, len(records), chunk)):
+                    widths += future.result()
+                    bar.advance(task, min(chunk, len(records) - i))
+        else:
+            widths = _decode_tracked(adapter, records, size, out, description)
+        out.flush()
+        del out
+        write_json(path.with_suffix(".widths.json"), widths)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def decode_workers() -> int:
+    """Decoding processes: every core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def load_images(adapter: DatasetAdapter, records: list[Record], size: int, description: str,
+                sizes: list[int] | None = None, cache_dir: Path | None = None) -> np.ndarray:
+    """Every image decoded and resized once: N x size x size x 3 uint8, read-only (original widths into ``sizes``).
+
+    With ``cache_dir`` the array lives in ``cache_dir/decoded/`` as a memory-mapped .npy, decoded once on all cores
+    (by rank 0 under DDP; the other ranks wait and map the same file, so the set is in memory once, in the page
+    cache) and reused by later runs until the data changes (:func:`decode_key`). Without, it is decoded in this
+    process and kept for the process's later runs (``reproduce``)."""
+    if cache_dir is not None:
+        path = Path(cache_dir) / "decoded" / f"{adapter.name}-{size}px-{decode_key(adapter, records, size)}.npy"
+        if distributed.rank() == 0 and not (path.is_file() and path.with_suffix(".widths.json").is_file()):
+            _decode_to_disk(adapter, records, size, path, description, decode_workers())
+        distributed.barrier()
+        images = np.load(path, mmap_mode="r")
+        widths = json.loads(path.with_suffix(".widths.json").read_text())
+    else:
+        root = None if adapter.root is None else str(Path(adapter.root).resolve())
+        key = (adapter.name, root, repr(sorted(adapter.options.items())), size, tuple(r.id for r in records))
+        if key not in _DECODED:
+            out = np.empty((len(records), size, size, 3), dtype=np.uint8)
+            widths = _decode_tracked(adapter, records, size, out, description)
+            out.flags.writeable = False
+            _DECODED[key] = (out, widths)
+            while sum(images.nbytes for images, _ in _DECODED.values()) > _DECODED_MAX_BYTES and len(_DECODED) > 1:
+                _DECODED.popitem(last=False)
+        _DECODED.move_to_end(key)
+        images, widths = _DECODED[key]
     if sizes is not None:
         sizes.extend(widths)
-    return images.copy()
+    return images
 
 
-def train_transform(config: TrainConfig) -> A.Compose:
-    steps = []
-    if config.flip:
-        steps.append(A.HorizontalFlip(p=0.5))
-    if config.affine:
-        steps.append(A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.5,
-                              border_mode=cv2.BORDER_REFLECT_101))
-    steps.append(A.Normalize(mean=config.mean, std=config.std))
-    if config.erasing > 0:
-        steps.append(A.Erasing(p=config.erasing, scale=(0.02, 0.25)))
-    return A.Compose(steps, seed=config.seed)
+def _decode_tracked(adapter: DatasetAdapter, records: list[Record], size: int, out: np.ndarray,
+                    description: str) -> list[int]:
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=len(records))
+        return _decode_into(adapter, records, size, out, 0, lambda: bar.advance(task))
 
 
-class TrainImages(torch.utils.data.Dataset):
-    """Augmented training images; yields (image tensor, position). Labels stay with the trainer so that
-    relabelling (SCN) works with any number of loader workers."""
+class Batches(torch.utils.data.Dataset):
+    """The uint8 batches of one epoch for this rank: item k is (B x S x S x 3 uint8 tensor, B positions). Holds
+    the image array, or the path of its memory map, which a loader worker maps again (never a copy)."""
 
-    def __init__(self, images: np.ndarray, config: TrainConfig):
-        self.images = images
-        self.transform = train_transform(config)
-        self.seed = config.seed
-        self.epoch = 0
+    def __init__(self, images: np.ndarray, batches: list[list[int]]):
+        self.batches = batches
+        self._images: np.ndarray | None = images
+        self._path = images.filename if isinstance(images, np.memmap) else None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.batches)
 
-    def __getitem__(self, i: int):
-        self.transform.set_random_seed(zlib.crc32(f"{self.seed}:{self.epoch}:{i}".encode()))
-        image = self.transform(image=self.images[i])["image"]
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), i
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self._path is not None:
+            state["_images"] = None  # a worker maps the file again
+        return state
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._images is None:
+            self._images = np.load(self._path, mmap_mode="r")
+        index = self.batches[k]
+        return torch.from_numpy(np.ascontiguousarray(self._images[index])), torch.tensor(index, dtype=torch.int64)
+
+
+def epoch_batches(n: int, batch_size: int, steps: int, seed: int, epoch: int, rank: int, world: int
+                  ) -> list[list[int]]:
+    """This rank's positions for each step of ``epoch``: step s of the global batch is the s-th slice of
+    ``batch_size`` positions of one permutation (seeded by seed and epoch), and rank r takes its r-th share,
+    so that the global batches are those one process would train on."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+    share = batch_size // world
+    return [order[s * batch_size + rank * share : s * batch_size + (rank + 1) * share] for s in range(steps)]
+
+
+def resolve_workers(num_workers: int, cuda: bool, world: int) -> int:
+    """Loader worker processes: as set, or (-1, automatic) none on a CPU run (the loader only slices the cache)
+    and up to 4 per GPU otherwise."""
+    if num_workers >= 0:
+        return num_workers
+    return min(4, max(0, decode_workers() // max(world, 1) - 1)) if cuda else 0
+
+
+def batch_loader(images: np.ndarray, batches: list[list[int]], workers: int, pin: bool
+                 ) -> torch.utils.data.DataLoader:
+    """uint8 batches in step order, from ``workers`` processes (0: this one), pinned for non-blocking copies."""
+    return torch.utils.data.DataLoader(Batches(images, batches), batch_size=None, shuffle=False, num_workers=workers,
+                                       pin_memory=pin, prefetch_factor=4 if workers else None,
+                                       persistent_workers=False)
 
 
 def normalise(images: np.ndarray, config: TrainConfig) -> torch.Tensor:
     """Evaluation input: N x 3 x H x W float, normalised (no augmentation)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
-    std = torch.tensor(config.std).view(1, 3, 1, 1)
-    return (x - mean) / std
+    from udcbench.engine.augment import to_input
+
+    return to_input(torch.from_numpy(np.array(images)), config.mean, config.std)

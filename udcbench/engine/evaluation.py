@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from baselines import distributed
 from udcbench.checkpoints import load_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter
-from udcbench.engine.data import load_images, normalise
+from udcbench.engine.augment import to_input
+from udcbench.engine.data import load_images
 from udcbench.engine.metrics import classification_metrics
 from udcbench.engine.records import dataset_condition
 from udcbench.engine.runtime import Runtime, runtime
@@ -26,28 +28,41 @@ from udcbench.methods import create_method
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, config: TrainConfig, rt: Runtime,
-            labels: np.ndarray | None = None, features: bool = False) -> tuple[np.ndarray, float]:
-    """Arg-max predictions for a normalised tensor (or, with ``features``, the penultimate features),
-    and images/s. Labels are passed in only to oracle models (``uses_labels_at_eval``, LRDif's stage 1);
-    sampling models draw from a fixed seed."""
+def predict(model: nn.Module, images: np.ndarray, config: TrainConfig, rt: Runtime,
+            labels: np.ndarray | None = None, features: bool = False, shard: bool = True) -> tuple[np.ndarray, float]:
+    """Arg-max predictions for uint8 N x S x S x 3 images (or, with ``features``, the penultimate features), and
+    images/s. Batches are normalised on the device as they go (the set is never held as floats). Under DDP each
+    rank predicts its contiguous share and the shares are gathered (``shard=False``: this rank predicts all, e.g.
+    rank 0 drawing a figure). Labels are passed in only to oracle models (``uses_labels_at_eval``, LRDif's stage
+    1); sampling models draw from a fixed seed."""
     model.eval()
     torch.manual_seed(config.seed)
     oracle = getattr(model, "uses_labels_at_eval", False)
+    lo, hi = 0, len(images)
+    if shard and distributed.active():
+        bounds = np.linspace(0, len(images), distributed.world_size() + 1).round().astype(int)
+        lo, hi = bounds[distributed.rank()], bounds[distributed.rank() + 1]
     outputs = []
     start = time.perf_counter()
-    for i in range(0, len(x), config.eval_batch_size):
-        chunk = x[i : i + config.eval_batch_size].to(rt.device)
-        extra = (torch.from_numpy(labels[i : i + len(chunk)]).to(rt.device),) if oracle else ()
+    for i in range(lo, hi, config.eval_batch_size):
+        j = min(i + config.eval_batch_size, hi)
+        chunk = torch.from_numpy(np.array(images[i:j]))  # a copy: the cache is read-only
+        if rt.cuda:
+            chunk = chunk.pin_memory().to(rt.device, non_blocking=True)
+        x = to_input(chunk, config.mean, config.std)
+        extra = (torch.from_numpy(labels[i:j]).to(rt.device),) if oracle else ()
         with rt.autocast(config.amp):
-            out = (model.embed if features else model)(chunk, *extra)
-        outputs.append(out.float().cpu() if features else out.float().argmax(dim=1).cpu())
+            out = (model.embed if features else model)(x, *extra)
+        outputs.append(out.float() if features else out.float().argmax(dim=1))
+    mine = torch.cat(outputs) if outputs else torch.zeros((0,), device=rt.device)
+    gathered = distributed.all_gather_cat(mine) if shard else mine
+    result = gathered.cpu().numpy()
     seconds = time.perf_counter() - start
-    return torch.cat(outputs).numpy(), len(x) / max(seconds, 1e-9)
+    return result, (hi - lo) / max(seconds, 1e-9)
 
 
 def evaluate(model, images, labels, config, rt, num_classes) -> dict:
-    preds, speed = predict(model, normalise(images, config), config, rt, labels)
+    preds, speed = predict(model, images, config, rt, labels)
     return {**classification_metrics(labels, preds, num_classes), "images_per_second": speed}
 
 

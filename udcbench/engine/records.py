@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from udcbench import __version__
-from udcbench.config import TrainConfig
+from udcbench.config import RUN_SETTINGS, TrainConfig
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.data import SplitPlan
 from udcbench.engine.runtime import Runtime
@@ -32,10 +32,11 @@ def git_commit() -> str | None:
 
 def config_changes(config: TrainConfig, spec: MethodSpec) -> dict[str, Any]:
     """Fields of ``config`` that differ from its preset in ``spec`` (the ``--set`` overrides), besides seed,
-    weights and the argument naming a stage-1 run."""
+    weights, the run settings (:data:`~udcbench.config.RUN_SETTINGS`) and the argument naming a stage-1 run."""
     preset = spec.config(config.preset)
     ours, theirs = config.to_json(), preset.to_json()
-    changes = {k: v for k, v in ours.items() if k not in ("seed", "weights", "method_args") and theirs[k] != v}
+    changes = {k: v for k, v in ours.items()
+               if k not in ("seed", "weights", "method_args", *RUN_SETTINGS) and theirs[k] != v}
     for key in set(config.method_args) | set(preset.method_args):
         if key != spec.stage1_arg and config.method_args.get(key) != preset.method_args.get(key):
             changes[f"method_args.{key}"] = config.method_args.get(key)
@@ -63,9 +64,12 @@ def count_macs(model: nn.Module, size: int, device: torch.device) -> float:
 
 def train_record(config: TrainConfig, spec: MethodSpec, adapter: DatasetAdapter, plan: SplitPlan, run_dir: Path,
                  rt: Runtime, *, init: dict, best: dict, last_test: dict, params: int, macs: float | None,
-                 notes: dict, precision: str, images_per_second: float, minutes: float) -> dict:
+                 notes: dict, precision: str, execution: dict, images_per_second: float, minutes: float
+                 ) -> dict:
     """A finished training run's ``results.json``: metrics at the epoch chosen on validation and at the last,
-    and provenance (method, init, data and its manifest, split, seed, device, versions, commit)."""
+    and provenance (method, init, data and its manifest, split, seed, device, versions, commit), and how it executed
+    (``execution``: world size, per-rank batch, loader workers, compile, the share of time spent waiting for data),
+    which leaves its numbers as they are."""
     condition, manifest_sha = dataset_condition(adapter)
     return {
         "run_id": str(run_dir.resolve()),
@@ -103,6 +107,7 @@ def train_record(config: TrainConfig, spec: MethodSpec, adapter: DatasetAdapter,
         "minutes": minutes,
         "device": str(rt.device) + (f" x{rt.world}" if rt.world > 1 else ""),
         "precision": precision,
+        "execution": execution,
         "versions": {"udcbench": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

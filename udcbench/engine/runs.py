@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from udcbench.config import TrainConfig, apply_overrides
+from udcbench.config import RUN_SETTINGS, TrainConfig, apply_overrides
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.errors import UdcbenchError
 from udcbench.files import check_name, read_json
@@ -39,8 +39,6 @@ def _never_trained(run_dir: Path) -> bool:
         "config.json", "metrics.jsonl"}
 
 
-#: Settings that leave a run's numbers as they are: a stage-1 run may differ in them and still be reused.
-_RESULT_NEUTRAL = ("num_workers", "eval_batch_size")
 
 
 def run_config(method: str, preset: str, seed: int, overrides: list[str] | None, weights: Path | None) -> TrainConfig:
@@ -61,7 +59,7 @@ def _differences(run_dir: Path, config: TrainConfig) -> list[str] | None:
     spec = get_method(config.method)
     wanted = replace(config, method_args=spec.args_for(config)).to_json()
     saved = TrainConfig.from_json(saved).to_json()
-    differ = [k for k in wanted if k not in (*_RESULT_NEUTRAL, "method_args") and saved[k] != wanted[k]]
+    differ = [k for k in wanted if k not in (*RUN_SETTINGS, "method_args") and saved[k] != wanted[k]]
     return differ + [f"method_args.{k}" for k in wanted["method_args"]
                      if saved["method_args"].get(k) != wanted["method_args"][k]]
 

@@ -1,5 +1,6 @@
-"""Where training runs: the device (CUDA when present), mixed precision (fp16 on CUDA, bf16 on a CPU that
-computes it natively, else fp32), channels-last placement, and torch DDP under ``torchrun``."""
+"""Where training runs: the device (CUDA when present), mixed precision (bf16 on a GPU that has it, else fp16 with
+a grad scaler; bf16 on a CPU that computes it natively, else fp32), the CUDA settings that keep a GPU busy
+(cuDNN autotuning, TF32, channels-last), and torch DDP under ``torchrun`` (NCCL on CUDA, gloo on CPU)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from baselines import distributed
 from udcbench.errors import UdcbenchError
 
 
@@ -31,6 +33,11 @@ def _native_bf16() -> bool:
     return any(probe() for probe in probes if probe is not None)
 
 
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Whether this GPU computes bf16 natively (Ampere and later)."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 @dataclass
 class Runtime:
     device: torch.device
@@ -41,11 +48,18 @@ class Runtime:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
     def precision(self, amp: bool) -> str:
-        """What ``amp`` means here: fp16 autocast on CUDA, bf16 on a CPU with native bf16, else fp32."""
-        if amp and self.device.type == "cuda":
-            return "fp16"
-        return "bf16" if amp and self.device.type == "cpu" and cpu_has_bf16() else "fp32"
+        """What ``amp`` means here: bf16 autocast on a GPU or CPU that computes it natively, fp16 (with the
+        scaler) on an older GPU, else fp32."""
+        if not amp:
+            return "fp32"
+        if self.cuda:
+            return "bf16" if cuda_has_bf16(self.device) else "fp16"
+        return "bf16" if cpu_has_bf16() else "fp32"
 
     def autocast(self, amp: bool):
         precision = self.precision(amp)
@@ -57,6 +71,13 @@ class Runtime:
         """The model on this device, in NHWC where it asks for it (``FERModel.channels_last``)."""
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if getattr(model, "channels_last", False) else model
+
+    def per_rank(self, batch_size: int) -> int:
+        """This rank's share of a global batch (the preset's batch is the global one, whatever the world)."""
+        if batch_size % self.world:
+            raise UdcbenchError(f"the batch of {batch_size} does not split over {self.world} processes; pass "
+                                f"--set batch_size=N with N a multiple of {self.world}")
+        return batch_size // self.world
 
 
 def check_device(device: str | None) -> None:
@@ -76,19 +97,44 @@ def check_device(device: str | None) -> None:
         raise UdcbenchError(f"--device {device}: udcbench runs on cpu or cuda")
 
 
+def launched_rank() -> int:
+    """This process's rank under ``torchrun`` (0 otherwise), read before any process group starts."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _tune_cuda() -> None:
+    """cuDNN picks the fastest convolution per shape (the inputs have one shape per run); float32 matrix products
+    and convolutions may use TF32 (autocast runs most of the step in bf16 anyway)."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def runtime(device: str | None = None) -> Runtime:
-    """CUDA when present (or asked), CPU otherwise; torch DDP when launched by ``torchrun``."""
+    """CUDA when present (or asked), CPU otherwise; torch DDP when launched by ``torchrun``: one process per GPU
+    (``LOCAL_RANK``), NCCL on CUDA and gloo on CPU, every collective's tensors on the run's device."""
     check_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launched_rank()
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    if world > 1:
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        if world > 1 or dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0)
+        torch.cuda.set_device(dev)
+        _tune_cuda()
+    if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            dev = torch.device("cuda", local)
+            dist.init_process_group("nccl", device_id=dev)
+        else:
+            dist.init_process_group("gloo")
+    distributed.bind(dev)
     return Runtime(dev, rank, world)
+
+
+def shutdown() -> None:
+    """End the process group, after a last barrier so that no rank leaves while another still writes."""
+    if dist.is_available() and dist.is_initialized():
+        distributed.barrier()
+        dist.destroy_process_group()

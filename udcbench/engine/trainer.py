@@ -1,39 +1,58 @@
 """The training loop for every registered method, with checkpoints and resume (its records are built in
 :mod:`.records`, its evaluation in :mod:`.evaluation`, its device and precision in :mod:`.runtime`).
 
+In the order a timm reader expects: :func:`load_run_data` (splits and the decoded images), :func:`setup` (model,
+DDP, optimiser, schedule, a resumed state), :func:`train_one_epoch`, :func:`evaluate`, :func:`save_epoch`
+(metrics and checkpoints), and :func:`train`, which strings them together and writes the record.
+
 A run folder holds ``config.json`` (the resolved configuration), ``metrics.jsonl`` (one line per
 epoch), ``results.json`` (final metrics with provenance), ``last.pt`` and ``best.pt``. Model
 selection uses the validation part only; the test split is reported at the epoch chosen on
 validation and at the last epoch. Every epoch reseeds its own randomness (order, augmentation,
 dropout), so a run resumed from ``last.pt`` ends with the same numbers as an uninterrupted one.
+
+Under ``torchrun`` every rank trains its share of each global batch (the preset's batch, split over the ranks),
+evaluation is sharded and gathered, and rank 0 alone writes; the others wait for it at a barrier after each
+write. The step never waits for the device: losses and accuracy add up on it and are read every
+:data:`SYNC_EVERY` steps and at the end of each epoch.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from baselines import distributed
 from baselines.backbone import WeightsError
-from baselines.base import Batch
+from baselines.base import Batch, FERModel
 from udcbench.checkpoints import load_checkpoint, save_checkpoint
-from udcbench.config import TrainConfig
+from udcbench.config import RUN_SETTINGS, TrainConfig
 from udcbench.datasets.base import DatasetAdapter
-from udcbench.engine.data import TrainImages, load_images, normalise, plan_splits
+from udcbench.engine.augment import augment, draw_params
+from udcbench.engine.data import (
+    SplitPlan,
+    batch_loader,
+    epoch_batches,
+    load_images,
+    normalise,
+    plan_splits,
+    resolve_workers,
+)
 from udcbench.engine.evaluation import evaluate
 from udcbench.engine.optim import SharpnessAware, make_optimizer, make_scheduler
 from udcbench.engine.records import count_macs, train_record
-from udcbench.engine.runtime import runtime
+from udcbench.engine.runtime import Runtime, runtime
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
 from udcbench.files import write_json
-from udcbench.methods import PrepareContext, get_method
+from udcbench.methods import MethodSpec, PrepareContext, get_method
 from udcbench.progress import TrainingProgress, stderr
 
 
@@ -52,10 +71,63 @@ class _Step(nn.Module):
         return self.model.training_step(batch, epoch)
 
 
-#: Weights beyond this magnitude mean the optimisation diverged (the runs' weights stay far below 1e3); they
-#: are checked every CHECK_EVERY steps and at the end of each epoch, before its checkpoint.
+#: Weights beyond this magnitude mean the optimisation diverged (the runs' weights stay far below 1e3).
 MAX_WEIGHT = 1e6
-CHECK_EVERY = 10
+#: Steps between the host's looks at the device (loss finite, weights bounded, progress); also every epoch's end.
+SYNC_EVERY = 10
+
+
+@dataclass
+class RunData:
+    """A run's splits: the decoded images (uint8, read-only, memory-mapped when cached) and their labels."""
+
+    plan: SplitPlan
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    widths: list[int]  # the train images' original widths
+    given_labels: np.ndarray
+    val_labels: np.ndarray
+    test_labels: np.ndarray
+    soft: torch.Tensor | None  # train vote distributions on the device, when the dataset has them
+
+
+@dataclass
+class TrainState:
+    """What the loop changes, and what ``last.pt`` keeps of it."""
+
+    model: FERModel
+    step_module: nn.Module  # the model's training step, under DDP and torch.compile where they apply
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    per_batch: bool  # whether the schedule steps per batch
+    scaler: torch.amp.GradScaler
+    sam: SharpnessAware | None
+    labels: torch.Tensor  # train labels on the device (SCN relabels them)
+    steps_per_epoch: int
+    start_epoch: int = 0
+    best: dict = field(default_factory=lambda: {"val_accuracy": -1.0})
+    history: list = field(default_factory=list)
+
+
+def load_run_data(config: TrainConfig, adapter: DatasetAdapter, rt: Runtime, cache_dir: Path | None) -> RunData:
+    """Plan the splits and decode each once (:func:`~udcbench.engine.data.load_images`)."""
+    try:
+        plan = plan_splits(adapter, config.val_fraction, config.seed)
+    finally:  # e.g. listed images missing: said as `udcbench info` says it, even when the splits are refused
+        for problem in adapter.problems if rt.main else []:
+            stderr.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    size, widths = config.input_size, []
+    images = {name: load_images(adapter, getattr(plan, name), size, f"loading {label}", cache_dir=cache_dir,
+                                sizes=widths if name == "train" else None)
+              for name, label in (("train", "train"), ("val", "validation"), ("test", "test"))}
+    soft = None
+    if plan.train and plan.train[0].soft is not None:
+        soft = torch.tensor(np.array([r.soft for r in plan.train]), dtype=torch.float32, device=rt.device)
+    labels = {name: np.array([r.label for r in getattr(plan, name)], dtype=np.int64) for name in ("train", "val",
+                                                                                                   "test")}
+    return RunData(plan, images["train"], images["val"], images["test"], widths, labels["train"], labels["val"],
+                   labels["test"], soft)
 
 
 def _check_parameters(model: nn.Module, config: TrainConfig, epoch: int, step: int, last_path: Path) -> None:
@@ -63,62 +135,226 @@ def _check_parameters(model: nn.Module, config: TrainConfig, epoch: int, step: i
     largest = torch.stack([p.detach().abs().max() for p in model.parameters() if p.numel()]).max().item()
     if not largest <= MAX_WEIGHT:  # also catches NaN
         raise TrainingError(
-            f"{config.method}: a weight reached {largest:.3g} after the update of epoch {epoch + 1}, step "
-            f"{step + 1}: the optimisation diverged; stopped. The last good checkpoint is "
+            f"{config.method}: a weight reached {largest:.3g} by epoch {epoch + 1}, step {step + 1}: the "
+            f"optimisation diverged; stopped. The last good checkpoint is "
             f"{last_path if last_path.exists() else 'not written yet'} (try a lower --set lr=...)")
 
 
-def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Path | None = None,
-          resume: bool = False, device: str | None = None, cache_dir: Path | None = None) -> dict:
-    """Train ``config.method`` on ``adapter`` into ``run_dir``; returns the final record."""
-    rt = runtime(device)
-    spec = get_method(config.method)
-    run_dir = Path(run_dir)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if resume and not last_path.is_file():
-        raise UdcbenchError(f"nothing to resume in {run_dir} (no last.pt)")
-    if resume:
-        saved = TrainConfig.from_json(json.loads((run_dir / "config.json").read_text()))
-        if saved.to_json() != config.to_json():
-            config = saved  # the run's own configuration wins on resume
-            if rt.main:
-                stderr.print(f"resuming with the configuration recorded in {run_dir / 'config.json'}")
-    # the method's arguments, those the config leaves out at their defaults; a misspelt one fails here, before
-    # the data loads
-    config = replace(config, method_args=spec.args_for(config))
-    config.validate()
-    torch.manual_seed(config.seed)
-    try:
-        plan = plan_splits(adapter, config.val_fraction, config.seed)
-    finally:  # e.g. listed images missing: said as `udcbench info` says it, even when the splits are refused
-        for problem in adapter.problems if rt.main else []:
-            stderr.print(f"[yellow]warning:[/] {problem}", highlight=False)
-    num_classes = adapter.num_classes
-    size = config.input_size
-    train_sizes: list[int] = []
-    train_images = load_images(adapter, plan.train, size, "loading train", sizes=train_sizes)
-    val_images = load_images(adapter, plan.val, size, "loading validation")
-    test_images = load_images(adapter, plan.test, size, "loading test")
-    given_labels = np.array([r.label for r in plan.train], dtype=np.int64)
-    labels = given_labels.copy()  # SCN may relabel these; given_labels stay as the dataset says
-    soft = None
-    if plan.train and plan.train[0].soft is not None:
-        soft = torch.tensor(np.array([r.soft for r in plan.train]), dtype=torch.float32)
-    val_labels = np.array([r.label for r in plan.val], dtype=np.int64)
-    test_labels = np.array([r.label for r in plan.test], dtype=np.int64)
-
-    model = rt.place(spec.build(num_classes, config))
-    model.set_schedule(config.epochs)
-    init = {"init": "scratch", "weights_sha256": None}
+def _load_weights(model: FERModel, spec: MethodSpec, config: TrainConfig, rt: Runtime) -> dict:
+    """``--weights`` into the backbone; the run's init provenance."""
     if config.weights:
         if not spec.backbone_weights:
             raise UdcbenchError(f"{config.method} has no pretrained backbone to load --weights into")
         try:
-            init = model.load_backbone_weights(config.weights)
+            return model.load_backbone_weights(config.weights)
         except WeightsError as exc:
             raise UdcbenchError(str(exc)) from None
-    elif rt.main and config.preset != "smoke" and spec.backbone_weights:
+    if rt.main and config.preset != "smoke" and spec.backbone_weights:
         stderr.print("[yellow]note:[/] no --weights given: the backbone trains from scratch (recorded as init=scratch)")
+    return {"init": "scratch", "weights_sha256": None}
+
+
+def _wrap(model: FERModel, config: TrainConfig, rt: Runtime) -> nn.Module:
+    """The training step under DDP (gradients averaged over the ranks; buffers made to agree at each epoch's end
+    by :func:`_average_buffers` instead of rank 0's overwriting the others' at every step) and, when asked,
+    torch.compile."""
+    model.train()  # a method's train() freezes what its variant never runs, before DDP lists the parameters
+    step: nn.Module = _Step(model)
+    if rt.world > 1:
+        step = nn.parallel.DistributedDataParallel(step, device_ids=[rt.device.index] if rt.cuda else None,
+                                                   broadcast_buffers=False, gradient_as_bucket_view=True)
+    if config.compile:
+        step = torch.compile(step, backend=os.environ.get("UDCBENCH_COMPILE_BACKEND", "inductor"))
+    return step
+
+
+def setup(config: TrainConfig, spec: MethodSpec, data: RunData, rt: Runtime, model: FERModel, resume_from: Path | None
+          ) -> TrainState:
+    """Optimiser, schedule, scaler and SAM around the prepared ``model``; the state of ``resume_from`` loaded."""
+    steps_per_epoch = max(1, len(data.train) // config.batch_size)
+    if config.max_steps:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    step_module = _wrap(model, config, rt)
+    optimizer = make_optimizer(model.parameters(), config)
+    scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
+    state = TrainState(
+        model, step_module, optimizer, scheduler, per_batch,
+        torch.amp.GradScaler("cuda", enabled=rt.precision(config.amp) == "fp16"),
+        SharpnessAware(model.parameters(), config.sam_rho) if config.sam_rho else None,
+        torch.from_numpy(data.given_labels.copy()).to(rt.device), steps_per_epoch)
+    if resume_from is not None:
+        saved = load_checkpoint(resume_from, rt.device)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state.scaler.load_state_dict(saved["scaler"])
+        state.labels = saved["labels"].to(rt.device)
+        state.start_epoch, state.best, state.history = saved["epoch"] + 1, saved["best"], saved["history"]
+    return state
+
+
+def _relabel(labels: torch.Tensor, relabel: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Write a step's relabels (every rank's, gathered) into the train labels; -1 keeps a label."""
+    positions = distributed.all_gather_cat(relabel[0])
+    new = distributed.all_gather_cat(relabel[1])
+    labels[positions] = torch.where(new >= 0, new, labels[positions])
+
+
+def train_one_epoch(state: TrainState, data: RunData, config: TrainConfig, rt: Runtime, epoch: int,
+                    progress: TrainingProgress, last_path: Path) -> dict:
+    """One epoch of this rank's share of the global batches; returns the epoch's training statistics (summed
+    over the ranks): accuracy, each loss term's mean, images, seconds and the share spent waiting for data."""
+    model, device = state.model, rt.device
+    torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * rt.rank)  # dropout, RUL's pairing: replayable
+    batches = epoch_batches(len(data.train), config.batch_size, state.steps_per_epoch, config.seed, epoch, rt.rank,
+                            rt.world)
+    loader = batch_loader(data.train, batches, resolve_workers(config.num_workers, rt.cuda, rt.world), rt.cuda)
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # the first step whose loss was not finite
+    bad_loss = torch.zeros((), device=device)
+    seen, waited, step = 0, 0.0, -1
+    t0 = wait_start = time.perf_counter()
+    progress.start_step()
+    for step, (images, index) in enumerate(loader):
+        waited += time.perf_counter() - wait_start
+        params = draw_params(index, config.input_size, config, epoch)
+        x = augment(images.to(device, non_blocking=True), params.to(device), config.mean, config.std)
+        index = index.to(device, non_blocking=True)
+        batch = Batch(x, state.labels[index], index, None if data.soft is None else data.soft[index])
+        with rt.autocast(config.amp):
+            out = state.step_module(batch, epoch)
+        loss = out.loss.detach().float()
+        first = (bad_step < 0) & ~torch.isfinite(loss)
+        bad_step = torch.where(first, step, bad_step)
+        bad_loss = torch.where(first, loss, bad_loss)
+        _update(state, config, rt, batch, epoch, out.loss)
+        if out.relabel is not None:
+            _relabel(state.labels, out.relabel)
+        for key, value in {"loss": loss, **out.terms}.items():
+            sums[key] = sums.get(key, 0.0) + value.detach().float()
+        correct += (out.logits.detach().argmax(1) == batch.labels).sum()
+        seen += len(index)
+        if (step + 1) % SYNC_EVERY == 0 or step + 1 == state.steps_per_epoch:
+            _check_finite(bad_step, bad_loss, config, epoch, last_path)
+            _check_parameters(model, config, epoch, step, last_path)
+        progress.step(epoch, step, len(index), loss)
+        wait_start = time.perf_counter()
+    if not state.per_batch:
+        state.scheduler.step()
+    _check_finite(bad_step, bad_loss, config, epoch, last_path)
+    _average_buffers(model)
+    keys = sorted(sums)
+    stats = torch.stack([correct, torch.tensor(float(seen), dtype=torch.float64, device=device),
+                         *(sums[k].double() for k in keys)])
+    stats = distributed.all_reduce_sum(stats).tolist()
+    seconds = time.perf_counter() - t0
+    steps = max(1, step + 1) * rt.world
+    return {"train_accuracy": stats[0] / max(stats[1], 1), **{f"train_{k}": v / steps for k, v in zip(keys, stats[2:])},
+            "images": int(stats[1]), "train_seconds": seconds, "data_wait_share": waited / max(seconds, 1e-9)}
+
+
+def _update(state: TrainState, config: TrainConfig, rt: Runtime, batch: Batch, epoch: int, loss: torch.Tensor) -> None:
+    """Backward and the optimiser's step (SAM's second pass, clipping and the scaler where they apply)."""
+    optimizer, scaler = state.optimizer, state.scaler
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if state.sam is not None:  # the second pass, at the perturbed weights
+        state.sam.perturb()
+        optimizer.zero_grad(set_to_none=True)
+        with rt.autocast(config.amp):
+            scaler.scale(state.step_module(batch, epoch).loss).backward()
+        state.sam.restore()
+    if config.grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip, foreach=True)
+    scaler.step(optimizer)
+    scaler.update()
+    if state.per_batch:
+        state.scheduler.step()
+
+
+def _check_finite(bad_step: torch.Tensor, bad_loss: torch.Tensor, config: TrainConfig, epoch: int,
+                  last_path: Path) -> None:
+    """Stop, in one line, once a step's loss was not finite (on any rank: every rank stops alike)."""
+    flags = distributed.all_reduce_sum(torch.stack([(bad_step >= 0).double(), bad_step.double().clamp(min=0),
+                                                    bad_loss.double()]) * (bad_step >= 0))
+    if flags[0] > 0:
+        ranks = flags[0].item()
+        raise TrainingError(
+            f"{config.method}: the loss became {flags[2].item() / ranks} at epoch {epoch + 1}, step "
+            f"{int(flags[1].item() / ranks) + 1}; stopped. The last good checkpoint is "
+            f"{last_path if last_path.exists() else 'not written yet'} (try a lower --set lr=...)")
+
+
+@torch.no_grad()
+def _average_buffers(model: nn.Module) -> None:
+    """Under DDP, the mean over the ranks of every floating-point buffer (batch-norm running statistics; buffers
+    that the methods keep equal by their own collectives stay as they are), so that every rank evaluates and
+    saves one model."""
+    if not distributed.active():
+        return
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            buffer.copy_(distributed.all_reduce_sum(buffer.clone()) / distributed.world_size())
+
+
+def save_epoch(state: TrainState, config: TrainConfig, rt: Runtime, run_dir: Path, entry: dict, val: dict | None,
+               test: dict, epoch: int) -> None:
+    """Rank 0 appends the epoch's metrics and writes ``best.pt`` (a better validation score) and ``last.pt``; every
+    rank waits for it, so that none leaves while a checkpoint is half-written."""
+    score = val["accuracy"] if val else test["accuracy"]
+    if score > state.best["val_accuracy"]:
+        state.best = {"val_accuracy": score, "epoch": epoch + 1, "test": test, "val": val}
+        if rt.main:
+            save_checkpoint({"model": state.model.state_dict(), "epoch": epoch, "config": config.to_json()},
+                            run_dir / "best.pt")
+    if rt.main:
+        with (run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        save_checkpoint({"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+                         "scheduler": state.scheduler.state_dict(), "scaler": state.scaler.state_dict(),
+                         "labels": state.labels.cpu(), "epoch": epoch, "best": state.best, "history": state.history,
+                         "config": config.to_json()}, run_dir / "last.pt")
+    distributed.barrier()
+
+
+def _resumed_config(config: TrainConfig, run_dir: Path, rt: Runtime) -> TrainConfig:
+    """On resume the run's own recipe wins; the run settings (workers, evaluation batch, compile) are this
+    invocation's."""
+    saved = TrainConfig.from_json(json.loads((run_dir / "config.json").read_text()))
+    settings = {k: getattr(config, k) for k in RUN_SETTINGS}
+    if replace(saved, **settings).to_json() != config.to_json() and rt.main:
+        stderr.print(f"resuming with the configuration recorded in {run_dir / 'config.json'}")
+    return replace(saved, **settings)
+
+
+def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Path | None = None,
+          resume: bool = False, device: str | None = None, cache_dir: Path | None = None,
+          spec: MethodSpec | None = None) -> dict:
+    """Train ``config.method`` (``spec``, looked up when not given) on ``adapter`` into ``run_dir``; returns the
+    final record (on every rank)."""
+    rt = runtime(device)
+    spec = spec or get_method(config.method)
+    run_dir = Path(run_dir)
+    last_path = run_dir / "last.pt"
+    if resume and not last_path.is_file():
+        raise UdcbenchError(f"nothing to resume in {run_dir} (no last.pt)")
+    if resume:
+        config = _resumed_config(config, run_dir, rt)
+    # the method's arguments, those the config leaves out at their defaults; a misspelt one fails here, before
+    # the data loads
+    config = replace(config, method_args=spec.args_for(config))
+    config.validate()
+    per_rank = rt.per_rank(config.batch_size)
+    torch.manual_seed(config.seed)
+    data = load_run_data(config, adapter, rt, cache_dir)
+    num_classes = adapter.num_classes
+
+    model = rt.place(spec.build(num_classes, config))
+    model.set_schedule(config.epochs)
+    init = _load_weights(model, spec, config, rt)
     precision = rt.precision(config.amp)
     if rt.main and config.amp and precision == "fp32":
         stderr.print("[yellow]note:[/] amp: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is "
@@ -126,139 +362,53 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     notes: dict = {}
     if spec.prepare is not None and not resume:
         stage1_run = config.method_args.get(spec.stage1_arg) if spec.stage1 else None
-        spec.prepare(model, PrepareContext(adapter, plan.train, train_images, train_sizes,
+        spec.prepare(model, PrepareContext(adapter, data.plan.train, data.train, data.widths,
                                            lambda images: normalise(images, config), config, rt.device,
                                            cache_dir, Path(stage1_run) if stage1_run else None, notes))
     params = sum(p.numel() for p in model.parameters())
-    macs = count_macs(model, size, rt.device) if not getattr(model, "uses_labels_at_eval", False) else None
-
-    step_module: nn.Module = _Step(model)
-    if rt.world > 1:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    dataset = TrainImages(train_images, config)
-    per_rank = len(dataset) // rt.world
-    steps_per_epoch = max(1, per_rank // config.batch_size)
-    if config.max_steps:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps)
-    optimizer = make_optimizer(model.parameters(), config)
-    scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
-    sam = SharpnessAware(model.parameters(), config.sam_rho) if config.sam_rho else None
-    scaler = torch.amp.GradScaler("cuda", enabled=rt.device.type == "cuda" and config.amp)
-
-    start_epoch, best, history = 0, {"val_accuracy": -1.0}, []
-    if resume:
-        state = load_checkpoint(last_path, rt.device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        labels = state["labels"].numpy()
-        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-    elif rt.main:
+    macs = count_macs(model, config.input_size, rt.device) if not getattr(model, "uses_labels_at_eval", False) \
+        else None
+    state = setup(config, spec, data, rt, model, last_path if resume else None)
+    if not resume and rt.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_json())
         (run_dir / "metrics.jsonl").write_text("")
+    distributed.barrier()
 
+    history = state.history
     train_seconds, trained_images = sum(h["train_seconds"] for h in history), sum(h["images"] for h in history)
+    waits = [h["data_wait_share"] for h in history if "data_wait_share" in h]
     test = None
-    with TrainingProgress(config.method, config.epochs, steps_per_epoch, start_epoch, enabled=rt.main) as progress:
-        for epoch in range(start_epoch, config.epochs):
-            dataset.epoch = epoch
-            torch.manual_seed(config.seed * 100_003 + epoch)  # dropout, RUL's pairing: replayable per epoch
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
-            mine = order[rt.rank :: rt.world][: steps_per_epoch * config.batch_size].tolist()
-            loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=mine,
-                                                 num_workers=config.num_workers, drop_last=True)
-            model.train()
-            sums: dict[str, float] = {}
-            correct = seen = 0
-            t0 = time.perf_counter()
-            progress.start_step()
-            for step, (images, index) in enumerate(loader):
-                if step >= steps_per_epoch:
-                    break
-                batch = Batch(images.to(rt.device), torch.from_numpy(labels[index.numpy()]).to(rt.device),
-                              index.to(rt.device), None if soft is None else soft[index].to(rt.device))
-                with rt.autocast(config.amp):
-                    out = step_module(batch, epoch)
-                if not torch.isfinite(out.loss.detach()).all():
-                    raise TrainingError(
-                        f"{config.method}: the loss became {out.loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                        f"stopped. The last good checkpoint is "
-                        f"{last_path if last_path.exists() else 'not written yet'} "
-                        "(try a lower --set lr=...)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out.loss).backward()
-                if sam is not None:  # the second pass, at the perturbed weights
-                    sam.perturb()
-                    optimizer.zero_grad(set_to_none=True)
-                    with rt.autocast(config.amp):
-                        scaler.scale(step_module(batch, epoch).loss).backward()
-                    sam.restore()
-                if config.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
-                    _check_parameters(model, config, epoch, step, last_path)
-                if per_batch:
-                    scheduler.step()
-                if out.relabel is not None and len(out.relabel[0]):
-                    labels[out.relabel[0].cpu().numpy()] = out.relabel[1].cpu().numpy()
-                for key, value in {"loss": out.loss.item(), **out.terms}.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                correct += (out.logits.detach().argmax(1) == batch.labels).sum().item()
-                seen += len(index)
-                progress.step(epoch, step, len(index), out.loss.item())
-            if not per_batch:
-                scheduler.step()
-            seconds = time.perf_counter() - t0
-            stats = torch.tensor([correct, seen, *(sums.get(k, 0.0) for k in sorted(sums))], dtype=torch.float64)
-            if rt.world > 1:
-                dist.all_reduce(stats)
-            steps = max(1, min(steps_per_epoch, step + 1)) * rt.world
-            train_seconds += seconds
-            trained_images += int(stats[1])
-            val = evaluate(model, val_images, val_labels, config, rt, num_classes) if len(val_images) else None
-            test = evaluate(model, test_images, test_labels, config, rt, num_classes)
-            entry = {
-                "epoch": epoch + 1,
-                "train_accuracy": float(stats[0] / max(stats[1], 1)),
-                **{f"train_{k}": float(v / steps) for k, v in zip(sorted(sums), stats[2:])},
-                "val_accuracy": val["accuracy"] if val else None,
-                "test_accuracy": test["accuracy"],
-                "test_mean_class_accuracy": test["mean_class_accuracy"],
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_seconds": seconds,
-                "images": int(stats[1]),
-                "relabelled": int((labels != given_labels).sum()),
-            }
+    with TrainingProgress(config.method, config.epochs, state.steps_per_epoch, state.start_epoch,
+                          enabled=rt.main) as progress:
+        for epoch in range(state.start_epoch, config.epochs):
+            stats = train_one_epoch(state, data, config, rt, epoch, progress, last_path)
+            train_seconds += stats["train_seconds"]
+            trained_images += stats["images"]
+            waits.append(stats["data_wait_share"])
+            val = evaluate(model, data.val, data.val_labels, config, rt, num_classes) if len(data.val) else None
+            test = evaluate(model, data.test, data.test_labels, config, rt, num_classes)
+            entry = {"epoch": epoch + 1, **stats, "val_accuracy": val["accuracy"] if val else None,
+                     "test_accuracy": test["accuracy"], "test_mean_class_accuracy": test["mean_class_accuracy"],
+                     "lr": state.optimizer.param_groups[0]["lr"],
+                     "relabelled": int((state.labels.cpu().numpy() != data.given_labels).sum())}
             history.append(entry)
+            save_epoch(state, config, rt, run_dir, entry, val, test, epoch)
             score = val["accuracy"] if val else test["accuracy"]
-            if rt.main:
-                with (run_dir / "metrics.jsonl").open("a") as f:
-                    f.write(json.dumps(entry) + "\n")
-                if score > best["val_accuracy"]:
-                    best = {"val_accuracy": score, "epoch": epoch + 1, "test": test, "val": val}
-                    save_checkpoint({"model": model.state_dict(), "epoch": epoch, "config": config.to_json()},
-                                    best_path)
-                save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                 "labels": torch.from_numpy(labels.copy()), "epoch": epoch, "best": best,
-                                 "history": history, "config": config.to_json()}, last_path)
-            progress.epoch(epoch, f"train {entry['train_accuracy']:.3f}, {'val' if val else 'test'} {score:.3f} "
-                                  f"({seconds:.0f} s)")
+            progress.epoch(epoch, f"train {stats['train_accuracy']:.3f}, {'val' if val else 'test'} {score:.3f} "
+                                  f"({stats['train_seconds']:.0f} s)")
 
     if test is None:  # resumed after its last epoch (its record was lost): the last epoch's model, tested again
-        test = evaluate(model, test_images, test_labels, config, rt, num_classes)
-    record = train_record(config, spec, adapter, plan, run_dir, rt, init=init, best=best, last_test=test,
-                          params=params, macs=macs, notes=notes, precision=precision,
+        test = evaluate(model, data.test, data.test_labels, config, rt, num_classes)
+    execution = {"world_size": rt.world, "per_rank_batch": per_rank,
+                 "num_workers": resolve_workers(config.num_workers, rt.cuda, rt.world), "compile": config.compile,
+                 "data_wait_share": float(np.mean(waits)) if waits else None}
+    record = train_record(config, spec, adapter, data.plan, run_dir, rt, init=init, best=state.best, last_test=test,
+                          params=params, macs=macs, notes=notes, precision=precision, execution=execution,
                           images_per_second=trained_images / max(train_seconds, 1e-9), minutes=train_seconds / 60)
     if rt.main:
         write_json(run_dir / "results.json", record)
         if store is not None:
             save_result(store, record)
+    distributed.barrier()
     return record

@@ -48,8 +48,8 @@ def prepare_landmark_net(net: torch.nn.Module, context: PrepareContext, epochs: 
     size = context.config.input_size
     points = np.stack([found.points[index[r.id]] * (size / width)
                        for r, width in zip(context.train_records, context.train_widths)])
-    pretrain_landmark_net(net, context.normalise(context.train_images), points, epochs=epochs,
-                          seed=context.config.seed)
+    pretrain_landmark_net(net, context.train_images, points, epochs=epochs, seed=context.config.seed,
+                          prepare=context.normalise)
     context.notes["landmarks"] = found.counts()
 
 

@@ -1,0 +1,109 @@
+"""The collectives that training under ``torchrun`` needs, in one place, each checking that its tensor is on the
+run's device (NCCL has no CPU tensors: a CPU tensor handed to a CUDA process group crashes the run at the end of
+an epoch, or hangs it). Outside a process group every function is the identity, so single-process code calls them
+unconditionally.
+
+The engine binds the run's device (:func:`bind`) when it starts the process group; the models (DACL's centres,
+ARM's shared affinity) and the engine (epoch statistics, sharded evaluation, SCN's relabels, buffers) call these,
+never ``torch.distributed`` directly (``tests/test_structure.py`` checks).
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+_DEVICE: torch.device | None = None
+
+
+class CollectiveDeviceError(RuntimeError):
+    """A collective got a tensor that is not on the device the process group communicates on."""
+
+
+def bind(device: torch.device) -> None:
+    """The device every collective's tensors must be on (the run's device), set when the group starts."""
+    global _DEVICE
+    _DEVICE = torch.device(device)
+
+
+def active() -> bool:
+    """Whether this process is one of several in a process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def check_device(tensor: torch.Tensor, what: str = "a collective") -> None:
+    """Refuse a tensor on another device than the bound one (raises :class:`CollectiveDeviceError`)."""
+    if _DEVICE is None:
+        return
+    if tensor.device.type != _DEVICE.type or (_DEVICE.index is not None and tensor.device.index != _DEVICE.index):
+        raise CollectiveDeviceError(f"{what} got a tensor on {tensor.device}; the process group runs on {_DEVICE}")
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over the ranks, in place (and returned)."""
+    if active():
+        check_device(tensor, "all_reduce")
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def all_reduce_mean_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean over the ranks, differentiable: each rank's gradient flows back to every rank's input, as if the
+    global batch had been on one device (ARM's minibatch-shared affinity)."""
+    if not active():
+        return tensor
+    check_device(tensor, "all_reduce (autograd)")
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(tensor) / world_size()
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0, rank order; the ranks' first dimensions may differ."""
+    if not active():
+        return tensor
+    check_device(tensor, "all_gather")
+    n = torch.tensor([len(tensor)], device=tensor.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    sizes_ = [int(s) for s in torch.cat(sizes).tolist()]
+    padded = tensor.new_zeros((max(sizes_), *tensor.shape[1:]))
+    padded[: len(tensor)] = tensor
+    parts = [torch.empty_like(padded) for _ in sizes_]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes_)])
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (a decision that must be the same everywhere: which run to resume)."""
+    if not active():
+        return obj
+    data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(_DEVICE or "cpu") if rank() == 0 \
+        else torch.empty(0, dtype=torch.uint8, device=_DEVICE or "cpu")
+    size = torch.tensor([data.numel()], device=data.device)
+    check_device(size, "broadcast")
+    dist.broadcast(size, 0)
+    if rank() != 0:
+        data = torch.empty(int(size), dtype=torch.uint8, device=size.device)
+    dist.broadcast(data, 0)
+    return obj if rank() == 0 else pickle.loads(data.cpu().numpy().tobytes())  # noqa: S301 (rank 0's own bytes)
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. while rank 0 writes a checkpoint, so that no rank exits mid-write)."""
+    if active():
+        if _DEVICE is not None and _DEVICE.type == "cuda":
+            dist.barrier(device_ids=[_DEVICE.index or 0])
+        else:
+            dist.barrier()

@@ -1,0 +1,120 @@
+"""Training augmentation on the run's device, in batches: horizontal flip, affine jitter (kornia's warp),
+normalisation and random erasing, on uint8 NHWC batches straight from the image cache.
+
+Every random number is a counter-based hash of (seed, epoch, image position, draw), computed on the host from the
+batch's positions: an image gets the same augmentation in any batch, on any device, with any number of loader
+workers or ranks, and a resumed epoch replays exactly. The parameters are drawn first (:func:`draw_params`), then
+applied by pure tensor functions (:func:`augment`), as kornia's modules do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry.transform import get_affine_matrix2d
+
+from udcbench.config import TrainConfig
+
+_MASK = 0xFFFFFFFF
+#: The affine jitter: probability, scale range, shift (fraction of the side), rotation (degrees).
+AFFINE_P, AFFINE_SCALE, AFFINE_SHIFT, AFFINE_DEGREES = 0.5, (0.9, 1.1), 0.06, 10.0
+#: Random erasing: the erased area's share of the image and its aspect ratio range.
+ERASE_AREA, ERASE_RATIO = (0.02, 0.25), (0.3, 3.3)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (lowbias32) on int64 tensors holding 32-bit values: the same bits on any device."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK
+    return x ^ (x >> 16)
+
+
+def hash_uniform(seed: int, epoch: int, index: torch.Tensor, draws: int) -> torch.Tensor:
+    """``len(index) x draws`` uniform numbers in [0, 1), a pure function of (seed, epoch, index, draw)."""
+    key = _mix(torch.tensor([(seed * 0x9E3779B1) & _MASK]) ^ _mix(torch.tensor([epoch & _MASK])))
+    per_image = _mix((index.to(torch.int64) & _MASK) ^ key)
+    draw = torch.arange(1, draws + 1, dtype=torch.int64) * 0x85EBCA77 & _MASK
+    return (_mix(per_image[:, None] ^ draw[None, :]).double() / 2**32).float()
+
+
+@dataclass
+class AugmentParams:
+    """One batch's augmentation, drawn on the host (small tensors, moved to the device with the batch)."""
+
+    flip_index: torch.Tensor  # positions in the batch that are flipped
+    affine_index: torch.Tensor  # positions in the batch that get the affine jitter
+    affine: torch.Tensor  # len(affine_index) x 2 x 3 matrices, in pixels
+    erase: torch.Tensor  # B x 4 int (y0, y1, x0, x1), an empty box where nothing is erased
+
+    def to(self, device: torch.device) -> AugmentParams:
+        return AugmentParams(*(t.to(device, non_blocking=True) for t in (self.flip_index, self.affine_index,
+                                                                        self.affine, self.erase)))
+
+
+def draw_params(index: torch.Tensor, size: int, config: TrainConfig, epoch: int) -> AugmentParams:
+    """The augmentation of the images at training-set positions ``index`` in ``epoch`` (``size`` px squares)."""
+    u = hash_uniform(config.seed, epoch, index, 11)
+    none = torch.zeros(0, dtype=torch.int64)
+    flip = torch.nonzero(u[:, 0] < 0.5).flatten() if config.flip else none
+    chosen = torch.nonzero(u[:, 1] < AFFINE_P).flatten() if config.affine else none
+    a = u[chosen]
+    lo, hi = AFFINE_SCALE
+    scale = (lo + (hi - lo) * a[:, 2])[:, None].expand(-1, 2).contiguous()
+    shift = (2 * a[:, 3:5] - 1) * AFFINE_SHIFT * size
+    angle = (2 * a[:, 5] - 1) * AFFINE_DEGREES
+    center = torch.full((len(chosen), 2), (size - 1) / 2)
+    # pixel matrices to the normalised ones grid_sample takes (align_corners: -1 and 1 at the corner pixels)
+    to_norm = torch.tensor([[2 / (size - 1), 0, -1], [0, 2 / (size - 1), -1], [0, 0, 1]]) if size > 1 else torch.eye(3)
+    forward = get_affine_matrix2d(shift, center, scale, angle)
+    theta = (to_norm @ torch.linalg.inv(forward) @ torch.linalg.inv(to_norm))[:, :2]  # output -> input
+    erase = torch.zeros(len(index), 4, dtype=torch.int64)
+    if config.erasing > 0:
+        area = (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u[:, 7]) * size * size
+        ratio = torch.exp(math.log(ERASE_RATIO[0]) + (math.log(ERASE_RATIO[1]) - math.log(ERASE_RATIO[0])) * u[:, 8])
+        h = torch.sqrt(area * ratio).round().clamp(1, size).long()
+        w = torch.sqrt(area / ratio).round().clamp(1, size).long()
+        y0 = (u[:, 9] * (size - h + 1)).long()
+        x0 = (u[:, 10] * (size - w + 1)).long()
+        on = (u[:, 6] < config.erasing).long()
+        erase = torch.stack([y0, y0 + h * on, x0, x0 + w * on], dim=1)
+    return AugmentParams(flip, chosen, theta.float(), erase)
+
+
+def to_input(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 B x H x W x 3 -> the model's normalised float input ``(x / 255 - mean) / std``, B x 3 x H x W in
+    channels-last memory (computed in NHWC, in place on one float copy, with per-pixel-tiled constants that keep
+    the arithmetic vectorised)."""
+    b, h, w, c = images.shape
+    scale = torch.tensor([1 / (255 * s) for s in std], device=images.device).repeat(h * w)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)], device=images.device).repeat(h * w)
+    x = images.reshape(b, h * w * c).float().mul_(scale).sub_(shift)
+    return x.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def augment(images: torch.Tensor, params: AugmentParams, mean, std) -> torch.Tensor:
+    """Flip, affine jitter (bilinear, reflected borders, rounded to uint8 as an 8-bit image library does),
+    normalise, erase (to 0, the normalised mean): uint8 B x H x W x 3 on any device in, the normalised
+    B x 3 x H x W float batch out (channels-last). Only the images drawn for a step are touched by it."""
+    x = images
+    if len(params.flip_index) or len(params.affine_index):
+        x = images.clone()
+    if len(params.flip_index):
+        x.index_copy_(0, params.flip_index, x.index_select(0, params.flip_index).flip(2))
+    if len(params.affine_index):
+        picked = x.index_select(0, params.affine_index).permute(0, 3, 1, 2).float()
+        grid = F.affine_grid(params.affine, list(picked.shape), align_corners=True)
+        warped = F.grid_sample(picked, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+        x.index_copy_(0, params.affine_index, warped.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
+    out = to_input(x, mean, std)
+    h, w = x.shape[1:3]
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    e = params.erase
+    box = (ys >= e[:, 0, None, None]) & (ys < e[:, 1, None, None]) & (xs >= e[:, 2, None, None]) & \
+        (xs < e[:, 3, None, None])
+    return out.masked_fill_(box[:, None], 0.0)
