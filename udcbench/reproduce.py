@@ -296,14 +296,20 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
     explicit = datasets is not None
     conditions = ("clean", condition)
     adapters: dict[str, dict[str, DatasetAdapter]] = {}
+    distributed = _distributed(device)
     for name in names:
-        try:
-            adapters[name] = prepare_data(name, workspace, src_root, conditions, log)
-        except DatasetNotFoundError:
+        if name != "synthetic" and not clean_source(name, workspace, src_root).is_dir():  # every rank alike
             if explicit:
-                raise
+                prepare_data(name, workspace, src_root, conditions, log)  # says where it looked
             log(f"skipping {name}: not found at {clean_source(name, workspace, src_root)}")
             summary.skipped_datasets.append(name)
+            continue
+        # rank 0 draws and synthesises; the other ranks then find the folders complete
+        if distributed.rank() != 0:
+            distributed.barrier()
+        adapters[name] = prepare_data(name, workspace, src_root, conditions, log)
+        if distributed.rank() == 0:
+            distributed.barrier()
     if not adapters:
         raise _none_found(names, workspace, src_root)
     ablation_data = ablation_dataset(list(adapters))
@@ -330,10 +336,22 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
         summary.trained_now += fresh
     summary.first_stages = [finished(folder) or {} for folder in first_stages]
     summary.trained_now += sum(first_stages.values())
-    summary.files += write_outputs(workspace, adapters, study.train_preset, condition, ablation_data, summary,
-                                   device, log)
+    if distributed.rank() == 0:  # tables, figures and the leaderboard: once
+        summary.files += write_outputs(workspace, adapters, study.train_preset, condition, ablation_data, summary,
+                                       device, log)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _distributed(device: str | None):
+    """The collectives module, the process group started first under ``torchrun`` (imports torch only then)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from udcbench.engine.runtime import runtime
+
+        runtime(device)
+    from baselines import distributed
+
+    return distributed
 
 
 def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAdapter]], preset: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -72,5 +73,39 @@ for _module in (data, results, synth, train):
     _module.register(app)
 
 
+def _launched_rank() -> int:
+    """This process's rank under ``torchrun`` (read without importing torch: ``--help`` stays fast)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def silence_other_ranks() -> None:
+    """Under ``torchrun`` rank 0 alone prints: the other ranks' stdout goes nowhere and their logs and progress
+    are silenced (their errors still print, marked with the rank)."""
+    rank = _launched_rank()
+    if rank != 0:
+        from udcbench.cli import _common
+        from udcbench.progress import stderr
+
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
+        stderr.quiet = True
+        _common.RANK_PREFIX = f"(rank {rank}) "
+
+
 def main() -> None:
-    app()
+    """The entry point (:func:`silence_other_ranks`); the process group, if any, ends with the command."""
+    silence_other_ranks()
+    ok = False
+    try:
+        app()
+        ok = True
+    except SystemExit as exc:
+        ok = exc.code in (0, None)
+        raise
+    finally:
+        if "torch.distributed" in sys.modules:
+            from udcbench.engine.runtime import shutdown
+
+            shutdown(wait=ok)  # after an error the other ranks may never reach a last barrier

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
@@ -31,9 +32,16 @@ def debug() -> bool:
     return os.environ.get(DEBUG_VAR, "") not in ("", "0")
 
 
+#: Set on the ranks but 0 of a ``torchrun`` launch, whose other output is silenced: their errors say which rank.
+RANK_PREFIX = ""
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one error line on stderr and exit."""
-    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False, markup=True)
+    if RANK_PREFIX:
+        print(f"error {RANK_PREFIX}{message}".replace(r"\[", "["), file=sys.stderr)
+    else:
+        stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False, markup=True)
     raise typer.Exit(code)
 
 

@@ -20,7 +20,7 @@ from udcbench.cli._common import (
     stdout,
 )
 from udcbench.config import PRESETS
-from udcbench.engine.runs import STORE, train_method
+from udcbench.engine.runs import STORE, execute, resolve_run
 from udcbench.errors import UdcbenchError
 from udcbench.methods import get_method, is_first_stage, method_names
 from udcbench.progress import stderr
@@ -82,9 +82,9 @@ def train_cmd(
     adapter = resolve_dataset(data or default_training_data(), dataset, parse_options(option),
                               folder="pass --data FOLDER")
     workspace = load_workspace()
-    record = train_method(method, adapter, out or workspace.runs, preset=preset.value, seed=seed, overrides=set_,
-                          weights=weights, tag=tag, resume=resume, overwrite=overwrite, from_run=from_run,
-                          device=device, cache_dir=workspace.cache, log=stderr.print)
+    run = resolve_run(method, adapter, out or workspace.runs, preset=preset.value, seed=seed, overrides=set_,
+                      weights=weights, tag=tag, resume=resume, overwrite=overwrite, from_run=from_run)
+    record = execute(run, device=device, cache_dir=workspace.cache, log=stderr.print)
     if as_json:
         print_json(record)
         return

@@ -41,7 +41,7 @@ def predict(model: nn.Module, images: np.ndarray, config: TrainConfig, rt: Runti
     lo, hi = 0, len(images)
     if shard and distributed.active():
         bounds = np.linspace(0, len(images), distributed.world_size() + 1).round().astype(int)
-        lo, hi = bounds[distributed.rank()], bounds[distributed.rank() + 1]
+        lo, hi = int(bounds[distributed.rank()]), int(bounds[distributed.rank() + 1])
     outputs = []
     start = time.perf_counter()
     for i in range(lo, hi, config.eval_batch_size):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from udcbench.config import RUN_SETTINGS, TrainConfig, apply_overrides
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.errors import UdcbenchError
 from udcbench.files import check_name, read_json
-from udcbench.methods import get_method
+from udcbench.methods import MethodSpec, get_method
 
 STORE = "results.sqlite"
 
@@ -91,31 +91,46 @@ def stage1_plan(method: str, adapter: DatasetAdapter, out: Path, preset: str, se
     return folder, kept
 
 
-def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = "cpu", seed: int = 0,
-                 overrides: list[str] | None = None, weights: Path | None = None, tag: str = "",
-                 resume: bool = False, overwrite: bool = False, skip_finished: bool = False,
-                 from_run: Path | None = None, device: str | None = None, cache_dir: Path | None = None,
-                 log: Callable[[str], None] = print) -> dict:
-    """Train one method into its run folder and return the final record.
+@dataclass(frozen=True)
+class Stage:
+    """One training run of a resolved run: the method, its final configuration, its folder and what to do there."""
+
+    spec: MethodSpec
+    config: TrainConfig
+    run_dir: Path
+    action: str  # "train", "resume", "retrain" (the folder is replaced first) or "finished" (read back)
+    note: str = ""  # said before it runs
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """What ``udcbench train METHOD`` does, decided once from the arguments and the run folders before anything is
+    written: a second-stage method's stage 1 (when it still trains) and the method's own run."""
+
+    stages: tuple[Stage, ...]
+    adapter: DatasetAdapter
+    store: Path
+
+    @property
+    def final(self) -> Stage:
+        return self.stages[-1]
+
+
+def resolve_run(method: str, adapter: DatasetAdapter, out: Path, preset: str = "cpu", seed: int = 0,
+                overrides: list[str] | None = None, weights: Path | None = None, tag: str = "", resume: bool = False,
+                overwrite: bool = False, skip_finished: bool = False, from_run: Path | None = None) -> ResolvedRun:
+    """Resolve one method's run: the spec, each stage's configuration and folder, and whether it trains, resumes or
+    is finished. Every argument is checked here, before any data loads.
 
     A second-stage method (LRDif and its variants) first trains its stage 1 into that method's own
     folder (shared by every variant; ``stage1_plan``) unless ``from_run`` names one.
-    ``skip_finished`` returns a finished run's record as it is and resumes an unfinished one (what
-    ``reproduce`` needs after a kill); otherwise an existing folder needs ``resume`` or ``overwrite``.
-    """
-    from udcbench.engine.trainer import train
-
+    ``skip_finished`` reads a finished run back and resumes an unfinished one (what ``reproduce`` needs after a
+    kill); otherwise an existing folder needs ``resume`` or ``overwrite``."""
     spec = get_method(method)
-    apply_overrides(spec.config(preset), overrides).validate()  # before any stage trains
+    checked = apply_overrides(spec.config(preset), overrides)
+    replace(checked, method_args=spec.args_for(checked)).validate()
     out = Path(out)
-    store = out / STORE
-
-    def run_one(name: str, run_dir: Path, resume_it: bool, extra: dict, pairs: list[str] | None) -> dict:
-        config = run_config(name, preset, seed, pairs, weights)
-        config.method_args.update(extra)
-        log(f"training {name} ({preset}) on {adapter.describe()} -> {run_dir}")
-        return train(config, adapter, run_dir, store=store, resume=resume_it, device=device, cache_dir=cache_dir)
-
+    stages: list[Stage] = []
     extra = {}
     if spec.stage1:
         if from_run is not None:
@@ -125,25 +140,72 @@ def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = 
         else:
             first, pairs = stage1_plan(method, adapter, out, preset, seed, overrides, weights, tag)
             if finished(first) is None:
-                run_one(spec.stage1, first, (first / "last.pt").is_file(), {}, pairs)
+                stages.append(Stage(get_method(spec.stage1), run_config(spec.stage1, preset, seed, pairs, weights),
+                                    first, "resume" if (first / "last.pt").is_file() else "train"))
         extra[spec.stage1_arg] = str(first)
     run_dir = run_folder(out, data_tag(adapter), method, preset, seed, tag)
+    done, has_last = finished(run_dir) is not None, (run_dir / "last.pt").is_file()
+    note = ""
     if _never_trained(run_dir):  # stopped before its first epoch ended (e.g. a non-finite loss): start again
-        shutil.rmtree(run_dir)
-    if skip_finished:
-        record = finished(run_dir)
-        if record is not None:
-            return record
-        resume = (run_dir / "last.pt").is_file()
-        if run_dir.exists() and not resume:
-            shutil.rmtree(run_dir)
-    elif resume and finished(run_dir) is not None:
-        log(f"{run_dir} is finished; nothing to resume (--overwrite trains it again)")
-        return finished(run_dir)
-    elif run_dir.exists() and not resume:
+        action = "retrain"
+    elif skip_finished:
+        action = "finished" if done else "resume" if has_last else "retrain" if run_dir.exists() else "train"
+    elif resume and done:
+        action, note = "finished", f"{run_dir} is finished; nothing to resume (--overwrite trains it again)"
+    elif resume and has_last:
+        action = "resume"
+    elif resume and not run_dir.exists():
+        action, note = "train", f"nothing to resume at {run_dir} yet: starting it"
+    elif resume:
+        raise UdcbenchError(f"nothing to resume in {run_dir} (no last.pt)")
+    elif run_dir.exists():
         if not overwrite:
-            done = finished(run_dir) is not None
             hint = "--overwrite to train again" if done else "--resume to continue it, or --overwrite"
             raise UdcbenchError(f"{run_dir} exists ({'finished' if done else 'unfinished'}); pass {hint}")
-        shutil.rmtree(run_dir)
-    return run_one(method, run_dir, resume, extra, overrides)
+        action = "retrain"
+    else:
+        action = "train"
+    config = run_config(method, preset, seed, overrides, weights)
+    config.method_args.update(extra)
+    stages.append(Stage(spec, config, run_dir, action, note))
+    return ResolvedRun(tuple(stages), adapter, out / STORE)
+
+
+def execute(run: ResolvedRun, device: str | None = None, cache_dir: Path | None = None,
+            log: Callable[[str], None] = print) -> dict:
+    """Train a resolved run's stages in order and return the final record. Under ``torchrun`` every rank resolves
+    alike (they all read the folders before any rank writes: the barrier below) and rank 0 alone replaces a
+    folder."""
+    from baselines import distributed
+    from udcbench.engine.runtime import runtime
+    from udcbench.engine.trainer import train
+
+    rt = runtime(device)
+    distributed.barrier()  # every rank has resolved before rank 0 changes a folder
+    record: dict = {}
+    for stage in run.stages:
+        if stage.note:
+            log(stage.note)
+        if stage.action == "finished":
+            record = finished(stage.run_dir) or {}
+            continue
+        if stage.action == "retrain" and rt.main:
+            shutil.rmtree(stage.run_dir)
+        distributed.barrier()
+        log(f"training {stage.spec.name} ({stage.config.preset}) on {run.adapter.describe()} -> {stage.run_dir}"
+            + (" (resumed)" if stage.action == "resume" else ""))
+        record = train(stage.config, run.adapter, stage.run_dir, store=run.store, resume=stage.action == "resume",
+                       device=device, cache_dir=cache_dir, spec=stage.spec)
+    return record
+
+
+def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = "cpu", seed: int = 0,
+                 overrides: list[str] | None = None, weights: Path | None = None, tag: str = "",
+                 resume: bool = False, overwrite: bool = False, skip_finished: bool = False,
+                 from_run: Path | None = None, device: str | None = None, cache_dir: Path | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """:func:`resolve_run`, then :func:`execute`: train one method into its run folder and return the final
+    record."""
+    run = resolve_run(method, adapter, out, preset, seed, overrides, weights, tag, resume, overwrite, skip_finished,
+                      from_run)
+    return execute(run, device, cache_dir, log)

@@ -133,8 +133,9 @@ def runtime(device: str | None = None) -> Runtime:
     return Runtime(dev, rank, world)
 
 
-def shutdown() -> None:
-    """End the process group, after a last barrier so that no rank leaves while another still writes."""
+def shutdown(wait: bool = True) -> None:
+    """End the process group, after a last barrier (``wait``) so that no rank leaves while another still writes."""
     if dist.is_available() and dist.is_initialized():
-        distributed.barrier()
+        if wait:
+            distributed.barrier()
         dist.destroy_process_group()

@@ -162,7 +162,7 @@ def _wrap(model: FERModel, config: TrainConfig, rt: Runtime) -> nn.Module:
     step: nn.Module = _Step(model)
     if rt.world > 1:
         step = nn.parallel.DistributedDataParallel(step, device_ids=[rt.device.index] if rt.cuda else None,
-                                                   broadcast_buffers=False, gradient_as_bucket_view=True)
+                                                   broadcast_buffers=False)
     if config.compile:
         step = torch.compile(step, backend=os.environ.get("UDCBENCH_COMPILE_BACKEND", "inductor"))
     return step

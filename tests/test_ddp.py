@@ -1,0 +1,108 @@
+"""Training under ``torchrun`` (gloo, 2 CPU processes): every registered method, ``reproduce``, and the rule that
+every collective's tensor is on the run's device."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from baselines import distributed
+from udcbench.methods import method_names
+
+from conftest import REPO
+
+pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux"),
+              pytest.mark.slow(reason="two torchrun processes per launch: 40 s for every method, 20 s for reproduce")]
+ENV = {**os.environ, "UDCBENCH_QUIET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def _torchrun(args: list[str], cwd: Path, port: int) -> tuple[subprocess.CompletedProcess, Path]:
+    logs = cwd / "torchrun-logs"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             str(port), "--log-dir", str(logs), "--redirects", "3", *args],
+                            cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    return result, logs
+
+
+def _rank_output(logs: Path, rank: int, stream: str = "stdout") -> str:
+    return "".join(p.read_text() for p in logs.rglob(f"{rank}/{stream}.log"))
+
+
+def _json_documents(text: str) -> list:
+    decoder, docs, i = json.JSONDecoder(), [], 0
+    while text[i:].strip():
+        i = len(text) - len(text[i:].lstrip())
+        doc, end = decoder.raw_decode(text[i:])
+        docs.append(doc)
+        i += end
+    return docs
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ddp")
+    subprocess.run([sys.executable, "-m", "udcbench", "generate", "--n-train", "70", "--n-test", "35", "--size", "32"],
+                   cwd=root, env=ENV, check=True, capture_output=True)
+    return root
+
+
+def test_every_method_trains_under_torchrun_to_one_record_with_the_same_weights_on_both_ranks(faces: Path):
+    result, logs = _torchrun([str(REPO / "tests" / "ddp_worker.py"), str(faces), str(faces / "report.json")], faces,
+                             29561)
+    assert result.returncode == 0, (result.stderr + _rank_output(logs, 0, "stderr"))[-3000:]
+    report = json.loads((faces / "report.json").read_text())
+    methods = method_names(include_test=True)
+    assert set(report) == set(methods)
+    assert [m for m, r in report.items() if not r["same_weights"]] == []
+    assert _rank_output(logs, 1) == ""  # rank 1 prints nothing
+    records = _json_documents(_rank_output(logs, 0))
+    assert [r["method"] for r in records] == methods  # one record per method, from rank 0
+    assert all(r["device"] == "cpu x2" and r["execution"]["world_size"] == 2 for r in records)
+    assert all(r["execution"]["per_rank_batch"] == 4 for r in records)  # smoke's global batch of 8, split
+    assert all(not r["config_changes"] for r in records)  # the preset's recipe: it enters the tables
+    with sqlite3.connect(faces / "runs" / "results.sqlite") as db:
+        rows = db.execute("select method, count(*) from results group by method").fetchall()
+    assert dict(rows) == dict.fromkeys(methods, 1)
+
+
+def test_reproduce_under_torchrun_completes_once(tmp_path: Path):
+    subprocess.run([sys.executable, "-m", "udcbench", "generate", "--n-train", "56", "--n-test", "21", "--size", "48"],
+                   cwd=tmp_path, env=ENV, check=True, capture_output=True)
+    result, logs = _torchrun(["-m", "udcbench", "reproduce", "--preset", "smoke", "--methods", "resnet18",
+                              "--methods", "scn", "--json"], tmp_path, 29563)
+    assert result.returncode == 0, (result.stderr + _rank_output(logs, 0, "stderr"))[-3000:]
+    assert _rank_output(logs, 1) == ""
+    (summary,) = _json_documents(_rank_output(logs, 0))
+    assert len(summary["runs"]) == 4  # two methods, clean and UDC
+    assert json.loads((tmp_path / "data" / "udc-synthetic" / "manifest.json").read_text())["complete"]
+    assert (tmp_path / "results" / "leaderboard.csv").is_file()
+
+
+def test_a_collective_refuses_a_tensor_off_the_runs_device():
+    distributed.bind(torch.device("cpu"))
+    distributed.check_device(torch.zeros(1))
+    with pytest.raises(distributed.CollectiveDeviceError, match="meta"):
+        distributed.check_device(torch.zeros(1, device="meta"))
+
+
+def test_collectives_are_called_only_through_baselines_distributed():
+    """Every collective passes the device check: none calls torch.distributed's collectives directly."""
+    collectives = {"all_reduce", "all_gather", "broadcast", "reduce_scatter", "all_to_all", "gather", "scatter",
+                   "broadcast_object_list", "all_gather_object"}
+    offenders = []
+    for path in sorted([*REPO.glob("udcbench/**/*.py"), *REPO.glob("baselines/*.py"), *REPO.glob("lrdif/*.py")]):
+        if path.name == "distributed.py" and path.parent.name == "baselines":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in collectives \
+                    and ast.unparse(node.value) in ("dist", "torch.distributed"):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
