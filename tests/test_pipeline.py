@@ -1,0 +1,172 @@
+"""The input pipeline: the decoded-image cache, the loader, the device augmentation (against float64 references),
+and run settings (loader workers, compile) that leave a run's recipe, and its place in the tables, as they are."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from kornia.geometry.transform import get_affine_matrix2d, warp_affine
+from typer.testing import CliRunner
+
+from udcbench.cli import app
+from udcbench.config import TrainConfig
+from udcbench.datasets import create_dataset
+from udcbench.datasets.generate import generate_synthetic
+from udcbench.engine import data as engine_data
+from udcbench.engine.augment import AugmentParams, augment, draw_params, hash_uniform, to_input
+from udcbench.engine.data import batch_loader, epoch_batches, forget_decoded, load_images
+
+runner = CliRunner()
+
+
+def _images(n: int = 64, size: int = 32) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+
+
+def test_an_images_augmentation_depends_on_seed_epoch_and_position_only():
+    config = TrainConfig(erasing=0.5)
+    images = _images()
+    a = augment(images[[3, 7, 11]], draw_params(torch.tensor([3, 7, 11]), 32, config, 2), config.mean, config.std)
+    b = augment(images[[11, 3]], draw_params(torch.tensor([11, 3]), 32, config, 2), config.mean, config.std)
+    torch.testing.assert_close(a[[2, 0]], b, rtol=0, atol=0)  # the same image, wherever it sits in a batch
+    c = augment(images[[3, 7, 11]], draw_params(torch.tensor([3, 7, 11]), 32, config, 3), config.mean, config.std)
+    assert not torch.equal(a, c)  # another epoch, other draws
+    u = hash_uniform(0, 0, torch.arange(20000), 4)
+    assert u.min() >= 0 and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.01  # uniform, [0, 1)
+
+
+def test_flip_and_normalisation_match_a_float64_reference():
+    config = TrainConfig(affine=False, erasing=0.0)
+    images = _images(16)
+    params = draw_params(torch.arange(16), 32, config, 0)
+    out = augment(images, params, config.mean, config.std)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == torch.float32
+    ref = images.double().permute(0, 3, 1, 2) / 255
+    flipped = set(params.flip_index.tolist())
+    assert 0 < len(flipped) < 16
+    ref = torch.stack([r.flip(-1) if i in flipped else r for i, r in enumerate(ref)])
+    ref = (ref - torch.tensor(config.mean, dtype=torch.float64).view(1, 3, 1, 1)) / \
+        torch.tensor(config.std, dtype=torch.float64).view(1, 3, 1, 1)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5)
+    mean, std = ref.new_tensor(config.mean).view(1, 3, 1, 1), ref.new_tensor(config.std).view(1, 3, 1, 1)
+    plain = (images.double().permute(0, 3, 1, 2) / 255 - mean) / std
+    torch.testing.assert_close(to_input(images, config.mean, config.std).double(), plain, rtol=0, atol=1e-5)
+
+
+def test_the_affine_jitter_matches_kornias_warp_in_float64():
+    config = TrainConfig(flip=False, erasing=0.0)
+    images = _images(32, 24)
+    index = torch.arange(32)
+    params = draw_params(index, 24, config, 1)
+    chosen = params.affine_index
+    assert 5 < len(chosen) < 27  # about half
+    out = augment(images, params, (0.0, 0.0, 0.0), (1 / 255,) * 3)  # normalisation off: pixel values out
+    u = hash_uniform(config.seed, 1, index[chosen], 11)  # the draws, rebuilt by hand
+    scale = (0.9 + 0.2 * u[:, 2])[:, None].expand(-1, 2).double()
+    shift = ((2 * u[:, 3:5] - 1) * 0.06 * 24).double()
+    angle = ((2 * u[:, 5] - 1) * 10).double()
+    forward = get_affine_matrix2d(shift, torch.full((len(chosen), 2), 11.5, dtype=torch.float64), scale, angle)
+    ref = warp_affine(images[chosen].permute(0, 3, 1, 2).double(), forward[:, :2], dsize=(24, 24), mode="bilinear",
+                      padding_mode="reflection", align_corners=True).round().clamp(0, 255)
+    assert (out[chosen].double() - ref).abs().max() <= 1  # rounding at .5 only
+    untouched = [i for i in range(32) if i not in set(chosen.tolist())]
+    torch.testing.assert_close(out[untouched].double(), images[untouched].permute(0, 3, 1, 2).double())
+
+
+def test_erasing_follows_its_probability_and_area_range():
+    config = TrainConfig(flip=False, affine=False, erasing=0.25)
+    params = draw_params(torch.arange(4000), 64, config, 0)
+    e = params.erase
+    area = ((e[:, 1] - e[:, 0]) * (e[:, 3] - e[:, 2])).double() / 64**2
+    erased = area > 0
+    assert abs(erased.double().mean().item() - 0.25) < 0.03
+    assert area[erased].min() >= 0.01 and area[erased].max() <= 0.3  # 0.02-0.25, rounded to whole pixels
+    assert (e[:, 1] <= 64).all() and (e[:, 3] <= 64).all() and (e[:, [0, 2]] >= 0).all()
+    out = augment(_images(8, 64), AugmentParams(params.flip_index[:0], params.affine_index[:0], params.affine[:0],
+                                                e[:8]), config.mean, config.std)
+    for i in range(8):
+        y0, y1, x0, x1 = e[i].tolist()
+        assert (out[i, :, y0:y1, x0:x1] == 0).all()
+
+
+def test_decoded_images_are_cached_on_disk_once_and_decoded_again_when_an_image_changes(tmp_path: Path, monkeypatch):
+    generate_synthetic(tmp_path / "faces", n_train=14, n_test=7, size=40)
+    adapter = create_dataset("imagefolder", tmp_path / "faces")
+    records = adapter.records("train")
+    calls = []
+    original = type(adapter).load_image
+    monkeypatch.setattr(type(adapter), "load_image", lambda self, r: calls.append(r.id) or original(self, r))
+    widths: list[int] = []
+    first = load_images(adapter, records, 32, "loading", sizes=widths, cache_dir=tmp_path / "cache")
+    forget_decoded()
+    again = load_images(adapter, records, 32, "loading", cache_dir=tmp_path / "cache")
+    assert isinstance(again, np.memmap) and not again.flags.writeable and widths == [40] * len(records)
+    assert len(calls) == len(records) and np.array_equal(first, again)
+    assert not list((tmp_path / "cache" / "decoded").glob(".*partial"))
+    cv2.imwrite(str(records[0].path), np.zeros((40, 40, 3), np.uint8))  # a changed image: decoded again
+    changed = load_images(adapter, records, 32, "loading", cache_dir=tmp_path / "cache")
+    assert len(calls) == 2 * len(records) and not changed[0].any() and np.array_equal(changed[1:], again[1:])
+
+
+def test_parallel_decoding_writes_what_one_process_writes(tmp_path: Path, monkeypatch):
+    generate_synthetic(tmp_path / "faces", n_train=28, n_test=7, size=40)
+    adapter = create_dataset("imagefolder", tmp_path / "faces")
+    records = adapter.records("train")
+    alone = load_images(adapter, records, 24, "loading", cache_dir=tmp_path / "one")
+    monkeypatch.setattr(engine_data, "PARALLEL_MIN_IMAGES", 4)
+    monkeypatch.setattr(engine_data, "decode_workers", lambda: 2)
+    widths: list[int] = []
+    parallel = load_images(adapter, records, 24, "loading", sizes=widths, cache_dir=tmp_path / "two")
+    assert np.array_equal(alone, parallel) and widths == [40] * len(records)
+
+
+def test_loader_workers_give_the_batches_of_the_loop_in_process(tmp_path: Path):
+    generate_synthetic(tmp_path / "faces", n_train=28, n_test=7, size=40)
+    adapter = create_dataset("imagefolder", tmp_path / "faces")
+    images = load_images(adapter, adapter.records("train"), 24, "loading", cache_dir=tmp_path / "cache")
+    batches = epoch_batches(len(images), 8, 3, seed=0, epoch=1, rank=0, world=1)
+    here = list(batch_loader(images, batches, workers=0, pin=False))
+    workers = list(batch_loader(images, batches, workers=2, pin=False))
+    assert len(here) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(here, workers))
+    assert torch.equal(here[0][0], torch.from_numpy(images[batches[0]]))
+    halves = [epoch_batches(len(images), 8, 3, seed=0, epoch=1, rank=r, world=2) for r in (0, 1)]
+    assert [h0 + h1 for h0, h1 in zip(*halves)] == batches  # two ranks share each global batch
+
+
+def test_a_run_differing_only_in_run_settings_sits_in_the_table_beside_its_twin(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("UDCBENCH_COMPILE_BACKEND", "eager")  # torch.compile's path, without a C++ build
+    assert runner.invoke(app, ["generate", "--n-train", "70", "--n-test", "35", "--size", "32"]).exit_code == 0
+    synth = runner.invoke(app, ["synth", "imagefolder", "--src", "data/synthetic", "--out", "data/udc-synthetic",
+                               "--preset", "toled"])
+    assert synth.exit_code == 0, synth.output
+    base = ["train", "resnet18", "--data", "data/udc-synthetic", "--preset", "smoke", "--json"]
+    fast = runner.invoke(app, [*base, "--set", "num_workers=2", "--set", "compile=true", "--set",
+                               "eval_batch_size=7"])
+    assert fast.exit_code == 0, fast.output
+    record = json.loads(fast.stdout)
+    assert record["execution"]["num_workers"] == 2 and record["execution"]["compile"] is True
+    assert record["config_changes"] == {}
+    plain = runner.invoke(app, [*base, "--seed", "1"])
+    assert plain.exit_code == 0, plain.output
+    changed = runner.invoke(app, [*base, "--seed", "2", "--set", "lr=0.02"])  # a recipe change stays out
+    assert changed.exit_code == 0, changed.output
+    table = runner.invoke(app, ["table", "2", "--dataset", "synthetic", "--preset", "smoke", "--json"])
+    assert table.exit_code == 0, table.output
+    shown = json.loads(table.stdout)
+    (cell,) = [r for r in shown["rows"] if r["udcbench_method"] == "resnet18"]
+    assert cell["n"] == 2
+    assert any("overrides" in note for note in shown["notes"])
+
+
+@pytest.mark.parametrize("value", ["-2", "x"])
+def test_num_workers_is_checked(tmp_path: Path, monkeypatch, value: str):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "test_cnn", "--data", "synthetic", "--preset", "smoke", "--set",
+                                 f"num_workers={value}"])
+    assert result.exit_code == 2 and "num_workers" in result.output
