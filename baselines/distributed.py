@@ -30,8 +30,9 @@ def bind(device: torch.device) -> None:
 
 
 def active() -> bool:
-    """Whether this process is one of several in a process group."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """Whether this process is in a process group (``torchrun`` started it; one process is a group too, which
+    checks the collectives' devices and backends on one GPU)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def world_size() -> int:

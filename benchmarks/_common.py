@@ -42,7 +42,7 @@ def read_rows(name: str) -> list[dict]:
 def report(name: str, title: str, rows: list[dict]) -> Path:
     """Print rows as a table and write them to benchmarks/results/<name>.csv."""
     table = Table(title=f"{title} ({machine()})")
-    columns = list(rows[-1])
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # every row's, in order
     for key in columns:
         table.add_column(key, overflow="fold")
     for row in rows:

@@ -345,7 +345,7 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
 
 def _distributed(device: str | None):
     """The collectives module, the process group started first under ``torchrun`` (imports torch only then)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from udcbench.engine.runtime import runtime
 
         runtime(device)

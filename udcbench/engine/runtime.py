@@ -43,6 +43,7 @@ class Runtime:
     device: torch.device
     rank: int = 0
     world: int = 1
+    ddp: bool = False  # in a process group under torchrun (of one process, or several)
 
     @property
     def main(self) -> bool:
@@ -115,22 +116,23 @@ def runtime(device: str | None = None) -> Runtime:
     (``LOCAL_RANK``), NCCL on CUDA and gloo on CPU, every collective's tensors on the run's device."""
     check_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = "TORCHELASTIC_RUN_ID" in os.environ or world > 1  # torchrun, even with one process
     rank = launched_rank()
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda":
-        if world > 1 or dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0)
+        if launched or dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if launched else 0)
         torch.cuda.set_device(dev)
         _tune_cuda()
-    if world > 1 and not dist.is_initialized():
+    if launched and not dist.is_initialized():
         if dev.type == "cuda":
             dist.init_process_group("nccl", device_id=dev)
         else:
             dist.init_process_group("gloo")
     distributed.bind(dev)
-    return Runtime(dev, rank, world)
+    return Runtime(dev, rank, world, ddp=launched)
 
 
 def shutdown(wait: bool = True) -> None:

@@ -160,7 +160,7 @@ def _wrap(model: FERModel, config: TrainConfig, rt: Runtime) -> nn.Module:
     torch.compile."""
     model.train()  # a method's train() freezes what its variant never runs, before DDP lists the parameters
     step: nn.Module = _Step(model)
-    if rt.world > 1:
+    if rt.ddp:
         step = nn.parallel.DistributedDataParallel(step, device_ids=[rt.device.index] if rt.cuda else None,
                                                    broadcast_buffers=False)
     if config.compile:

@@ -1,0 +1,244 @@
+"""The prepared GPU check: everything udcbench does on a GPU, in one run of under 8 minutes, into one CSV.
+
+    python benchmarks/gpu/check.py [--out DIR] [--budget-s 450]          # on a machine with an NVIDIA GPU
+    python benchmarks/gpu/check.py --cpu --methods test_cnn resnet18     # the CPU fallback (what the tests run)
+
+Run it through ``check.sh`` beside it, which installs udcbench and the carried wheels first (README.md there).
+Rows (``check`` column), each with its status (``ok``, ``FAIL: ...`` or ``skipped: ...``):
+
+- ``environment``: the device, torch, the precision ``amp`` means there.
+- ``smoke``: every registered method trains at the ``smoke`` budget on the device (stage 1 before stage 2).
+- ``ddp``: ``torchrun --nproc_per_node 1 -m udcbench train resnet18`` under NCCL (gloo on the CPU): DDP, the
+  collectives and their devices, in one process.
+- ``throughput``: training images/s and the share of step time spent waiting for data, at the second epoch (the
+  first holds cuDNN's autotuning and compilation), with the real pipeline (cache, loader, device augmentation):
+  ``resnet18`` at 224 px and ``lrdif`` at the paper's 112 px (and compiled), on the built-in faces.
+- ``launches``: kernels (CPU: ATen operators) in one training step, eager and compiled.
+- ``memory``: peak GPU memory of two training steps of each method at its ``paper`` batch and input size.
+- ``paper_epoch``: one full epoch of ``resnet18 --preset paper`` on the built-in faces, with its evaluation.
+
+Sections past ``--budget-s`` are skipped (and say so), so that the script ends inside its lease.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from udcbench.datasets import create_dataset  # noqa: E402
+from udcbench.datasets.generate import generate_synthetic  # noqa: E402
+from udcbench.engine.runs import train_method  # noqa: E402
+from udcbench.methods import create_method, get_method, method_names  # noqa: E402
+
+COLUMNS = ("check", "method", "status", "seconds", "images_per_second", "data_wait_share", "peak_gb",
+           "kernels_per_step", "precision", "detail")
+
+
+class Check:
+    def __init__(self, budget_s: float):
+        self.rows: list[dict] = []
+        self.start = time.perf_counter()
+        self.budget_s = budget_s
+
+    def over(self) -> bool:
+        return time.perf_counter() - self.start > self.budget_s
+
+    def run(self, check: str, method: str, fn) -> None:
+        """Run ``fn() -> dict`` as one row: its values, ``ok``, or the error's first line."""
+        if self.over():
+            self.rows.append({"check": check, "method": method, "status": "skipped: past the time budget"})
+            return
+        start = time.perf_counter()
+        try:
+            values = fn() or {}
+            status = "ok"
+        except Exception as exc:  # a failing item is a row, not the end of the check
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            values, status = {}, f"FAIL: {type(exc).__name__}: {first}"
+            traceback.print_exc()
+        row = {"check": check, "method": method, "status": status, "seconds": round(time.perf_counter() - start, 2),
+               **values}
+        self.rows.append(row)
+        print(" ".join(f"{k}={row[k]}" for k in row), file=sys.stderr, flush=True)
+
+
+def second_epoch(record: dict) -> dict:
+    """Images/s and data-wait share of a run's last epoch (metrics.jsonl)."""
+    lines = (Path(record["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    return {"images_per_second": round(last["images"] / last["train_seconds"], 1),
+            "data_wait_share": round(last["data_wait_share"], 4), "precision": record["precision"]}
+
+
+def launches(method: str, size: int, batch: int, device: str, compiled: bool) -> dict:
+    """Kernels (on a CPU: ATen operators) that one training step issues, after three warm-up steps."""
+    from baselines.base import Batch
+    from udcbench.engine.runtime import runtime
+    from udcbench.engine.trainer import _wrap
+
+    rt = runtime(device)
+    config = get_method(method).config("paper")
+    config.input_size, config.batch_size, config.compile = size, batch, compiled
+    model = rt.place(create_method(method, 7, config))
+    step = _wrap(model, config, rt)
+    x = torch.randn(batch, 3, size, size, device=rt.device).contiguous(memory_format=torch.channels_last)
+    data = Batch(x, torch.randint(0, 7, (batch,), device=rt.device), torch.arange(batch, device=rt.device))
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def one():
+        with rt.autocast(True):
+            loss = step(data, 0).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        one()
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if rt.cuda else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        one()
+        if rt.cuda:
+            torch.cuda.synchronize()
+    events = prof.events()
+    if rt.cuda:
+        count = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    else:
+        count = sum(1 for e in events if e.name.startswith("aten::") and e.cpu_parent is None)
+    return {"kernels_per_step": count, "precision": rt.precision(True), "detail": f"{size} px, batch {batch}"}
+
+
+def peak_memory(method: str, device: str) -> dict:
+    """Peak GPU memory of two training steps at the method's paper batch and input size (random data)."""
+    from baselines.base import Batch
+    from udcbench.engine.runtime import runtime
+
+    rt = runtime(device)
+    if not rt.cuda:
+        raise RuntimeError("peak GPU memory needs a GPU")
+    config = get_method(method).config("paper")
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    model = rt.place(create_method(method, 7, config)).train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+    b, s = config.batch_size, config.input_size
+    for _ in range(2):
+        x = torch.randn(b, 3, s, s, device=rt.device).contiguous(memory_format=torch.channels_last)
+        data = Batch(x, torch.randint(0, 7, (b,), device=rt.device), torch.arange(b, device=rt.device))
+        with rt.autocast(config.amp):
+            loss = model.training_step(data, 0).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    del model, optimizer
+    return {"peak_gb": round(peak, 2), "precision": rt.precision(config.amp), "detail": f"{s} px, batch {b}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu", action="store_true", help="the CPU fallback: small sizes, gloo, no memory rows")
+    parser.add_argument("--methods", nargs="*", help="methods of the smoke and memory rows (default: all)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder of the CSV")
+    parser.add_argument("--budget-s", type=float, default=450.0, help="skip sections started after this")
+    parser.add_argument("--workspace", type=Path, help="work folder (default: a temporary one)")
+    args = parser.parse_args()
+    os.environ.setdefault("UDCBENCH_QUIET", "1")
+    cuda = not args.cpu and torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    methods = args.methods or method_names(include_test=True)
+    check = Check(args.budget_s)
+    work = Path(args.workspace or tempfile.mkdtemp(prefix="udcbench-gpu-check-"))
+    runs, cache = work / "runs", work / ".udcbench-cache"
+
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    check.run("environment", "-", lambda: {"detail": f"{name}; torch {torch.__version__}; "
+                                                     f"{os.cpu_count()} cores; bf16 "
+                                                     f"{torch.cuda.is_bf16_supported() if cuda else '-'}"})
+    n_train, n_test, size = (2800, 700, 100) if cuda else (70, 35, 32)
+    generate_synthetic(work / "faces", n_train=n_train, n_test=n_test, size=size, workers=min(16, os.cpu_count() or 1))
+    faces = create_dataset("imagefolder", work / "faces")
+
+    def train(method: str, preset: str, overrides: list[str], tag: str = "") -> dict:
+        return train_method(method, faces, runs, preset=preset, overrides=overrides, tag=tag, overwrite=True,
+                            device=device, cache_dir=cache, log=lambda line: print(line, file=sys.stderr))
+
+    for method in methods:
+        check.run("smoke", method, lambda m=method: {"precision": train(m, "smoke", [])["precision"]})
+
+    def ddp() -> dict:
+        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1",
+                              "--master_port", "29571", "-m", "udcbench", "train", "resnet18", "--data",
+                              str(work / "faces"), "--preset", "smoke", "--device", device, "--out", str(work / "ddp"),
+                              "--overwrite", "--json"],
+                             cwd=work, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+        if out.returncode:
+            raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
+        record = json.loads(out.stdout)
+        if "(DDP)" not in record["device"]:
+            raise RuntimeError(f"not under DDP: {record['device']}")
+        return {"precision": record["precision"], "detail": f"{record['device']}, {'nccl' if cuda else 'gloo'}"}
+
+    check.run("ddp", "resnet18", ddp)
+
+    speed = [("resnet18", 224, []), ("lrdif", 112, []), ("lrdif", 112, ["compile=true"])] if cuda else \
+        [("resnet18", 32, []), ("lrdif", 32, [])]
+    steps = 40 if cuda else 3
+    for method, px, extra in speed:
+        tag = "speed" + ("-compiled" if extra else "")
+        check.run("throughput", method + (" (compiled)" if extra else ""), lambda m=method, p=px, e=extra, t=tag: {
+            **second_epoch(train(m, "paper", [f"input_size={p}", "epochs=2", f"max_steps={steps}", *e]
+                                 + ([] if cuda else ["batch_size=16"]), t)),
+            "detail": f"{p} px, epoch 2 of 2, {steps} steps"})
+    for method, px, compiled in (("resnet18", 224, False), ("lrdif", 112, False), ("lrdif", 112, True)):
+        if not cuda:
+            if compiled:  # inductor builds C++ for minutes, and a compiled graph is one operator to the profiler
+                check.rows.append({"check": "launches", "method": f"{method} (compiled)",
+                                   "status": "skipped: measured on a GPU only"})
+                continue
+            px = 32
+        check.run("launches", method + (" (compiled)" if compiled else ""),
+                  lambda m=method, p=px, c=compiled: launches(m, p, 64 if cuda else 4, device, c))
+    for method in methods:
+        if cuda:
+            check.run("memory", method, lambda m=method: peak_memory(m, device))
+        else:
+            check.rows.append({"check": "memory", "method": method, "status": "skipped: no GPU"})
+
+    def paper_epoch() -> dict:
+        record = train("resnet18", "paper", ["epochs=1"] + ([] if cuda else ["input_size=32", "max_steps=3"]),
+                       "epoch")
+        return {**second_epoch(record), "detail": f"test accuracy {100 * record['test_at_best']['accuracy']:.1f} % "
+                                                  f"after 1 epoch, {record['minutes'] * 60:.1f} s of training"}
+
+    check.run("paper_epoch", "resnet18", paper_epoch)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"gpu_check{'' if cuda else '-cpu'}.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows(check.rows)
+    failed = [r for r in check.rows if r["status"].startswith("FAIL")]
+    for row in check.rows:
+        print(",".join(str(row.get(c, "")) for c in COLUMNS))
+    print(f"wrote {path}: {len(check.rows)} rows, {len(failed)} failed, {time.perf_counter() - check.start:.0f} s")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The prepared GPU check's CPU fallback (``benchmarks/gpu/check.sh --cpu``): every section runs and writes its
+rows; on a GPU machine the same script measures what the CSV's rows name (benchmarks/gpu/README.md)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.slow(reason="trains three methods, two of them twice, and a one-process DDP run: about 30 s")
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
+def test_the_gpu_checks_cpu_fallback_writes_every_section(tmp_path: Path):
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "UDCBENCH_WHEELS": str(tmp_path),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu" / "check.sh"), "--cpu", "--methods", "test_cnn",
+                             "lrdif", "--workspace", str(tmp_path / "work")],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with (tmp_path / "out" / "gpu_check-cpu.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    by_check = {(r["check"], r["method"]): r for r in rows}
+    assert [r for r in rows if r["status"].startswith("FAIL")] == []
+    assert {("smoke", "test_cnn"), ("smoke", "lrdif"), ("ddp", "resnet18"), ("throughput", "resnet18"),
+            ("throughput", "lrdif"), ("launches", "lrdif"), ("memory", "lrdif"), ("paper_epoch", "resnet18")} <= set(
+        by_check)
+    assert "(DDP), gloo" in by_check[("ddp", "resnet18")]["detail"]
+    assert float(by_check[("throughput", "lrdif")]["images_per_second"]) > 0
+    assert 0 <= float(by_check[("throughput", "resnet18")]["data_wait_share"]) < 1
+    assert int(by_check[("launches", "lrdif")]["kernels_per_step"]) > int(by_check[("launches", "resnet18")][
+        "kernels_per_step"])
+    assert by_check[("memory", "lrdif")]["status"] == "skipped: no GPU"
