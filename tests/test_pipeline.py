@@ -21,6 +21,8 @@ from udcbench.engine import data as engine_data
 from udcbench.engine.augment import AugmentParams, augment, draw_params, hash_uniform, to_input
 from udcbench.engine.data import batch_loader, epoch_batches, forget_decoded, load_images
 
+from conftest import write_png
+
 runner = CliRunner()
 
 
@@ -138,29 +140,42 @@ def test_loader_workers_give_the_batches_of_the_loop_in_process(tmp_path: Path):
     assert [h0 + h1 for h0, h1 in zip(*halves)] == batches  # two ranks share each global batch
 
 
-def test_a_run_differing_only_in_run_settings_sits_in_the_table_beside_its_twin(tmp_path: Path, monkeypatch):
+def _ferplus(root: Path, per_class: dict[str, int]) -> None:
+    """A FERPlus layout (per-folder label.csv) with ``per_class[split]`` images of each of its 8 classes."""
+    for split, folder in (("train", "FER2013Train"), ("valid", "FER2013Valid")):
+        rows = []
+        for label in range(8):
+            for k in range(per_class[split]):
+                name = f"fer{len(rows) + 1000 * (split == 'valid'):07d}.png"
+                votes = [0] * 10
+                votes[label] = 10
+                rows.append(f"{name},\"(0, 0, 48, 48)\",{','.join(map(str, votes))}")
+                write_png(root / folder / name, 37 * label + k, gray=True)
+        (root / folder / "label.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_a_run_differing_only_in_run_settings_sits_in_table_3_beside_its_twin(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("UDCBENCH_COMPILE_BACKEND", "eager")  # torch.compile's path, without a C++ build
-    assert runner.invoke(app, ["generate", "--n-train", "70", "--n-test", "35", "--size", "32"]).exit_code == 0
-    synth = runner.invoke(app, ["synth", "imagefolder", "--src", "data/synthetic", "--out", "data/udc-synthetic",
-                               "--preset", "toled"])
+    _ferplus(tmp_path / "data" / "ferplus", {"train": 6, "valid": 2})
+    synth = runner.invoke(app, ["synth", "ferplus", "--preset", "toled"])
     assert synth.exit_code == 0, synth.output
-    base = ["train", "resnet18", "--data", "data/udc-synthetic", "--preset", "smoke", "--json"]
-    fast = runner.invoke(app, [*base, "--set", "num_workers=2", "--set", "compile=true", "--set",
+    base = ["train", "resnet18", "--data", "data/udc-ferplus", "--preset", "smoke", "--json"]
+    fast = runner.invoke(app, [*base, "--set", "num_workers=8", "--set", "compile=true", "--set",
                                "eval_batch_size=7"])
     assert fast.exit_code == 0, fast.output
     record = json.loads(fast.stdout)
-    assert record["execution"]["num_workers"] == 2 and record["execution"]["compile"] is True
+    assert record["execution"]["num_workers"] == 8 and record["execution"]["compile"] is True
     assert record["config_changes"] == {}
     plain = runner.invoke(app, [*base, "--seed", "1"])
     assert plain.exit_code == 0, plain.output
     changed = runner.invoke(app, [*base, "--seed", "2", "--set", "lr=0.02"])  # a recipe change stays out
     assert changed.exit_code == 0, changed.output
-    table = runner.invoke(app, ["table", "2", "--dataset", "synthetic", "--preset", "smoke", "--json"])
+    table = runner.invoke(app, ["table", "3", "--preset", "smoke", "--json"])
     assert table.exit_code == 0, table.output
     shown = json.loads(table.stdout)
     (cell,) = [r for r in shown["rows"] if r["udcbench_method"] == "resnet18"]
-    assert cell["n"] == 2
+    assert cell["n"] == 2 and cell["dataset"] == "ferplus"
     assert any("overrides" in note for note in shown["notes"])
 
 
