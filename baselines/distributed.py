@@ -10,9 +10,6 @@ never ``torch.distributed`` directly (``tests/test_structure.py`` checks).
 
 from __future__ import annotations
 
-import pickle
-from typing import Any
-
 import torch
 import torch.distributed as dist
 
@@ -84,21 +81,6 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in sizes_]
     dist.all_gather(parts, padded)
     return torch.cat([part[:size] for part, size in zip(parts, sizes_)])
-
-
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank (a decision that must be the same everywhere: which run to resume)."""
-    if not active():
-        return obj
-    data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(_DEVICE or "cpu") if rank() == 0 \
-        else torch.empty(0, dtype=torch.uint8, device=_DEVICE or "cpu")
-    size = torch.tensor([data.numel()], device=data.device)
-    check_device(size, "broadcast")
-    dist.broadcast(size, 0)
-    if rank() != 0:
-        data = torch.empty(int(size), dtype=torch.uint8, device=size.device)
-    dist.broadcast(data, 0)
-    return obj if rank() == 0 else pickle.loads(data.cpu().numpy().tobytes())  # noqa: S301 (rank 0's own bytes)
 
 
 def barrier() -> None:

@@ -238,7 +238,11 @@ def test_amp_on_cpu_means_bf16_only_where_the_cpu_has_it(monkeypatch):
     monkeypatch.delenv("UDCBENCH_CPU_BF16")
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert runtime_module.cpu_has_bf16() == native
+    monkeypatch.setattr(runtime_module, "cuda_has_bf16", lambda device: False)  # before Ampere: fp16 + scaler
     assert runtime_module.Runtime(torch.device("cuda")).precision(True) == "fp16"
+    monkeypatch.setattr(runtime_module, "cuda_has_bf16", lambda device: True)
+    assert runtime_module.Runtime(torch.device("cuda")).precision(True) == "bf16"
+    assert runtime_module.Runtime(torch.device("cuda")).precision(False) == "fp32"
 
 
 def test_cnn_baselines_run_in_nhwc_and_others_do_not():

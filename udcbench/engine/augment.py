@@ -1,5 +1,5 @@
-"""Training augmentation on the run's device, in batches: horizontal flip, affine jitter (kornia's warp),
-normalisation and random erasing, on uint8 NHWC batches straight from the image cache.
+"""Training augmentation on the run's device, in batches: horizontal flip, affine jitter (kornia's matrices,
+torch's grid sampling), normalisation and random erasing, on uint8 NHWC batches straight from the image cache.
 
 Every random number is a counter-based hash of (seed, epoch, image position, draw), computed on the host from the
 batch's positions: an image gets the same augmentation in any batch, on any device, with any number of loader
@@ -48,7 +48,7 @@ class AugmentParams:
 
     flip_index: torch.Tensor  # positions in the batch that are flipped
     affine_index: torch.Tensor  # positions in the batch that get the affine jitter
-    affine: torch.Tensor  # len(affine_index) x 2 x 3 matrices, in pixels
+    affine: torch.Tensor  # len(affine_index) x 2 x 3 output-to-input matrices in grid_sample's coordinates
     erase: torch.Tensor  # B x 4 int (y0, y1, x0, x1), an empty box where nothing is erased
 
     def to(self, device: torch.device) -> AugmentParams:
