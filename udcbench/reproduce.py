@@ -42,15 +42,19 @@ class StudyPreset:
     condition: str = "toled"
     #: Only the methods marked for the quick study (``MethodSpec.in_quick_study``) unless ``--methods`` says.
     quick_methods: bool = False
+    #: Whether it writes Table 5 (LRDif's ablation) even when it trains none of the ablation's variants (its empty
+    #: cells then say how to fill them); the quick study leaves the ablation to the cpu and paper studies.
+    ablation: bool = True
 
 
 STUDY_PRESETS = {
     "smoke": StudyPreset("smoke", ("synthetic",), (1, 4), "a few steps per method: checks the pipeline, no results"),
     # P-OLED: at one epoch the mild T-OLED panel costs the control about a point on the caricatured built-in
     # faces (within the test set's noise); the darker, noisier P-OLED panel costs it about 12 (README).
-    "quick": StudyPreset("quick", ("synthetic",), (1, 4),
+    # the paper's main comparison only: Table 5's variants and Figure 6's sweep are in the cpu and paper studies
+    "quick": StudyPreset("quick", ("synthetic",), (),
                          "the built-in synthetic faces, the quick study's methods at the quick budget (minutes on a "
-                         "CPU)", "poled", quick_methods=True),
+                         "CPU)", "poled", quick_methods=True, ablation=False),
     "cpu": StudyPreset("cpu", PAPER_DATASETS, (1, 2, 4, 8), "real data at the cpu budget (2 CPU cores)"),
     "paper": StudyPreset("paper", PAPER_DATASETS, (1, 2, 4, 8, 16), "real data, the papers' recipes (a GPU)"),
 }
@@ -338,7 +342,7 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
     summary.trained_now += sum(first_stages.values())
     if distributed.rank() == 0:  # tables, figures and the leaderboard: once
         summary.files += write_outputs(workspace, adapters, study.train_preset, condition, ablation_data, summary,
-                                       device, log)
+                                       device, log, study.ablation)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -356,8 +360,9 @@ def _distributed(device: str | None):
 
 def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAdapter]], preset: str,
                   condition: str, ablation_data: str, summary: StudySummary, device: str | None,
-                  log: Callable[[str], None]) -> list[Path]:
-    """Tables 1-5, Figures 3-6, confusion matrices and the leaderboard from the results store."""
+                  log: Callable[[str], None], ablation: bool = True) -> list[Path]:
+    """Tables 1-5 (Table 5 where ``ablation`` or its variants trained), Figures 3-6, confusion matrices and the
+    leaderboard from the results store."""
     from udcbench import figures
     from udcbench.leaderboard import build_leaderboard, write_leaderboard
 
@@ -367,7 +372,11 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
     files: list[Path] = []
     specs = [(1, None if set(names) == set(PAPER_DATASETS) else names)]
     specs += [(UDC_TABLE.get(n, 2), None if n in UDC_TABLE else [n]) for n in names]
-    specs.append((5, None if ablation_data == "rafdb" else [ablation_data]))
+    if ablation or any(get_method(run.record["method"]).ablation_only for run in summary.runs):
+        specs.append((5, None if ablation_data == "rafdb" else [ablation_data]))
+    else:
+        log("Table 5 (LRDif's ablation) and Figure 6 (its diffusion steps) are measured by the cpu and paper studies "
+            "(udcbench reproduce --preset cpu), or by this one with --methods lrdif-s2-v1 ... and --steps 1,4")
     # clean data read from outside the workspace (--src-root) is named as such in the fill commands
     sources = {n: a["clean"].root for n, a in adapters.items()
                if a["clean"].root is not None and a["clean"].root.resolve() != workspace.dataset_dir(n).resolve()}
