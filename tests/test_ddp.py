@@ -24,10 +24,11 @@ pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="torchrun with 
 ENV = {**os.environ, "UDCBENCH_QUIET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
-def _torchrun(args: list[str], cwd: Path, port: int) -> tuple[subprocess.CompletedProcess, Path]:
+def _torchrun(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    """torchrun with 2 processes on a free port (``--standalone``), each rank's output in its own log file."""
     logs = cwd / "torchrun-logs"
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                             str(port), "--log-dir", str(logs), "--redirects", "3", *args],
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "--log-dir", str(logs), "--redirects", "3", *args],
                             cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
     return result, logs
 
@@ -55,8 +56,7 @@ def faces(tmp_path_factory) -> Path:
 
 
 def test_every_method_trains_under_torchrun_to_one_record_with_the_same_weights_on_both_ranks(faces: Path):
-    result, logs = _torchrun([str(REPO / "tests" / "ddp_worker.py"), str(faces), str(faces / "report.json")], faces,
-                             29561)
+    result, logs = _torchrun([str(REPO / "tests" / "ddp_worker.py"), str(faces), str(faces / "report.json")], faces)
     assert result.returncode == 0, (result.stderr + _rank_output(logs, 0, "stderr"))[-3000:]
     report = json.loads((faces / "report.json").read_text())
     methods = method_names(include_test=True)
@@ -77,7 +77,7 @@ def test_reproduce_under_torchrun_completes_once(tmp_path: Path):
     subprocess.run([sys.executable, "-m", "udcbench", "generate", "--n-train", "56", "--n-test", "21", "--size", "48"],
                    cwd=tmp_path, env=ENV, check=True, capture_output=True)
     result, logs = _torchrun(["-m", "udcbench", "reproduce", "--preset", "smoke", "--methods", "resnet18",
-                              "--methods", "scn", "--json"], tmp_path, 29563)
+                              "--methods", "scn", "--json"], tmp_path)
     assert result.returncode == 0, (result.stderr + _rank_output(logs, 0, "stderr"))[-3000:]
     assert _rank_output(logs, 1) == ""
     (summary,) = _json_documents(_rank_output(logs, 0))

@@ -216,7 +216,7 @@ def test_ddp_under_torchrun_on_cpu(tmp_path: Path):
     subprocess.run([sys.executable, "-m", "udcbench", "generate", "--n-train", "70", "--n-test", "35", "--size", "32"],
                    cwd=tmp_path, env=env, check=True, capture_output=True)
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "udcbench", "train", "test_cnn", "--data", "data/synthetic", "--preset", "smoke", "--device", "cpu",
          "--json"],
         cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)

@@ -22,7 +22,7 @@ from udcbench.engine.runs import STORE, data_tag, finished, run_folder, stage1_p
 from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
 from udcbench.files import read_json
-from udcbench.methods import get_method, study_methods, swept_method
+from udcbench.methods import get_method, method_names, study_methods, swept_method
 from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
 from udcbench.workspace import Workspace, condition_folder
 
@@ -375,8 +375,9 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
     if ablation or any(get_method(run.record["method"]).ablation_only for run in summary.runs):
         specs.append((5, None if ablation_data == "rafdb" else [ablation_data]))
     else:
-        log("Table 5 (LRDif's ablation) and Figure 6 (its diffusion steps) are measured by the cpu and paper studies "
-            "(udcbench reproduce --preset cpu), or by this one with --methods lrdif-s2-v1 ... and --steps 1,4")
+        variants = " ".join(f"--methods {m}" for m in method_names() if get_method(m).ablation_only)
+        log(f"Table 5 (the ablation) and Figure 6 (the sweep) are measured by the cpu and paper studies (udcbench "
+            f"reproduce --preset cpu), or by this one with {variants} --steps 1,4")
     # clean data read from outside the workspace (--src-root) is named as such in the fill commands
     sources = {n: a["clean"].root for n, a in adapters.items()
                if a["clean"].root is not None and a["clean"].root.resolve() != workspace.dataset_dir(n).resolve()}

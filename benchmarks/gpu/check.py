@@ -180,8 +180,8 @@ def main() -> None:
         check.run("smoke", method, lambda m=method: {"precision": train(m, "smoke", [])["precision"]})
 
     def ddp() -> dict:
-        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1",
-                              "--master_port", "29571", "-m", "udcbench", "train", "resnet18", "--data",
+        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                              "-m", "udcbench", "train", "resnet18", "--data",
                               str(work / "faces"), "--preset", "smoke", "--device", device, "--out", str(work / "ddp"),
                               "--overwrite", "--json"],
                              cwd=work, capture_output=True, text=True, timeout=300,
