@@ -7,9 +7,10 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
 WHEELS=${UDCBENCH_WHEELS:-.whl}
 if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  site=$(mktemp -d)  # the carried wheels, installed apart from the machine's own packages
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/udcbench-site "$WHEELS"/*.whl
-  export PYTHONPATH="/tmp/udcbench-site${PYTHONPATH:+:$PYTHONPATH}"
+    --target "$site" "$WHEELS"/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if ! (cd / && "$PYTHON" -c "import udcbench" 2>/dev/null); then
   # the packages themselves, without dependencies; where pip cannot build it, the source tree on the path

@@ -47,9 +47,7 @@ def predict(model: nn.Module, images: np.ndarray, config: TrainConfig, rt: Runti
     for i in range(lo, hi, config.eval_batch_size):
         j = min(i + config.eval_batch_size, hi)
         chunk = torch.from_numpy(np.array(images[i:j]))  # a copy: the cache is read-only
-        if rt.cuda:
-            chunk = chunk.pin_memory().to(rt.device, non_blocking=True)
-        x = to_input(chunk, config.mean, config.std)
+        x = to_input(chunk.to(rt.device), config.mean, config.std)
         extra = (torch.from_numpy(labels[i:j]).to(rt.device),) if oracle else ()
         with rt.autocast(config.amp):
             out = (model.embed if features else model)(x, *extra)

@@ -39,8 +39,6 @@ def _never_trained(run_dir: Path) -> bool:
         "config.json", "metrics.jsonl"}
 
 
-
-
 def run_config(method: str, preset: str, seed: int, overrides: list[str] | None, weights: Path | None) -> TrainConfig:
     """The configuration ``udcbench train METHOD`` trains with: the preset, ``--set``, seed and ``--weights``."""
     config = apply_overrides(get_method(method).config(preset), overrides)
@@ -110,10 +108,6 @@ class ResolvedRun:
     stages: tuple[Stage, ...]
     adapter: DatasetAdapter
     store: Path
-
-    @property
-    def final(self) -> Stage:
-        return self.stages[-1]
 
 
 def resolve_run(method: str, adapter: DatasetAdapter, out: Path, preset: str = "cpu", seed: int = 0,

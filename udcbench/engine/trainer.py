@@ -236,14 +236,15 @@ def train_one_epoch(state: TrainState, data: RunData, config: TrainConfig, rt: R
             sums[key] = sums.get(key, 0.0) + value.detach().float()
         correct += (out.logits.detach().argmax(1) == batch.labels).sum()
         seen += len(index)
-        if (step + 1) % SYNC_EVERY == 0 or step + 1 == state.steps_per_epoch:
+        if (step + 1) % SYNC_EVERY == 0:
             _check_finite(bad_step, bad_loss, config, epoch, last_path)
             _check_parameters(model, config, epoch, step, last_path)
         progress.step(epoch, step, len(index), loss)
         wait_start = time.perf_counter()
     if not state.per_batch:
         state.scheduler.step()
-    _check_finite(bad_step, bad_loss, config, epoch, last_path)
+    _check_finite(bad_step, bad_loss, config, epoch, last_path)  # and at the epoch's end, before its checkpoint
+    _check_parameters(model, config, epoch, step, last_path)
     _average_buffers(model)
     keys = sorted(sums)
     stats = torch.stack([correct, torch.tensor(float(seen), dtype=torch.float64, device=device),
