@@ -193,7 +193,7 @@ def training_rates(images: np.ndarray, labels: np.ndarray, steps: int, rounds: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=FERPLUS, help="FERPlus folder (else the built-in faces)")
     parser.add_argument("--images", type=int, default=2048, help="images for the host and training measurements")
     parser.add_argument("--steps", type=int, default=12, help="training steps per round")

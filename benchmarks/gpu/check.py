@@ -149,7 +149,7 @@ def peak_memory(method: str, device: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu", action="store_true", help="the CPU fallback: small sizes, gloo, no memory rows")
     parser.add_argument("--methods", nargs="*", help="methods of the smoke and memory rows (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder of the CSV")
