@@ -1,13 +1,15 @@
 """Time the quick study end to end in fp32 and put it beside this machine's speed in the budget's unit.
 
-    python benchmarks/reproduce_time.py [--preset quick] [--workspace DIR]
+    python benchmarks/reproduce_time.py [--preset quick] [--seed 0] [--workspace DIR]
 
 Measures the images/s at which this machine trains the unit's ResNet-18 (torchvision, 48 px, batch 64,
 fp32; before and after the study, the mean is used), runs ``udcbench reproduce`` in a fresh workspace with
 ``UDCBENCH_CPU_BF16=0`` (amp off: fp32 everywhere, as on a CPU without native bf16), and prints the study's
 minutes, its cost in units (minutes x speed), the plan's predicted cost (``--dry-run``), and the time
 scaled to the reference machine (:data:`udcbench.budget.REFERENCE_SPEED` images/s). Writes
-``benchmarks/results/reproduce_time.csv``.
+``benchmarks/results/reproduce_time.csv``, and every run's test accuracy (at the epoch chosen on validation),
+its drop from clean, and the study's seed, precision and machine speed to
+``benchmarks/results/<preset>_study.csv`` (one row per seed, method and condition; other seeds' rows kept).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 from method_speed import reference_speed
 
 from udcbench.budget import QUICK_BUDGET_MINUTES, REFERENCE_SPEED, UNCOUNTED_SHARE
+from udcbench.engine.runs import STORE
+from udcbench.engine.store import load_results
 from udcbench.reproduce import plan_study
 from udcbench.workspace import Workspace
 
@@ -32,6 +36,7 @@ from _common import machine, merge_previous, report
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="quick")
+    parser.add_argument("--seed", type=int, default=0, help="the study's seed (reproduce --seeds)")
     parser.add_argument("--workspace", type=Path, help="where to run (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,20 +50,40 @@ def main() -> None:
         before = reference_speed()
         start = time.perf_counter()
         with open(root / "reproduce.log", "w") as log:
-            subprocess.run([sys.executable, "-m", "udcbench", "reproduce", "--preset", args.preset], cwd=root,
-                           env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+            subprocess.run([sys.executable, "-m", "udcbench", "reproduce", "--preset", args.preset, "--seeds",
+                            str(args.seed)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
         minutes = (time.perf_counter() - start) / 60
         after = reference_speed()
+        records = [r["record"] for r in load_results(root / "runs" / STORE) if r["kind"] == "train"]
     speed = (before + after) / 2
+    report(f"{args.preset}_study", f"udcbench reproduce --preset {args.preset}: test accuracy per run",
+           merge_previous(f"{args.preset}_study", study_rows(records, args.seed, speed), ("seed", "method",
+                                                                                          "condition")))
     units = minutes * 60 * speed
-    row = {"preset": args.preset, "machine": machine(), "minutes": minutes, "resnet18_img_s": speed,
+    row = {"preset": args.preset, "seed": args.seed, "machine": machine(), "minutes": minutes,
+           "resnet18_img_s": speed,
            "resnet18_img_s_before": before, "resnet18_img_s_after": after, "units": units,
            "plan_units": plan.units, "measured_vs_plan": units / plan.units,
            "measured_vs_counted_items": units / (plan.units / (1 + UNCOUNTED_SHARE)),
            "minutes_at_reference": units / REFERENCE_SPEED / 60, "reference_img_s": REFERENCE_SPEED,
            "budget_minutes": QUICK_BUDGET_MINUTES if args.preset == "quick" else ""}
     report("reproduce_time", f"udcbench reproduce --preset {args.preset}, fp32",
-           merge_previous("reproduce_time", [row], ("preset", "machine")))
+           merge_previous("reproduce_time", [row], ("preset", "seed", "machine")))
+
+
+def study_rows(records: list[dict], seed: int, speed: float) -> list[dict]:
+    """One row per run of the study: its test accuracy at the epoch chosen on validation, the drop from the same
+    method's clean run, and how it trained."""
+    clean = {r["method"]: r["test_at_best"]["accuracy"] for r in records if r["condition"] == "clean"}
+    rows = []
+    for r in sorted(records, key=lambda r: (r["condition"] != "clean", r["condition"], r["method"])):
+        accuracy = r["test_at_best"]["accuracy"]
+        drop = clean[r["method"]] - accuracy if r["condition"] != "clean" and r["method"] in clean else ""
+        rows.append({"seed": seed, "method": r["method"], "condition": r["condition"],
+                     "accuracy": 100 * accuracy, "drop": 100 * drop if drop != "" else "", "epochs": r["epochs"],
+                     "input_size": r["input_size"], "init": Path(str(r["init"])).name, "precision": r["precision"],
+                     "minutes": r["minutes"], "machine": machine(), "resnet18_img_s": speed})
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
+from typing import TypeVar
 
 from udcbench.budget import UNCOUNTED_SHARE, PlanItem, StudyPlan, run_units, split_counts, unit_cost
 from udcbench.datasets import create_dataset, detect_dataset
@@ -23,9 +25,11 @@ from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
 from udcbench.files import read_json
 from udcbench.methods import get_method, method_names, study_methods, swept_method
+from udcbench.pretrain import PRETRAINED, FacePretraining, pretrained_trunk
 from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
 from udcbench.workspace import Workspace, condition_folder
 
+T = TypeVar("T")
 PAPER_DATASETS = ("rafdb", "ferplus", "kdef")
 #: Processes that draw the synthetic faces and synthesise UDC copies (the images do not depend on it).
 DATA_WORKERS = min(2, os.cpu_count() or 1)
@@ -45,16 +49,18 @@ class StudyPreset:
     #: Whether it writes Table 5 (LRDif's ablation) even when it trains none of the ablation's variants (its empty
     #: cells then say how to fill them); the quick study leaves the ablation to the cpu and paper studies.
     ablation: bool = True
+    #: The face pre-training every run starts from (``--weights``), trained once per workspace; None: from scratch.
+    pretrain: FacePretraining | None = None
 
 
 STUDY_PRESETS = {
     "smoke": StudyPreset("smoke", ("synthetic",), (1, 4), "a few steps per method: checks the pipeline, no results"),
-    # P-OLED: at one epoch the mild T-OLED panel costs the control about a point on the caricatured built-in
-    # faces (within the test set's noise); the darker, noisier P-OLED panel costs it about 12 (README).
-    # the paper's main comparison only: Table 5's variants and Figure 6's sweep are in the cpu and paper studies
+    # The paper's main comparison only (Table 5's variants and Figure 6's sweep are in the cpu and paper studies),
+    # every run from one face pre-training; T-OLED, whose scale for the built-in faces costs the control a visible
+    # 5-15 points (degradations/presets/toled.yaml; P-OLED left them dark and hazed: every method near chance).
     "quick": StudyPreset("quick", ("synthetic",), (),
                          "the built-in synthetic faces, the quick study's methods at the quick budget (minutes on a "
-                         "CPU)", "poled", quick_methods=True, ablation=False),
+                         "CPU)", "toled", quick_methods=True, ablation=False, pretrain=FacePretraining()),
     "cpu": StudyPreset("cpu", PAPER_DATASETS, (1, 2, 4, 8), "real data at the cpu budget (2 CPU cores)"),
     "paper": StudyPreset("paper", PAPER_DATASETS, (1, 2, 4, 8, 16), "real data, the papers' recipes (a GPU)"),
 }
@@ -249,6 +255,12 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
                                        f"{images} images"))
     if not adapters:
         raise _none_found(names, workspace, src_root)
+    if study.pretrain is not None and not (workspace.runs / PRETRAINED / study.pretrain.folder_name()).is_dir():
+        recipe = study.pretrain
+        units = recipe.images * unit_cost("draw_face") + recipe.steps() * recipe.batch_size * unit_cost(
+            "resnet18", recipe.input_size)
+        plan.items.append(PlanItem("face pre-training", "synthetic", "pretrain", units,
+                                   f"{recipe.epochs} epochs of {recipe.images} faces, {recipe.input_size} px"))
 
     @cache
     def counts(name: str, val_fraction: float, seed: int) -> dict[str, int]:
@@ -309,13 +321,13 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
             summary.skipped_datasets.append(name)
             continue
         # rank 0 draws and synthesises; the other ranks then find the folders complete
-        if distributed.rank() != 0:
-            distributed.barrier()
-        adapters[name] = prepare_data(name, workspace, src_root, conditions, log)
-        if distributed.rank() == 0:
-            distributed.barrier()
+        adapters[name] = _rank0_first(distributed, partial(prepare_data, name, workspace, src_root, conditions, log))
     if not adapters:
         raise _none_found(names, workspace, src_root)
+    weights = None
+    if study.pretrain is not None:
+        folder = workspace.runs / PRETRAINED / study.pretrain.folder_name()
+        weights = _rank0_first(distributed, partial(pretrained_trunk, folder, study.pretrain, device, log))
     ablation_data = ablation_dataset(list(adapters))
     jobs = study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_data)
     first_stages: dict[Path, bool] = {}  # folder -> trained by this invocation
@@ -333,7 +345,7 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
                                     tag)) is None
         log(f"[{k}/{len(jobs)}] {job.title()} on {dataset_title(job.dataset, job.condition)} ({study.train_preset}, "
             f"seed {job.seed}{also}){'' if fresh else ': finished earlier'}")
-        record = train_method(job.method, adapter, workspace.runs,
+        record = train_method(job.method, adapter, workspace.runs, weights=weights,
                               preset=study.train_preset, seed=job.seed, overrides=overrides, tag=tag,
                               skip_finished=True, device=device, cache_dir=workspace.cache, log=log)
         summary.runs.append(StudyRun(job.dataset, job.condition, record))
@@ -342,9 +354,19 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
     summary.trained_now += sum(first_stages.values())
     if distributed.rank() == 0:  # tables, figures and the leaderboard: once
         summary.files += write_outputs(workspace, adapters, study.train_preset, condition, ablation_data, summary,
-                                       device, log, study.ablation)
+                                       device, log, study.ablation, study_notes(study.train_preset, methods, weights))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _rank0_first(distributed, work: Callable[[], T]) -> T:
+    """``work()`` on rank 0, then on the other ranks (which then find its files complete); alone: just once."""
+    if distributed.rank() != 0:
+        distributed.barrier()
+    result = work()
+    if distributed.rank() == 0:
+        distributed.barrier()
+    return result
 
 
 def _distributed(device: str | None):
@@ -358,11 +380,26 @@ def _distributed(device: str | None):
     return distributed
 
 
+def study_notes(preset: str, methods: list[str], weights: Path | None) -> list[str]:
+    """What every table of the study says besides its own notes: where the runs' trunks come from, and the
+    methods whose epochs differ from the others' at ``preset``."""
+    from udcbench.pretrain import TASK
+
+    notes = [f"every run starts from {weights}, a ResNet-18 trunk pre-trained on the {TASK}: the study's stand-in "
+             "for the MS-Celeb-1M trunk of real data"] if weights is not None else []
+    epochs = {get_method(m).title: get_method(m).config(preset).epochs for m in methods}
+    usual = Counter(epochs.values()).most_common(1)[0][0] if epochs else None
+    other = [f"{title} {n}" for title, n in epochs.items() if n != usual]
+    if other:
+        notes.append(f"epochs at the {preset} preset: {', '.join(other)}; the others {usual}")
+    return notes
+
+
 def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAdapter]], preset: str,
                   condition: str, ablation_data: str, summary: StudySummary, device: str | None,
-                  log: Callable[[str], None], ablation: bool = True) -> list[Path]:
-    """Tables 1-5 (Table 5 where ``ablation`` or its variants trained), Figures 3-6, confusion matrices and the
-    leaderboard from the results store."""
+                  log: Callable[[str], None], ablation: bool = True, notes: list[str] | None = None) -> list[Path]:
+    """Tables 1-5 (Table 5 where ``ablation`` or its variants trained) with ``notes`` added, Figures 3-6, confusion
+    matrices and the leaderboard from the results store."""
     from udcbench import figures
     from udcbench.leaderboard import build_leaderboard, write_leaderboard
 
@@ -384,6 +421,7 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
     for number, datasets in specs:
         table = build_table(number, results, datasets=datasets, condition=condition, preset=preset,
                             data_root=workspace.data, sources=sources)
+        table.notes += notes or []
         summary.tables.append(table)
         files += write_table(table, tables_dir)
     from degradations import load_recipe

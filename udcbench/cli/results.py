@@ -301,7 +301,7 @@ def _print_plan(plan) -> None:
 
 
 def reproduce_cmd(
-    preset: Study = typer.Option(Study.quick, help="quick (built-in synthetic faces, 15 min on a 2-core CPU), cpu "
+    preset: Study = typer.Option(Study.quick, help="quick (built-in synthetic faces, 20 min on a 2-core CPU), cpu "
                                                    "(real data, 2 CPU cores), paper (the papers' recipes, a GPU) or "
                                                    "smoke (a few steps: checks the pipeline)."),
     datasets: list[str] | None = typer.Option(None, "--datasets", help="Datasets (default: synthetic for quick; "

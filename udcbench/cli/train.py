@@ -22,7 +22,9 @@ from udcbench.cli._common import (
 from udcbench.config import PRESETS
 from udcbench.engine.runs import STORE, execute, resolve_run
 from udcbench.errors import UdcbenchError
+from udcbench.files import read_json
 from udcbench.methods import get_method, is_first_stage, method_names
+from udcbench.pretrain import PRETRAINED, FacePretraining
 from udcbench.progress import stderr
 from udcbench.workspace import load_workspace
 
@@ -96,6 +98,36 @@ def train_cmd(
         f"mean class accuracy {_percent(best['mean_class_accuracy'])} %; "
         f"{record['minutes']:.1f} min; init {record['init']}"
     )
+
+
+def pretrain_cmd(
+    out: Path | None = typer.Option(None, "--out", help="Folder for trunk.pt and record.json (default: "
+                                    "runs/pretrained/faces-landmarks-<size>px-s<seed>)."),
+    images: int = typer.Option(FacePretraining.images, help="Built-in faces to draw (apart from the study's)."),
+    epochs: int = typer.Option(FacePretraining.epochs, help="Epochs of training."),
+    input_size: int = typer.Option(FacePretraining.input_size, help="Image side in pixels (the runs' input size)."),
+    seed: int = typer.Option(FacePretraining.seed, help="Seed of the faces and the training."),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Pre-train a ResNet-18 trunk on the built-in faces' landmarks, for --weights (no expression label seen).
+
+    The quick study's stand-in for an MS-Celeb-1M checkpoint; reproduce --preset quick makes its own.
+
+    Example: udcbench pretrain && udcbench train dan --preset quick --weights
+    runs/pretrained/faces-landmarks-48px-s0/trunk.pt
+    """
+    from udcbench.pretrain import pretrained_trunk
+
+    check_device(device)
+    recipe = FacePretraining(images=images, epochs=epochs, input_size=input_size, seed=seed)
+    recipe.validate()
+    folder = out or load_workspace().runs / PRETRAINED / recipe.folder_name()
+    trunk = pretrained_trunk(folder, recipe, device, log=stderr.print)
+    if as_json:
+        print_json({"weights": str(trunk), **read_json(folder / "record.json")})
+        return
+    stdout.print(f"face pre-training: {trunk} (pass it as --weights)")
 
 
 def eval_cmd(
@@ -209,5 +241,6 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     add_command(app, train_cmd, "train", panel=PANEL)
     add_command(app, eval_cmd, "eval", panel=PANEL)
+    add_command(app, pretrain_cmd, "pretrain", panel=PANEL)
     add_command(app, methods_cmd, "methods", panel=PANEL)
     add_command(app, runs_cmd, "runs", panel=PANEL)

@@ -66,7 +66,8 @@ NUM_CLASSES = len(PROTOTYPES)
 #: The built-in faces are caricatures, each expression at 80-100 % of its prototype and rarely blended with
 #: another, so that a from-scratch ResNet-18 learns them within the quick study's budget (``udcbench.budget``).
 EXPRESSIVENESS = 2.5
-SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
+#: "pretrain": the face pre-training set (:mod:`udcbench.pretrain`), other faces than the study's splits.
+SPLIT_CODES = {"train": 0, "valid": 1, "test": 2, "pretrain": 3}
 _PROTO = np.zeros((NUM_CLASSES, len(ACTION_UNITS)))
 for _label, _aus in PROTOTYPES.items():
     for _name, _value in _aus.items():

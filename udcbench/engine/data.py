@@ -93,7 +93,8 @@ def forget_decoded() -> None:
     _DECODED.clear()
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` as ``size`` x ``size``: area averaging to shrink, bicubic to enlarge."""
     interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
@@ -104,7 +105,7 @@ def _decode_into(adapter: DatasetAdapter, records: list[Record], size: int, out:
     for i, record in enumerate(records):
         image = adapter.load_image(record)
         widths.append(image.shape[1])
-        out[start + i] = _resize(image, size)
+        out[start + i] = resize_image(image, size)
         if advance is not None:
             advance()
     return widths

@@ -28,13 +28,11 @@ LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperatur
 LRDIF_CPU_CLIP = 5.0
 LRDIF_CPU_STAGE1 = {"label_smoothing": 0.1, "epochs": 3, "grad_clip": LRDIF_CPU_CLIP}
 LRDIF_CPU_STAGE2 = {"label_smoothing": 0.1, "epochs": 12, "grad_clip": LRDIF_CPU_CLIP}
-#: The quick budget: 32 px inputs; 12 steps of stage 2 (near chance at 12 steps as at 20: README) after 20 of
-#: stage 1 (the oracle was still at chance after 12).
-LRDIF_QUICK = {"input_size": 32, "max_steps": 12}
-LRDIF_QUICK_STAGE1 = {**LRDIF_QUICK, "max_steps": 20}
 #: The arguments stage 1 never reads (its model has the diffusion, untrained and unused): overriding them, as
 #: Figure 6's sweep does, reuses the shared stage 1.
 LRDIF_STAGE2_ARGS = ("steps", "parameterization", "kl_temperature")
+#: The quick budget is the shared quick recipe (48 px, one epoch per stage, from the face pre-training's trunk as
+#: every method: ``udcbench.pretrain``); 32 px and 12-20 steps per stage from scratch left LRDif at chance (README).
 #: One epoch of landmark pre-training on the quick budget: three were its largest item (a third of LRDif's
 #: share of the plan) on the ResNet-18 trunk.
 LRDIF_QUICK_ARGS = {"landmark_epochs": 1}
@@ -97,8 +95,7 @@ for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "
         paper="Wang, Zhang, Sankaranarayana, LRDif: Diffusion Models for UDC Emotion Recognition, arXiv 2402.00250",
         description=f"LRDif variant {_variant} (Table 5).", paper_recipe=LRDIF_PAPER,
         cpu_recipe=LRDIF_CPU_STAGE1 if _variant == "s1" else LRDIF_CPU_STAGE2, method_args=dict(LRDIF_ARGS),
-        quick_recipe=LRDIF_QUICK_STAGE1 if _variant == "s1" else LRDIF_QUICK, quick_method_args=LRDIF_QUICK_ARGS,
-        prepare=_lrdif_prepare,
+        quick_method_args=LRDIF_QUICK_ARGS, prepare=_lrdif_prepare,
         stage1=None if _variant == "s1" else "lrdif-s1", oracle=_variant == "s1",
         stage2_args=() if _variant == "s1" else LRDIF_STAGE2_ARGS,
         ablation_only=_variant in ("s2-v1", "s2-v2", "s2-v4"),  # Table 5's rows besides the paper's model
@@ -122,8 +119,7 @@ for _variant, _title in (("s1", "LLDif stage 1 (oracle: label and caption in)"),
                     "label), LRDif's machinery otherwise.",
         # the paper's hyper-parameters are not at hand: LRDif's recipe at every preset (README)
         paper_recipe=LRDIF_PAPER, cpu_recipe=LRDIF_CPU_STAGE1 if _variant == "s1" else LRDIF_CPU_STAGE2,
-        method_args=dict(LLDIF_ARGS), quick_recipe=LRDIF_QUICK_STAGE1 if _variant == "s1" else LRDIF_QUICK,
-        quick_method_args=LRDIF_QUICK_ARGS, prepare=_lrdif_prepare,
+        method_args=dict(LLDIF_ARGS), quick_method_args=LRDIF_QUICK_ARGS, prepare=_lrdif_prepare,
         stage1=None if _variant == "s1" else "lldif-s1", oracle=_variant == "s1",
         stage2_args=() if _variant == "s1" else LRDIF_STAGE2_ARGS,
         in_quick_study=False, study_kinds=("lowlight",),  # the low-light sibling: low-light studies only

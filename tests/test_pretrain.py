@@ -1,0 +1,77 @@
+"""Face pre-training (``udcbench pretrain``): a trunk that every method loads through ``--weights``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from udcbench.cli import app
+from udcbench.config import TrainConfig
+from udcbench.datasets.synthetic_faces import SyntheticFaceGenerator
+from udcbench.errors import UdcbenchError
+from udcbench.methods import get_method
+from udcbench.pretrain import FacePretraining, draw_pretraining_faces, pretrained_trunk
+
+runner = CliRunner()
+TINY = FacePretraining(images=64, epochs=1, input_size=32, batch_size=32)
+
+
+def test_the_pretraining_faces_are_other_faces_than_the_studys():
+    generator = SyntheticFaceGenerator(seed=0, size=64)
+    pretrain, train = generator.draw("pretrain", 3), generator.draw("train", 3)
+    assert pretrain.image.shape == train.image.shape and not np.array_equal(pretrain.image, train.image)
+    images, points = draw_pretraining_faces(FacePretraining(images=5, input_size=32))
+    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
+    assert points.shape == (5, 136) and np.abs(points).max() < 0.5  # landmarks inside the image, centred
+
+
+def test_the_trunk_loads_into_every_method_and_is_reused(tmp_path):
+    folder = tmp_path / "faces"
+    trunk = pretrained_trunk(folder, TINY, "cpu", log=lambda _: None)
+    record = json.loads((folder / "record.json").read_text())
+    assert record["recipe"]["images"] == 64 and len(record["losses"]) == 1 and np.isfinite(record["losses"][0])
+    state = torch.load(trunk, weights_only=True)
+    assert "layer4.1.bn2.running_mean" in state and not any(k.startswith("fc.") for k in state)
+    for name in ("resnet18", "eac", "dan", "lrdif-s1"):
+        config = TrainConfig(method=name, input_size=32, method_args=dict(get_method(name).method_args))
+        model = get_method(name).build(7, config)
+        provenance = model.load_backbone_weights(trunk)
+        assert provenance["init"] == str(trunk)
+        assert torch.equal(model.trunk[0].weight, state["conv1.weight"])
+    mtime = trunk.stat().st_mtime_ns
+    assert pretrained_trunk(folder, TINY, "cpu", log=lambda _: None) == trunk and trunk.stat().st_mtime_ns == mtime
+
+
+def test_a_folder_it_did_not_write_or_of_another_recipe_is_refused(tmp_path):
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(UdcbenchError, match="not empty"):
+        pretrained_trunk(other, TINY, "cpu", log=lambda _: None)
+    assert (other / "notes.txt").read_text() == "keep me"
+    folder = tmp_path / "faces"
+    pretrained_trunk(folder, TINY, "cpu", log=lambda _: None)
+    with pytest.raises(UdcbenchError, match="another recipe"):
+        pretrained_trunk(folder, FacePretraining(images=96, epochs=1, input_size=32, batch_size=32), "cpu",
+                         log=lambda _: None)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--images", "10"], "at least 64 images"), (["--epochs", "0"], "at least one epoch"),
+    (["--input-size", "16"], "at least 32 px"),
+])
+def test_the_command_refuses_a_recipe_that_cannot_train_in_one_line(tmp_path, args, message):
+    result = runner.invoke(app, ["pretrain", "--out", str(tmp_path / "p"), *args])
+    assert result.exit_code == 2 and message in result.output and not (tmp_path / "p").exists()
+
+
+def test_the_command_writes_a_trunk_for_weights(tmp_path):
+    result = runner.invoke(app, ["pretrain", "--out", str(tmp_path / "p"), "--images", "64", "--epochs", "1",
+                                 "--input-size", "32", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["weights"] == str(tmp_path / "p" / "trunk.pt") and report["recipe"]["epochs"] == 1

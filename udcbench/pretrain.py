@@ -1,0 +1,153 @@
+"""Face pre-training: a ResNet-18 trunk taught where the 68 landmarks of built-in faces lie, for ``--weights``.
+
+On real data the paper's methods start from a face-recognition trunk (MS-Celeb-1M); udcbench ships no such
+weights. The quick study does the same in small: one trunk, trained once on built-in faces drawn apart from
+the study's splits (the generator's ``pretrain`` split: other people, poses and lights), to regress their exact
+landmarks, never seeing an expression label, then loaded into every method through ``--weights`` as an
+MS-Celeb checkpoint would be. It is a torchvision-named ResNet-18 state dict (tensors only), so
+``udcbench train METHOD --weights FILE`` takes it too.
+
+``udcbench pretrain`` writes one; ``reproduce --preset quick`` writes (or reuses) it under ``runs/pretrained/``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from udcbench.errors import UdcbenchError
+from udcbench.files import read_json, write_json
+
+#: What the checkpoint's record names it by (and the tables' notes).
+TASK = "landmarks of built-in faces (udcbench pretrain)"
+#: The folder under the runs folder that holds face pre-trainings.
+PRETRAINED = "pretrained"
+#: Faces drawn per generator call (a batch keeps the generator fast and the memory small).
+DRAW_CHUNK = 250
+
+
+@dataclass(frozen=True)
+class FacePretraining:
+    """The recipe: ``images`` faces of the generator's ``pretrain`` split at ``input_size`` px, ``epochs`` of Adam
+    with a one-cycle schedule (the quick recipe's optimiser), batch ``batch_size``."""
+
+    images: int = 2800
+    epochs: int = 4
+    input_size: int = 48
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Refuse, in one line, a recipe that cannot train."""
+        if self.images < self.batch_size:
+            raise UdcbenchError(f"face pre-training needs at least {self.batch_size} images, got {self.images}")
+        if self.epochs < 1:
+            raise UdcbenchError(f"face pre-training needs at least one epoch, got {self.epochs}")
+        if self.input_size < 32:
+            raise UdcbenchError(f"the input size must be at least 32 px (ResNet-18's stride), got {self.input_size}")
+        if self.seed < 0:
+            raise UdcbenchError(f"the seed is a non-negative integer, got {self.seed}")
+
+    def steps(self) -> int:
+        return self.epochs * (self.images // self.batch_size)
+
+    def folder_name(self) -> str:
+        return f"faces-landmarks-{self.input_size}px-s{self.seed}"
+
+
+def draw_pretraining_faces(recipe: FacePretraining) -> tuple[np.ndarray, np.ndarray]:
+    """The faces (N x S x S x 3 uint8, resized as the engine resizes a run's images) and their landmarks scaled
+    to [-0.5, 0.5] of the image (N x 136 float32)."""
+    from udcbench.datasets.synthetic_faces import SyntheticFaceGenerator
+    from udcbench.engine.data import resize_image
+
+    generator = SyntheticFaceGenerator(seed=recipe.seed)
+    images, points = [], []
+    for start in range(0, recipe.images, DRAW_CHUNK):
+        for face in generator.draw_batch("pretrain", range(start, min(start + DRAW_CHUNK, recipe.images))):
+            images.append(resize_image(face.image, recipe.input_size))
+            points.append(face.landmarks / face.image.shape[1] - 0.5)
+    return np.stack(images), np.stack(points).reshape(len(points), -1).astype(np.float32)
+
+
+def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray, device: str | None = None,
+                log=print) -> tuple[dict, list[float]]:
+    """Train a torchvision ResNet-18 (136 outputs) to regress ``points`` from ``images``; returns its trunk's
+    state dict (``fc`` dropped, on the CPU) and the mean smooth-L1 loss of each epoch."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision
+
+    from udcbench.config import IMAGENET_MEAN, IMAGENET_STD
+    from udcbench.engine.augment import to_input
+    from udcbench.engine.runtime import runtime
+
+    rt = runtime(device)
+    torch.manual_seed(recipe.seed)
+    net = rt.place(torchvision.models.resnet18(num_classes=points.shape[1]))
+    optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=recipe.steps())
+    x_all = torch.from_numpy(images)
+    # in tenths of the image, so that smooth-L1 works in its linear part for the first steps only
+    y_all = torch.from_numpy(points) * 10
+    generator = torch.Generator().manual_seed(recipe.seed)
+    per_epoch = recipe.images // recipe.batch_size
+    losses = []
+    net.train()
+    for epoch in range(recipe.epochs):
+        order = torch.randperm(len(images), generator=generator)
+        total = torch.zeros((), device=rt.device)
+        for step in range(per_epoch):
+            idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            x = to_input(x_all[idx].to(rt.device, non_blocking=True), IMAGENET_MEAN, IMAGENET_STD)
+            with rt.autocast(True):
+                loss = F.smooth_l1_loss(net(x).float(), y_all[idx].to(rt.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach()
+        losses.append(total.item() / per_epoch)
+        if not np.isfinite(losses[-1]):
+            raise UdcbenchError(f"face pre-training diverged in epoch {epoch + 1} (loss {losses[-1]})")
+        log(f"face pre-training: epoch {epoch + 1}/{recipe.epochs}, landmark loss {losses[-1]:.4f}")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    return state, losses
+
+
+def pretrained_trunk(folder: Path, recipe: FacePretraining = FacePretraining(), device: str | None = None,
+                     log=print) -> Path:
+    """``folder/trunk.pt``, trained now unless ``folder`` holds a finished one of the same recipe; its record
+    (``folder/record.json``: recipe, losses, minutes, device, checksum) is written after it, so a record means a
+    complete checkpoint. A folder with other content is refused, never replaced."""
+    from baselines.backbone import sha256_file
+    from udcbench.checkpoints import save_checkpoint
+
+    folder = Path(folder)
+    trunk, record_path = folder / "trunk.pt", folder / "record.json"
+    record = read_json(record_path)
+    if record is not None:
+        if record.get("recipe") == asdict(recipe) and trunk.is_file() and sha256_file(trunk) == record["sha256"]:
+            return trunk
+        raise UdcbenchError(f"{folder} holds a face pre-training of another recipe or a changed trunk.pt; move it "
+                            "away or pass another --out")
+    if folder.is_dir() and any(p.name != trunk.name for p in folder.iterdir()):
+        raise UdcbenchError(f"{folder} is not empty and holds no face pre-training; pass another --out")
+    start = time.perf_counter()
+    log(f"face pre-training: {recipe.images} built-in faces at {recipe.input_size} px, {recipe.epochs} epochs "
+        f"-> {trunk}")
+    images, points = draw_pretraining_faces(recipe)
+    state, losses = train_trunk(recipe, images, points, device, log)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(state, trunk)
+    from udcbench.engine.runtime import runtime
+
+    write_json(record_path, {"task": TASK, "recipe": asdict(recipe), "losses": losses,
+                             "minutes": (time.perf_counter() - start) / 60, "device": str(runtime(device).device),
+                             "sha256": sha256_file(trunk)})
+    return trunk
