@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +76,27 @@ def test_the_command_writes_a_trunk_for_weights(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["weights"] == str(tmp_path / "p" / "trunk.pt") and report["recipe"]["epochs"] == 1
+
+
+@pytest.mark.slow(reason="a smoke study of two methods from a face pre-training: about 10 s")
+def test_a_study_with_a_pretraining_trains_it_once_and_starts_every_run_from_it(tmp_path, monkeypatch):
+    import dataclasses
+
+    from udcbench import reproduce as study_module
+    from udcbench.datasets.generate import generate_synthetic
+
+    generate_synthetic(tmp_path / "data" / "synthetic", n_train=56, n_test=21, size=48)
+    smoke = dataclasses.replace(study_module.STUDY_PRESETS["smoke"], pretrain=TINY, steps=())
+    monkeypatch.setitem(study_module.STUDY_PRESETS, "smoke", smoke)
+    monkeypatch.chdir(tmp_path)
+    for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    result = runner.invoke(app, ["reproduce", "--preset", "smoke", "--methods", "resnet18", "--methods", "eac",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    trunk = tmp_path / "runs" / "pretrained" / TINY.folder_name() / "trunk.pt"
+    records = [json.loads((Path(r) / "results.json").read_text()) for r in json.loads(result.stdout)["runs"]]
+    assert len(records) == 4 and {Path(r["init"]).resolve() for r in records} == {trunk.resolve()}
+    table = (tmp_path / "results" / "tables" / "table2-synthetic.md").read_text()
+    assert "pre-trained on the landmarks of built-in faces" in table and f"| {TINY.folder_name()}/trunk.pt |" in table
+    assert all(r["init_task"] == "landmarks of built-in faces (udcbench pretrain)" for r in records)

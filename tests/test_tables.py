@@ -14,16 +14,16 @@ from udcbench.tables import build_table, fill_command, table_records, to_markdow
 
 
 def result(method, dataset, condition, accuracy, seed=0, preset="cpu", init="scratch", created="2026-01-01",
-           mca=None, changes=None, input_size=64):
+           mca=None, changes=None, input_size=64, epochs=3, init_task=None):
     """A results-store row as ``load_results`` returns it."""
     return {
         "run_id": f"{method}-{dataset}-{condition}-{preset}-{init}-{seed}-{created}", "kind": "train",
         "method": method, "backbone": "ResNet-18", "init": init, "preset": preset, "input_size": input_size,
         "dataset": dataset, "condition": condition, "test_split": "valid", "seed": seed, "accuracy": accuracy,
         "accuracy_last": accuracy, "mean_class_accuracy": mca if mca is not None else accuracy - 0.1,
-        "macro_f1": accuracy - 0.2, "best_epoch": 3, "epochs": 3, "minutes": 1.0, "device": "cpu",
+        "macro_f1": accuracy - 0.2, "best_epoch": 3, "epochs": epochs, "minutes": 1.0, "device": "cpu",
         "created": created, "run_dir": f"runs/{dataset}-{condition}/{method}-{preset}-s{seed}-{created}",
-        "record": {"config_changes": changes or {}, "method_args": {}},
+        "record": {"config_changes": changes or {}, "method_args": {}, "init_task": init_task},
     }
 
 
@@ -230,3 +230,19 @@ def test_the_low_light_table_lists_every_method_clean_and_low_light_with_the_dro
     assert "udcbench synth kdef --preset lowlight" in table.commands()
     csv_path, md_path = write_lowlight_table(table, tmp_path / "tables")
     assert csv_path.name == "table-ll.csv" and "| LLDif |" in md_path.read_text()
+
+
+def test_a_table_names_its_face_pretraining_and_the_methods_that_train_longer(tmp_path: Path):
+    trunk = "runs/pretrained/faces-landmarks-48px-s0/trunk.pt"
+    task = "landmarks of built-in faces (udcbench pretrain)"
+    rows = [result(m, "synthetic", "toled", 0.7, preset="quick", init=trunk, epochs=2 if m == "eac" else 1,
+                   init_task=task) for m in ("resnet18", "scn", "eac", "lrdif")]
+    table = build_table(2, rows, datasets=["synthetic"], condition="toled", data_root=tmp_path)
+    assert table.init == trunk
+    assert f"init {trunk}: a ResNet-18 trunk pre-trained on the {task}" in table.notes[0]
+    assert "epochs at the quick preset: EAC 2; the others 1" in table.notes
+    md = write_table(table, tmp_path / "tables")[1].read_text()
+    assert "| faces-landmarks-48px-s0/trunk.pt | 48 |" not in md  # input 64 in these rows
+    assert "| faces-landmarks-48px-s0/trunk.pt | 64 |" in md
+    plain = build_table(2, [result("resnet18", "synthetic", "toled", 0.7)], datasets=["synthetic"], data_root=tmp_path)
+    assert not any("epochs" in n or "pre-trained" in n for n in plain.notes)

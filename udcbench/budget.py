@@ -14,11 +14,10 @@ The quick study has to fit :data:`QUICK_BUDGET_MINUTES` on a 2-core machine that
 at :data:`REFERENCE_SPEED` images/s in fp32 (a common laptop or cloud VM without native bf16).
 
 The budget was 15 minutes while the quick study's numbers meant nothing (13 of its 15 results at chance); it is
-20 since every method of the paper's main comparison has to learn in it. Measured levers (README, "The quick
-study"): from scratch at 15 minutes the control reached 49-51 % and DAN, EAC and LRDif chance; a face
-pre-training shared by all runs (2.5 min at the reference speed) lifts the control to 74-76 % and DAN and LRDif
-to 76-82 %, but EAC needs a second epoch (1.9 min per condition), and neither 40 px inputs (the control 52 %),
-a shorter pre-training (2 epochs: the control 56 %) nor EAC's own batch of 32 in one epoch (37 / 50 %) held up.
+20 since every method of the paper's main comparison has to learn in it: a face pre-training shared by all runs
+(:mod:`udcbench.pretrain`, 2.5 min at the reference speed) and EAC's second epoch (1.9 min per condition) are
+what it took, and the cheaper levers (40 px inputs, a shorter pre-training, EAC in one epoch at its own batch)
+fell short (``benchmarks/quick_levers.py``; README, "The quick study").
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ REFERENCE_SPEED = 75.0
 QUICK_BUDGET_MINUTES = 20.0
 COST_TABLE = "method_cost.csv"
 #: What the plan's items leave out (start-up, figures and tables, each run's bookkeeping), as a share of
-#: them: ``benchmarks/reproduce_time.py`` measured the quick study at 1.03-1.05 x its items since images are
-#: decoded once per workspace (1.10-1.27 x before, with 25 runs instead of 15); 0.15 keeps a margin over both.
+#: them: ``benchmarks/reproduce_time.py`` measured the quick study at 1.03-1.14 x its items in three runs since
+#: images are decoded once per workspace (1.10-1.27 x before, with 25 runs instead of 15); the largest is taken.
 UNCOUNTED_SHARE = 0.15
 
 

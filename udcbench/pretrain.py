@@ -120,6 +120,15 @@ def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray,
     return state, losses
 
 
+def weights_task(path: Path | str, sha256: str) -> str | None:
+    """What a weights file was pre-trained on when it is a face pre-training's trunk (its record beside it names
+    the task and this file's checksum), else None."""
+    record = read_json(Path(path).parent / "record.json")
+    if isinstance(record, dict) and record.get("sha256") == sha256 and isinstance(record.get("task"), str):
+        return record["task"]
+    return None
+
+
 def pretrained_trunk(folder: Path, recipe: FacePretraining = FacePretraining(), device: str | None = None,
                      log=print) -> Path:
     """``folder/trunk.pt``, trained now unless ``folder`` holds a finished one of the same recipe; its record

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -354,7 +353,7 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
     summary.trained_now += sum(first_stages.values())
     if distributed.rank() == 0:  # tables, figures and the leaderboard: once
         summary.files += write_outputs(workspace, adapters, study.train_preset, condition, ablation_data, summary,
-                                       device, log, study.ablation, study_notes(study.train_preset, methods, weights))
+                                       device, log, study.ablation)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -380,26 +379,11 @@ def _distributed(device: str | None):
     return distributed
 
 
-def study_notes(preset: str, methods: list[str], weights: Path | None) -> list[str]:
-    """What every table of the study says besides its own notes: where the runs' trunks come from, and the
-    methods whose epochs differ from the others' at ``preset``."""
-    from udcbench.pretrain import TASK
-
-    notes = [f"every run starts from {weights}, a ResNet-18 trunk pre-trained on the {TASK}: the study's stand-in "
-             "for the MS-Celeb-1M trunk of real data"] if weights is not None else []
-    epochs = {get_method(m).title: get_method(m).config(preset).epochs for m in methods}
-    usual = Counter(epochs.values()).most_common(1)[0][0] if epochs else None
-    other = [f"{title} {n}" for title, n in epochs.items() if n != usual]
-    if other:
-        notes.append(f"epochs at the {preset} preset: {', '.join(other)}; the others {usual}")
-    return notes
-
-
 def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAdapter]], preset: str,
                   condition: str, ablation_data: str, summary: StudySummary, device: str | None,
-                  log: Callable[[str], None], ablation: bool = True, notes: list[str] | None = None) -> list[Path]:
-    """Tables 1-5 (Table 5 where ``ablation`` or its variants trained) with ``notes`` added, Figures 3-6, confusion
-    matrices and the leaderboard from the results store."""
+                  log: Callable[[str], None], ablation: bool = True) -> list[Path]:
+    """Tables 1-5 (Table 5 where ``ablation`` or its variants trained), Figures 3-6, confusion matrices and the
+    leaderboard from the results store."""
     from udcbench import figures
     from udcbench.leaderboard import build_leaderboard, write_leaderboard
 
@@ -421,7 +405,6 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
     for number, datasets in specs:
         table = build_table(number, results, datasets=datasets, condition=condition, preset=preset,
                             data_root=workspace.data, sources=sources)
-        table.notes += notes or []
         summary.tables.append(table)
         files += write_table(table, tables_dir)
     from degradations import load_recipe

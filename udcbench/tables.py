@@ -96,7 +96,8 @@ class Row:
         return "/".join(str(s) for s in sorted(set().union(*(c.input_sizes for c in self.cells.values())))) or ""
 
     def init(self) -> str:
-        return "/".join(sorted(set().union(*(c.inits for c in self.cells.values())))) or ""
+        """The runs' initialisations, a weights file as its folder and name (the CSV and records hold the path)."""
+        return "/".join(sorted(_short_init(i) for i in set().union(*(c.inits for c in self.cells.values())))) or ""
 
 
 @dataclass
@@ -134,6 +135,11 @@ class BuiltTable:
         if self.spec.udc and self.condition != "toled":
             parts.append(self.condition)
         return "-".join(parts)
+
+
+def _short_init(init: str) -> str:
+    parts = Path(init).parts
+    return str(Path(*parts[-2:])) if len(parts) > 2 else init
 
 
 def _matches_init(value: str | None, wanted: str) -> bool:
@@ -253,6 +259,8 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
             cells[dataset] = cell
         if method is not None or any(c.paper is not None for c in cells.values()):
             rows.append(Row(label, method, note, cells))
+    notes += _recipe_notes([r for r in candidates if r["preset"] == preset and _matches_init(r["init"], init)],
+                           preset, init)
     skipped = [r for r in results if r.get("kind") == "train" and r.get("record", {}).get("config_changes")
                and r["method"] in keys and r["dataset"] in datasets and r["condition"] == cond]
     sweeps = [r for r in skipped if _sweep_value(r) is not None]
@@ -265,6 +273,26 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
         notes.append(f"{len(skipped) - len(sweeps)} run(s) trained with config overrides (--set) are not in the "
                      "table")
     return BuiltTable(spec, datasets, cond, preset, init, rows, notes)
+
+
+def _recipe_notes(shown: list[dict[str, Any]], preset: str, init: str) -> list[str]:
+    """What the table's runs share and where they differ: the trunk they start from, when it is a face
+    pre-training (its task, recorded by the runs), and the methods whose epochs differ from the others'."""
+    notes = []
+    tasks = sorted({r.get("record", {}).get("init_task") for r in shown} - {None})
+    if tasks:
+        notes.append(f"init {init}: a ResNet-18 trunk pre-trained on the {' and '.join(tasks)}, the stand-in for the "
+                     "MS-Celeb-1M trunk of real data")
+    epochs: dict[str, set[int]] = {}
+    for r in shown:
+        epochs.setdefault(r["method"], set()).add(r["epochs"])
+    counts = Counter(n for values in epochs.values() for n in values)
+    if len(counts) > 1:
+        usual = counts.most_common(1)[0][0]
+        other = sorted(f"{get_method(m).title} {'/'.join(str(n) for n in sorted(v))}" for m, v in epochs.items()
+                       if v != {usual})
+        notes.append(f"epochs at the {preset} preset: {', '.join(other)}; the others {usual}")
+    return notes
 
 
 def _sweep_value(result: dict):

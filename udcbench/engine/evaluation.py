@@ -107,8 +107,8 @@ def evaluate_run(run_dir: Path, adapter: DatasetAdapter, store: Path | None = No
     metrics = evaluate(model, images, np.array([r.label for r in records]), config, rt, trained_run.num_classes)
     condition, manifest_sha = dataset_condition(adapter)
     record = {
-        **{k: trained.get(k) for k in ("method", "method_title", "backbone", "init", "weights_sha256", "preset",
-                                       "input_size", "seed")},
+        **{k: trained.get(k) for k in ("method", "method_title", "backbone", "init", "init_task", "weights_sha256",
+                                       "preset", "input_size", "seed")},
         "run_id": f"{run_dir.resolve()}::eval::{adapter.name}:{condition}:{adapter.root}",
         "kind": "eval",
         "trained_on": {k: trained.get(k) for k in ("dataset", "condition", "data_root")},

@@ -53,6 +53,7 @@ from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
 from udcbench.files import write_json
 from udcbench.methods import MethodSpec, PrepareContext, get_method
+from udcbench.pretrain import weights_task
 from udcbench.progress import TrainingProgress, stderr
 
 
@@ -146,9 +147,10 @@ def _load_weights(model: FERModel, spec: MethodSpec, config: TrainConfig, rt: Ru
         if not spec.backbone_weights:
             raise UdcbenchError(f"{config.method} has no pretrained backbone to load --weights into")
         try:
-            return model.load_backbone_weights(config.weights)
+            provenance = model.load_backbone_weights(config.weights)
         except WeightsError as exc:
             raise UdcbenchError(str(exc)) from None
+        return {**provenance, "init_task": weights_task(config.weights, provenance["weights_sha256"])}
     if rt.main and config.preset != "smoke" and spec.backbone_weights:
         stderr.print("[yellow]note:[/] no --weights given: the backbone trains from scratch (recorded as init=scratch)")
     return {"init": "scratch", "weights_sha256": None}
