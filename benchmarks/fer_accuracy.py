@@ -2,6 +2,7 @@
 
     python benchmarks/fer_accuracy.py [--methods resnet18 scn ...] [--conditions clean toled poled]
                                       [--workspace ../bench] [--seeds 0] [--tag NAME]
+    python benchmarks/fer_accuracy.py --splits-only [--tag NAME]
 
 Trains on FER2013Train (validation: a stratified 10 % of it), tests on FER2013Valid (majority
 labels, 8 classes). UDC data is synthesised first with ``udcbench synth`` when missing. Runs that
@@ -9,7 +10,10 @@ already finished are read back, so the script can be stopped and started again. 
 (method, condition, accuracy, mean class accuracy, minutes, precision) to benchmarks/results/fer_accuracy.csv,
 and the drop from clean to each UDC condition per method. ``--tag NAME`` writes fer_accuracy-NAME.csv
 instead (e.g. another workspace with a new draw of the presets) and takes the drop from that file's clean
-rows, or from fer_accuracy.csv's where it has none.
+rows, or from fer_accuracy.csv's where it has none. Every row names the split it was tested on (``tested_on``)
+and the part that chose its epoch (``selected_on``), so rows tested on FER2013Valid are never set beside rows
+tested on FER2013Test; ``--splits-only`` adds them to rows written before these columns, from the FERPlus
+adapter's split plan of ``--src`` (trains nothing).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 from _common import FERPLUS, merge_previous, read_rows, report
@@ -50,7 +55,12 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, default=Path(__file__).resolve().parents[2] / "bench")
     parser.add_argument("--src", type=Path, default=FERPLUS)
     parser.add_argument("--tag", help="write fer_accuracy-TAG.csv (its own workspace's draws)")
+    parser.add_argument("--splits-only", action="store_true", help="add tested_on / selected_on to the rows "
+                        "written before them, train nothing")
     args = parser.parse_args()
+    if args.splits_only:
+        write(args, [])
+        return
     ws = args.workspace.resolve()
     prepare_data(ws, args.src, args.conditions)
     rows = []
@@ -70,9 +80,30 @@ def main() -> None:
                              "mean_class_accuracy": 100 * best["mean_class_accuracy"], "minutes": record["minutes"],
                              "best_epoch": record["best_epoch"], "init": record["init"],
                              "precision": record.get("precision", ""),
-                             "data_manifest": (record.get("dataset_manifest_sha256") or "")[:12]})
+                             "data_manifest": (record.get("dataset_manifest_sha256") or "")[:12],
+                             "tested_on": record["test_split"], "selected_on": record["validation"]})
+    write(args, rows)
+
+
+@cache
+def split_columns(src: Path, seed: int) -> dict:
+    """The split a FERPlus run of ``seed`` at the cpu preset is tested on and the part that chose its epoch: the
+    adapter's split plan of the data at ``src``, as the run made it."""
+    from udcbench.config import TrainConfig
+    from udcbench.datasets import create_dataset
+    from udcbench.engine.data import plan_splits
+
+    plan = plan_splits(create_dataset("ferplus", src), TrainConfig().val_fraction, seed)
+    return {"tested_on": plan.test_split, "selected_on": plan.val_source}
+
+
+def write(args: argparse.Namespace, rows: list[dict]) -> None:
+    """``rows`` merged into the CSV (the split columns filled where missing), with each row's drop from clean."""
     name = f"fer_accuracy-{args.tag}" if args.tag else "fer_accuracy"
     rows = merge_previous(name, rows, key=("method", "condition", "seed"))
+    for r in rows:
+        if not r.get("tested_on"):
+            r.update(split_columns(args.src, int(r["seed"])))
     reference = read_rows("fer_accuracy") if args.tag else []
     clean_acc = {(r["method"], str(r["seed"])): float(r["accuracy"])
                  for r in reference + rows if r["condition"] == "clean"}

@@ -65,6 +65,9 @@ def test_missing_class_and_bad_overrides_are_refused(tmp_path: Path):
             for i in range(2):
                 write_png(tmp_path / "f" / split / cls / f"{i}.png", i)
     with pytest.raises(UdcbenchError, match="no image of class"):
+        plan_splits(create_dataset("imagefolder", tmp_path / "f"), 0.5, 0)
+    # selection never looks at the test split: no validation part, no run
+    with pytest.raises(UdcbenchError, match="no validation part .* pass --set val_fraction=0.1"):
         plan_splits(create_dataset("imagefolder", tmp_path / "f"), 0.0, 0)
     config = smoke_config()
     with pytest.raises(UdcbenchError, match="unknown field"):

@@ -10,11 +10,11 @@ from udcbench.errors import UdcbenchError
 from udcbench.leaderboard import build_leaderboard, publish, write_leaderboard
 from udcbench.methods import method_names
 from udcbench.paper import paper_numbers, paper_table
-from udcbench.tables import build_table, fill_command, table_records, to_markdown, write_table
+from udcbench.tables import build_table, fill_command, header, table_records, to_markdown, write_table
 
 
 def result(method, dataset, condition, accuracy, seed=0, preset="cpu", init="scratch", created="2026-01-01",
-           mca=None, changes=None, input_size=64, epochs=3, init_task=None):
+           mca=None, changes=None, input_size=64, epochs=3, init_task=None, draw="0fb1eb23ffb2aa"):
     """A results-store row as ``load_results`` returns it."""
     return {
         "run_id": f"{method}-{dataset}-{condition}-{preset}-{init}-{seed}-{created}", "kind": "train",
@@ -23,7 +23,8 @@ def result(method, dataset, condition, accuracy, seed=0, preset="cpu", init="scr
         "accuracy_last": accuracy, "mean_class_accuracy": mca if mca is not None else accuracy - 0.1,
         "macro_f1": accuracy - 0.2, "best_epoch": 3, "epochs": epochs, "minutes": 1.0, "device": "cpu",
         "created": created, "run_dir": f"runs/{dataset}-{condition}/{method}-{preset}-s{seed}-{created}",
-        "record": {"config_changes": changes or {}, "method_args": {}, "init_task": init_task},
+        "record": {"config_changes": changes or {}, "method_args": {}, "init_task": init_task,
+                   "dataset_manifest_sha256": draw},
     }
 
 
@@ -246,3 +247,27 @@ def test_a_table_names_its_face_pretraining_and_the_methods_that_train_longer(tm
     assert "| faces-landmarks-48px-s0/trunk.pt | 64 |" in md
     plain = build_table(2, [result("resnet18", "synthetic", "toled", 0.7)], datasets=["synthetic"], data_root=tmp_path)
     assert not any("epochs" in n or "pre-trained" in n for n in plain.notes)
+
+
+@pytest.mark.parametrize("condition, shown", [("toled", True), ("poled", False), ("lowlight", False)])
+def test_the_papers_column_is_shown_only_beside_the_papers_condition(tmp_path: Path, condition, shown):
+    rows = [result(m, "ferplus", condition, 0.8) for m in ("scn", "resnet18")]
+    table = build_table(3, rows, condition=condition, data_root=tmp_path)
+    assert table.has_paper("ferplus") is shown
+    assert any("the paper's column is left out" in n for n in table.notes) is not shown
+    assert {r.method for r in table.rows} >= {"scn", "resnet18"}  # the rows stay, ours filled
+    assert ("paper" in " ".join(header(table))) is shown
+    assert build_table(1, [result("scn", "ferplus", "clean", 0.8)], data_root=tmp_path).has_paper("ferplus")
+
+
+def test_a_table_over_two_draws_of_the_data_says_so_and_draw_keeps_one(tmp_path: Path):
+    rows = [result("scn", "ferplus", "toled", 0.8, draw="e28a9fe69ac1ff"),
+            result("resnet18", "ferplus", "toled", 0.82, draw="0fb1eb23ffb2aa"),
+            result("dan", "ferplus", "toled", 0.81, draw="0fb1eb23ffb2aa")]
+    mixed = build_table(3, rows, data_root=tmp_path)
+    note = next(n for n in mixed.notes if "draws" in n)
+    assert "mixes 2 draws" in note and "0fb1eb23ffb2: DAN, ResNet-18" in note and "e28a9fe69ac1: SCN" in note
+    one = build_table(3, rows, data_root=tmp_path, draw="0fb1")
+    assert not any("draws" in n for n in one.notes)
+    cells = {r.method: r.cells["ferplus"] for r in one.rows if r.method}
+    assert cells["scn"].accuracy == [] and cells["dan"].accuracy == [81.0]

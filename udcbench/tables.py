@@ -42,6 +42,8 @@ TABLES = {
     4: TableSpec(4, "accuracy (%) on {data}", True, ("kdef",)),
     5: TableSpec(5, "LRDif ablation, accuracy (%) on {data}", True, ("rafdb",), extra_methods=()),
 }
+#: The condition of the paper's UDC tables (2-5): its data were synthesised as MPGNet's T-OLED captures.
+PAPER_UDC_CONDITION = "toled"
 #: Which paper table holds each dataset's UDC results.
 UDC_TABLE = {"rafdb": 2, "ferplus": 3, "kdef": 4}
 
@@ -219,14 +221,16 @@ def fill_cell(cell: Cell, candidates: list[dict[str, Any]], method: str, dataset
 
 def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] | None = None,
                 condition: str = "toled", preset: str | None = None, init: str | None = None,
-                data_root: Path | None = None, sources: dict[str, Path] | None = None) -> BuiltTable:
+                data_root: Path | None = None, sources: dict[str, Path] | None = None,
+                draw: str | None = None) -> BuiltTable:
     """Table ``number`` from store rows (``udcbench.engine.store.load_results``).
 
     ``datasets`` replaces the table's own (e.g. ``synthetic``; the paper's column then stays empty);
     ``condition`` is the UDC preset shown for Tables 2-5; ``preset`` and ``init`` (``scratch``,
     ``pretrained`` or a weights file name) default to the most common among the table's runs.
     ``data_root`` (the workspace's data folder) and ``sources`` (clean dataset folders outside it) shape
-    the commands that fill empty cells.
+    the commands that fill empty cells. ``draw`` (a prefix of a dataset manifest's sha256) keeps the runs of that
+    draw of the data only; a table whose runs come from several draws says which method is on which.
     """
     if number not in TABLES:
         raise UdcbenchError(f"there is no Table {number}: the paper has Tables 1-5")
@@ -235,18 +239,24 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
     spec = TABLES[number]
     datasets = tuple(datasets or spec.datasets)
     cond = condition if spec.udc else "clean"
-    paper_rows = paper_table(number)
+    listed = paper_table(number)  # the table's rows
+    paper_rows = listed  # the numbers shown beside ours
+    notes = []
+    if cond != (PAPER_UDC_CONDITION if spec.udc else "clean"):
+        # the paper's numbers are of its own condition: beside another, a difference would compare unlike data
+        notes.append(f"the paper's column is left out: the paper measured Table {number} on its UDC data (T-OLED-like, "
+                     f"udcbench's {PAPER_UDC_CONDITION}), not on {cond}")
+        paper_rows = []
     methods: dict[str, tuple[str | None, str]] = {}
-    for p in paper_rows:
+    for p in listed:
         methods.setdefault(p.method, (p.udcbench_method, p.note))
     for extra in spec.extra_methods:
         methods.setdefault(f"{get_method(extra).title} (control; not in the paper)", (extra, "udcbench's control"))
     keys = {m for m, _ in methods.values() if m}
     candidates = [r for r in results if usable(r) and r["method"] in keys and r["dataset"] in datasets
-                  and r["condition"] == cond]
+                  and r["condition"] == cond and _draw(r).startswith(draw or "")]
     preset = preset or _most_common([r["preset"] for r in candidates], tuple(reversed(PRESETS))) or "cpu"
     init = init or _most_common([r["init"] for r in candidates if r["preset"] == preset], ("scratch",)) or "scratch"
-    notes = []
     rows = []
     for label, (method, note) in methods.items():
         cells = {}
@@ -259,8 +269,9 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
             cells[dataset] = cell
         if method is not None or any(c.paper is not None for c in cells.values()):
             rows.append(Row(label, method, note, cells))
-    notes += _recipe_notes([r for r in candidates if r["preset"] == preset and _matches_init(r["init"], init)],
-                           preset, init)
+    in_cells = {run for row in rows for cell in row.cells.values() for run in cell.runs}
+    shown = [r for r in candidates if r["run_dir"] in in_cells]
+    notes += _recipe_notes(shown, preset, init) + _draw_notes(shown, cond)
     skipped = [r for r in results if r.get("kind") == "train" and r.get("record", {}).get("config_changes")
                and r["method"] in keys and r["dataset"] in datasets and r["condition"] == cond]
     sweeps = [r for r in skipped if _sweep_value(r) is not None]
@@ -273,6 +284,26 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
         notes.append(f"{len(skipped) - len(sweeps)} run(s) trained with config overrides (--set) are not in the "
                      "table")
     return BuiltTable(spec, datasets, cond, preset, init, rows, notes)
+
+
+def _draw(result: dict[str, Any]) -> str:
+    """The dataset draw a run trained on: its data manifest's sha256 ("" when unknown)."""
+    return str(result.get("record", {}).get("dataset_manifest_sha256") or "")
+
+
+def _draw_notes(shown: list[dict[str, Any]], condition: str) -> list[str]:
+    """Per dataset whose shown runs trained on more than one draw of the data: which methods are on which."""
+    notes = []
+    for dataset in sorted({r["dataset"] for r in shown}):
+        by_draw: dict[str, set[str]] = {}
+        for r in shown:
+            if r["dataset"] == dataset:
+                by_draw.setdefault(_draw(r)[:12] or "unknown", set()).add(get_method(r["method"]).title)
+        if len(by_draw) > 1:
+            parts = "; ".join(f"{d}: {', '.join(sorted(m))}" for d, m in sorted(by_draw.items()))
+            notes.append(f"{dataset_title(dataset, condition)} mixes {len(by_draw)} draws of the data ({parts}); "
+                         "--draw SHA keeps one")
+    return notes
 
 
 def _recipe_notes(shown: list[dict[str, Any]], preset: str, init: str) -> list[str]:

@@ -75,6 +75,8 @@ def table_cmd(
     dataset: list[str] | None = typer.Option(None, "--dataset", "-d", help="Dataset column(s) instead of the "
                                                                           "table's own (e.g. synthetic)."),
     condition: Panel = typer.Option(Panel.toled, help="UDC preset for Tables 2-5."),
+    draw: str | None = typer.Option(None, help="Runs of this draw of the data only (a prefix of its manifest's "
+                                               "sha256, as the table's note shows it)."),
     runs: Path | None = RUNS_OPTION,
     out: Path | None = OUT_OPTION,
     as_json: bool = JSON_OPTION,
@@ -111,7 +113,7 @@ def table_cmd(
         raise UdcbenchError(f"'{number}' is not a table number: the paper has Tables 1-5 (and udcbench the "
                             "low-light table, 'll')")
     table = build_table(int(number), _results(runs), datasets=dataset, condition=condition.value,
-                        preset=preset.value if preset else None, init=init, data_root=workspace.data)
+                        preset=preset.value if preset else None, init=init, data_root=workspace.data, draw=draw)
     paths = write_table(table, out or workspace.results / "tables")
     if as_json:
         print_json({"title": table.title, "subtitle": table.subtitle, "rows": table_records(table),

@@ -59,6 +59,11 @@ def plan_splits(adapter: DatasetAdapter, val_fraction: float, seed: int) -> Spli
         val = [r for i, r in enumerate(train) if i in held]
         train = [r for i, r in enumerate(train) if i not in held]
         source = f"a stratified {val_fraction:.0%} of train (seed {seed})"
+        if not val:
+            raise UdcbenchError(
+                f"{adapter.describe()}: no validation part to choose the epoch on ({source} is empty, and the dataset "
+                f"has no separate valid split); selection never looks at the test split: pass --set "
+                f"val_fraction=0.1 (with at least two training images per class)")
     plan = SplitPlan(train, val, adapter.records(test_split), source, test_split)
     check_labels(plan, adapter.num_classes)
     return plan

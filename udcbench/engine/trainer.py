@@ -303,11 +303,11 @@ def _average_buffers(model: nn.Module) -> None:
             buffer.copy_(distributed.all_reduce_sum(buffer.clone()) / distributed.world_size())
 
 
-def save_epoch(state: TrainState, config: TrainConfig, rt: Runtime, run_dir: Path, entry: dict, val: dict | None,
+def save_epoch(state: TrainState, config: TrainConfig, rt: Runtime, run_dir: Path, entry: dict, val: dict,
                test: dict, epoch: int) -> None:
     """Rank 0 appends the epoch's metrics and writes ``best.pt`` (a better validation score) and ``last.pt``; every
     rank waits for it, so that none leaves while a checkpoint is half-written."""
-    score = val["accuracy"] if val else test["accuracy"]
+    score = val["accuracy"]  # never the test split's (plan_splits refuses a run without a validation part)
     if score > state.best["val_accuracy"]:
         state.best = {"val_accuracy": score, "epoch": epoch + 1, "test": test, "val": val}
         if rt.main:
@@ -389,16 +389,15 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
             train_seconds += stats["train_seconds"]
             trained_images += stats["images"]
             waits.append(stats["data_wait_share"])
-            val = evaluate(model, data.val, data.val_labels, config, rt, num_classes) if len(data.val) else None
+            val = evaluate(model, data.val, data.val_labels, config, rt, num_classes)
             test = evaluate(model, data.test, data.test_labels, config, rt, num_classes)
-            entry = {"epoch": epoch + 1, **stats, "val_accuracy": val["accuracy"] if val else None,
+            entry = {"epoch": epoch + 1, **stats, "val_accuracy": val["accuracy"],
                      "test_accuracy": test["accuracy"], "test_mean_class_accuracy": test["mean_class_accuracy"],
                      "lr": state.optimizer.param_groups[0]["lr"],
                      "relabelled": int((state.labels.cpu().numpy() != data.given_labels).sum())}
             history.append(entry)
             save_epoch(state, config, rt, run_dir, entry, val, test, epoch)
-            score = val["accuracy"] if val else test["accuracy"]
-            progress.epoch(epoch, f"train {stats['train_accuracy']:.3f}, {'val' if val else 'test'} {score:.3f} "
+            progress.epoch(epoch, f"train {stats['train_accuracy']:.3f}, val {val['accuracy']:.3f} "
                                   f"({stats['train_seconds']:.0f} s)")
 
     if test is None:  # resumed after its last epoch (its record was lost): the last epoch's model, tested again
