@@ -100,3 +100,6 @@ def test_a_study_with_a_pretraining_trains_it_once_and_starts_every_run_from_it(
     table = (tmp_path / "results" / "tables" / "table2-synthetic.md").read_text()
     assert "pre-trained on the landmarks of built-in faces" in table and f"| {TINY.folder_name()}/trunk.pt |" in table
     assert all(r["init_task"] == "landmarks of built-in faces (udcbench pretrain)" for r in records)
+    for run in json.loads(result.stdout)["runs"]:  # the chosen epoch's test predictions, for udcbench compare
+        labels, predictions = np.load(Path(run) / "test_predictions.npy")
+        assert labels.shape == predictions.shape == (21,) and set(labels.tolist()) <= set(range(7))

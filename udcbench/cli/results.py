@@ -357,11 +357,46 @@ def reproduce_cmd(
     stdout.print(f"{summary.describe(preset)}; {len(summary.files)} files written under {load_workspace().results}")
 
 
+def compare_cmd(
+    a: str = typer.Argument(..., help="A run folder or a method (its latest run per seed in the store)."),
+    b: str = typer.Argument(..., help="The other run folder or method."),
+    data: str | None = typer.Option(None, "--data", help="Dataset folder or name the methods' runs trained on "
+                                                         "(needed when a method has runs on several)."),
+    preset: Preset | None = typer.Option(None, help="The methods' runs of this preset (default: the most common)."),
+    runs: Path | None = RUNS_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Whether two results differ beyond noise: the difference with its 95 % interval.
+
+    Single runs: a paired bootstrap over the test images; several seeds: a bootstrap over seeds.
+
+    Examples: udcbench compare lrdif resnet18 --data data/udc-ferplus ;
+    udcbench compare runs/ferplus/scn-cpu-s0 runs/ferplus/resnet18-cpu-s0
+    """
+    from udcbench.compare import compare, resolve_side
+
+    dataset = condition = None
+    if data is not None:
+        from udcbench.engine.records import dataset_condition
+
+        adapter = resolve_dataset(data, None, {}, folder="pass --data FOLDER")
+        dataset, condition = adapter.origin, dataset_condition(adapter)[0]
+    results = _results(runs)
+    chosen = preset.value if preset else None
+    result = compare(resolve_side(a, results, dataset, condition, chosen),
+                     resolve_side(b, results, dataset, condition, chosen))
+    if as_json:
+        print_json(result.to_json())
+        return
+    print(result.summary())
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     figure_app = _figure_app()
     add_command(app, table_cmd, "table", panel=PANEL)
     add_command(app, leaderboard_cmd, "leaderboard", panel=PANEL)
+    add_command(app, compare_cmd, "compare", panel=PANEL)
     add_command(figure_app, figure_steps_cmd, "6")
     add_command(figure_app, figure_samples_cmd, "3")
     add_command(figure_app, figure_tsne_cmd, "tsne")

@@ -59,9 +59,12 @@ def predict(model: nn.Module, images: np.ndarray, config: TrainConfig, rt: Runti
     return result, (hi - lo) / max(seconds, 1e-9)
 
 
-def evaluate(model, images, labels, config, rt, num_classes) -> dict:
+def evaluate(model, images, labels, config, rt, num_classes, keep_predictions: bool = False) -> dict:
+    """The metrics of ``model`` on ``images``; with ``keep_predictions`` also the per-image ``predictions`` (for
+    ``udcbench compare``'s paired bootstrap; never part of a record)."""
     preds, speed = predict(model, images, config, rt, labels)
-    return {**classification_metrics(labels, preds, num_classes), "images_per_second": speed}
+    metrics = {**classification_metrics(labels, preds, num_classes), "images_per_second": speed}
+    return {**metrics, "predictions": np.asarray(preds)} if keep_predictions else metrics
 
 
 @dataclass

@@ -19,6 +19,7 @@ write. The step never waits for the device: losses and accuracy add up on it and
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -51,7 +52,7 @@ from udcbench.engine.records import count_macs, train_record
 from udcbench.engine.runtime import Runtime, runtime
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
-from udcbench.files import write_json
+from udcbench.files import write_atomic, write_json
 from udcbench.methods import MethodSpec, PrepareContext, get_method
 from udcbench.pretrain import weights_task
 from udcbench.progress import TrainingProgress, stderr
@@ -74,6 +75,8 @@ class _Step(nn.Module):
 
 #: Weights beyond this magnitude mean the optimisation diverged (the runs' weights stay far below 1e3).
 MAX_WEIGHT = 1e6
+#: The test labels and predictions at the chosen epoch (2 x N int16, the test split's order), for udcbench compare.
+TEST_PREDICTIONS = "test_predictions.npy"
 #: Steps between the host's looks at the device (loss finite, weights bounded, progress); also every epoch's end.
 SYNC_EVERY = 10
 
@@ -304,15 +307,20 @@ def _average_buffers(model: nn.Module) -> None:
 
 
 def save_epoch(state: TrainState, config: TrainConfig, rt: Runtime, run_dir: Path, entry: dict, val: dict,
-               test: dict, epoch: int) -> None:
-    """Rank 0 appends the epoch's metrics and writes ``best.pt`` (a better validation score) and ``last.pt``; every
-    rank waits for it, so that none leaves while a checkpoint is half-written."""
+               test: dict, epoch: int, predictions: np.ndarray | None = None) -> None:
+    """Rank 0 appends the epoch's metrics and writes ``best.pt`` (a better validation score, with its test labels
+    and predictions, 2 x N, as ``TEST_PREDICTIONS``) and ``last.pt``; every rank waits for it, so that none leaves
+    while a checkpoint is half-written."""
     score = val["accuracy"]  # never the test split's (plan_splits refuses a run without a validation part)
     if score > state.best["val_accuracy"]:
         state.best = {"val_accuracy": score, "epoch": epoch + 1, "test": test, "val": val}
         if rt.main:
             save_checkpoint({"model": state.model.state_dict(), "epoch": epoch, "config": config.to_json()},
                             run_dir / "best.pt")
+            if predictions is not None:
+                buffer = io.BytesIO()
+                np.save(buffer, predictions.astype(np.int16), allow_pickle=False)
+                write_atomic(run_dir / TEST_PREDICTIONS, buffer.getvalue())
     if rt.main:
         with (run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -390,13 +398,14 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
             trained_images += stats["images"]
             waits.append(stats["data_wait_share"])
             val = evaluate(model, data.val, data.val_labels, config, rt, num_classes)
-            test = evaluate(model, data.test, data.test_labels, config, rt, num_classes)
+            test = evaluate(model, data.test, data.test_labels, config, rt, num_classes, keep_predictions=True)
+            predictions = np.stack([data.test_labels, test.pop("predictions")])
             entry = {"epoch": epoch + 1, **stats, "val_accuracy": val["accuracy"],
                      "test_accuracy": test["accuracy"], "test_mean_class_accuracy": test["mean_class_accuracy"],
                      "lr": state.optimizer.param_groups[0]["lr"],
                      "relabelled": int((state.labels.cpu().numpy() != data.given_labels).sum())}
             history.append(entry)
-            save_epoch(state, config, rt, run_dir, entry, val, test, epoch)
+            save_epoch(state, config, rt, run_dir, entry, val, test, epoch, predictions)
             progress.epoch(epoch, f"train {stats['train_accuracy']:.3f}, val {val['accuracy']:.3f} "
                                   f"({stats['train_seconds']:.0f} s)")
 

@@ -1,0 +1,79 @@
+"""``udcbench compare``: the difference of two results with its 95 % interval."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from udcbench.cli import app
+from udcbench.compare import Side, compare, paired_bootstrap, seed_bootstrap
+from udcbench.errors import UdcbenchError
+
+runner = CliRunner()
+
+
+def test_the_paired_bootstrap_matches_the_exact_resampling_distribution():
+    a = np.array([1, 1, 0, 1, 0, 1], bool)
+    b = np.array([1, 0, 0, 0, 0, 1], bool)
+    diff, low, high = paired_bootstrap(a, b, resamples=20_000)
+    assert diff == pytest.approx(100 * 2 / 6)
+    # by hand: every one of the 6^6 resamples of the paired differences, equally likely
+    d = a.astype(float) - b.astype(float)
+    means = np.sort([np.mean(c) for c in itertools.product(d, repeat=6)])
+    exact = 100 * np.percentile(means, [2.5, 97.5])
+    assert (low, high) == pytest.approx(tuple(exact), abs=100 / 6 + 1e-9)  # within one image
+    assert low >= 0  # the two images that differ both favour a: no resample favours b
+    same = paired_bootstrap(a, a)
+    assert same == (0.0, 0.0, 0.0)
+
+
+def test_the_seed_bootstrap_separates_what_differs_and_not_what_overlaps():
+    diff, low, high = seed_bootstrap(np.array([80.0, 82.0, 84.0]), np.array([70.0, 71.0, 72.0]))
+    assert diff == pytest.approx(11.0) and 8.0 <= low < 11.0 < high <= 14.0
+    close = seed_bootstrap(np.array([80.0, 82.0, 84.0]), np.array([81.0, 82.0, 83.0]))
+    assert close[1] < 0 < close[2]
+
+
+def _run(folder: Path, labels, predictions, seed=0, draw="abc") -> Path:
+    folder.mkdir(parents=True)
+    accuracy = float(np.mean(np.array(labels) == np.array(predictions)))
+    record = {"method": folder.name, "seed": seed, "dataset_manifest_sha256": draw, "test_split": "test",
+              "test_at_best": {"accuracy": accuracy, "count": len(labels)}}
+    (folder / "results.json").write_text(json.dumps(record))
+    np.save(folder / "test_predictions.npy", np.array([labels, predictions], np.int16))
+    return folder
+
+
+def test_compare_two_runs_on_the_command_line(tmp_path: Path):
+    labels = [0, 1, 2, 3] * 50
+    good = _run(tmp_path / "good", labels, labels)
+    poor = _run(tmp_path / "poor", labels, [0, 0, 0, 0] * 50)
+    result = runner.invoke(app, ["compare", str(good), str(poor), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["difference"] == pytest.approx(75.0) and out["separated"]
+    assert out["verdict"] == "good is better than poor"
+    assert out["method"] == "paired bootstrap over 200 test images" and out["interval_95"][0] > 60
+    shown = runner.invoke(app, ["compare", str(good), str(good)])
+    assert "the data cannot tell them apart" in shown.stdout
+    other = _run(tmp_path / "other", labels, labels, draw="def")
+    refused = runner.invoke(app, ["compare", str(good), str(other)])
+    assert refused.exit_code == 2 and "not tested on the same images" in refused.output
+    unknown = runner.invoke(app, ["compare", "nosuchmethod", str(good), "--runs", str(tmp_path / "runs")])
+    assert unknown.exit_code == 2 and "neither a run folder nor a method" in unknown.output
+
+
+def test_several_seeds_are_compared_over_seeds():
+    a = Side("a", [{"test_at_best": {"accuracy": x}, "run_dir": f"a{i}"} for i, x in enumerate((0.80, 0.82, 0.84))])
+    b = Side("b", [{"test_at_best": {"accuracy": x}, "run_dir": f"b{i}"} for i, x in enumerate((0.70, 0.71, 0.72))])
+    result = compare(a, b)
+    assert result.method == "bootstrap over seeds (3 and 3)" and result.separated
+    assert "a: 82.00 +- 2.00 % (3 seeds)" in result.summary()
+    with pytest.raises(UdcbenchError, match="test_predictions.npy"):
+        compare(Side("a", [{**a.records[0], "run_dir": "nowhere", "test_split": "t"}]),
+                Side("b", [{**b.records[0], "run_dir": "nowhere", "test_split": "t"}]))
