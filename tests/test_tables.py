@@ -140,8 +140,11 @@ def test_leaderboard_drop_and_rank_change(tmp_path: Path):
     scn_udc = by[("scn", "toled")]
     assert scn_udc["drop_from_clean"] == pytest.approx(1.0)
     assert by[("resnet18", "toled")]["drop_from_clean"] == pytest.approx(5.0)
-    assert (scn_udc["rank"], scn_udc["rank_change_from_clean"]) == (1, 1)  # 2nd clean, 1st under UDC
-    assert by[("resnet18", "toled")]["rank_change_from_clean"] == -1
+    # clean: the control's two seeds (84, 82) are above SCN's 80 beyond noise, so SCN ranks 2nd; under UDC 78 against
+    # 79 in one run each (no kept predictions to pair) cannot be told apart: both rank 1st
+    assert by[("scn", "clean")]["rank"] == 2
+    assert (scn_udc["rank"], scn_udc["rank_change_from_clean"]) == (1, 1)
+    assert by[("resnet18", "toled")]["rank"] == 1 and by[("resnet18", "toled")]["rank_change_from_clean"] == 0
     assert scn_udc["paper_accuracy"] == 77.38 and by[("scn", "clean")]["paper_accuracy"] == 83.11
     assert [r["condition"] for r in rows] == ["clean", "clean", "toled", "toled"]
     csv_path, md_path = write_leaderboard(rows, tmp_path)

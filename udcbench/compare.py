@@ -111,7 +111,9 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, resamples: in
     n = len(correct_a)
     diff = correct_a.astype(np.float64) - correct_b.astype(np.float64)
     rng = np.random.default_rng(seed)
-    means = np.array([diff[rng.integers(0, n, n)].mean() for _ in range(resamples)])
+    chunk = max(1, 2**22 // max(n, 1))  # resamples drawn at once: a few million indices in memory
+    means = np.concatenate([diff[rng.integers(0, n, (min(chunk, resamples - start), n))].mean(axis=1)
+                            for start in range(0, resamples, chunk)])
     low, high = np.percentile(means, [2.5, 97.5])
     return 100 * diff.mean(), 100 * low, 100 * high
 
@@ -121,7 +123,7 @@ def seed_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES,
     """The difference of the mean accuracies over seeds and its 95 % percentile interval, each side's seeds
     resampled on their own."""
     rng = np.random.default_rng(seed)
-    means = np.array([rng.choice(a, len(a)).mean() - rng.choice(b, len(b)).mean() for _ in range(resamples)])
+    means = rng.choice(a, (resamples, len(a))).mean(axis=1) - rng.choice(b, (resamples, len(b))).mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(a.mean() - b.mean()), float(low), float(high)
 
@@ -133,6 +135,16 @@ def _correct(record: dict[str, Any]) -> np.ndarray:
                             "predictions): retrain it, or compare over several seeds")
     labels, predictions = np.load(path, allow_pickle=False)
     return labels == predictions
+
+
+def separated_better(a: Side, b: Side) -> bool:
+    """Whether the data say ``a`` is better than ``b`` (False where they cannot be compared: runs without kept
+    predictions, or tested on other images)."""
+    try:
+        result = compare(a, b)
+    except UdcbenchError:
+        return False
+    return result.separated and result.difference > 0
 
 
 def compare(a: Side, b: Side) -> Comparison:

@@ -2,7 +2,8 @@
 
 Columns (documented in the README): accuracy mean / std over seeds and their number, mean class
 accuracy, macro-F1, the drop from clean to this condition (same method, init, preset, dataset), the
-rank among methods in the same (dataset, condition, preset, init) group and the change of that rank
+rank among methods in the same (dataset, condition, preset, init) group (1 + the methods better beyond noise,
+by :mod:`udcbench.compare`'s 95 % interval: methods it cannot tell apart share a rank) and the change of that rank
 from clean (positive: the method climbs under this condition), and the paper's number where it has one.
 Oracles (LRDif's stage 1, which sees the label) are left out. A result within ``NEAR_CHANCE_POINTS`` of
 chance (the better of guessing uniformly and always answering the test set's largest class) is marked
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from udcbench.compare import Side, separated_better
 from udcbench.engine.metrics import chance_accuracy
 from udcbench.errors import UdcbenchError
 from udcbench.files import write_atomic, write_csv
@@ -31,6 +33,9 @@ COLUMNS = ("method", "title", "init", "preset", "input_size", "dataset", "condit
 #: What the terminal shows (the files hold every column).
 TERMINAL_COLUMNS = ("method", "dataset", "condition", "preset", "seeds", "accuracy", "accuracy_std",
                     "drop_from_clean", "rank", "rank_change_from_clean")
+RANK_NOTE = ("rank: 1 + the methods of its group better beyond noise (udcbench compare's 95 % interval: a paired "
+             "bootstrap over the test images for single runs, over seeds for several); equal ranks are results the "
+             "data cannot tell apart")
 #: Points above chance under which a result is not ranked.
 NEAR_CHANCE_POINTS = 5.0
 
@@ -81,13 +86,18 @@ def build_leaderboard(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "macro_f1": _mean([100 * r["macro_f1"] for r in runs if r["macro_f1"] is not None]),
             "paper_accuracy": _paper(method, dataset, condition),
             "chance": _mean([c for c in (chance_accuracy(r.get("record") or {}) for r in runs) if c is not None]),
+            "_records": [{"test_at_best": {"accuracy": r["accuracy"]}, **(r.get("record") or {}),
+                          "run_dir": r["run_dir"]} for r in runs],
         })
     for row in rows:
         row["near_chance"] = row["chance"] is not None and row["accuracy"] < row["chance"] + NEAR_CHANCE_POINTS
+    sides = {id(row): Side(row["method"], row.pop("_records")) for row in rows}
     for row in rows:
         group = [o for o in rows if (o["dataset"], o["condition"], o["preset"], o["init"]) ==
                  (row["dataset"], row["condition"], row["preset"], row["init"]) and not o["near_chance"]]
-        row["rank"] = None if row["near_chance"] else 1 + sum(o["accuracy"] > row["accuracy"] for o in group)
+        # only what the data separate ranks above: equal ranks are methods udcbench compare cannot tell apart
+        row["rank"] = None if row["near_chance"] else 1 + sum(
+            o["accuracy"] > row["accuracy"] and separated_better(sides[id(o)], sides[id(row)]) for o in group)
     clean = {(r["method"], r["init"], r["preset"], r["dataset"]): r for r in rows if r["condition"] == "clean"}
     for row in rows:
         base = clean.get((row["method"], row["init"], row["preset"], row["dataset"]))
@@ -116,6 +126,7 @@ def write_leaderboard(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, 
     write_csv(csv_path, list(COLUMNS), ({k: cell(v) for k, v in row.items()} for row in rows))
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    lines += ["", RANK_NOTE]
     write_atomic(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 

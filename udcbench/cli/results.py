@@ -137,6 +137,7 @@ def leaderboard_cmd(
     """
     from udcbench.leaderboard import (
         NEAR_CHANCE_POINTS,
+        RANK_NOTE,
         TERMINAL_COLUMNS,
         build_leaderboard,
         cell,
@@ -163,6 +164,7 @@ def leaderboard_cmd(
             values[TERMINAL_COLUMNS.index("rank")] = "~chance"
         shown.add_row(*values)
     stdout.print(shown)
+    stderr.print(RANK_NOTE)
     if any(row["near_chance"] for row in rows):
         stderr.print(f"~chance: within {NEAR_CHANCE_POINTS:.0f} points of chance (the better of a uniform guess and "
                      "the largest class), not ranked")
