@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from udcbench.cli import app
-from udcbench.compare import Side, compare, paired_bootstrap, seed_bootstrap
+from udcbench.compare import Side, compare, paired_bootstrap, seed_interval, t_quantile
 from udcbench.errors import UdcbenchError
 
 runner = CliRunner()
@@ -32,11 +32,19 @@ def test_the_paired_bootstrap_matches_the_exact_resampling_distribution():
     assert same == (0.0, 0.0, 0.0)
 
 
-def test_the_seed_bootstrap_separates_what_differs_and_not_what_overlaps():
-    diff, low, high = seed_bootstrap(np.array([80.0, 82.0, 84.0]), np.array([70.0, 71.0, 72.0]))
-    assert diff == pytest.approx(11.0) and 8.0 <= low < 11.0 < high <= 14.0
-    close = seed_bootstrap(np.array([80.0, 82.0, 84.0]), np.array([81.0, 82.0, 83.0]))
+def test_the_interval_over_seeds_is_welchs_t_checked_by_hand():
+    assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 4, 10)] == [12.706, 4.303, 2.776, 2.228]  # t tables
+    a, b = np.array([80.0, 82.0, 84.0]), np.array([70.0, 71.0, 72.0])
+    diff, low, high = seed_interval(a, b)
+    # by hand: variances 4 and 1 over 3 seeds each, se = sqrt(4/3 + 1/3), Welch's df = (5/3)^2 / ((4/3)^2/2 + (1/3)^2/2)
+    se, df = (5 / 3) ** 0.5, (5 / 3) ** 2 / ((4 / 3) ** 2 / 2 + (1 / 3) ** 2 / 2)
+    assert diff == pytest.approx(11.0)
+    assert (low, high) == pytest.approx((11 - t_quantile(0.975, df) * se, 11 + t_quantile(0.975, df) * se))
+    close = seed_interval(a, np.array([81.0, 82.0, 83.0]))
     assert close[1] < 0 < close[2]
+    # one run against three seeds: it varies as they do, se = s * sqrt(1/3 + 1), 2 degrees of freedom
+    single = seed_interval(np.array([79.0]), b)
+    assert single[2] - single[0] == pytest.approx(4.303 * 1.0 * (4 / 3) ** 0.5, rel=1e-3)
 
 
 def _run(folder: Path, labels, predictions, seed=0, draw="abc") -> Path:
@@ -72,7 +80,7 @@ def test_several_seeds_are_compared_over_seeds():
     a = Side("a", [{"test_at_best": {"accuracy": x}, "run_dir": f"a{i}"} for i, x in enumerate((0.80, 0.82, 0.84))])
     b = Side("b", [{"test_at_best": {"accuracy": x}, "run_dir": f"b{i}"} for i, x in enumerate((0.70, 0.71, 0.72))])
     result = compare(a, b)
-    assert result.method == "bootstrap over seeds (3 and 3)" and result.separated
+    assert result.method == "Welch's t over seeds (3 and 3)" and result.separated
     assert "a: 82.00 +- 2.00 % (3 seeds)" in result.summary()
     with pytest.raises(UdcbenchError, match="test_predictions.npy"):
         compare(Side("a", [{**a.records[0], "run_dir": "nowhere", "test_split": "t"}]),
