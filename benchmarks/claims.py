@@ -1,0 +1,52 @@
+"""The README's comparisons on real FERPlus, as ``udcbench compare`` makes them over seeds.
+
+    python benchmarks/claims.py
+
+Reads ``benchmarks/results/fer_accuracy.csv`` and, for each pair the README compares (same condition, same draw
+of the data, the seeds both have rows for), gives the difference of the mean accuracies with its 95 % interval
+(Welch's t over seeds, :func:`udcbench.compare.seed_interval`) and whether the data tell the two apart. Pairs on
+different draws of the data are refused, not compared. Writes ``benchmarks/results/claims.csv``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from udcbench.compare import seed_interval
+
+from _common import read_rows, report
+
+#: (method, other, condition): the comparisons the README words.
+PAIRS = [
+    ("lrdif", "resnet18", "clean"),
+    ("lrdif", "resnet18", "toled"),
+    ("dan", "resnet18", "clean"),
+    ("rul", "resnet18", "clean"),
+    ("dan", "resnet18", "toled"),
+    ("rul", "resnet18", "toled"),
+]
+
+
+def main() -> None:
+    rows = read_rows("fer_accuracy")
+    out = []
+    for method, other, condition in PAIRS:
+        sides = [[r for r in rows if r["method"] == m and r["condition"] == condition] for m in (method, other)]
+        draws = [{r["data_manifest"] for r in side} for side in sides]
+        row = {"method": method, "other": other, "condition": condition,
+               "seeds": f"{len(sides[0])} / {len(sides[1])}", "draws": " / ".join("+".join(sorted(d)) or "-"
+                                                                               for d in draws)}
+        if draws[0] != draws[1] or len(draws[0]) > 1:
+            out.append({**row, "verdict": "not compared: the runs are on different draws of the data"})
+            continue
+        a, b = (np.array([float(r["accuracy"]) for r in side]) for side in sides)
+        diff, low, high = seed_interval(a, b)
+        verdict = ("the data cannot tell them apart" if low <= 0 <= high
+                   else f"{method if diff > 0 else other} is better")
+        out.append({**row, "mean": a.mean(), "other_mean": b.mean(), "difference": diff, "low_95": low,
+                    "high_95": high, "verdict": verdict})
+    report("claims", "FERPlus comparisons over seeds (Welch's t, 95 %)", out)
+
+
+if __name__ == "__main__":
+    main()
