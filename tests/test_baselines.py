@@ -259,3 +259,17 @@ def test_weights_load_into_a_trunk_cut_after_layer2(tmp_path):
     model = create_method("manet", 5, get_method("manet").config("cpu"))
     load_resnet18_weights(model.trunk, tmp_path / "msceleb.pth")
     torch.testing.assert_close(model.trunk[5][1].conv2.weight, source.layer2[1].conv2.weight)
+
+
+#: Official training values, read in the authors' code (SCN: kaiwang960112/Self-Cure-Network src/train.py builds
+#: ``Adam(params, weight_decay=1e-4)``, Adam's default lr, and ``ExponentialLR(gamma=0.9)``, 70 epochs, batch 64).
+OFFICIAL = {
+    "scn": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "exponential", "gamma": 0.9,
+            "epochs": 70, "batch_size": 64, "input_size": 224},
+}
+
+
+@pytest.mark.parametrize("method", sorted(OFFICIAL))
+def test_the_paper_preset_is_the_official_recipe(method):
+    config = get_method(method).config("paper")
+    assert {k: getattr(config, k) for k in OFFICIAL[method]} == OFFICIAL[method]
