@@ -176,7 +176,7 @@ def test_fill_commands_name_clean_data_read_from_outside_the_workspace(tmp_path:
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # a folder outside the current one is named in full
     assert fill_command("dan", "ferplus", "toled", "paper", "msceleb.pth", data) == (
-        f"udcbench train dan --data {data.resolve()}/udc-ferplus --preset paper --weights FILE")
+        f"udcbench train dan --data {data.resolve()}/udc-ferplus --preset paper --weights msceleb.pth")
     # the built-in synthetic faces: drawn to the workspace folder first, and trained from that folder
     assert fill_command("eac", "synthetic", "clean", "cpu", "scratch", data) == (
         f"udcbench generate && udcbench train eac --data {data.resolve()}/synthetic --preset cpu")

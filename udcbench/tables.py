@@ -187,7 +187,8 @@ def fill_command(method: str, dataset: str, condition: str, preset: str, init: s
             steps.append(f"udcbench synth {dataset} --preset {condition}{src}")
         elif dataset == "synthetic":
             steps.append("udcbench generate")
-    weights = " --weights FILE" if init not in ("scratch", None) else ""
+    # the table's weights file itself where it names one ("pretrained" stands for any: FILE)
+    weights = "" if init in ("scratch", None) else " --weights FILE" if init == "pretrained" else f" --weights {init}"
     data = source if condition == "clean" and source is not None else folder
     steps.append(f"udcbench train {method} --data {_shown(data)} --preset {preset}{weights}")
     return " && ".join(steps)
