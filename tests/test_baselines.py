@@ -263,7 +263,11 @@ def test_weights_load_into_a_trunk_cut_after_layer2(tmp_path):
 
 #: Official training values, read in the authors' code (SCN: kaiwang960112/Self-Cure-Network src/train.py builds
 #: ``Adam(params, weight_decay=1e-4)``, Adam's default lr, and ``ExponentialLR(gamma=0.9)``, 70 epochs, batch 64).
+#: RUL: zyh-uaiaaaa/Relative-Uncertainty-Learning src/main.py, Adam with the trunk at 2e-4 and the classifier's own
+#: group at 2e-3, weight decay 1e-4, ExponentialLR(0.9), 60 epochs of 64.
 OFFICIAL = {
+    "rul": {"optimizer": "adam", "lr": 2e-4, "head_lr_scale": 10.0, "weight_decay": 1e-4, "schedule": "exponential",
+            "gamma": 0.9, "epochs": 60, "batch_size": 64, "input_size": 224},
     "scn": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "exponential", "gamma": 0.9,
             "epochs": 70, "batch_size": 64, "input_size": 224},
 }
@@ -273,3 +277,17 @@ OFFICIAL = {
 def test_the_paper_preset_is_the_official_recipe(method):
     config = get_method(method).config("paper")
     assert {k: getattr(config, k) for k in OFFICIAL[method]} == OFFICIAL[method]
+
+
+def test_the_classifier_trains_at_its_own_rate_where_the_recipe_says():
+    from udcbench.engine.optim import make_optimizer, make_scheduler, param_groups
+
+    config = get_method("rul").config("paper")
+    model = create_method("rul", 7, config)
+    optimizer = make_optimizer(param_groups(model, config), config)
+    rates = [group["lr"] for group in optimizer.param_groups]
+    assert rates == [pytest.approx(2e-4), pytest.approx(2e-3)]
+    assert {id(p) for p in optimizer.param_groups[1]["params"]} == {id(p) for p in model.fc.parameters()}
+    config.schedule, config.epochs = "onecycle", 1
+    make_scheduler(make_optimizer(param_groups(model, config), config), config, 10)  # one peak per group
+    assert len(param_groups(model, get_method("resnet18").config("paper"))) == 1

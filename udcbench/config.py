@@ -52,6 +52,7 @@ class TrainConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     optimizer: str = "sgd"  # sgd, adam, adamw
     lr: float = 0.1
+    head_lr_scale: float = 1.0  # the classifier (fc) at lr x this (RUL's official recipe: 10)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # onecycle, exponential, step, cosine, constant
@@ -78,7 +79,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Refuse settings no run can train with, in one line."""
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
-                    "input_size": self.input_size, "lr": self.lr}
+                    "input_size": self.input_size, "lr": self.lr, "head_lr_scale": self.head_lr_scale}
         for name, value in positive.items():
             if not value > 0:
                 raise UdcbenchError(f"{name} must be positive, got {value}")

@@ -47,7 +47,7 @@ from udcbench.engine.data import (
     resolve_workers,
 )
 from udcbench.engine.evaluation import evaluate
-from udcbench.engine.optim import SharpnessAware, make_optimizer, make_scheduler
+from udcbench.engine.optim import SharpnessAware, make_optimizer, make_scheduler, param_groups
 from udcbench.engine.records import count_macs, train_record
 from udcbench.engine.runtime import Runtime, runtime
 from udcbench.engine.store import save_result
@@ -180,7 +180,7 @@ def setup(config: TrainConfig, spec: MethodSpec, data: RunData, rt: Runtime, mod
     if config.max_steps:
         steps_per_epoch = min(steps_per_epoch, config.max_steps)
     step_module = _wrap(model, config, rt)
-    optimizer = make_optimizer(model.parameters(), config)
+    optimizer = make_optimizer(param_groups(model, config), config)
     scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
     state = TrainState(
         model, step_module, optimizer, scheduler, per_batch,
