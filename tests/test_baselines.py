@@ -265,7 +265,10 @@ def test_weights_load_into_a_trunk_cut_after_layer2(tmp_path):
 #: ``Adam(params, weight_decay=1e-4)``, Adam's default lr, and ``ExponentialLR(gamma=0.9)``, 70 epochs, batch 64).
 #: RUL: zyh-uaiaaaa/Relative-Uncertainty-Learning src/main.py, Adam with the trunk at 2e-4 and the classifier's own
 #: group at 2e-3, weight decay 1e-4, ExponentialLR(0.9), 60 epochs of 64.
+#: MANet: zengqunzhao/MA-Net main.py, SGD 0.01 (momentum 0.9, weight decay 1e-4), StepLR(15, 0.1), 100 epochs of 128.
 OFFICIAL = {
+    "manet": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step",
+              "step_size": 15, "gamma": 0.1, "epochs": 100, "batch_size": 128, "input_size": 224},
     "rul": {"optimizer": "adam", "lr": 2e-4, "head_lr_scale": 10.0, "weight_decay": 1e-4, "schedule": "exponential",
             "gamma": 0.9, "epochs": 60, "batch_size": 64, "input_size": 224},
     "scn": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "exponential", "gamma": 0.9,

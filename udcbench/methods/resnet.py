@@ -148,9 +148,9 @@ def _arm(num_classes: int, config: TrainConfig) -> FERModel:
           "Expression Recognition in the Wild, IEEE TIP 2021",
     description="Local attention branch over four quadrants + multi-scale branch after layer2, fused 0.6 / 0.4.",
     # the official main.py: SGD 0.01, momentum 0.9, weight decay 1e-4, batch 128, the rate divided by 10 every
-    # 15 epochs (its 100 epochs default: 60 here, past the third division), random resized crops and flips
+    # 15 epochs over its default 100 epochs, random resized crops and flips
     paper_recipe=_paper(optimizer="sgd", lr=0.01, weight_decay=1e-4, schedule="step", step_size=15, gamma=0.1,
-                        epochs=60, batch_size=128, affine=True, erasing=0.0),
+                        epochs=100, batch_size=128, affine=True, erasing=0.0),
     method_args={"beta": 0.6},
 )
 def _manet(num_classes: int, config: TrainConfig) -> FERModel:
