@@ -175,13 +175,18 @@ def class_activation_maps(feat: torch.Tensor, fc_weight: torch.Tensor) -> torch.
 class EAC(ResNet18FER):
     """The engine's augmentation erases a random patch; the model adds the flip of the erased image."""
 
-    def __init__(self, num_classes: int, consistency_weight: float = 5.0):
+    def __init__(self, num_classes: int, consistency_weight: float = 5.0, separate_passes: bool = False):
         super().__init__(num_classes)
         self.consistency_weight = consistency_weight
+        # The official code runs the image and its flip through the network one after the other (batch-norm
+        # statistics of each half apart); one pass over both is faster and mixes them.
+        self.separate_passes = separate_passes
 
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
-        both = torch.cat([batch.images, batch.images.flip(-1)])
-        feat = self.trunk(both)
+        if self.separate_passes:
+            feat = torch.cat([self.trunk(batch.images), self.trunk(batch.images.flip(-1))])
+        else:
+            feat = self.trunk(torch.cat([batch.images, batch.images.flip(-1)]))
         logits = self.fc(F.adaptive_avg_pool2d(feat, 1).flatten(1))
         # The official code builds the CAMs from ``fc.weight.data``: the consistency term trains the trunk
         # only. Through the classifier too, it diverged from scratch on FERPlus (NaN within 13 steps).

@@ -294,3 +294,27 @@ def test_the_classifier_trains_at_its_own_rate_where_the_recipe_says():
     config.schedule, config.epochs = "onecycle", 1
     make_scheduler(make_optimizer(param_groups(model, config), config), config, 10)  # one peak per group
     assert len(param_groups(model, get_method("resnet18").config("paper"))) == 1
+
+
+def test_eac_runs_the_image_and_its_flip_in_two_passes_at_the_paper_preset():
+    paper, cpu = (create_method("eac", 7, get_method("eac").config(p)) for p in ("paper", "cpu"))
+    assert paper.separate_passes and not cpu.separate_passes
+    torch.manual_seed(0)
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    cpu.load_state_dict(paper.state_dict())
+    out = [m.train().training_step(Batch(images, labels, torch.arange(4)), 0) for m in (paper, cpu)]
+    assert all(torch.isfinite(o.loss) for o in out)
+    # the two passes keep the halves' batch-norm statistics apart: the losses differ, the logits' shape does not
+    assert out[0].logits.shape == out[1].logits.shape == (4, 7) and not torch.allclose(out[0].loss, out[1].loss)
+
+
+def test_methods_details_show_the_paper_preset_and_its_known_departures():
+    from typer.testing import CliRunner
+
+    from udcbench.cli import app
+
+    result = CliRunner().invoke(app, ["methods", "--details"])
+    assert result.exit_code == 0, result.output
+    eac = result.stdout[result.stdout.index("eac ("):]
+    assert "head_lr_scale=1.0" in eac and "ResNet-50 option is not available" in eac.split("\n\n")[0]
+    assert "none recorded" in result.stdout  # the methods not yet checked say so, not "none"

@@ -165,10 +165,14 @@ def _constants(paper: dict, cpu: dict) -> str:
                      for k, v in paper.items()) or "-"
 
 
-def methods_cmd(as_json: bool = JSON_OPTION) -> None:
+def methods_cmd(
+    details: bool = typer.Option(False, "--details", help="Every setting of each method's paper preset and where "
+                                                         "it is known to differ from the authors' code."),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """List the registered methods with their paper and their presets' main settings.
 
-    Example: udcbench methods --json
+    Examples: udcbench methods ; udcbench methods --details ; udcbench methods --json
     """
     rows = []
     for name in method_names():
@@ -177,9 +181,19 @@ def methods_cmd(as_json: bool = JSON_OPTION) -> None:
                                                               "batch_size")} for p in PRESETS}
         rows.append({"name": name, "title": spec.title, "paper": spec.paper, "backbone": spec.backbone,
                      "description": spec.description, "method_args": spec.method_args,
-                     "cpu_method_args": spec.cpu_method_args, "presets": presets})
+                     "cpu_method_args": spec.cpu_method_args, "presets": presets,
+                     "departures": None if spec.departures is None else list(spec.departures)})
     if as_json:
         print_json(rows)
+        return
+    if details:
+        for name in method_names():
+            spec, paper = get_method(name), get_method(name).config("paper").to_json()
+            settings = ", ".join(f"{k}={v}" for k, v in paper.items() if k not in ("method", "preset", "weights"))
+            known = ("\n".join(f"  - {d}" for d in spec.departures) if spec.departures
+                     else "  none recorded (not a check that there is none)")
+            stdout.print(f"[bold]{name}[/] ({spec.paper})\n  paper preset: {settings}\n  departures from the "
+                         f"authors' code:\n{known}\n", highlight=False)
         return
     table = Table(title="Registered methods", show_lines=True)
     for column in ("name", "paper", "paper preset", "cpu preset", "constants"):

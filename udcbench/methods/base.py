@@ -116,6 +116,9 @@ class MethodSpec:
     in_quick_study: bool = True
     #: The degradation kinds (``udc``, ``lowlight``) of the studies that train it by default (LLDif: low light).
     study_kinds: tuple[str, ...] = ("udc", "lowlight")
+    #: Where the ``paper`` preset is known to differ from the authors' code, one line each (``udcbench methods
+    #: --details``); None: none recorded, which is not a check that there is none.
+    departures: tuple[str, ...] | None = None
 
     def config(self, preset: str = "cpu") -> TrainConfig:
         if preset not in PRESETS:

@@ -28,6 +28,13 @@ LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperatur
 LRDIF_CPU_CLIP = 5.0
 LRDIF_CPU_STAGE1 = {"label_smoothing": 0.1, "epochs": 3, "grad_clip": LRDIF_CPU_CLIP}
 LRDIF_CPU_STAGE2 = {"label_smoothing": 0.1, "epochs": 12, "grad_clip": LRDIF_CPU_CLIP}
+#: Where every preset of the fair ``lrdif`` (the shared ResNet-18 trunk) differs from the paper's model.
+LRDIF_DEPARTURES = (
+    "E_I and E_L are the shared ResNet-18 trunk's pooled feature and learned label embeddings, not CLIP's image and "
+    "text encoders (method_args.encoder=clip with clip_weights=FILE takes a local open_clip checkpoint)",
+    "the UDCformer's DT blocks are stacked in sequence, not U-Net style",
+    "stage 1 drops the label for half the images (label_dropout 0.5), which the paper does not describe",
+)
 #: The arguments stage 1 never reads (its model has the diffusion, untrained and unused): overriding them, as
 #: Figure 6's sweep does, reuses the shared stage 1.
 LRDIF_STAGE2_ARGS = ("steps", "parameterization", "kl_temperature")
@@ -96,6 +103,7 @@ for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "
         description=f"LRDif variant {_variant} (Table 5).", paper_recipe=LRDIF_PAPER,
         cpu_recipe=LRDIF_CPU_STAGE1 if _variant == "s1" else LRDIF_CPU_STAGE2, method_args=dict(LRDIF_ARGS),
         quick_method_args=LRDIF_QUICK_ARGS, prepare=_lrdif_prepare,
+        departures=LRDIF_DEPARTURES,
         stage1=None if _variant == "s1" else "lrdif-s1", oracle=_variant == "s1",
         stage2_args=() if _variant == "s1" else LRDIF_STAGE2_ARGS,
         ablation_only=_variant in ("s2-v1", "s2-v2", "s2-v4"),  # Table 5's rows besides the paper's model
