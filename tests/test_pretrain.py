@@ -35,6 +35,7 @@ def test_the_trunk_loads_into_every_method_and_is_reused(tmp_path):
     trunk = pretrained_trunk(folder, TINY, "cpu", log=lambda _: None)
     record = json.loads((folder / "record.json").read_text())
     assert record["recipe"]["images"] == 64 and len(record["losses"]) == 1 and np.isfinite(record["losses"][0])
+    assert record["device"] == "cpu" and record["precision"] in ("fp32", "bf16")
     state = torch.load(trunk, weights_only=True)
     assert "layer4.1.bn2.running_mean" in state and not any(k.startswith("fc.") for k in state)
     for name in ("resnet18", "eac", "dan", "lrdif-s1"):

@@ -76,9 +76,10 @@ def draw_pretraining_faces(recipe: FacePretraining) -> tuple[np.ndarray, np.ndar
 
 
 def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray, device: str | None = None,
-                log=print) -> tuple[dict, list[float]]:
+                log=print) -> tuple[dict, dict]:
     """Train a torchvision ResNet-18 (136 outputs) to regress ``points`` from ``images``; returns its trunk's
-    state dict (``fc`` dropped, on the CPU) and the mean smooth-L1 loss of each epoch."""
+    state dict (``fc`` dropped, on the CPU) and how it trained (the mean smooth-L1 loss of each epoch, device,
+    precision: bf16 where the device computes it natively, else fp32; no fp16, which would need a loss scaler)."""
     import torch
     import torch.nn.functional as F
     import torchvision
@@ -88,6 +89,7 @@ def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray,
     from udcbench.engine.runtime import runtime
 
     rt = runtime(device)
+    amp = rt.precision(True) == "bf16"
     torch.manual_seed(recipe.seed)
     net = rt.place(torchvision.models.resnet18(num_classes=points.shape[1]))
     optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -105,7 +107,7 @@ def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray,
         for step in range(per_epoch):
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = to_input(x_all[idx].to(rt.device, non_blocking=True), IMAGENET_MEAN, IMAGENET_STD)
-            with rt.autocast(True):
+            with rt.autocast(amp):
                 loss = F.smooth_l1_loss(net(x).float(), y_all[idx].to(rt.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -117,7 +119,7 @@ def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray,
             raise UdcbenchError(f"face pre-training diverged in epoch {epoch + 1} (loss {losses[-1]})")
         log(f"face pre-training: epoch {epoch + 1}/{recipe.epochs}, landmark loss {losses[-1]:.4f}")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if not k.startswith("fc.")}
-    return state, losses
+    return state, {"losses": losses, "device": str(rt.device), "precision": rt.precision(amp)}
 
 
 def weights_task(path: Path | str, sha256: str) -> str | None:
@@ -132,8 +134,8 @@ def weights_task(path: Path | str, sha256: str) -> str | None:
 def pretrained_trunk(folder: Path, recipe: FacePretraining = FacePretraining(), device: str | None = None,
                      log=print) -> Path:
     """``folder/trunk.pt``, trained now unless ``folder`` holds a finished one of the same recipe; its record
-    (``folder/record.json``: recipe, losses, minutes, device, checksum) is written after it, so a record means a
-    complete checkpoint. A folder with other content is refused, never replaced."""
+    (``folder/record.json``: recipe, losses, device, precision, minutes, checksum) is written after it, so a
+    record means a complete checkpoint. A folder with other content is refused, never replaced."""
     from baselines.backbone import sha256_file
     from udcbench.checkpoints import save_checkpoint
 
@@ -151,12 +153,9 @@ def pretrained_trunk(folder: Path, recipe: FacePretraining = FacePretraining(), 
     log(f"face pre-training: {recipe.images} built-in faces at {recipe.input_size} px, {recipe.epochs} epochs "
         f"-> {trunk}")
     images, points = draw_pretraining_faces(recipe)
-    state, losses = train_trunk(recipe, images, points, device, log)
+    state, how = train_trunk(recipe, images, points, device, log)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(state, trunk)
-    from udcbench.engine.runtime import runtime
-
-    write_json(record_path, {"task": TASK, "recipe": asdict(recipe), "losses": losses,
-                             "minutes": (time.perf_counter() - start) / 60, "device": str(runtime(device).device),
-                             "sha256": sha256_file(trunk)})
+    write_json(record_path, {"task": TASK, "recipe": asdict(recipe), **how,
+                             "minutes": (time.perf_counter() - start) / 60, "sha256": sha256_file(trunk)})
     return trunk
