@@ -20,6 +20,13 @@ def resnet18_trunk() -> nn.Sequential:
     return nn.Sequential(*list(net.children())[:-2])
 
 
+def resnet50_trunk() -> nn.Sequential:
+    """torchvision's ResNet-50 up to layer4 (output: B x 2048 x H/32 x W/32), randomly initialised; ``--weights``
+    loads a torchvision-named ResNet-50 into it as :func:`load_resnet18_weights` does a ResNet-18."""
+    net = torchvision.models.resnet50(weights=None)
+    return nn.Sequential(*list(net.children())[:-2])
+
+
 def trunk_maps(trunk: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
     """The outputs of layer2, layer3 and layer4 (128, 256, 512 channels at strides 8, 16, 32) of a
     :func:`resnet18_trunk`, in one pass."""

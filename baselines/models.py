@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines import distributed
-from baselines.backbone import resnet18_trunk
+from baselines.backbone import resnet18_trunk, resnet50_trunk
 from baselines.base import Batch, FERModel, StepOutput, cross_entropy
 
 
@@ -175,8 +175,13 @@ def class_activation_maps(feat: torch.Tensor, fc_weight: torch.Tensor) -> torch.
 class EAC(ResNet18FER):
     """The engine's augmentation erases a random patch; the model adds the flip of the erased image."""
 
-    def __init__(self, num_classes: int, consistency_weight: float = 5.0, separate_passes: bool = False):
+    def __init__(self, num_classes: int, consistency_weight: float = 5.0, separate_passes: bool = False,
+                 backbone: str = "resnet18"):
         super().__init__(num_classes)
+        if backbone == "resnet50":  # the official code's other backbone (2048 features)
+            self.trunk, self.fc = resnet50_trunk(), nn.Linear(2048, num_classes)
+        elif backbone != "resnet18":
+            raise ValueError(f"EAC's backbone is resnet18 or resnet50, got '{backbone}'")
         self.consistency_weight = consistency_weight
         # The official code runs the image and its flip through the network one after the other (batch-norm
         # statistics of each half apart); one pass over both is faster and mixes them.

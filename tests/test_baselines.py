@@ -316,5 +316,16 @@ def test_methods_details_show_the_paper_preset_and_its_known_departures():
     result = CliRunner().invoke(app, ["methods", "--details"])
     assert result.exit_code == 0, result.output
     eac = result.stdout[result.stdout.index("eac ("):]
-    assert "head_lr_scale=1.0" in eac and "ResNet-50 option is not available" in eac.split("\n\n")[0]
+    assert "head_lr_scale=1.0" in eac and "'backbone': 'resnet18'" in eac.split("\n\n")[0]
     assert "none recorded" in result.stdout  # the methods not yet checked say so, not "none"
+
+
+def test_eac_takes_the_official_codes_resnet50():
+    from udcbench.config import apply_overrides
+    from udcbench.errors import UdcbenchError
+
+    config = apply_overrides(get_method("eac").config("smoke"), ["method_args.backbone=resnet50"])
+    model = create_method("eac", 7, config)
+    assert model.fc.in_features == 2048 and model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(UdcbenchError, match="resnet18 or resnet50"):
+        create_method("eac", 7, apply_overrides(get_method("eac").config("smoke"), ["method_args.backbone=vgg"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from udcbench.config import TrainConfig
+from udcbench.errors import UdcbenchError
 from udcbench.methods.base import register_method
 
 if TYPE_CHECKING:  # the models import torch; the registry does not (``udcbench --help`` lists the methods)
@@ -89,16 +90,19 @@ def _rul(num_classes: int, config: TrainConfig) -> FERModel:
     # control 76 % after one; README, "The quick study").
     quick_recipe=dict(epochs=2),
     # the paper preset runs the image and its flip in two passes as the official code; the shared budgets in one
-    method_args={"consistency_weight": 5.0, "separate_passes": True},
+    # backbone: resnet18 (the paper's comparison) or the official code's resnet50 (--weights then a ResNet-50)
+    method_args={"consistency_weight": 5.0, "separate_passes": True, "backbone": "resnet18"},
     cpu_method_args={"separate_passes": False},
-    departures=("the official code's ResNet-50 option is not available (ResNet-18 only)",),
 )
 def _eac(num_classes: int, config: TrainConfig) -> FERModel:
     from baselines.models import EAC
 
     args = config.method_args
+    backbone = args.get("backbone", "resnet18")
+    if backbone not in ("resnet18", "resnet50"):
+        raise UdcbenchError(f"--set method_args.backbone: resnet18 or resnet50, got '{backbone}'")
     return EAC(num_classes, consistency_weight=args["consistency_weight"],
-               separate_passes=bool(args.get("separate_passes", False)))
+               separate_passes=bool(args.get("separate_passes", False)), backbone=backbone)
 
 
 @register_method(
