@@ -1,12 +1,12 @@
-"""The README's comparisons on real FERPlus, as ``udcbench compare`` makes them over seeds.
+"""The documentation's comparisons on real FERPlus, as ``udcbench compare`` makes them over seeds.
 
     python benchmarks/claims.py
 
-Reads ``benchmarks/results/fer_accuracy.csv`` and, for each pair the README compares (same condition, same draw
+Reads ``benchmarks/results/fer_accuracy.csv`` and, for each pair docs/ compares (same condition, same draw
 of the data, the seeds both have rows for), gives the difference of the mean accuracies with its 95 % interval
 (Welch's t over seeds, :func:`udcbench.compare.seed_interval`) and whether the data tell the two apart. Pairs on
 different draws of the data are refused, not compared. Writes ``benchmarks/results/claims.csv``, and the seed
-means the README quotes (per method, condition and draw: accuracy and mean class accuracy, mean and sample std,
+means docs/ quotes (per method, condition and draw: accuracy and mean class accuracy, mean and sample std,
 and the drop of the means from clean) to ``benchmarks/results/fer_accuracy_summary.csv``.
 """
 
@@ -18,7 +18,7 @@ from udcbench.compare import seed_interval
 
 from _common import read_rows, report
 
-#: (method, other, condition): the comparisons the README words.
+#: (method, other, condition): the comparisons docs/ words.
 PAIRS = [
     ("lrdif", "resnet18", "clean"),
     ("lrdif", "resnet18", "toled"),

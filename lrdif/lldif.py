@@ -18,7 +18,7 @@ What LLDif changes, and nothing else:
 - **Stage 2** as LRDif: the diffusion infers the EPD from the low-light image alone (no label, no caption),
   L_total = L_ce + L_kl.
 
-Where the paper is silent (its full text is not at hand) LRDif's choices stand; the README lists them.
+Where the paper is silent (its full text is not at hand) LRDif's choices stand; docs/lrdif.md lists them.
 """
 
 from __future__ import annotations

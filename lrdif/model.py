@@ -5,7 +5,7 @@ One trunk: its layer2-4 maps feed the UDCformer and its pooled feature is E_I (w
 ``Z = FPEN_S1(concat(E_L(y), E_I(x)))`` guides the UDCformer; trained with cross-entropy. Its accuracy
 is an oracle (the label is an input). With probability ``label_dropout`` a training image's label is
 replaced by "no label", so that the UDCformer and the trunk also learn to classify from the image
-(without it stage 2 started from a worse model: README). Stage 2:
+(without it stage 2 started from a worse model: docs/lrdif.md). Stage 2:
 FPEN_S1 and E_L are frozen and give ``Z`` (from the trunk's features, detached); ``Z`` is forward-noised
 to ``Z_T`` and the whole reverse chain, conditioned on ``x_S2 = FPEN_S2(E_I(x))``, estimates it; the
 trunk and UDCformer (initialised from stage 1) classify with the estimate. Loss ``L_ce + L_kl`` with

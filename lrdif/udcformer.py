@@ -90,7 +90,7 @@ class DTBlock(nn.Module):
     """One dynamic transformer block: modulated DMNet then modulated DGNet, each with a residual. Its branches
     start random, not at zero: it feeds only the token path, which joins the trunk through a projection that
     starts at zero (:class:`UDCformer`), and a second zero in series kept the label in Z from reaching the
-    loss (stage 1 never learnt to use it: the prior collapsed to a function of the image, README)."""
+    loss (stage 1 never learnt to use it: the prior collapsed to a function of the image, docs/lrdif.md)."""
 
     def __init__(self, channels: int, heads: int, z_dim: int, expansion: float = 2.0):
         super().__init__()

@@ -17,7 +17,7 @@ The budget was 15 minutes while the quick study's numbers meant nothing (13 of i
 20 since every method of the paper's main comparison has to learn in it: a face pre-training shared by all runs
 (:mod:`udcbench.pretrain`, 2.5 min at the reference speed) and EAC's second epoch (1.9 min per condition) are
 what it took, and the cheaper levers (40 px inputs, a shorter pre-training, EAC in one epoch at its own batch)
-fell short (``benchmarks/quick_levers.py``; README, "The quick study").
+fell short (``benchmarks/quick_levers.py``; docs/results.md, "The quick study").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Leaderboards from the results store: one row per (method, init, preset, dataset, condition).
 
-Columns (documented in the README): accuracy mean / std over seeds and their number, mean class
+Columns (documented in docs/results.md): accuracy mean / std over seeds and their number, mean class
 accuracy, macro-F1, the drop from clean to this condition (same method, init, preset, dataset), the
 rank among methods in the same (dataset, condition, preset, init) group (1 + the methods better beyond noise,
 by :mod:`udcbench.compare`'s 95 % interval: methods it cannot tell apart share a rank) and the change of that rank

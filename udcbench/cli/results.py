@@ -131,7 +131,7 @@ def leaderboard_cmd(
 ) -> None:
     """One row per (method, init, preset, dataset, condition): mean, std, seeds, drop from clean, rank change.
 
-    Writes results/leaderboard.csv and .md (columns: see the README).
+    Writes results/leaderboard.csv and .md (columns: see docs/results.md).
 
     Examples: udcbench leaderboard ; udcbench leaderboard --publish cards/ --json
     """

@@ -21,7 +21,7 @@ LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperatur
               "from_run": None, "width": 64, "blocks": [1, 1, 1], "token_dim": 128, "tokens_per_scale": 2, "depth": 2,
               "window": None, "label_dropout": 0.5}
 #: The shared cpu budget (the baselines' recipe, label smoothing as the control's), its epochs split over the two
-#: stages: 3 + 12 LRDif epochs cost 1.51x the control's 15 by training throughput (bf16, 64 px, README).
+#: stages: 3 + 12 LRDif epochs cost 1.51x the control's 15 by training throughput (bf16, 64 px, docs/lrdif.md).
 #: The gradient norm is clipped at 5, as EAC's: at the shared peak lr (SGD 0.1) stage 1 of seed 2 on
 #: UDC-FERPlus diverged (the norm, 1-6 in steady training, grew from 8 to 7e4 in 15 steps through the token
 #: transformer's attention and the head, and the loss became nan at step 143); clipped, the same seed trains.
@@ -39,7 +39,8 @@ LRDIF_DEPARTURES = (
 #: Figure 6's sweep does, reuses the shared stage 1.
 LRDIF_STAGE2_ARGS = ("steps", "parameterization", "kl_temperature")
 #: The quick budget is the shared quick recipe (48 px, one epoch per stage, from the face pre-training's trunk as
-#: every method: ``udcbench.pretrain``); 32 px and 12-20 steps per stage from scratch left LRDif at chance (README).
+#: every method: ``udcbench.pretrain``); 32 px and 12-20 steps per stage from scratch left LRDif at chance
+#: (docs/results.md).
 #: One epoch of landmark pre-training on the quick budget: three were its largest item (a third of LRDif's
 #: share of the plan) on the ResNet-18 trunk.
 LRDIF_QUICK_ARGS = {"landmark_epochs": 1}
@@ -79,7 +80,7 @@ def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
         if source is None:
             raise UdcbenchError("LRDif stage 2 needs its stage-1 run: --from RUN (or let udcbench train run both)")
         # Stage 1's last epoch, not its best: the oracle's validation accuracy (label in) reaches 100 % in its
-        # first epoch, so selecting on it would hand over the least trained model (README).
+        # first epoch, so selecting on it would hand over the least trained model (docs/lrdif.md).
         path = source / "last.pt"
         if not path.is_file():
             raise UdcbenchError(f"no stage-1 checkpoint at {path}")
@@ -125,7 +126,7 @@ for _variant, _title in (("s1", "LLDif stage 1 (oracle: label and caption in)"),
         backbone="ResNet-18 + LLformer + diffusion", paper=LLDIF_CITATION,
         description=f"LLDif {'stage 1' if _variant == 's1' else 'stage 2'}: the LA-CLIP prior (image, caption, "
                     "label), LRDif's machinery otherwise.",
-        # the paper's hyper-parameters are not at hand: LRDif's recipe at every preset (README)
+        # the paper's hyper-parameters are not at hand: LRDif's recipe at every preset (docs/lrdif.md)
         paper_recipe=LRDIF_PAPER, cpu_recipe=LRDIF_CPU_STAGE1 if _variant == "s1" else LRDIF_CPU_STAGE2,
         method_args=dict(LLDIF_ARGS), quick_method_args=LRDIF_QUICK_ARGS, prepare=_lrdif_prepare,
         stage1=None if _variant == "s1" else "lldif-s1", oracle=_variant == "s1",

@@ -45,7 +45,7 @@ def _resnet18(num_classes: int, config: TrainConfig) -> FERModel:
     # relabelling from epoch 10 of 70, as the official recipe
     method_args={"beta": 0.7, "rank_margin": None, "relabel_margin": 0.2, "relabel_start": 10 / 70},
     # From scratch the model is still weak at 10/70 of the schedule and relabels a third of FERPlus
-    # (README, "SCN from scratch"), so the short budgets relabel in their last fifth only.
+    # (docs/training.md, "SCN from scratch"), so the short budgets relabel in their last fifth only.
     cpu_method_args={"relabel_start": 0.8},
 )
 def _scn(num_classes: int, config: TrainConfig) -> FERModel:
@@ -87,7 +87,7 @@ def _rul(num_classes: int, config: TrainConfig) -> FERModel:
     cpu_recipe=dict(erasing=0.5, grad_clip=5.0),
     # Two epochs on the quick budget: from the face pre-training's trunk the consistency term holds the cross-entropy
     # back for most of the first (test accuracy after one epoch 34 %, after two 57 / 61 % for seeds 0 / 1, the
-    # control 76 % after one; README, "The quick study").
+    # control 76 % after one; docs/results.md, "The quick study").
     quick_recipe=dict(epochs=2),
     # the paper preset runs the image and its flip in two passes as the official code; the shared budgets in one
     # backbone: resnet18 (the paper's comparison) or the official code's resnet50 (--weights then a ResNet-50)
