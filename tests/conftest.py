@@ -18,6 +18,16 @@ FERPLUS_REAL = REPO.parent / "shared" / "data" / "ferplus"
 needs_ferplus = pytest.mark.skipif(not (FERPLUS_REAL / "FER2013Valid").is_dir(), reason="real FERPlus data absent")
 
 
+WORKSPACE_VARS = ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE")
+
+
+def in_default_workspace(mp: pytest.MonkeyPatch, root: Path) -> None:
+    """Run from ``root`` with the workspace's default folders (no UDCBENCH_* overrides)."""
+    mp.chdir(root)
+    for var in WORKSPACE_VARS:
+        mp.delenv(var, raising=False)
+
+
 def write_png(path: Path, seed: int, size=(48, 48), gray: bool = False) -> None:
     rng = np.random.default_rng(seed)
     shape = size if gray else (*size, 3)

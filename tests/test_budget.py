@@ -16,6 +16,8 @@ from udcbench.methods import get_method, study_methods
 from udcbench.reproduce import STUDY_PRESETS, plan_study
 from udcbench.workspace import Workspace
 
+from conftest import in_default_workspace
+
 runner = CliRunner()
 
 
@@ -68,9 +70,7 @@ def test_a_size_without_a_measured_cost_is_a_one_line_error():
 
 
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE"):
-        monkeypatch.delenv(var, raising=False)
+    in_default_workspace(monkeypatch, tmp_path)
     result = runner.invoke(app, ["reproduce", "--preset", "quick", "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
@@ -106,8 +106,6 @@ def test_images_are_decoded_once_per_process(tmp_path, monkeypatch):
 
 
 def test_dry_run_without_the_datasets_is_a_one_line_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE"):
-        monkeypatch.delenv(var, raising=False)
+    in_default_workspace(monkeypatch, tmp_path)
     result = runner.invoke(app, ["reproduce", "--preset", "cpu", "--dry-run"])
     assert result.exit_code == 2 and "none of rafdb, ferplus, kdef found" in result.output

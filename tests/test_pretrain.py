@@ -17,6 +17,8 @@ from udcbench.errors import UdcbenchError
 from udcbench.methods import get_method
 from udcbench.pretrain import FacePretraining, draw_pretraining_faces, pretrained_trunk
 
+from conftest import in_default_workspace
+
 runner = CliRunner()
 TINY = FacePretraining(images=64, epochs=1, input_size=32, batch_size=32)
 
@@ -89,9 +91,7 @@ def test_a_study_with_a_pretraining_trains_it_once_and_starts_every_run_from_it(
     generate_synthetic(tmp_path / "data" / "synthetic", n_train=56, n_test=21, size=48)
     smoke = dataclasses.replace(study_module.STUDY_PRESETS["smoke"], pretrain=TINY, steps=())
     monkeypatch.setitem(study_module.STUDY_PRESETS, "smoke", smoke)
-    monkeypatch.chdir(tmp_path)
-    for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE"):
-        monkeypatch.delenv(var, raising=False)
+    in_default_workspace(monkeypatch, tmp_path)
     result = runner.invoke(app, ["reproduce", "--preset", "smoke", "--methods", "resnet18", "--methods", "eac",
                                  "--json"])
     assert result.exit_code == 0, result.output

@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 from udcbench.cli import app
 from udcbench.datasets.generate import generate_synthetic
 
+from conftest import in_default_workspace
+
 runner = CliRunner()
 #: The module's fixture runs a whole (smoke) study twice: about 10 s.
 pytestmark = pytest.mark.slow(reason="a whole smoke study, twice: about 10 s")
@@ -21,9 +23,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     generate_synthetic(root / "data" / "synthetic", n_train=56, n_test=21, size=48)
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE"):
-            mp.delenv(var, raising=False)
+        in_default_workspace(mp, root)
         first = runner.invoke(app, ["reproduce", "--preset", "smoke", "--methods", "resnet18", "--methods", "lrdif",
                                     "--json"])
         assert first.exit_code == 0, first.output

@@ -11,6 +11,8 @@ from udcbench.checkpoints import load_checkpoint, save_checkpoint
 from udcbench.cli import app
 from udcbench.errors import UdcbenchError
 
+from conftest import in_default_workspace
+
 runner = CliRunner()
 
 
@@ -31,9 +33,7 @@ def _crafted(path: Path, marker: Path) -> None:
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for var in ("UDCBENCH_DATA", "UDCBENCH_RUNS", "UDCBENCH_RESULTS", "UDCBENCH_CACHE"):
-        monkeypatch.delenv(var, raising=False)
+    in_default_workspace(monkeypatch, tmp_path)
     assert runner.invoke(app, ["generate", "--n-train", "70", "--n-test", "14", "--size", "32"]).exit_code == 0
     return tmp_path
 
