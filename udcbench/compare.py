@@ -109,15 +109,17 @@ def resolve_side(name: str, results: list[dict[str, Any]], dataset: str | None, 
 def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, resamples: int = RESAMPLES,
                      seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
     """The difference of accuracies (points) of two runs on the same images and its 95 % percentile interval,
-    resampling the images together."""
+    resampling the images together. A paired difference is +1, -1 or 0 per image, so a resample of n images is
+    a multinomial draw of how many of each it holds: the same distribution as resampling the images one by one,
+    in time independent of n."""
     n = len(correct_a)
-    diff = correct_a.astype(np.float64) - correct_b.astype(np.float64)
+    diff = correct_a.astype(np.int64) - correct_b.astype(np.int64)
+    shares = [np.mean(diff == 1), np.mean(diff == -1)]
     rng = np.random.default_rng(seed)
-    chunk = max(1, 2**22 // max(n, 1))  # resamples drawn at once: a few million indices in memory
-    means = np.concatenate([diff[rng.integers(0, n, (min(chunk, resamples - start), n))].mean(axis=1)
-                            for start in range(0, resamples, chunk)])
+    counts = rng.multinomial(n, [*shares, max(0.0, 1.0 - sum(shares))], size=resamples)
+    means = (counts[:, 0] - counts[:, 1]) / n
     low, high = np.percentile(means, [2.5, 97.5])
-    return 100 * diff.mean(), 100 * low, 100 * high
+    return 100 * float(diff.mean()), 100 * float(low), 100 * float(high)
 
 
 def t_quantile(p: float, df: float) -> float:
