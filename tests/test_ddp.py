@@ -37,6 +37,13 @@ def _rank_output(logs: Path, rank: int, stream: str = "stdout") -> str:
     return "".join(p.read_text() for p in logs.rglob(f"{rank}/{stream}.log"))
 
 
+def _failure(result: subprocess.CompletedProcess, logs: Path) -> str:
+    """What a failed launch printed: torchrun's own output and each rank's error output (a crash on rank 1
+    shows on rank 0 only as "Connection closed by peer")."""
+    return "\n".join([result.stderr[-1500:], *(f"--- rank {r} ---\n" + _rank_output(logs, r, "stderr")[-1500:]
+                                              for r in (0, 1))])
+
+
 def _json_documents(text: str) -> list:
     decoder, docs, i = json.JSONDecoder(), [], 0
     while text[i:].strip():
@@ -57,7 +64,7 @@ def faces(tmp_path_factory) -> Path:
 
 def test_every_method_trains_under_torchrun_to_one_record_with_the_same_weights_on_both_ranks(faces: Path):
     result, logs = _torchrun([str(REPO / "tests" / "ddp_worker.py"), str(faces), str(faces / "report.json")], faces)
-    assert result.returncode == 0, (result.stderr + _rank_output(logs, 0, "stderr"))[-3000:]
+    assert result.returncode == 0, _failure(result, logs)
     report = json.loads((faces / "report.json").read_text())
     methods = method_names(include_test=True)
     assert set(report) == set(methods)
@@ -78,7 +85,7 @@ def test_reproduce_under_torchrun_completes_once(tmp_path: Path):
                    cwd=tmp_path, env=ENV, check=True, capture_output=True)
     result, logs = _torchrun(["-m", "udcbench", "reproduce", "--preset", "smoke", "--methods", "resnet18",
                               "--methods", "scn", "--json"], tmp_path)
-    assert result.returncode == 0, (result.stderr + _rank_output(logs, 0, "stderr"))[-3000:]
+    assert result.returncode == 0, _failure(result, logs)
     assert _rank_output(logs, 1) == ""
     (summary,) = _json_documents(_rank_output(logs, 0))
     assert len(summary["runs"]) == 4  # two methods, clean and UDC

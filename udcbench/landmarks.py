@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import cv2
 import numpy as np
 
 from udcbench.errors import UdcbenchError, unknown_name
+from udcbench.files import write_atomic
 from udcbench.face_template import NUM_LANDMARKS, mean_shape_in_box
 
 SOURCES = ("auto", "ground_truth", "dlib", "mean_shape")
@@ -137,10 +139,10 @@ class LandmarkSet:
         return {m: int((self.methods == m).sum()) for m in METHODS if (self.methods == m).any()}
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, ids=np.array(self.ids), points=self.points, methods=self.methods.astype(str))
-        tmp.replace(path)
+        """Atomically (a temporary file per process, then a rename): concurrent writers never tear the cache."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, ids=np.array(self.ids), points=self.points, methods=self.methods.astype(str))
+        write_atomic(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> LandmarkSet:

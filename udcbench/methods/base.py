@@ -40,10 +40,15 @@ def prepare_landmark_net(net: torch.nn.Module, context: PrepareContext, epochs: 
     """Pre-train (then freeze) a method's landmark network (:class:`baselines.landmarks.LandmarkNet`) on the
     training images' 68 landmarks (``udcbench landmarks``: the dataset's own or detected, cached), rescaled to
     the run's input size; the landmarks' provenance goes into the run's notes."""
+    from baselines import distributed
     from baselines.landmarks import pretrain_landmark_net
     from udcbench.landmarks import compute_landmarks
 
-    found = compute_landmarks(context.adapter, "train", source, context.cache_dir, progress=True)
+    cached = context.cache_dir is not None
+    if cached and distributed.rank() == 0:  # under DDP rank 0 computes and caches, the others then read its cache
+        compute_landmarks(context.adapter, "train", source, context.cache_dir, progress=True)
+    distributed.barrier()
+    found = compute_landmarks(context.adapter, "train", source, context.cache_dir, progress=not cached)
     index = {id_: i for i, id_ in enumerate(found.ids)}
     size = context.config.input_size
     points = np.stack([found.points[index[r.id]] * (size / width)
