@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from udcbench.errors import UdcbenchError, unknown_name
-from udcbench.files import write_atomic
 from udcbench.face_template import NUM_LANDMARKS, mean_shape_in_box
+from udcbench.files import write_atomic
 
 SOURCES = ("auto", "ground_truth", "dlib", "mean_shape")
 METHODS = ("ground_truth", "dlib", "dlib_cropbox", "mean_shape")
