@@ -191,6 +191,7 @@ def methods_cmd(
             spec, paper = get_method(name), get_method(name).config("paper").to_json()
             settings = ", ".join(f"{k}={v}" for k, v in paper.items() if k not in ("method", "preset", "weights"))
             known = ("\n".join(f"  - {d}" for d in spec.departures) if spec.departures
+                     else "  none found (checked against the authors' code)" if spec.departures is not None
                      else "  none recorded (not a check that there is none)")
             stdout.print(f"[bold]{name}[/] ({spec.paper})\n  paper preset: {settings}\n  departures from the "
                          f"authors' code:\n{known}\n", highlight=False)

@@ -122,7 +122,8 @@ class MethodSpec:
     #: The degradation kinds (``udc``, ``lowlight``) of the studies that train it by default (LLDif: low light).
     study_kinds: tuple[str, ...] = ("udc", "lowlight")
     #: Where the ``paper`` preset is known to differ from the authors' code, one line each (``udcbench methods
-    #: --details``); None: none recorded, which is not a check that there is none.
+    #: --details``); ``()``: checked against the authors' code, none found; None: not checked. The trunk's start
+    #: (the authors' MS-Celeb or ImageNet weights, here ``--weights FILE`` or none) is the run's recorded init.
     departures: tuple[str, ...] | None = None
 
     def config(self, preset: str = "cpu") -> TrainConfig:

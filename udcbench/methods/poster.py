@@ -35,6 +35,13 @@ def _prepare(model: FERModel, context: PrepareContext) -> None:
     # budgets take ResNet-18's layers, and the run records which (``trunk``)
     cpu_method_args={"trunk": "resnet18"},
     quick_method_args={"landmark_epochs": 1},
+    departures=(
+        "the landmark network is udcbench's LandmarkNet trained on the dataset's landmarks (the official code: a pre-"
+        "trained MobileFaceNet)",
+        "the window cross-attention's window is the whole map (the official 28 / 14 / 7 windows on the 28 / 14 / 7 "
+        "maps of a 224-px input: the same there)",
+        "random erasing covers 2-25 % of the image (the official 2-10 %)",
+    ),
     prepare=_prepare,
 )
 def _posterpp(num_classes: int, config: TrainConfig) -> FERModel:
