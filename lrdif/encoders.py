@@ -62,7 +62,7 @@ class ClipEncoders(nn.Module):
         if not weights.is_file():
             raise ClipWeightsError(
                 f"CLIP weights not found: {weights}. Pass a local open_clip checkpoint for {model_name} with "
-                "--set method_args.clip_weights=FILE (nothing is downloaded), or use method_args.encoder=scratch")
+                "--clip FILE (nothing is downloaded), or use --set method_args.encoder=scratch")
         model = open_clip.create_model(model_name, pretrained=str(weights))
         model.eval().requires_grad_(False)
         tokenizer = open_clip.get_tokenizer(model_name)

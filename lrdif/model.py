@@ -12,6 +12,11 @@ trunk and UDCformer (initialised from stage 1) classify with the estimate. Loss 
 ``L_kl = KL(softmax(Z / tau) || softmax(Z_hat / tau))``, Z at unit RMS. At inference the chain starts
 from Gaussian noise: no label anywhere.
 
+Two models: the paper's (``encoder="clip"``: CLIP's frozen image and text towers as E_I and E_L, from a local
+open_clip checkpoint; ``layout="unet"``: the DT blocks U-Net style over the trunk's scales; no label dropout)
+and the fair one on the shared ResNet-18 trunk (``encoder="scratch"``: the trunk's pooled feature and learned
+label embeddings; ``layout="sequence"``; label dropout 0.5), which the shared budgets compare with the baselines.
+
 Table 5 variants: ``s1`` (the oracle), ``s2-v1`` (no diffusion: Z_hat = x_S2, L_ce), ``s2-v2``
 (diffusion, L_ce), ``s2-v3`` (diffusion, L_total, noise inserted in each reverse step: the paper's
 model), ``s2-v4`` (diffusion, L_total, deterministic reverse steps).
@@ -65,7 +70,7 @@ class LRDif(FERModel):
                  clip_model: str = "ViT-B-32", clip_weights: str | None = None, mean=(0.5,) * 3, std=(0.5,) * 3,
                  blocks: tuple[int, int, int] = (1, 1, 1), token_dim: int = 128, tokens_per_scale: int = 2,
                  depth: int = 2, window: int | None = None, label_dropout: float = 0.5, label_smoothing: float = 0.0,
-                 landmark_dims: tuple[int, int, int] = LANDMARK_DIMS):
+                 layout: str = "sequence", landmark_dims: tuple[int, int, int] = LANDMARK_DIMS):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown LRDif variant '{variant}' (known: {', '.join(VARIANTS)})")
@@ -85,7 +90,8 @@ class LRDif(FERModel):
         self.fpen_s2 = FPEN(e_dim, z_dim)
         self.diffusion = EPRDiffusion(z_dim, steps, parameterization)
         self.udcformer = UDCformer(num_classes, z_dim, TRUNK_DIMS, tuple(landmark_dims), width, tuple(blocks),
-                                   token_dim=token_dim, tokens_per_scale=tokens_per_scale, depth=depth, window=window)
+                                   token_dim=token_dim, tokens_per_scale=tokens_per_scale, depth=depth, window=window,
+                                   layout=layout)
         self.landmarks = LandmarkNet(tuple(landmark_dims))
         self.kl_temperature, self.label_dropout, self.label_smoothing = kl_temperature, label_dropout, label_smoothing
 

@@ -21,6 +21,8 @@ from baselines.poster import TransformerBlock, relative_position_index
 
 #: Channels of the trunk's layer2, layer3 and layer4 (torchvision's ResNet-18).
 TRUNK_DIMS = (128, 256, 512)
+#: How the DT blocks are arranged over the three scales (:class:`UDCformer`).
+LAYOUTS = ("sequence", "unet")
 
 
 class ChannelLayerNorm(nn.Module):
@@ -173,23 +175,71 @@ class DILBlock(nn.Module):
         return (tokens + self.mlp(self.norm(tokens))).permute(0, 3, 1, 2)
 
 
+def run_blocks(level: nn.ModuleList, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """One scale's DT blocks in turn, each modulated by the EPR ``z``."""
+    for block in level:
+        x = block(x, z)
+    return x
+
+
+class DTUNet(nn.Module):
+    """The DT blocks "layered in a U-Net style" (the paper, after DiffIR's DIRformer) over the trunk's three
+    scales: an encoder (each level's DT blocks on the trunk's map plus the level above, downsampled by a strided
+    3x3 convolution), the deepest level as the bottleneck, and a decoder (upsampled, concatenated with the
+    encoder's skip, merged by a 1x1 convolution, then the level's DT blocks again). Returns one map per scale,
+    finest first: the decoder's two and the bottleneck."""
+
+    def __init__(self, width: int, z_dim: int, blocks: tuple[int, int, int], heads: tuple[int, int, int]):
+        super().__init__()
+
+        def level(n: int, h: int) -> nn.ModuleList:
+            return nn.ModuleList(DTBlock(width, h, z_dim) for _ in range(n))
+
+        self.encoder = nn.ModuleList(level(n, h) for n, h in zip(blocks, heads))
+        self.decoder = nn.ModuleList(level(n, h) for n, h in zip(blocks[:-1], heads[:-1]))
+        self.down = nn.ModuleList(nn.Conv2d(width, width, 3, stride=2, padding=1) for _ in blocks[:-1])
+        self.merge = nn.ModuleList(nn.Conv2d(2 * width, width, 1) for _ in blocks[:-1])
+
+    def forward(self, maps: list[torch.Tensor], z: torch.Tensor) -> list[torch.Tensor]:
+        skips, x = [], None
+        for i, (f, level) in enumerate(zip(maps, self.encoder)):
+            if x is not None:  # the trunk's map at this scale plus the level above, downsampled to it
+                f = f + F.interpolate(self.down[i - 1](x), size=f.shape[-2:], mode="nearest")
+            x = run_blocks(level, f, z)
+            skips.append(x)
+        out = [x]
+        for i in reversed(range(len(self.decoder))):
+            up = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
+            x = run_blocks(self.decoder[i], self.merge[i](torch.cat([skips[i], up], dim=1)), z)
+            out.insert(0, x)
+        return out
+
+
 class UDCformer(nn.Module):
     """DT blocks and DIL blocks on the trunk's three feature maps (each projected to ``width`` channels), fused
     into ``tokens_per_scale ** 2`` tokens per scale, a CLS token read by ``depth`` transformer blocks and
     added, through a projection that starts at zero, to the trunk's pooled feature; the classifier on that
-    sum."""
+    sum. ``layout``: ``sequence`` runs each scale's DT blocks on its own map; ``unet`` layers them U-Net style
+    across the scales (:class:`DTUNet`, the paper's description)."""
 
     def __init__(self, num_classes: int, z_dim: int = 256, dims: tuple[int, int, int] = TRUNK_DIMS,
                  landmark_dims: tuple[int, int, int] = LANDMARK_DIMS, width: int = 64,
                  blocks: tuple[int, int, int] = (1, 1, 1), heads: tuple[int, int, int] = (1, 2, 4),
-                 token_dim: int = 128, tokens_per_scale: int = 2, depth: int = 2, window: int | None = None):
+                 token_dim: int = 128, tokens_per_scale: int = 2, depth: int = 2, window: int | None = None,
+                 layout: str = "sequence"):
         super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout is {' or '.join(LAYOUTS)}, not '{layout}'")
+        self.layout = layout
         # each trunk map is projected to ``width`` channels first, as POSTER++ projects its IR-50 maps: the DT and
         # DIL blocks at the trunk's own widths (up to 512) cost twice the trunk itself on CPU
         self.reduce = nn.ModuleList(nn.Sequential(nn.Conv2d(d, width, 1, bias=False), nn.BatchNorm2d(width))
                                     for d in dims)
-        self.dt = nn.ModuleList(nn.ModuleList(DTBlock(width, h, z_dim) for _ in range(n))
-                                for n, h in zip(blocks, heads))
+        if layout == "unet":
+            self.dt = DTUNet(width, z_dim, tuple(blocks), tuple(heads))
+        else:
+            self.dt = nn.ModuleList(nn.ModuleList(DTBlock(width, h, z_dim) for _ in range(n))
+                                    for n, h in zip(blocks, heads))
         self.dil = nn.ModuleList(DILBlock(width, lm, h, window) for lm, h in zip(landmark_dims, heads))
         self.fuse = nn.ModuleList(nn.Conv2d(2 * width, token_dim, 1) for _ in dims)
         self.grid = tokens_per_scale
@@ -205,10 +255,12 @@ class UDCformer(nn.Module):
                  landmark_maps: list[torch.Tensor]) -> torch.Tensor:
         """The penultimate features: the trunk's pooled feature plus the transformer's CLS, projected."""
         tokens = [self.cls.expand(len(pooled), -1, -1)]
-        for f, reduce, level, dil, fuse, lm in zip(maps, self.reduce, self.dt, self.dil, self.fuse, landmark_maps):
-            f = reduce(f)
-            for block in level:
-                f = block(f, z)
+        maps = [reduce(f) for f, reduce in zip(maps, self.reduce)]
+        if self.layout == "unet":
+            maps = self.dt(maps, z)
+        else:
+            maps = [run_blocks(level, f, z) for f, level in zip(maps, self.dt)]
+        for f, dil, fuse, lm in zip(maps, self.dil, self.fuse, landmark_maps):
             lm = F.interpolate(lm, size=f.shape[-2:], mode="bilinear", align_corners=False)
             fused = fuse(torch.cat([f, dil(f, lm)], dim=1))
             tokens.append(F.adaptive_avg_pool2d(fused, self.grid).flatten(2).transpose(1, 2))

@@ -220,8 +220,9 @@ def test_diffusion_parameterisations_and_noise_switch():
         EPRDiffusion(8, parameterization="v")
 
 
-def test_clip_path_with_a_tiny_local_model(tmp_path):
-    """A tiny open_clip config, random weights saved to a file and loaded back through the real code."""
+@pytest.fixture
+def tiny_clip(tmp_path):
+    """A tiny open_clip model config (registered while the test runs) and its random weights saved to a file."""
     import json
 
     import open_clip
@@ -236,6 +237,13 @@ def test_clip_path_with_a_tiny_local_model(tmp_path):
     open_clip.add_model_config(tmp_path / "udcbench-tiny-test.json")
     model = open_clip.create_model("udcbench-tiny-test")
     torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    yield model, tmp_path / "tiny.pt"
+    del _MODEL_CONFIGS["udcbench-tiny-test"]
+
+
+def test_clip_path_with_a_tiny_local_model(tmp_path, tiny_clip):
+    """Random weights saved to a file and loaded back through the real code."""
+    model, _ = tiny_clip
     lrdif = LRDif(7, encoder="clip", clip_model="udcbench-tiny-test", clip_weights=str(tmp_path / "tiny.pt"), **SMALL)
     assert lrdif.encoders.kind == "clip" and lrdif.encoders.dim == 16
     torch.testing.assert_close(lrdif.encoders.model.visual.conv1.weight, model.visual.conv1.weight)
@@ -250,7 +258,74 @@ def test_clip_path_with_a_tiny_local_model(tmp_path):
                                e_image.flip(0))
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         LRDif(7, encoder="clip", clip_model="udcbench-tiny-test", clip_weights=str(tmp_path / "none.pt"), **SMALL)
-    del _MODEL_CONFIGS["udcbench-tiny-test"]
+
+
+def test_the_unet_layout_carries_the_deepest_scale_up_to_the_finest():
+    """U-Net style (the paper's model): every output scale depends on every input scale, and the finest on the
+    deepest through the decoder; in sequence each scale's DT blocks see their own map only."""
+    torch.manual_seed(0)
+    kw = dict(dims=(8, 16, 32), landmark_dims=(4, 4, 4), width=8, token_dim=16, depth=1, z_dim=8)
+    maps = [torch.randn(2, d, s, s, requires_grad=True) for d, s in zip((8, 16, 32), (6, 3, 2))]
+    z = torch.randn(2, 8)
+    for layout, reaches in (("unet", True), ("sequence", False)):
+        former = UDCformer(3, layout=layout, **kw)
+        reduced = [r(f) for r, f in zip(former.reduce, maps)]
+        out = former.dt(reduced, z) if layout == "unet" else reduced
+        assert [o.shape for o in out] == [r.shape for r in reduced]
+        if layout == "unet":
+            (grad,) = torch.autograd.grad(out[0].sum(), maps[2])
+            assert grad.abs().sum() > 0
+        logits = former(maps, torch.randn(2, 32), z, [torch.randn(2, 4, 4, 4)] * 3)
+        assert logits.shape == (2, 3) and (layout == "unet") is reaches
+    with pytest.raises(ValueError, match="layout"):
+        UDCformer(3, layout="ring", **kw)
+
+
+def test_the_paper_preset_is_the_papers_model_and_the_shared_budgets_the_fair_one():
+    from udcbench.methods import get_method
+    from udcbench.methods.lrdif import model_description
+
+    for name in ("lrdif", "lrdif-s1", "lrdif-s2-v1"):
+        paper, cpu = (get_method(name).config(p).method_args for p in ("paper", "cpu"))
+        assert (paper["encoder"], paper["layout"], paper["label_dropout"]) == ("clip", "unet", 0.0)
+        assert (cpu["encoder"], cpu["layout"], cpu["label_dropout"]) == ("scratch", "sequence", 0.5)
+        assert model_description(paper).startswith("the paper's model: CLIP ViT-B-32 encoders, DT blocks U-Net")
+        assert model_description(cpu).startswith("the fair model: the shared trunk's E_I")
+    assert get_method("lrdif").config("quick").method_args["encoder"] == "scratch"
+
+
+def test_cli_trains_the_papers_model_with_a_local_clip_file_and_names_the_file_without_one(tmp_path, monkeypatch,
+                                                                                           tiny_clip):
+    import json
+
+    from typer.testing import CliRunner
+
+    from udcbench.cli import app
+
+    _, weights = tiny_clip
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["generate", "--n-train", "42", "--n-test", "14", "--size", "48"]).exit_code == 0
+    small = ["--set", "method_args.width=8", "--set", "method_args.token_dim=16", "--set", "method_args.z_dim=16",
+             "--set", "method_args.landmark_epochs=1", "--set", "max_steps=2", "--set", "input_size=48",
+             "--set", "epochs=1", "--set", "batch_size=8", "--set", "method_args.clip_model=udcbench-tiny-test"]
+    missing = runner.invoke(app, ["train", "lrdif", "--data", "data/synthetic", "--preset", "paper", *small])
+    assert missing.exit_code == 2, missing.output
+    assert "open_clip_pytorch_model.bin" in missing.output and "--clip FILE" in missing.output
+    study = runner.invoke(app, ["reproduce", "--preset", "paper"])  # refused before any data is made
+    assert study.exit_code == 2 and "--clip FILE" in study.output and not (tmp_path / "data" / "udc-synthetic").exists()
+    wrong = runner.invoke(app, ["train", "scn", "--preset", "paper", "--clip", str(weights)])
+    assert wrong.exit_code != 0 and "--clip is for" in wrong.output
+    result = runner.invoke(app, ["train", "lrdif", "--data", "data/synthetic", "--preset", "paper", *small,
+                                 "--clip", str(weights)])
+    assert result.exit_code == 0, result.output
+    for run in ("lrdif-s1-paper-s0", "lrdif-paper-s0"):
+        record = json.loads((tmp_path / "runs" / "synthetic" / run / "results.json").read_text())
+        assert record["notes"]["model"] == ("the paper's model: CLIP udcbench-tiny-test encoders, DT blocks U-Net "
+                                            "style, label dropout 0")
+        assert record["notes"]["clip_weights"]["file"] == str(weights.resolve())
+        assert "method_args.clip_weights" not in record["config_changes"]  # a file, not a recipe change
+        assert record["method_args"]["layout"] == "unet"
 
 
 def test_udcformer_classifies_from_z():

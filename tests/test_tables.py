@@ -256,6 +256,13 @@ def test_a_table_names_its_face_pretraining_and_the_methods_that_train_longer(tm
     assert not any("epochs" in n or "pre-trained" in n for n in plain.notes)
 
 
+def test_a_table_names_which_lrdif_its_runs_trained(tmp_path: Path):
+    rows = [result("resnet18", "ferplus", "toled", 0.8), result("lrdif", "ferplus", "toled", 0.8)]
+    rows[1]["record"]["notes"] = {"model": "the paper's model: CLIP ViT-B-32 encoders, DT blocks U-Net style"}
+    table = build_table(3, rows, data_root=tmp_path)
+    assert "lrdif runs: the paper's model: CLIP ViT-B-32 encoders, DT blocks U-Net style" in table.notes
+
+
 @pytest.mark.parametrize("condition, shown", [("toled", True), ("poled", False), ("lowlight", False)])
 def test_the_papers_column_is_shown_only_beside_the_papers_condition(tmp_path: Path, condition, shown):
     rows = [result(m, "ferplus", condition, 0.8) for m in ("scn", "resnet18")]

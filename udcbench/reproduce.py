@@ -24,6 +24,7 @@ from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
 from udcbench.files import read_json
 from udcbench.methods import get_method, method_names, study_methods, swept_method
+from udcbench.methods.base import clip_override
 from udcbench.pretrain import PRETRAINED, FacePretraining, pretrained_trunk
 from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
 from udcbench.workspace import Workspace, condition_folder
@@ -302,10 +303,12 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
 
 def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
               methods: list[str] | None = None, seeds: list[int] | None = None, condition: str | None = None,
-              steps: list[int] | None = None, device: str | None = None,
+              steps: list[int] | None = None, device: str | None = None, clip: Path | None = None,
               log: Callable[[str], None] = print) -> StudySummary:
-    """Run the study (see the module docstring); returns what was trained and written."""
+    """Run the study (see the module docstring); returns what was trained and written. ``clip``: the local
+    open_clip checkpoint of the methods with CLIP encoders (LRDif's paper model)."""
     study, names, methods, seeds, steps, condition = _resolve(preset, datasets, methods, seeds, steps, condition)
+    clip_overrides = _clip_overrides(methods, study.train_preset, clip)  # refused here, before anything trains
     start = time.perf_counter()
     summary = StudySummary()
     explicit = datasets is not None
@@ -332,6 +335,7 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
     first_stages: dict[Path, bool] = {}  # folder -> trained by this invocation
     for k, job in enumerate(jobs, 1):
         overrides, tag = job.overrides()
+        overrides = [*(overrides or []), *clip_overrides.get(job.method, [])] or None
         adapter = adapters[job.dataset][job.condition]
         stage1 = get_method(job.method).stage1
         first = stage1_plan(job.method, adapter, workspace.runs, study.train_preset, job.seed, overrides, None,
@@ -356,6 +360,19 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
                                        device, log, study.ablation)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _clip_overrides(methods: list[str], preset: str, clip: Path | None) -> dict[str, list[str]]:
+    """Per method, the override that hands it ``clip`` (methods with CLIP encoders only); every method's
+    configuration checked (``MethodSpec.check``: CLIP encoders without their file are refused before the study
+    starts)."""
+    from udcbench.config import apply_overrides
+
+    out = {name: clip_override(get_method(name), clip, strict=False) for name in methods}
+    for name, pairs in out.items():
+        if get_method(name).check is not None:
+            get_method(name).check(apply_overrides(get_method(name).config(preset), pairs))
+    return out
 
 
 def _rank0_first(distributed, work: Callable[[], T]) -> T:

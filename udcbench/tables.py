@@ -309,7 +309,8 @@ def _draw_notes(shown: list[dict[str, Any]], condition: str) -> list[str]:
 
 def _recipe_notes(shown: list[dict[str, Any]], preset: str, init: str) -> list[str]:
     """What the table's runs share and where they differ: the trunk they start from, when it is a face
-    pre-training (its task, recorded by the runs), and the methods whose epochs differ from the others'."""
+    pre-training (its task, recorded by the runs), the methods whose epochs differ from the others', and which
+    model a method trained where it has more than one (LRDif's paper model or its fair one, recorded by the run)."""
     notes = []
     tasks = sorted({r.get("record", {}).get("init_task") for r in shown} - {None})
     if tasks:
@@ -324,6 +325,12 @@ def _recipe_notes(shown: list[dict[str, Any]], preset: str, init: str) -> list[s
         other = sorted(f"{get_method(m).title} {'/'.join(str(n) for n in sorted(v))}" for m, v in epochs.items()
                        if v != {usual})
         notes.append(f"epochs at the {preset} preset: {', '.join(other)}; the others {usual}")
+    models: dict[str, set[str]] = {}  # which model a method with more than one trained (LRDif: the paper's or fair)
+    for r in shown:
+        model = (r.get("record", {}).get("notes") or {}).get("model")
+        if model:
+            models.setdefault(r["method"], set()).add(model)
+    notes += [f"{name} runs: {'; '.join(sorted(m))}" for name, m in sorted(models.items())]
     return notes
 
 

@@ -317,6 +317,8 @@ def reproduce_cmd(
     condition: Panel | None = typer.Option(None, help="UDC preset (default: poled for quick, toled otherwise)."),
     steps: str | None = typer.Option(None, help="Figure 6's diffusion step counts, comma-separated."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
+    clip: Path | None = typer.Option(None, "--clip", help="A local open_clip checkpoint for the methods with CLIP "
+                                     "encoders (the paper study's LRDif needs one)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and its cost; train nothing."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -328,7 +330,7 @@ def reproduce_cmd(
 
     Examples: udcbench reproduce ; udcbench reproduce --preset quick --dry-run ;
     udcbench reproduce --preset cpu --src-root /datasets --datasets ferplus ;
-    torchrun --nproc-per-node 4 -m udcbench reproduce --preset paper
+    torchrun --nproc-per-node 4 -m udcbench reproduce --preset paper --clip open_clip_pytorch_model.bin
     """
     from udcbench.reproduce import plan_study, reproduce
 
@@ -344,7 +346,7 @@ def reproduce_cmd(
         return
     summary = reproduce(preset, load_workspace(), datasets=datasets, src_root=src_root, methods=methods,
                         seeds=seeds, condition=condition, steps=_parse_steps(steps) if steps else None,
-                        device=device, log=stderr.print)
+                        device=device, clip=clip, log=stderr.print)
     if as_json:
         from udcbench.tables import table_records
 

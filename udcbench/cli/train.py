@@ -24,6 +24,7 @@ from udcbench.engine.runs import STORE, execute, resolve_run
 from udcbench.errors import UdcbenchError
 from udcbench.files import read_json
 from udcbench.methods import get_method, is_first_stage, method_names
+from udcbench.methods.base import clip_override
 from udcbench.pretrain import PRETRAINED, FacePretraining
 from udcbench.progress import stderr
 from udcbench.workspace import load_workspace
@@ -54,6 +55,8 @@ def train_cmd(
     seed: int = typer.Option(0, help="Seed (split, initialisation, order, augmentation)."),
     out: Path | None = typer.Option(None, "--out", help="Runs folder (default: runs/)."),
     weights: Path | None = typer.Option(None, help="MS-Celeb-1M ResNet-18 checkpoint (local file)."),
+    clip: Path | None = typer.Option(None, "--clip", help="LRDif / LLDif: a local open_clip checkpoint for the CLIP "
+                                     "encoders (the paper preset's model needs one; nothing is downloaded)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Override a config field: KEY=VALUE."),
     resume: bool = typer.Option(False, help="Continue the run from its last checkpoint."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
@@ -70,11 +73,16 @@ def train_cmd(
     Two-stage methods (lrdif and its Table 5 variants lrdif-s2-v1, -v2, -v4) train their stage 1
     (lrdif-s1, shared by all variants) first unless --from names one.
 
+    The paper preset of lrdif is the paper's model (CLIP encoders, --clip FILE); the other presets train the fair
+    model on the baselines' trunk.
+
     Examples: udcbench train resnet18 --data data/ferplus ; udcbench train scn --data data/udc-ferplus --preset cpu ;
-    udcbench train dan --preset paper --weights msceleb_resnet18.pth ; udcbench train eac --data data/ferplus --resume
+    udcbench train dan --preset paper --weights msceleb_resnet18.pth ; udcbench train eac --data data/ferplus --resume ;
+    udcbench train lrdif --data data/udc-ferplus --preset paper --clip open_clip_pytorch_model.bin
     """
     spec = get_method(method)
     check_device(device)
+    set_ = [*(set_ or []), *clip_override(spec, clip)]
     if stage not in (None, 1, 2) or (stage is not None and spec.stage1 is None and not is_first_stage(spec.name)):
         raise UdcbenchError("--stage is 1 or 2, for two-stage methods (lrdif) only")
     if stage == 1 and spec.stage1:

@@ -32,13 +32,14 @@ def git_commit() -> str | None:
 
 def config_changes(config: TrainConfig, spec: MethodSpec) -> dict[str, Any]:
     """Fields of ``config`` that differ from its preset in ``spec`` (the ``--set`` overrides), besides seed,
-    weights, the run settings (:data:`~udcbench.config.RUN_SETTINGS`) and the argument naming a stage-1 run."""
+    weights, the run settings (:data:`~udcbench.config.RUN_SETTINGS`), the argument naming a stage-1 run and those
+    naming weights files (``MethodSpec.file_args``)."""
     preset = spec.config(config.preset)
     ours, theirs = config.to_json(), preset.to_json()
     changes = {k: v for k, v in ours.items()
                if k not in ("seed", "weights", "method_args", *RUN_SETTINGS) and theirs[k] != v}
     for key in set(config.method_args) | set(preset.method_args):
-        if key != spec.stage1_arg and config.method_args.get(key) != preset.method_args.get(key):
+        if key not in (spec.stage1_arg, *spec.file_args) and config.method_args.get(key) != preset.method_args.get(key):
             changes[f"method_args.{key}"] = config.method_args.get(key)
     return changes
 

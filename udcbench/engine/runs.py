@@ -122,7 +122,10 @@ def resolve_run(method: str, adapter: DatasetAdapter, out: Path, preset: str = "
     kill); otherwise an existing folder needs ``resume`` or ``overwrite``."""
     spec = get_method(method)
     checked = apply_overrides(spec.config(preset), overrides)
-    replace(checked, method_args=spec.args_for(checked)).validate()
+    checked = replace(checked, method_args=spec.args_for(checked))
+    checked.validate()
+    if spec.check is not None:
+        spec.check(checked)
     out = Path(out)
     stages: list[Stage] = []
     extra = {}

@@ -125,6 +125,12 @@ class MethodSpec:
     #: --details``); ``()``: checked against the authors' code, none found; None: not checked. The trunk's start
     #: (the authors' MS-Celeb or ImageNet weights, here ``--weights FILE`` or none) is the run's recorded init.
     departures: tuple[str, ...] | None = None
+    #: Method arguments that name a local weights file (LRDif's ``clip_weights``): like ``--weights``, where the
+    #: file lies is not a change of recipe (the run records the file and its sha256).
+    file_args: tuple[str, ...] = ()
+    #: Refuses, with a one-line error, a configuration the method cannot train (LRDif's CLIP encoders without
+    #: their file), before any data loads.
+    check: Callable[[TrainConfig], None] | None = None
 
     def config(self, preset: str = "cpu") -> TrainConfig:
         if preset not in PRESETS:
@@ -153,6 +159,20 @@ class MethodSpec:
             raise UdcbenchError(f"{self.name}: unknown method_args {sorted(unknown)} "
                                 f"(known: {sorted(self.method_args)})")
         return {**self.method_args, **config.method_args}
+
+
+def clip_override(spec: MethodSpec, clip: Path | None, strict: bool = True) -> list[str]:
+    """``--clip FILE`` as the override of a method's CLIP weights (``[]`` without a file). A method without CLIP
+    encoders is refused (``strict``) or left as it is (a study's other methods)."""
+    if clip is None:
+        return []
+    if not Path(clip).is_file():
+        raise UdcbenchError(f"--clip: no file at {clip} (a local open_clip checkpoint; nothing is downloaded)")
+    if "clip_weights" not in spec.file_args:
+        if strict:
+            raise UdcbenchError(f"--clip is for the methods with CLIP encoders (lrdif, lldif), not {spec.name}")
+        return []
+    return [f"method_args.clip_weights={Path(clip).resolve()}"]
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

@@ -19,7 +19,15 @@ LRDIF_PAPER = {"input_size": 112, "optimizer": "adam", "lr": 3.5e-4, "weight_dec
 LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperature": 1.0, "encoder": "scratch",
               "clip_model": "ViT-B-32", "clip_weights": None, "landmark_epochs": 3, "landmark_source": "auto",
               "from_run": None, "width": 64, "blocks": [1, 1, 1], "token_dim": 128, "tokens_per_scale": 2, "depth": 2,
-              "window": None, "label_dropout": 0.5}
+              "window": None, "label_dropout": 0.5, "layout": "sequence"}
+#: The paper's model, LRDif's ``paper`` preset: CLIP's image and text towers as E_I and E_L (``--clip FILE``), the
+#: DT blocks U-Net style, no label dropout. The shared budgets keep the fair model of ``LRDIF_ARGS`` (the
+#: baselines' trunk, learned label embeddings), which they compare with the baselines.
+LRDIF_PAPER_MODEL = {"encoder": "clip", "layout": "unet", "label_dropout": 0.0}
+#: The CLIP checkpoint the paper's model needs (the paper names neither the model nor its weights).
+CLIP_FILE_HINT = ("an open_clip checkpoint of ViT-B-32, e.g. open_clip_pytorch_model.bin of "
+                  "laion/CLIP-ViT-B-32-laion2B-s34B-b79K (OpenAI's weights: --set method_args.clip_model="
+                  "ViT-B-32-quickgelu)")
 #: The shared cpu budget (the baselines' recipe, label smoothing as the control's), its epochs split over the two
 #: stages: 3 + 12 LRDif epochs cost 1.51x the control's 15 by training throughput (bf16, 64 px, docs/lrdif.md).
 #: The gradient norm is clipped at 5, as EAC's: at the shared peak lr (SGD 0.1) stage 1 of seed 2 on
@@ -28,12 +36,12 @@ LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperatur
 LRDIF_CPU_CLIP = 5.0
 LRDIF_CPU_STAGE1 = {"label_smoothing": 0.1, "epochs": 3, "grad_clip": LRDIF_CPU_CLIP}
 LRDIF_CPU_STAGE2 = {"label_smoothing": 0.1, "epochs": 12, "grad_clip": LRDIF_CPU_CLIP}
-#: Where every preset of the fair ``lrdif`` (the shared ResNet-18 trunk) differs from the paper's model.
+#: Where the ``paper`` preset (the paper's model) is known to differ from the paper, which gives no code.
 LRDIF_DEPARTURES = (
-    "E_I and E_L are the shared ResNet-18 trunk's pooled feature and learned label embeddings, not CLIP's image and "
-    "text encoders (method_args.encoder=clip with clip_weights=FILE takes a local open_clip checkpoint)",
-    "the UDCformer's DT blocks are stacked in sequence, not U-Net style",
-    "stage 1 drops the label for half the images (label_dropout 0.5), which the paper does not describe",
+    "the paper names neither its CLIP model nor its weights: ViT-B-32 by default (method_args.clip_model, --clip FILE)",
+    "the DT and DIL blocks run on the ResNet-18 trunk's layer2-4 maps (projected to 64 channels); the paper does not "
+    "say what feeds them",
+    "the DIL blocks' cross-attention window is the whole map; the paper does not give its window size",
 )
 #: The arguments stage 1 never reads (its model has the diffusion, untrained and unused): overriding them, as
 #: Figure 6's sweep does, reuses the shared stage 1.
@@ -46,12 +54,22 @@ LRDIF_STAGE2_ARGS = ("steps", "parameterization", "kl_temperature")
 LRDIF_QUICK_ARGS = {"landmark_epochs": 1}
 
 
+def _check_clip(config: TrainConfig) -> None:
+    """CLIP encoders need their local file: refused with the file and the flag named."""
+    a = config.method_args
+    if a["encoder"] == "clip" and not a["clip_weights"]:
+        raise UdcbenchError(f"{config.method} at the {config.preset} preset encodes with CLIP and needs "
+                            f"{CLIP_FILE_HINT}: pass --clip FILE (nothing is downloaded), or train the fair "
+                            "model on the shared trunk (--preset cpu, or --set method_args.encoder=scratch)")
+
+
 def _lrdif_builder(variant: str, lldif: bool = False) -> Callable[[int, TrainConfig], FERModel]:
     def build(num_classes: int, config: TrainConfig) -> FERModel:
         from lrdif.lldif import LLDif
         from lrdif.model import LRDif
 
         a = config.method_args
+        _check_clip(config)
         encoder = a["encoder"] if a["encoder"] != "auto" else ("clip" if a["clip_weights"] else "scratch")
         model, extra = (LLDif, {"captions": bool(a["captions"])}) if lldif else (LRDif, {})
         try:
@@ -62,11 +80,21 @@ def _lrdif_builder(variant: str, lldif: bool = False) -> Callable[[int, TrainCon
                          mean=config.mean, std=config.std, blocks=a["blocks"], token_dim=int(a["token_dim"]),
                          tokens_per_scale=int(a["tokens_per_scale"]), depth=int(a["depth"]),
                          window=None if a["window"] is None else int(a["window"]),
-                         label_dropout=float(a["label_dropout"]), label_smoothing=config.label_smoothing, **extra)
+                         label_dropout=float(a["label_dropout"]), label_smoothing=config.label_smoothing,
+                         layout=a.get("layout", "sequence"), **extra)
         except FileNotFoundError as exc:
             raise UdcbenchError(str(exc)) from None
 
     return build
+
+
+def model_description(args: dict) -> str:
+    """Which LRDif a run trains, in the words its record and the tables use."""
+    clip = args["encoder"] == "clip" or (args["encoder"] == "auto" and args.get("clip_weights"))
+    encoders = f"CLIP {args['clip_model']} encoders" if clip else "the shared trunk's E_I, learned E_L"
+    layout = "DT blocks U-Net style" if args.get("layout") == "unet" else "DT blocks in sequence"
+    kind = "the paper's model" if clip and args.get("layout") == "unet" else "the fair model"
+    return f"{kind}: {encoders}, {layout}, label dropout {float(args['label_dropout']):g}"
 
 
 def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
@@ -75,6 +103,11 @@ def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
     freeze FPEN_S1 and its encoders."""
     config = context.config
     args = config.method_args
+    context.notes["model"] = model_description(args)
+    if args.get("clip_weights") and model.encoders.kind == "clip":
+        from baselines.backbone import sha256_file
+
+        context.notes["clip_weights"] = {"file": str(args["clip_weights"]), "sha256": sha256_file(args["clip_weights"])}
     if model.variant.stage == 2:
         source = context.stage1_run
         if source is None:
@@ -102,9 +135,10 @@ for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "
         backbone="ResNet-18 + UDCformer + diffusion",
         paper="Wang, Zhang, Sankaranarayana, LRDif: Diffusion Models for UDC Emotion Recognition, arXiv 2402.00250",
         description=f"LRDif variant {_variant} (Table 5).", paper_recipe=LRDIF_PAPER,
-        cpu_recipe=LRDIF_CPU_STAGE1 if _variant == "s1" else LRDIF_CPU_STAGE2, method_args=dict(LRDIF_ARGS),
+        cpu_recipe=LRDIF_CPU_STAGE1 if _variant == "s1" else LRDIF_CPU_STAGE2,
+        method_args={**LRDIF_ARGS, **LRDIF_PAPER_MODEL}, cpu_method_args={k: LRDIF_ARGS[k] for k in LRDIF_PAPER_MODEL},
         quick_method_args=LRDIF_QUICK_ARGS, prepare=_lrdif_prepare,
-        departures=LRDIF_DEPARTURES,
+        departures=LRDIF_DEPARTURES, file_args=("clip_weights",), check=_check_clip,
         stage1=None if _variant == "s1" else "lrdif-s1", oracle=_variant == "s1",
         stage2_args=() if _variant == "s1" else LRDIF_STAGE2_ARGS,
         ablation_only=_variant in ("s2-v1", "s2-v2", "s2-v4"),  # Table 5's rows besides the paper's model
@@ -129,6 +163,7 @@ for _variant, _title in (("s1", "LLDif stage 1 (oracle: label and caption in)"),
         # the paper's hyper-parameters are not at hand: LRDif's recipe at every preset (docs/lrdif.md)
         paper_recipe=LRDIF_PAPER, cpu_recipe=LRDIF_CPU_STAGE1 if _variant == "s1" else LRDIF_CPU_STAGE2,
         method_args=dict(LLDIF_ARGS), quick_method_args=LRDIF_QUICK_ARGS, prepare=_lrdif_prepare,
+        file_args=("clip_weights",), check=_check_clip,
         stage1=None if _variant == "s1" else "lldif-s1", oracle=_variant == "s1",
         stage2_args=() if _variant == "s1" else LRDIF_STAGE2_ARGS,
         in_quick_study=False, study_kinds=("lowlight",),  # the low-light sibling: low-light studies only
