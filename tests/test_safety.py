@@ -286,6 +286,56 @@ def test_a_damaged_store_is_set_aside_and_rebuilt_from_the_run_folders(workspace
     assert rebuilt.exit_code == 0 and len(json.loads(rebuilt.stdout)) == 2
 
 
+def test_a_full_or_read_only_disk_never_sets_a_healthy_store_aside(workspace, monkeypatch):
+    import sqlite3
+
+    from udcbench.engine import store as store_module
+
+    assert _train().exit_code == 0
+    store = workspace / "runs" / "results.sqlite"
+    before = store.read_bytes()
+    real = sqlite3.connect
+
+    def full_disk(database, *args, uri=False, **kw):  # any open for writing fails as on a full or read-only disk
+        if not uri or "mode=ro" not in str(database):
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(database, *args, uri=uri, **kw)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", full_disk)
+    listed = runner.invoke(app, ["runs", "--json"])  # a listing reads without writing
+    assert listed.exit_code == 0 and [r["method"] for r in json.loads(listed.stdout)] == ["test_cnn"]
+    table = runner.invoke(app, ["table", "1", "-d", "synthetic", "--json"])
+    assert table.exit_code == 0, table.output
+    trained = _train("--seed", "1")  # the store cannot take the record: said in one line before training
+    assert trained.exit_code == 2 and "database or disk is full" in trained.output and "left as it is" in trained.output
+    assert not (workspace / "runs" / "synthetic" / "test_cnn-smoke-s1").exists()
+    assert store.read_bytes() == before and not list((workspace / "runs").glob("results.sqlite.damaged-*"))
+
+
+@pytest.mark.parametrize("content", ["empty", "foreign"])
+def test_an_empty_or_foreign_store_is_rebuilt_from_the_run_folders_before_training(workspace, content):
+    import sqlite3
+
+    assert _train().exit_code == 0
+    store = workspace / "runs" / "results.sqlite"
+    store.unlink()
+    for extra in ("-wal", "-shm"):
+        Path(f"{store}{extra}").unlink(missing_ok=True)
+    if content == "empty":
+        store.touch()
+    else:
+        with sqlite3.connect(store) as db:
+            db.execute("CREATE TABLE results (id INTEGER, score REAL)")
+    listed = runner.invoke(app, ["runs", "--json"])  # never silently empty
+    assert listed.exit_code == 0 and [r["seed"] for r in json.loads(listed.stdout)] == [0]
+    assert "rebuilt from the run folders" in listed.output
+    store.unlink()
+    store.touch() if content == "empty" else sqlite3.connect(store).execute("CREATE TABLE results (id INTEGER)")
+    trained = _train("--seed", "1")
+    assert trained.exit_code == 0, trained.output
+    assert {r["seed"] for r in json.loads(runner.invoke(app, ["runs", "--json"]).stdout)} == {0, 1}
+
+
 def test_a_bad_record_row_is_skipped_with_a_warning(workspace):
     import sqlite3
 

@@ -175,9 +175,12 @@ def execute(run: ResolvedRun, device: str | None = None, cache_dir: Path | None 
     folder."""
     from baselines import distributed
     from udcbench.engine.runtime import runtime
+    from udcbench.engine.store import check_store
     from udcbench.engine.trainer import train
 
     rt = runtime(device)
+    if rt.main:  # a store that cannot take the record is said (or rebuilt) now, not after the training
+        check_store(run.store)
     distributed.barrier()  # every rank has resolved before rank 0 changes a folder
     record: dict = {}
     for stage in run.stages:

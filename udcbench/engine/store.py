@@ -1,7 +1,8 @@
 """The results store: one SQLite file across runs (safe when several runs finish at once).
 
-The run folders are the source of truth: a damaged store is set aside and rebuilt from them
-(:func:`rebuild`, ``udcbench runs --rebuild``).
+The run folders are the source of truth: a damaged store (empty, another program's, not a database) is set aside
+and rebuilt from them (:func:`rebuild`, ``udcbench runs --rebuild``); a full disk or read-only media leave it as
+it is, and a listing reads it read-only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from udcbench.errors import UdcbenchError
 from udcbench.files import read_json
 from udcbench.progress import stderr
 
@@ -24,26 +26,91 @@ _SCHEMA = f"""CREATE TABLE IF NOT EXISTS results (
     {', '.join(c + ' PRIMARY KEY' if c == 'run_id' else c for c in COLUMNS)}, record TEXT)"""
 
 
+#: SQLite's result codes for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB); any other error (a full disk,
+#: read-only media, a lock) leaves the store as it is.
+_DAMAGE_CODES = (11, 26)
+
+
+class StoreDamage(sqlite3.DatabaseError):
+    """The file is not a udcbench store: empty, another program's database, or not a database."""
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    if isinstance(exc, StoreDamage):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code in _DAMAGE_CODES
+    return any(s in str(exc) for s in ("not a database", "malformed"))
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(results)")}
+    if not columns:
+        raise StoreDamage(f"{path} holds no results table" + (" (an empty file)" if path.stat().st_size == 0 else ""))
+    if not {*COLUMNS, "record"} <= columns:
+        raise StoreDamage(f"{path} has another program's results table (columns {sorted(columns)})")
+
+
 def _open(path: Path) -> sqlite3.Connection:
+    """The store for writing, created when missing; raises :class:`StoreDamage` for a file that is not one."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.is_file() and path.stat().st_size > 0
+    if path.is_file() and not existed:
+        raise StoreDamage(f"{path} is an empty file")
     db = sqlite3.connect(path, timeout=60)
     try:
+        if existed:
+            _check_schema(db, path)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(_SCHEMA)
-        db.execute("SELECT count(*) FROM results").fetchone()
     except sqlite3.DatabaseError:
         db.close()
         raise
     return db
 
 
+def _open_read(path: Path) -> sqlite3.Connection:
+    """The store read-only (a listing never writes; read-only media can be read)."""
+    if path.stat().st_size == 0:
+        raise StoreDamage(f"{path} is an empty file")
+    uri = path.resolve().as_uri()
+    try:
+        db = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=60)
+        _check_schema(db, path)
+    except sqlite3.OperationalError:  # a WAL store on media where its -shm file cannot be made
+        db = sqlite3.connect(uri + "?immutable=1", uri=True, timeout=60)
+        _check_schema(db, path)
+    return db
+
+
+def _unusable(path: Path, exc: sqlite3.DatabaseError) -> UdcbenchError:
+    return UdcbenchError(f"the results store {path} cannot be used: {exc} (left as it is; free space or make it "
+                         "writable, then run again)")
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    """The store, created when missing; a damaged one is set aside and rebuilt from the run folders."""
+    """The store for writing, created when missing; a damaged one (empty, foreign, not a database) is set aside
+    and rebuilt from the run folders; any other error (a full disk, read-only media) is one line and leaves the
+    store as it is."""
     try:
         return _open(path)
     except sqlite3.DatabaseError as exc:
+        if not _is_damage(exc):
+            raise _unusable(path, exc) from None
         rebuild(path, reason=str(exc))
         return _open(path)
+
+
+def check_store(path: Path) -> None:
+    """Before a run trains: the store it will write to opens (rebuilt first when damaged), so that a store
+    problem is said before the training, not after it."""
+    connect(Path(path)).close()
+
+
+def _records_in_folders(root: Path) -> list[dict[str, Any]]:
+    files = sorted([*root.glob("*/*/results.json"), *root.glob("*/*/eval-*.json")])
+    return [r for r in map(read_json, files) if isinstance(r, dict) and r.get("run_id")]
 
 
 def rebuild(path: Path, reason: str | None = None) -> int:
@@ -58,8 +125,7 @@ def rebuild(path: Path, reason: str | None = None) -> int:
         stderr.print(f"[yellow]warning:[/] {path} " + (f"is damaged ({reason}); " if reason else "")
                      + f"set aside as {aside.name}, rebuilt from the run folders", highlight=False)
     db = _open(path)
-    files = sorted([*path.parent.glob("*/*/results.json"), *path.parent.glob("*/*/eval-*.json")])
-    records = [r for r in map(read_json, files) if isinstance(r, dict) and r.get("run_id")]
+    records = _records_in_folders(path.parent)
     try:
         with db:
             for record in records:
@@ -96,12 +162,29 @@ def save_result(path: Path, record: dict[str, Any]) -> None:
 
 
 def load_results(path: Path) -> list[dict[str, Any]]:
-    """Every record of the store, oldest first; a row whose record does not parse is skipped with a warning."""
+    """Every record of the store, oldest first, read without writing; a row whose record does not parse is
+    skipped with a warning. A damaged store is rebuilt from the run folders (or, where it cannot be written,
+    they are read directly)."""
+    path = Path(path)
     if not path.is_file():
         return []
-    db = connect(path)
+    try:
+        db = _open_read(path)
+    except sqlite3.DatabaseError as exc:
+        if not _is_damage(exc):
+            raise _unusable(path, exc) from None
+        try:
+            rebuild(path, reason=str(exc))
+            db = _open_read(path)
+        except (OSError, sqlite3.OperationalError):
+            stderr.print(f"[yellow]warning:[/] {path} is damaged ({exc}) and cannot be rebuilt here: read the "
+                         "run folders instead", highlight=False)
+            records = sorted(_records_in_folders(path.parent), key=lambda r: str(r.get("created")))
+            return [{**row_of(r), "record": r} for r in records]
     try:
         rows = db.execute(f"SELECT {', '.join(COLUMNS)}, record FROM results ORDER BY created").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise _unusable(path, exc) from None
     finally:
         db.close()
     results = []
