@@ -498,3 +498,28 @@ def test_train_and_synth_report_missing_images_as_info_does(rafdb_root, tmp_path
     assert synth.exit_code == 0 and "1 images listed in" in synth.output
     train = runner.invoke(app, ["train", "test_cnn", "--data", str(rafdb_root), "--preset", "smoke"])
     assert "1 images listed in" in train.output
+
+
+# -- issue 36: names read from records and manifests never become paths outside the output folder ------------
+@pytest.mark.parametrize("name", ["ABSOLUTE", "../../escaped"])
+def test_a_crafted_record_never_makes_the_leaderboard_write_outside_its_folder(workspace, name):
+    assert _train().exit_code == 0
+    target = workspace / "outside.yaml"
+    crafted = str(target.with_suffix("")) if name == "ABSOLUTE" else name
+    results = workspace / "runs" / "synthetic" / "test_cnn-smoke-s0" / "results.json"
+    results.write_text(json.dumps({**json.loads(results.read_text()), "method": crafted}))
+    rebuilt = runner.invoke(app, ["runs", "--rebuild", "--json"])
+    assert rebuilt.exit_code == 0 and json.loads(rebuilt.stdout) == []
+    assert "not a plain name" in " ".join(rebuilt.output.split())
+    runner.invoke(app, ["leaderboard", "--publish", "cards"])
+    assert not target.exists() and not (workspace / "escaped.yaml").exists()
+    assert not [p for p in workspace.rglob("*.yaml") if "cards" not in p.parts and "data" not in p.parts]
+
+
+def test_a_manifest_naming_a_path_as_its_dataset_is_refused_before_a_figure_is_written(workspace):
+    assert runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", "data/udc"]).exit_code == 0
+    manifest = workspace / "data" / "udc" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "dataset": "x/../../../../ESCAPED"}))
+    result = runner.invoke(app, ["figure", "3", "--clean", "data/udc", "--udc", "data/udc"])
+    assert result.exit_code == 2 and "not a plain name" in " ".join(result.output.split())
+    assert not list(workspace.parent.rglob("*ESCAPED*")) and not (workspace / "results" / "figures").exists()

@@ -22,7 +22,7 @@ import yaml
 from udcbench.compare import Side, separated_better
 from udcbench.engine.metrics import chance_accuracy
 from udcbench.errors import UdcbenchError
-from udcbench.files import write_atomic, write_csv
+from udcbench.files import check_name, write_atomic, write_csv
 from udcbench.methods import get_method
 from udcbench.paper import paper_numbers
 from udcbench.tables import dataset_title, usable
@@ -159,7 +159,7 @@ def publish(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for method in sorted({r["method"] for r in rows}):
-        path = out_dir / f"{method}.yaml"
+        path = out_dir / f"{check_name(method, 'method in the results store')}.yaml"
         write_atomic(path, yaml.safe_dump(model_index(method, rows), sort_keys=False, allow_unicode=True))
         paths.append(path)
     return paths

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from udcbench.errors import DatasetNotFoundError, UdcbenchError, UnreadableImageError, unknown_name
+from udcbench.files import check_name
 from udcbench.labels import label_names
 
 #: Canonical split names; adapters map their own names onto these.
@@ -173,7 +174,8 @@ class DatasetAdapter(ABC):
     def origin(self) -> str:
         """The dataset the images come from: the manifest's name for a synthesised or generated copy
         (``data/udc-synthetic`` read as an image folder is still ``synthetic``), else the adapter's name."""
-        return str(self.manifest.get("dataset") or self.name)
+        name = self.manifest.get("dataset") or self.name
+        return check_name(name, f"{self.root}/manifest.json dataset") if name != self.name else name
 
     @property
     def num_classes(self) -> int:

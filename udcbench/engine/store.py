@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from udcbench.errors import UdcbenchError
-from udcbench.files import read_json
+from udcbench.files import check_name, read_json
 from udcbench.progress import stderr
 
 COLUMNS = (
@@ -108,9 +108,26 @@ def check_store(path: Path) -> None:
     connect(Path(path)).close()
 
 
+#: The record fields that later become parts of file names (cards, figures, tables): plain names only.
+NAME_FIELDS = ("method", "dataset", "condition", "preset")
+
+
+def _plain(record: dict[str, Any], source: Path | str) -> bool:
+    """Whether a record's names are plain names; one that is not is left out with a warning (a crafted record
+    never reaches a path)."""
+    try:
+        for field in NAME_FIELDS:
+            if record.get(field) is not None:
+                check_name(record[field], f"{source}: {field}")
+    except UdcbenchError as exc:
+        stderr.print(f"[yellow]warning:[/] skipped a record: {exc}", highlight=False)
+        return False
+    return True
+
+
 def _records_in_folders(root: Path) -> list[dict[str, Any]]:
     files = sorted([*root.glob("*/*/results.json"), *root.glob("*/*/eval-*.json")])
-    return [r for r in map(read_json, files) if isinstance(r, dict) and r.get("run_id")]
+    return [r for f, r in zip(files, map(read_json, files)) if isinstance(r, dict) and r.get("run_id") and _plain(r, f)]
 
 
 def rebuild(path: Path, reason: str | None = None) -> int:
@@ -195,5 +212,6 @@ def load_results(path: Path) -> list[dict[str, Any]]:
             stderr.print(f"[yellow]warning:[/] {path}: skipped the unreadable record of {row[0]} "
                          "('udcbench runs --rebuild' rebuilds the store from the run folders)", highlight=False)
             continue
-        results.append({**dict(zip(COLUMNS, row[:-1])), "record": record})
+        if _plain(record, path):
+            results.append({**dict(zip(COLUMNS, row[:-1])), "record": record})
     return results
