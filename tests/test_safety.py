@@ -523,3 +523,34 @@ def test_a_manifest_naming_a_path_as_its_dataset_is_refused_before_a_figure_is_w
     result = runner.invoke(app, ["figure", "3", "--clean", "data/udc", "--udc", "data/udc"])
     assert result.exit_code == 2 and "not a plain name" in " ".join(result.output.split())
     assert not list(workspace.parent.rglob("*ESCAPED*")) and not (workspace / "results" / "figures").exists()
+
+
+# -- issue 36: run folders: replaced only when udcbench's, one writer at a time ------------------------------
+def test_overwrite_never_deletes_a_run_folder_udcbench_did_not_write(workspace):
+    run = workspace / "runs" / "synthetic" / "test_cnn-smoke-s0"
+    run.mkdir(parents=True)
+    (run / "thesis.txt").write_text("years of work")
+    result = _train("--overwrite")
+    assert result.exit_code == 2 and "udcbench did not write it" in " ".join(result.output.split())
+    assert (run / "thesis.txt").read_text() == "years of work"
+    (run / "thesis.txt").unlink()
+    (run / "config.json").write_text("{}")  # hand-written: never "a run stopped before its first epoch"
+    plain = _train()
+    assert plain.exit_code == 2 and (run / "config.json").read_text() == "{}"
+    (run / "config.json").unlink()
+    run.rmdir()
+    assert _train().exit_code == 0 and (run / "udcbench-run.json").is_file()
+    again = _train("--overwrite")  # its own: replaced
+    assert again.exit_code == 0, again.output
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_in_one_line(workspace):
+    from udcbench.files import folder_lock
+
+    run = workspace / "runs" / "synthetic" / "test_cnn-smoke-s0"
+    with folder_lock(run, "run folder"):  # as another command training it
+        result = _train()
+        assert result.exit_code == 2 and "another udcbench is writing" in " ".join(result.output.split())
+        assert f"pid {__import__('os').getpid()}" in " ".join(result.output.split())
+    assert not run.exists()
+    assert _train().exit_code == 0  # the lock went with its holder

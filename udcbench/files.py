@@ -9,7 +9,9 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,36 @@ def remove_own_output(folder: Path, what: str, name: str = "manifest.json") -> N
         raise UdcbenchError(f"refusing to delete {folder}: it holds no udcbench {name}, so it is not a udcbench "
                             f"{what}; choose a new or empty folder")
     shutil.rmtree(folder)
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str = "folder") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` while writing it: a ``.<name>.lock`` file beside it, locked with
+    ``flock`` (released when the process ends, even when it is killed: no stale lock). A second writer is refused
+    in one line naming the holder. Where ``flock`` does not exist (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UdcbenchError(f"another udcbench is writing the {what} {folder} ({holder}); wait for it to end or "
+                                "write elsewhere") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
+from udcbench import __version__
 from udcbench.config import RUN_SETTINGS, TrainConfig, apply_overrides
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.errors import UdcbenchError
-from udcbench.files import check_name, read_json
+from udcbench.files import check_name, folder_lock, read_json, write_json
 from udcbench.methods import MethodSpec, get_method
 
 STORE = "results.sqlite"
@@ -33,10 +36,38 @@ def finished(run_dir: Path) -> dict | None:
     return read_json(Path(run_dir) / "results.json")
 
 
+#: The first file the trainer writes in a run folder: it marks the folder as udcbench's own, so that only such
+#: folders are ever replaced (``--overwrite``, a run stopped before its first epoch).
+RUN_MARKER = "udcbench-run.json"
+
+
+def mark_run_folder(run_dir: Path) -> None:
+    """Write the marker (the trainer does, before anything else in the folder)."""
+    write_json(Path(run_dir) / RUN_MARKER, {"udcbench_version": __version__, "created": datetime.now().isoformat()})
+
+
+def own_run_folder(run_dir: Path) -> bool:
+    """Whether udcbench wrote ``run_dir``: its marker, or (folders from before the marker) a finished run's record
+    naming a udcbench version."""
+    run_dir = Path(run_dir)
+    if run_dir.is_symlink() or not run_dir.is_dir():
+        return False
+    if isinstance(read_json(run_dir / RUN_MARKER), dict):
+        return True
+    record = read_json(run_dir / "results.json")
+    return isinstance(record, dict) and bool((record.get("versions") or {}).get("udcbench"))
+
+
 def _never_trained(run_dir: Path) -> bool:
-    """A run folder holding only what the trainer writes before the first epoch ends."""
-    return run_dir.is_dir() and not run_dir.is_symlink() and {p.name for p in run_dir.iterdir()} <= {
-        "config.json", "metrics.jsonl"}
+    """A run folder of udcbench's holding only what the trainer writes before the first epoch ends."""
+    return own_run_folder(run_dir) and {p.name for p in run_dir.iterdir()} <= {RUN_MARKER, "config.json",
+                                                                               "metrics.jsonl"}
+
+
+def _refuse_foreign(run_dir: Path) -> None:
+    if run_dir.exists() and not own_run_folder(run_dir):
+        raise UdcbenchError(f"refusing to replace {run_dir}: udcbench did not write it (no {RUN_MARKER} or run "
+                            "record); move it away or pass --tag NAME to train into another folder")
 
 
 def run_config(method: str, preset: str, seed: int, overrides: list[str] | None, weights: Path | None) -> TrainConfig:
@@ -162,6 +193,8 @@ def resolve_run(method: str, adapter: DatasetAdapter, out: Path, preset: str = "
         action = "retrain"
     else:
         action = "train"
+    if action == "retrain":
+        _refuse_foreign(run_dir)
     config = run_config(method, preset, seed, overrides, weights)
     config.method_args.update(extra)
     stages.append(Stage(spec, config, run_dir, action, note))
@@ -189,14 +222,26 @@ def execute(run: ResolvedRun, device: str | None = None, cache_dir: Path | None 
         if stage.action == "finished":
             record = finished(stage.run_dir) or {}
             continue
-        if stage.action == "retrain" and rt.main:
-            shutil.rmtree(stage.run_dir)
-        distributed.barrier()
-        log(f"training {stage.spec.name} ({stage.config.preset}) on {run.adapter.describe()} -> {stage.run_dir}"
-            + (" (resumed)" if stage.action == "resume" else ""))
-        record = train(stage.config, run.adapter, stage.run_dir, store=run.store, resume=stage.action == "resume",
-                       device=device, cache_dir=cache_dir, spec=stage.spec)
+        with folder_lock(stage.run_dir, "run folder") if rt.main else nullcontext():  # one writer per run folder
+            if rt.main:
+                _check_unchanged(stage)
+            if stage.action == "retrain" and rt.main:
+                shutil.rmtree(stage.run_dir)
+            distributed.barrier()
+            log(f"training {stage.spec.name} ({stage.config.preset}) on {run.adapter.describe()} -> {stage.run_dir}"
+                + (" (resumed)" if stage.action == "resume" else ""))
+            record = train(stage.config, run.adapter, stage.run_dir, store=run.store,
+                           resume=stage.action == "resume", device=device, cache_dir=cache_dir, spec=stage.spec)
     return record
+
+
+def _check_unchanged(stage: Stage) -> None:
+    """Under the folder's lock: the folder is as the run was resolved (another command may have written it in
+    between), and a folder to be replaced is udcbench's."""
+    if stage.action == "train" and stage.run_dir.exists() and any(stage.run_dir.iterdir()):
+        raise UdcbenchError(f"{stage.run_dir} was written by another command meanwhile; run again to resume it")
+    if stage.action == "retrain":
+        _refuse_foreign(stage.run_dir)
 
 
 def train_method(method: str, adapter: DatasetAdapter, out: Path, preset: str = "cpu", seed: int = 0,

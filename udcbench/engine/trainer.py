@@ -49,6 +49,7 @@ from udcbench.engine.data import (
 from udcbench.engine.evaluation import evaluate
 from udcbench.engine.optim import SharpnessAware, make_optimizer, make_scheduler, param_groups
 from udcbench.engine.records import count_macs, train_record
+from udcbench.engine.runs import mark_run_folder
 from udcbench.engine.runtime import Runtime, runtime
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
@@ -382,6 +383,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     state = setup(config, spec, data, rt, model, last_path if resume else None)
     if not resume and rt.main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        mark_run_folder(run_dir)
         write_json(run_dir / "config.json", config.to_json())
         (run_dir / "metrics.jsonl").write_text("")
     distributed.barrier()
