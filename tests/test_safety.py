@@ -554,3 +554,31 @@ def test_a_second_writer_of_a_run_folder_is_refused_in_one_line(workspace):
         assert f"pid {__import__('os').getpid()}" in " ".join(result.output.split())
     assert not run.exists()
     assert _train().exit_code == 0  # the lock went with its holder
+
+
+# -- issue 36: symlinks in datasets -----------------------------------------------------------------------
+def test_symlinked_split_folders_are_synthesised_and_outside_links_never_copied(tmp_path):
+    from degradations import load_recipe
+    from udcbench.datasets import create_dataset
+    from udcbench.datasets.generate import generate_synthetic
+    from udcbench.synthesis import synthesize
+
+    real = tmp_path / "cluster" / "faces"
+    generate_synthetic(real, n_train=14, n_test=7, size=32)
+    dataset = tmp_path / "data" / "faces"
+    dataset.mkdir(parents=True)
+    for split in ("train", "test"):  # as on clusters: the split folders link to shared storage
+        (dataset / split).symlink_to(real / split, target_is_directory=True)
+    loop = next(p for p in (real / "train").iterdir() if p.is_dir()) / "loop"
+    loop.symlink_to(real / "train", target_is_directory=True)  # a link loop ends
+    secret = tmp_path / "home" / "id_rsa.txt"
+    secret.parent.mkdir()
+    secret.write_text("private key")
+    (dataset / "notes.txt").symlink_to(secret)
+    adapter = create_dataset("imagefolder", dataset)
+    out = tmp_path / "udc"
+    report = synthesize(adapter, out, load_recipe("toled"))
+    assert report.complete and report.written == len(adapter.records()) == 21
+    assert report.not_copied == ["notes.txt"] and not (out / "notes.txt").exists()
+    assert json.loads((out / "manifest.json").read_text())["not_copied"] == ["notes.txt"]
+    assert not [p for p in out.rglob("*") if p.is_file() and "private key" in p.read_bytes().decode(errors="ignore")]

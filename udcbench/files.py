@@ -81,6 +81,35 @@ def remove_own_output(folder: Path, what: str, name: str = "manifest.json") -> N
     shutil.rmtree(folder)
 
 
+def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """Every file under ``root`` as (relative POSIX path, path), sorted, hidden names left out. Symlinked folders
+    are followed wherever they point (datasets whose split folders link elsewhere), each real folder once
+    (a link loop ends there)."""
+    root = Path(root)
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if not name.startswith(".") and path.is_file():
+                yield path.relative_to(root).as_posix(), path
+
+
+def points_outside(path: Path, root: Path, linked: Iterable[Path] = ()) -> bool:
+    """Whether ``path`` is a symlink whose target lies outside ``root`` and the folders ``root`` links to
+    (``linked``): such a file is never copied into an output (a dataset from elsewhere could link to a private
+    file)."""
+    if not Path(path).is_symlink():
+        return False
+    target = Path(path).resolve()
+    return not any(target.is_relative_to(Path(r).resolve()) for r in (root, *linked))
+
+
 @contextmanager
 def folder_lock(folder: Path, what: str = "folder") -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` while writing it: a ``.<name>.lock`` file beside it, locked with

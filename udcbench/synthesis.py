@@ -34,7 +34,7 @@ from degradations.functional import to_uint8
 from udcbench import __version__
 from udcbench.datasets.base import IMAGE_SUFFIXES, DatasetAdapter
 from udcbench.errors import UdcbenchError
-from udcbench.files import overlaps, remove_own_output, write_atomic
+from udcbench.files import overlaps, points_outside, remove_own_output, walk_files, write_atomic
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
 from udcbench.workers import worker_pool
@@ -79,6 +79,8 @@ class SynthReport:
     seconds: float = 0.0
     total: int = 0
     complete: bool = False
+    #: Other files (not images) that link outside the dataset: listed, never copied.
+    not_copied: list[str] = field(default_factory=list)
 
 
 def image_seed(recipe: Recipe, seed: int, rel: str) -> int:
@@ -87,17 +89,20 @@ def image_seed(recipe: Recipe, seed: int, rel: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def source_files(src: Path) -> tuple[list[str], list[str]]:
-    """(image files, other files) under ``src``, relative POSIX paths, sorted; our own outputs excluded."""
-    images, others = [], []
-    for path in sorted(src.rglob("*")):
-        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(src).parts):
-            continue
-        rel = path.relative_to(src).as_posix()
+def source_files(src: Path) -> tuple[list[str], list[str], list[str]]:
+    """(image files, other files, other files not copied) under ``src``, relative POSIX paths, sorted; our own
+    outputs excluded. Symlinked folders and images are followed wherever they point; a symlinked other file
+    whose target lies outside the dataset (and the folders it links to) is listed apart and never copied."""
+    images, others, refused = [], [], []
+    linked = [p.resolve() for p in Path(src).rglob("*") if p.is_symlink() and p.is_dir()]
+    for rel, path in walk_files(src):
         if _is_own(rel):
             continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(rel)
-    return images, others
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(rel)
+        else:
+            (refused if points_outside(path, src, linked) else others).append(rel)
+    return images, others, refused
 
 
 def _sha256(data: bytes) -> str:
@@ -230,6 +235,17 @@ def _check_output(out: Path, src: Path, header: dict, resume: bool, overwrite: b
             )
 
 
+def _check_every_listed_image(adapter: DatasetAdapter, src: Path, entries: dict) -> None:
+    """Every image the adapter lists (what train reads) was written or skipped and listed: the output is never
+    silently a part of the dataset."""
+    listed = [r.path for r in adapter.records() if r.path is not None]
+    missing = [p for p in listed if Path(p).is_relative_to(src) and Path(p).relative_to(src).as_posix() not in entries]
+    if missing:
+        raise UdcbenchError(f"synth covered {len(listed) - len(missing)} of the {len(listed)} images the "
+                            f"{adapter.name} adapter lists (e.g. {missing[0]} is missing): the output is incomplete "
+                            "and not marked complete")
+
+
 def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0, workers: int = 1,
                shard: Shard = Shard(), resume: bool = False, overwrite: bool = False,
                cache_dir: Path | None = None) -> SynthReport:
@@ -238,7 +254,7 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
     if src is None:
         raise UdcbenchError("synth needs a dataset folder")
     out = Path(out)
-    images, others = source_files(src)
+    images, others, refused = source_files(src)
     if not images:
         raise UdcbenchError(f"no image files under {src} (FERPlus from fer2013.csv: render the PNG folders first)")
     dataset = adapter.origin
@@ -298,12 +314,14 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
             torch.set_num_threads(threads)
     report.seconds = time.perf_counter() - start
 
+    report.not_copied = refused
     entries = read_journals(out)
     report.complete = all(f in entries for f in images)
     if report.complete:
+        _check_every_listed_image(adapter, src, entries)
         skipped = [e for e in entries.values() if "error" in e]
         summary = {**header, "complete": True, "written": len(entries) - len(skipped), "skipped": skipped,
-                   "journals": sorted(p.name for p in out.glob("manifest*.jsonl"))}
+                   "not_copied": refused, "journals": sorted(p.name for p in out.glob("manifest*.jsonl"))}
         write_atomic(out / MANIFEST, json.dumps(summary, indent=2) + "\n")
         write_preview(adapter, out, out / PREVIEW)
     return report

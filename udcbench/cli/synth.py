@@ -90,6 +90,9 @@ def synth_cmd(
             stdout.print(f"HuggingFace DatasetDict: {hf_out}")
     else:
         stdout.print(f"shard {shard} done; other shards remain (run them, or --resume without --shard)")
+    if report.not_copied:
+        stderr.print(f"[yellow]warning:[/] {len(report.not_copied)} file(s) link outside the dataset and were not "
+                     f"copied (listed in the manifest as not_copied), e.g. {report.not_copied[0]}", highlight=False)
     if report.skipped:
         first = report.skipped[0]
         fail(f"{len(report.skipped)} unreadable images skipped (listed in the manifest), e.g. "
