@@ -102,6 +102,11 @@ class Optics:
         factor = math.ceil(self.sensor_um / limit)
         return self.sensor_um / factor, factor
 
+    def fft_grid(self) -> int:
+        """The side of the largest FFT grid the PSF needs (at the longest wavelength)."""
+        pitch, _ = self.fine_pitch_um()
+        return int(round(max(self.wavelengths_nm) * 1e-3 * self.focal_mm * 1e3 / (self.mask_sample_um * pitch)))
+
     def order_spacing_px(self, wavelength_nm: float = 550.0) -> float:
         """Spacing of the mask's diffraction orders on the sensor, in sensor pixels."""
         period_um = self.cell().shape[1] * self.mask_sample_um

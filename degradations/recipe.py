@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -96,11 +97,37 @@ class Recipe:
         return float(value)
 
 
+#: Limits that keep one image's degradation within a stated memory budget (about 1 GB): kernel sides at capture
+#: scale (the presets use 31-511), the PSF's FFT grid (the presets' 1,000-1,625 per side; a complex grid of
+#: 4,096 x 4,096 takes 268 MB), and dataset pixels per capture pixel (the presets' 0.06-0.6).
+MAX_KERNEL_PX = 1023
+MAX_FFT_GRID = 4096
+MAX_PSF_SCALE = 4.0
+
+
+def _number(value: Any) -> bool:
+    """A finite real number (not a bool, NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(raw: dict, key: str, high: float | None = None, where: str = "") -> None:
+    value = raw.get(key)
+    if not _number(value) or value <= 0 or (high is not None and value > high):
+        bound = f" and at most {high}" if high is not None else ""
+        raise RecipeError(f"'{where}{key}' must be a positive number{bound}, got {value!r}")
+
+
+def _odd_kernel(value: Any, key: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 3 or value % 2 == 0 or value > MAX_KERNEL_PX:
+        raise RecipeError(f"'{key}' must be an odd integer from 3 to {MAX_KERNEL_PX} (the memory budget), got "
+                          f"{value!r}")
+
+
 def _range(raw: dict, key: str, low: float = 0.0, high: float | None = None) -> None:
     value = raw.get(key)
     if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, (int, float)) for v in value) or value[0] > value[1]):
-        raise RecipeError(f"'{key}' must be a range [low, high], got {value!r}")
+            or not all(_number(v) for v in value) or value[0] > value[1]):
+        raise RecipeError(f"'{key}' must be a range [low, high] of finite numbers, got {value!r}")
     if value[0] < low or (high is not None and value[1] > high):
         raise RecipeError(f"'{key}' must lie within [{low}, {high if high is not None else 'inf'}], got {value}")
 
@@ -112,13 +139,11 @@ def _check_scatter(raw: dict) -> None:
         if not isinstance(scatter, dict) or not {"fraction", "kernel_px", "components"} <= set(scatter):
             raise RecipeError("'scatter' needs fraction (a range), kernel_px and components")
         _range(scatter, "fraction", 0.0, 1.0)
-        k = scatter["kernel_px"]
-        if not isinstance(k, int) or k < 3 or k % 2 == 0:
-            raise RecipeError(f"'scatter.kernel_px' must be an odd integer >= 3, got {k!r}")
+        _odd_kernel(scatter["kernel_px"], "scatter.kernel_px")
         rows = scatter["components"]
         if (not isinstance(rows, list) or not rows
                 or not all(isinstance(r, (list, tuple)) and len(r) == 3
-                           and all(isinstance(v, (int, float)) and v > 0 for v in r) for r in rows)):
+                           and all(_number(v) and v > 0 for v in r) for r in rows)):
             raise RecipeError("'scatter.components' must be rows [weight, sigma_x, sigma_y] of positive numbers")
     if raw.get("veil") is not None:
         _range(raw, "veil", 0.0, 1.0)
@@ -128,6 +153,38 @@ def _check_scatter(raw: dict) -> None:
             raise RecipeError("'stripes' must give amplitude and period ranges")
         _range(stripes, "amplitude", 0.0)
         _range(stripes, "period", 2.0)
+
+
+def _check_optics(recipe: Recipe) -> None:
+    """The PSF's optics: positive finite sizes, a kernel and an FFT grid within the memory budget."""
+    psf = recipe.raw["psf"]
+    for key in ("mask_sample_um", "focal_mm", "pupil_mm", "sensor_um"):
+        if key in psf:
+            _positive(psf, key, where="psf.")
+    if "kernel_px" in psf:
+        _odd_kernel(psf["kernel_px"], "psf.kernel_px")
+    try:
+        optics = recipe.optics()
+        optics.cell()
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"'psf': {exc}") from None
+    if optics.fft_grid() > MAX_FFT_GRID:
+        raise RecipeError(f"'psf': these optics need a {optics.fft_grid()}-sample FFT grid per side, over the memory "
+                          f"budget's {MAX_FFT_GRID} (a smaller focal_mm, a larger mask_sample_um)")
+
+
+def _check_scale(raw: dict) -> None:
+    """The face scale and output settings: positive finite numbers within bounds."""
+    if raw.get("psf_scale") is not None:
+        _positive(raw, "psf_scale", MAX_PSF_SCALE)
+    face_px = raw.get("face_px", 512)
+    for key, value in (face_px.items() if isinstance(face_px, dict) else [("", face_px)]):
+        _positive({"face_px": value}, "face_px", where=f"{key}." if key else "")
+    for key, value in (raw.get("face_fraction") or {}).items():
+        _positive({"face_fraction": value}, "face_fraction", 1.0, where=f"{key}.")
+    quality = raw.get("jpeg_quality", 95)
+    if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
+        raise RecipeError(f"'jpeg_quality' must be an integer from 1 to 100, got {quality!r}")
 
 
 def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
@@ -146,22 +203,25 @@ def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
         for channel in "rgb":
             _range(gains, channel, 0.0)
         _range(raw, "photons", 1.0)
+        if not _number(raw.get("read_noise", 0.0)) or raw.get("read_noise", 0.0) < 0:
+            raise RecipeError(f"'read_noise' must be a non-negative number, got {raw.get('read_noise')!r}")
         _check_scatter(raw)
         psf = raw.get("psf")
         if not isinstance(psf, dict):
             raise RecipeError("'psf' must be a mapping (mask and optics, or file)")
         if "file" not in psf:
-            try:
-                Recipe(name="check", kind=kind, raw=raw, source=source).optics().cell()
-            except (TypeError, ValueError) as exc:
-                raise RecipeError(f"'psf': {exc}") from None
+            _check_optics(Recipe(name="check", kind=kind, raw=raw, source=source))
     else:
         darken = raw.get("darken") or {}
-        if not {"mean", "sd", "range"} <= set(darken):
+        if not isinstance(darken, dict) or not {"mean", "sd", "range"} <= set(darken):
             raise RecipeError("'darken' needs mean, sd and range")
         _range(darken, "range", 0.0, 1.0)
+        for key in ("mean", "sd"):
+            if not _number(darken[key]) or darken[key] < 0:
+                raise RecipeError(f"'darken.{key}' must be a non-negative number, got {darken[key]!r}")
         for key in ("log_shot", "red_gain", "blue_gain"):
             _range(raw, key, -50.0)
+    _check_scale(raw)
     name = str(raw.get("name", Path(source).stem or "recipe"))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or ".." in name:
         raise RecipeError(f"'name': {name!r} is not a plain name (letters, digits and . _ + -): it names folders")

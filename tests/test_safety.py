@@ -582,3 +582,53 @@ def test_symlinked_split_folders_are_synthesised_and_outside_links_never_copied(
     assert report.not_copied == ["notes.txt"] and not (out / "notes.txt").exists()
     assert json.loads((out / "manifest.json").read_text())["not_copied"] == ["notes.txt"]
     assert not [p for p in out.rglob("*") if p.is_file() and "private key" in p.read_bytes().decode(errors="ignore")]
+
+
+# -- issue 36: recipes and numbers validated before any work ---------------------------------------------------
+def _poled_with(**changes) -> dict:
+    from importlib import resources
+
+    import yaml
+
+    raw = yaml.safe_load(resources.files("degradations.presets").joinpath("poled.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        target = raw
+        for p in parents:
+            target = target[p]
+        target[key] = value
+    return raw
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"photons": [NAN, NAN]}, "'photons'"), ({"photons": [1, INF]}, "'photons'"), ({"read_noise": NAN}, "read_noise"),
+    ({"scatter__kernel_px": 30001}, "memory budget"), ({"scatter__kernel_px": 99999}, "memory budget"),
+    ({"psf__focal_mm": 20000}, "FFT grid"), ({"psf_scale": 1e6}, "psf_scale"), ({"psf_scale": NAN}, "psf_scale"),
+    ({"jpeg_quality": "high"}, "jpeg_quality"), ({"face_px": 0}, "face_px"), ({"psf__mask_sample_um": 0}, "mask_sample"),
+    ({"gains__r": [NAN, 0.2]}, "'r'"), ({"face_fraction__kdef": -1}, "face_fraction"),
+])
+def test_recipes_with_non_finite_or_out_of_budget_values_are_refused(changes, message):
+    from degradations import RecipeError
+    from degradations.recipe import parse_recipe
+
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(_poled_with(**changes), "crafted.yaml")
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "1e6"])
+def test_a_bad_psf_scale_is_one_line_and_writes_nothing(workspace, value):
+    result = runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", "data/udc",
+                                 "--psf-scale", value])
+    assert result.exit_code == 2 and "psf_scale" in result.output and len(result.output.strip().splitlines()) <= 3
+    assert not (workspace / "data" / "udc").exists()
+
+
+@pytest.mark.parametrize("option", [["--steps", "-5"], ["--halo-px", "-3"], ["--halo-px", "30001"]])
+def test_calibrate_refuses_bad_numbers_before_writing(workspace, option):
+    images = sorted((workspace / "data" / "synthetic" / "test").rglob("*.png"))
+    result = runner.invoke(app, ["calibrate", "--clean", str(images[0]), "--udc", str(images[1]),
+                                 "--out", "panel.yaml", *option])
+    assert result.exit_code == 2 and not (workspace / "panel.yaml").exists()

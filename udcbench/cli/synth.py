@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from degradations import RecipeError, load_recipe, parse_recipe_override
+from degradations.recipe import MAX_KERNEL_PX
 from udcbench.cli._common import (
     DATASET_OPTIONS,
     JSON_OPTION,
@@ -108,7 +109,7 @@ def calibrate_cmd(
     preset: Panel = typer.Option(Panel.toled, help="Base preset: its optics (and cell, without --panel-mask)."),
     halo_px: int | None = typer.Option(None, help="Side of the scatter halo at capture scale (odd; default: the "
                                                   "preset's, else 127)."),
-    steps: int = typer.Option(150, help="Optimiser steps of the fit."),
+    steps: int = typer.Option(150, min=1, max=100_000, help="Optimiser steps of the fit."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -126,6 +127,8 @@ def calibrate_cmd(
 
     if out.exists() and not overwrite:
         raise UdcbenchError(f"{out} exists (pass --overwrite to replace it)")
+    if halo_px is not None and not (3 <= halo_px <= MAX_KERNEL_PX and halo_px % 2):
+        raise UdcbenchError(f"--halo-px must be an odd integer from 3 to {MAX_KERNEL_PX}, got {halo_px}")
     for path in (clean, udc, *([panel_mask] if panel_mask else [])):
         if not path.is_file():
             raise UdcbenchError(f"no such file: {path}")
