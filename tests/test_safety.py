@@ -632,3 +632,27 @@ def test_calibrate_refuses_bad_numbers_before_writing(workspace, option):
     result = runner.invoke(app, ["calibrate", "--clean", str(images[0]), "--udc", str(images[1]),
                                  "--out", "panel.yaml", *option])
     assert result.exit_code == 2 and not (workspace / "panel.yaml").exists()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and holds no pixels: what a decompression bomb's header says."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
+
+
+def test_an_image_declaring_too_many_pixels_is_listed_never_decoded(workspace):
+    bomb = workspace / "data" / "synthetic" / "train" / "neutral" / "train_bomb.png"
+    bomb.write_bytes(_png_header_only(30000, 30000))
+    info = json.loads(runner.invoke(app, ["info", "data/synthetic", "--json"]).stdout)
+    errors = {Path(u["file"]).name: u["error"] for u in info["unreadable"]}
+    assert "30000 x 30000 pixels, over the limit" in errors["train_bomb.png"]
+    result = runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", "data/udc"])
+    assert result.exit_code == 3 and "train_bomb.png" in result.output  # skipped and listed, the others written
+    skipped = json.loads((workspace / "data" / "udc" / "manifest.json").read_text())["skipped"]
+    assert [s["file"] for s in skipped] == ["train/neutral/train_bomb.png"] and "over the limit" in skipped[0]["error"]

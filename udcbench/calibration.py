@@ -73,7 +73,12 @@ def read_image(path: Path) -> torch.Tensor:
     """An 8- or 16-bit image as (1, 3, H, W) sRGB in [0, 1], float64."""
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    from udcbench.images import ImageTooLarge, decode
+
+    try:
+        image = decode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except ImageTooLarge as exc:
+        raise UdcbenchError(f"{path}: {exc}") from None
     if image is None:
         raise UdcbenchError(f"{path}: not a readable image")
     scale = 65535.0 if image.dtype == np.uint16 else 255.0

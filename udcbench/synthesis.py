@@ -35,6 +35,7 @@ from udcbench import __version__
 from udcbench.datasets.base import IMAGE_SUFFIXES, DatasetAdapter
 from udcbench.errors import UdcbenchError
 from udcbench.files import overlaps, points_outside, remove_own_output, walk_files, write_atomic
+from udcbench.images import ImageTooLarge, decode
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
 from udcbench.workers import worker_pool
@@ -140,10 +141,14 @@ def degrade_chunk(src: str, out: str, files: list[str], todo: list[str], recipe:
     entries, decoded = [], {}
     for rel in files:
         data = (Path(src) / rel).read_bytes()
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        try:
+            image = decode(data, cv2.IMREAD_COLOR) if data else None
+            error = "not a decodable image (corrupt or unsupported format)"
+        except ImageTooLarge as exc:
+            image, error = None, str(exc)
         if image is None:
             if rel in todo:
-                entries.append({"file": rel, "error": "not a decodable image (corrupt or unsupported format)"})
+                entries.append({"file": rel, "error": error})
             continue
         decoded[rel] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB), _sha256(data))
     groups: dict[tuple[int, int], list[str]] = {}

@@ -16,6 +16,7 @@ import numpy as np
 
 from udcbench.errors import DatasetNotFoundError, UdcbenchError, UnreadableImageError, unknown_name
 from udcbench.files import check_name
+from udcbench.images import ImageTooLarge, decode
 from udcbench.labels import label_names
 
 #: Canonical split names; adapters map their own names onto these.
@@ -246,7 +247,10 @@ def read_image(path: Path | str) -> np.ndarray:
         raise UnreadableImageError(path, "empty file")
     if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-64:].tobytes():
         raise UnreadableImageError(path, "truncated JPEG (no end-of-image marker)")  # OpenCV would half-decode it
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        image = decode(data, cv2.IMREAD_COLOR)
+    except ImageTooLarge as exc:
+        raise UnreadableImageError(path, str(exc)) from None
     if image is None:
         raise UnreadableImageError(path, "not a decodable image (corrupt, truncated or unsupported format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
