@@ -55,7 +55,7 @@ def load_mask(path: Path | str) -> np.ndarray:
     """A panel cell from an image: grey levels above half are openings."""
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)  # any file name (not imread)
     if image is None:
         raise ValueError(f"{path}: not a readable mask image")
     cell = image > 127
@@ -195,7 +195,7 @@ def load_measured_psf(path: Path | str) -> np.ndarray:
     else:
         import cv2
 
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise ValueError(f"{path}: not a readable image")
         psf = image.astype(np.float64)

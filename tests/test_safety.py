@@ -656,3 +656,74 @@ def test_an_image_declaring_too_many_pixels_is_listed_never_decoded(workspace):
     assert result.exit_code == 3 and "train_bomb.png" in result.output  # skipped and listed, the others written
     skipped = json.loads((workspace / "data" / "udc" / "manifest.json").read_text())["skipped"]
     assert [s["file"] for s in skipped] == ["train/neutral/train_bomb.png"] and "over the limit" in skipped[0]["error"]
+
+
+# -- issue 36: names in any encoding, long names, BOMs, debris of kills ---------------------------------------
+def test_file_names_in_another_encoding_or_at_the_length_limit_synthesise_and_export(workspace):
+    import os
+
+    folder = workspace / "data" / "synthetic" / "train" / "neutral"
+    first, second = sorted(folder.glob("*.png"))[:2]
+    os.rename(first, os.fsencode(folder) + b"/caf\xe9.png")  # Latin-1, not UTF-8
+    os.rename(second, folder / ("x" * 251 + ".png"))  # 255 bytes: the file system's limit
+    result = runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", "data/udc"])
+    assert result.exit_code == 0, result.output
+    out = workspace / "data" / "udc" / "train" / "neutral"
+    assert (os.fsencode(out) + b"/caf\xe9.png") in [os.fsencode(p) for p in out.iterdir()]
+    assert (out / ("x" * 251 + ".png")).is_file()
+    exported = runner.invoke(app, ["export", "imagefolder", "--src", "data/udc", "--out", "hf"])
+    assert exported.exit_code == 0, exported.output
+    import datasets
+
+    ids = datasets.load_from_disk(str(workspace / "hf"))["train"]["id"]
+    assert "train/neutral/caf\\xe9" in ids
+
+
+def test_a_label_file_with_a_byte_order_mark_keeps_its_first_row(ferplus_root, rafdb_root):
+    from udcbench.datasets import create_dataset
+
+    for root, label_file in ((ferplus_root, ferplus_root / "FER2013Train" / "label.csv"),
+                             (rafdb_root, rafdb_root / "EmoLabel" / "list_patition_label.txt")):
+        before = len(create_dataset("ferplus" if root == ferplus_root else "rafdb", root).records())
+        label_file.write_bytes(b"\xef\xbb\xbf" + label_file.read_bytes())
+        after = create_dataset("ferplus" if root == ferplus_root else "rafdb", root).records()
+        assert len(after) == before
+
+
+def test_a_killed_write_leaves_no_temporary_a_reader_takes_for_an_image(workspace):
+    import os
+
+    from udcbench.datasets import create_dataset
+    from udcbench.files import remove_stale_temporaries, temp_path
+
+    folder = workspace / "data" / "synthetic" / "train" / "neutral"
+    before = len(create_dataset("imagefolder", workspace / "data" / "synthetic").records())
+    image = sorted(folder.glob("*.png"))[0]
+    stale = temp_path(image, ".png").with_name(temp_path(image, ".png").name.replace(f".{os.getpid()}.", ".999999."))
+    stale.write_bytes(image.read_bytes())  # as a killed generate (pid 999999, gone) leaves it
+    live = temp_path(folder / "other.png", ".png")
+    live.write_bytes(b"in progress")  # this process's own: kept
+    assert len(create_dataset("imagefolder", workspace / "data" / "synthetic").records()) == before
+    assert remove_stale_temporaries(workspace / "data") == 1 and not stale.exists() and live.exists()
+
+
+def test_a_kill_between_an_epochs_line_and_its_checkpoint_leaves_no_duplicate_epoch(workspace, monkeypatch):
+    from udcbench.engine import trainer
+
+    real, calls = trainer.save_checkpoint, []
+
+    def killed_at_epoch_two(obj, path):
+        if path.name == "last.pt":
+            calls.append(obj["epoch"])
+            if obj["epoch"] == 1:  # epoch 2 (0-based 1): its metrics line is written, its checkpoint never
+                raise KeyboardInterrupt
+        return real(obj, path)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", killed_at_epoch_two)
+    _train("--set", "epochs=3")
+    run = workspace / "runs" / "synthetic" / "test_cnn-smoke-s0"
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    monkeypatch.setattr(trainer, "save_checkpoint", real)
+    resumed = _train("--set", "epochs=3", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from udcbench.errors import UdcbenchError
+from udcbench.files import temp_path
 
 
 def _first_line(exc: BaseException, width: int = 160) -> str:
@@ -26,7 +27,7 @@ def _first_line(exc: BaseException, width: int = 160) -> str:
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
     """Write ``obj`` to ``path`` through a temporary file and a rename (a crash leaves the old file)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         torch.save(obj, tmp)
     except (OSError, RuntimeError) as exc:

@@ -5,6 +5,7 @@ be torn, deleting only udcbench's own output folders, and names read from files 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -17,16 +18,58 @@ from typing import Any
 
 from udcbench.errors import UdcbenchError
 
+#: The suffix of every temporary file udcbench writes (``.<name>.<pid>.udcbench-tmp[<ext>]``).
+TEMP_MARK = ".udcbench-tmp"
+_TEMP = re.compile(r"^\.(?P<stem>.*)\.(?P<pid>\d+)" + re.escape(TEMP_MARK) + r"(\.[A-Za-z0-9]+)?$")
+
+
+def temp_path(path: Path, suffix: str = "") -> Path:
+    """A temporary name beside ``path``, unique to this process (shards and ranks never share one), short enough
+    for any file system whatever the name's length (a long name is hashed), hidden from every reader, and
+    ``suffix`` last (an image writer picks its format from it)."""
+    path = Path(path)
+    stem = path.name
+    if len(stem.encode(errors="surrogateescape")) > 64:
+        stem = hashlib.sha1(stem.encode(errors="surrogateescape")).hexdigest()[:16]
+    return path.with_name(f".{stem}.{os.getpid()}{TEMP_MARK}{suffix}")
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files udcbench processes that no longer run left under ``folder`` (a kill in the middle
+    of a write); returns how many. Another running process's temporaries are kept."""
+    removed = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for path in folder.rglob(f".*{TEMP_MARK}*"):
+        match = _TEMP.match(path.name)
+        if match and path.is_file() and not _alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` (creating its folder); on any error the old file is kept and the temporary
-    one removed."""
+    one removed. Text is UTF-8; a name that is not (a file name in another encoding) is written escaped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            f.write(data.encode(errors="backslashreplace") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -138,6 +181,12 @@ def folder_lock(folder: Path, what: str = "folder") -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: a file name in another encoding (Python keeps its bytes as surrogates) with those
+    bytes escaped (``caf\\xe9.png``), for records, exports and messages."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

@@ -168,7 +168,7 @@ def cache_path(adapter, split: str | None, source: str, cache_dir: Path) -> Path
         sort_keys=True,
         default=str,
     )
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(key.encode(errors="surrogateescape")).hexdigest()[:12]
     return Path(cache_dir) / "landmarks" / f"{adapter.name}-{split or 'all'}-{source}-{digest}.npz"
 
 

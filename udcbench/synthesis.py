@@ -34,7 +34,15 @@ from degradations.functional import to_uint8
 from udcbench import __version__
 from udcbench.datasets.base import IMAGE_SUFFIXES, DatasetAdapter
 from udcbench.errors import UdcbenchError
-from udcbench.files import overlaps, points_outside, remove_own_output, walk_files, write_atomic
+from udcbench.files import (
+    overlaps,
+    points_outside,
+    remove_own_output,
+    remove_stale_temporaries,
+    temp_path,
+    walk_files,
+    write_atomic,
+)
 from udcbench.images import ImageTooLarge, decode
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
@@ -86,7 +94,7 @@ class SynthReport:
 
 def image_seed(recipe: Recipe, seed: int, rel: str) -> int:
     """The per-image generator seed: a function of (recipe, seed, file) only."""
-    digest = hashlib.sha256(f"{recipe.digest}:{seed}:{rel}".encode()).digest()
+    digest = hashlib.sha256(f"{recipe.digest}:{seed}:{rel}".encode(errors="surrogateescape")).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
@@ -272,14 +280,16 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
     # Shards of one run share the output folder: each may find the others already there.
     _check_output(out, src, header, resume or shard.count > 1, overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # what a killed earlier run left mid-write
     if not (out / MANIFEST).is_file():
         write_atomic(out / MANIFEST, json.dumps({**header, "complete": False}, indent=2) + "\n")
     for rel in others:  # label files and the like, verbatim
         target = out / rel
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, target.with_name(f".{target.name}.tmp"))
-            os.replace(target.with_name(f".{target.name}.tmp"), target)
+            tmp = temp_path(target)
+            shutil.copy2(src / rel, tmp)
+            os.replace(tmp, target)
 
     _repair_journal(out / shard.journal)
     done = read_journals(out)
@@ -349,7 +359,10 @@ def write_preview(adapter: DatasetAdapter, out: Path, path: Path, per_class: int
     for label, clean, degraded in _preview_pairs(adapter, out, per_class):
         pair = []
         for file in (clean, degraded):
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            try:  # never cv2.imread: OpenCV crashes on a file name that is not UTF-8
+                image = decode(np.fromfile(file, dtype=np.uint8))
+            except (OSError, ImageTooLarge):
+                image = None
             if image is None:
                 break
             pair.append(cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA))

@@ -10,7 +10,7 @@ import numpy as np
 from udcbench import __version__
 from udcbench.datasets.base import DatasetAdapter, class_counts
 from udcbench.errors import UdcbenchError
-from udcbench.files import overlaps, remove_own_output, write_atomic, write_json
+from udcbench.files import overlaps, printable, remove_own_output, write_atomic, write_json
 from udcbench.labels import __doc__ as LABELS_DOC
 from udcbench.progress import track
 
@@ -100,9 +100,9 @@ def export_hf(adapter: DatasetAdapter, out: Path, overwrite: bool = False, progr
         for record in track(records, description=f"export {split}") if progress else records:
             columns["image"].append({"bytes": _png(adapter.load_image(record)), "path": None})
             columns["label"].append(record.label)
-            columns["id"].append(record.id)
+            columns["id"].append(printable(record.id))
             columns["split"].append(split)
-            columns["source"].append(source)
+            columns["source"].append(printable(source))
             if has_soft:
                 columns["soft_label"].append(list(record.soft))
         splits[split] = datasets.Dataset.from_dict(columns, features=features)

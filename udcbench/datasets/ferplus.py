@@ -136,14 +136,14 @@ class FerPlus(DatasetAdapter):
             if not label_csv.is_file():
                 continue
             covered.add(split)
-            with label_csv.open(newline="") as f:
+            with label_csv.open(newline="", encoding="utf-8-sig") as f:
                 for lineno, row in enumerate(csv.reader(f), 1):
                     if row:
                         where = f"{folder}/label.csv line {lineno}"
                         rows.append((split, row[0].strip(), self._parse_votes(row[2:], where)))
         votes_file = self.root / VOTES_FILE
         if votes_file.is_file() and len(covered) < len(FOLDERS):
-            with votes_file.open(newline="") as f:
+            with votes_file.open(newline="", encoding="utf-8-sig") as f:
                 reader = csv.reader(f)
                 next(reader, None)
                 for lineno, row in enumerate(reader, 2):
@@ -219,7 +219,7 @@ class FerPlus(DatasetAdapter):
 
     def _kaggle_pixels(self) -> list[str]:
         if not hasattr(self, "_pixels"):
-            with (self.root / KAGGLE_FILE).open(newline="") as f:
+            with (self.root / KAGGLE_FILE).open(newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
                 if reader.fieldnames is None or "pixels" not in reader.fieldnames:
                     raise DatasetLayoutError(f"{KAGGLE_FILE}: no 'pixels' column")

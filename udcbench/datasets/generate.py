@@ -13,7 +13,7 @@ from udcbench import __version__
 from udcbench.datasets.imagefolder import LANDMARKS_FILE
 from udcbench.datasets.synthetic_faces import SyntheticFaceGenerator
 from udcbench.errors import UdcbenchError
-from udcbench.files import read_json, remove_own_output, write_json
+from udcbench.files import read_json, remove_own_output, remove_stale_temporaries, temp_path, write_json
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
 from udcbench.workers import worker_pool
@@ -37,7 +37,7 @@ def _write_chunk(out: str, split: str, start: int, stop: int, seed: int, size: i
     for index, face in zip(range(start, stop), _generator.draw_batch(split, range(start, stop))):
         rel = _relative_path(split, index, face.label)
         path = Path(out) / f"{rel}.png"
-        tmp = path.with_name(f".{path.name}.tmp.png")
+        tmp = temp_path(path, ".png")
         if not cv2.imwrite(str(tmp), cv2.cvtColor(face.image, cv2.COLOR_RGB2BGR)):
             raise UdcbenchError(f"could not write {path}")
         os.replace(tmp, path)
@@ -56,6 +56,7 @@ def generate_synthetic(out: Path, n_train: int = DEFAULT_COUNTS["train"], n_test
     if min(n_train, n_test) < 0 or n_train + n_test == 0:
         raise UdcbenchError("--n-train and --n-test must be >= 0 and not both 0")
     counts = {"train": n_train, "test": n_test}
+    remove_stale_temporaries(out)  # what a killed earlier draw left mid-write
     if out.exists() and any(out.iterdir()):
         if not overwrite and _complete(out, seed, size, counts):
             return {"images": n_train + n_test, "seconds": 0.0, "images_per_second": None, "skipped": True}

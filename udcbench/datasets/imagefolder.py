@@ -66,8 +66,8 @@ class ImageFolder(DatasetAdapter):
                         f"{class_dir}: unknown class folder '{class_dir.name}'; use one of "
                         f"{', '.join(CANONICAL_LABELS)}"
                     )
-                for path in sorted(class_dir.iterdir()):
-                    if path.suffix.lower() in IMAGE_SUFFIXES:
+                for path in sorted(class_dir.iterdir()):  # hidden names (temporaries of a killed write) are not images
+                    if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
                         rel = path.relative_to(self.root).with_suffix("")
                         records.append(Record(id=rel.as_posix(), split=split, label=label, path=path))
         return records

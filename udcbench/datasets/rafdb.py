@@ -65,7 +65,7 @@ class RafDb(DatasetAdapter):
             )
         folder, aligned = self._image_dir()
         records, missing = [], 0
-        for lineno, line in enumerate(label_file.read_text().splitlines(), 1):
+        for lineno, line in enumerate(label_file.read_text(encoding="utf-8-sig").splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split()

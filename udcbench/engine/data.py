@@ -133,10 +133,11 @@ def decode_key(adapter: DatasetAdapter, records: list[Record], size: int) -> str
     h = hashlib.sha256()
     root = None if adapter.root is None else str(Path(adapter.root).resolve())
     h.update(json.dumps([DECODE_VERSION, adapter.name, root, sorted(map(str, adapter.options.items())), size,
-                         adapter.manifest_sha256]).encode())
+                         adapter.manifest_sha256]).encode(errors="surrogateescape"))
     for r in records:
         stat = r.path.stat() if r.path is not None and r.path.exists() else None
-        h.update(f"{r.id}\0{stat.st_size if stat else ''}\0{stat.st_mtime_ns if stat else ''}\n".encode())
+        line = f"{r.id}\0{stat.st_size if stat else ''}\0{stat.st_mtime_ns if stat else ''}\n"
+        h.update(line.encode(errors="surrogateescape"))
     return h.hexdigest()[:24]
 
 

@@ -53,7 +53,7 @@ from udcbench.engine.runs import mark_run_folder
 from udcbench.engine.runtime import Runtime, runtime
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
-from udcbench.files import write_atomic, write_json
+from udcbench.files import remove_stale_temporaries, write_atomic, write_json
 from udcbench.methods import MethodSpec, PrepareContext, get_method
 from udcbench.pretrain import weights_task
 from udcbench.progress import TrainingProgress, stderr
@@ -386,6 +386,10 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
         mark_run_folder(run_dir)
         write_json(run_dir / "config.json", config.to_json())
         (run_dir / "metrics.jsonl").write_text("")
+    elif rt.main:  # the epochs of the checkpoint resumed from: a kill after an epoch's line, before its checkpoint,
+        # left that epoch's line, which the resumed run writes again
+        remove_stale_temporaries(run_dir)
+        write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
     distributed.barrier()
 
     history = state.history
