@@ -727,3 +727,36 @@ def test_a_kill_between_an_epochs_line_and_its_checkpoint_leaves_no_duplicate_ep
     resumed = _train("--set", "epochs=3", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+# -- issue 36: every argument checked before any work; output to a closed reader ends quietly ------------------
+@pytest.mark.parametrize("setting, message", [("schedule=cosin", "unknown schedule 'cosin'"),
+                                              ("optimizer=adamm", "unknown optimizer 'adamm'"),
+                                              ("method_args.foo=1", "unknown method_args"),
+                                              ("preset=../../x", "use --preset instead")])
+def test_bad_set_values_are_refused_before_the_data_loads(workspace, monkeypatch, setting, message):
+    from udcbench.engine import runs
+
+    monkeypatch.setattr(runs, "execute", lambda *a, **k: pytest.fail("trained with a bad setting"))
+    result = _train("--set", setting)
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+    assert not (workspace / "runs" / "synthetic").exists()
+
+
+def test_a_listing_piped_into_a_reader_that_closes_ends_quietly(workspace):
+    import subprocess
+    import sys
+
+    from udcbench.engine.store import save_result
+
+    assert _train().exit_code == 0
+    run = workspace / "runs" / "synthetic" / "test_cnn-smoke-s0"
+    record = json.loads((run / "results.json").read_text())
+    for i in range(400):  # far more than a pipe's buffer
+        save_result(workspace / "runs" / "results.sqlite", {**record, "run_id": f"{record['run_id']}-{i}"})
+    proc = subprocess.Popen([sys.executable, "-m", "udcbench", "runs", "--json"], cwd=workspace,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(100)
+    proc.stdout.close()  # as `| head` does
+    assert proc.wait(timeout=120) == 0
+    assert proc.stderr.read() == b""

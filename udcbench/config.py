@@ -16,6 +16,10 @@ from udcbench.errors import UdcbenchError
 #: smoke: a few steps (tests); quick: the built-in synthetic faces in seconds per method (``reproduce --preset
 #: quick``); cpu: real data on 2 CPU cores in about 20-30 minutes per method; paper: the method's official recipe.
 PRESETS = ("smoke", "quick", "cpu", "paper")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "exponential", "step", "cosine", "constant")
+#: Fields a ``--set`` may not change: each has its own option (a run's folder and records are named by them).
+OWN_OPTIONS = {"method": "the METHOD argument", "preset": "--preset", "seed": "--seed", "weights": "--weights"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -93,6 +97,10 @@ class TrainConfig:
                 raise UdcbenchError(f"{name} must be 0 or more, got {value}")
         if self.num_workers < -1:
             raise UdcbenchError(f"num_workers must be -1 (automatic) or more, got {self.num_workers}")
+        for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
+                                   ("preset", self.preset, PRESETS)):
+            if value not in known:
+                raise UdcbenchError(f"unknown {name} '{value}' (known: {', '.join(known)})")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,5 +145,7 @@ def apply_overrides(config: TrainConfig, pairs: list[str] | None) -> TrainConfig
             continue
         if key not in fields:
             raise UdcbenchError(f"--set: unknown field '{key}' (fields: {', '.join(sorted(fields))})")
+        if key in OWN_OPTIONS:
+            raise UdcbenchError(f"--set {key}: use {OWN_OPTIONS[key]} instead")
         setattr(config, key, _typed(key, getattr(config, key), value, raw))
     return config

@@ -57,6 +57,10 @@ def add_command(app: typer.Typer, fn: Callable, name: str, panel: str | None = N
             if debug():
                 raise
             fail(str(exc).replace("[", r"\["))
+        except BrokenPipeError:  # the reader of stdout closed it (`udcbench runs --json | head`): end quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit says nothing either
+            raise typer.Exit(0) from None
         except OSError as exc:  # a read-only or full disk, a permission: one line, not a traceback
             if debug():
                 raise

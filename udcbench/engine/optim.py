@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from udcbench.config import TrainConfig
+from udcbench.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from udcbench.errors import UdcbenchError
 
 
@@ -30,7 +30,7 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    raise UdcbenchError(f"unknown optimizer '{config.optimizer}' (sgd, adam, adamw)")
+    raise UdcbenchError(f"unknown optimizer '{config.optimizer}' ({', '.join(OPTIMIZERS)})")
 
 
 class SharpnessAware:
@@ -80,4 +80,4 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs)), False
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), False
-    raise UdcbenchError(f"unknown schedule '{config.schedule}' (onecycle, exponential, step, cosine, constant)")
+    raise UdcbenchError(f"unknown schedule '{config.schedule}' ({', '.join(SCHEDULES)})")
