@@ -760,3 +760,11 @@ def test_a_listing_piped_into_a_reader_that_closes_ends_quietly(workspace):
     proc.stdout.close()  # as `| head` does
     assert proc.wait(timeout=120) == 0
     assert proc.stderr.read() == b""
+
+
+def test_the_smoke_study_plans_without_a_benchmark_script(tmp_path, monkeypatch):
+    in_default_workspace(monkeypatch, tmp_path)
+    result = runner.invoke(app, ["reproduce", "--preset", "smoke", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["units"] > 0 and any("estimated from 48 px" in item["detail"] for item in plan["items"])

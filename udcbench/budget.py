@@ -65,6 +65,17 @@ def unit_cost(key: str, input_size: int = 0, kind: str = "train") -> float:
                             f"'python benchmarks/method_speed.py --cost-table' (sizes: --sizes {input_size})") from None
 
 
+def method_cost(method: str, input_size: int, kind: str = "train") -> tuple[float, int]:
+    """Units per image of ``method`` at ``input_size``, and the size it was measured at: where the table has no
+    measurement at that size (the smoke preset's 32 px), the nearest measured size's cost scaled by the pixel
+    count (a CNN's work grows with it), which the plan then says."""
+    sizes = sorted(size for key, size in cost_table() if key == method and size > 0)
+    if input_size in sizes or not sizes:
+        return unit_cost(method, input_size, kind), input_size
+    nearest = min(sizes, key=lambda size: abs(size - input_size))
+    return unit_cost(method, nearest, kind) * (input_size / nearest) ** 2, nearest
+
+
 @dataclass
 class PlanItem:
     """One piece of work of a study and its cost."""
@@ -113,10 +124,12 @@ def run_units(config, counts: dict[str, int], decode: bool = True) -> tuple[floa
         steps = min(steps, config.max_steps)
     trained = config.epochs * steps * config.batch_size
     evaluated = config.epochs * (counts["val"] + counts["test"])
-    units = (trained * unit_cost(method, size) + evaluated * unit_cost(method, size, "infer")
+    (train, measured), (infer, _) = method_cost(method, size), method_cost(method, size, "infer")
+    units = (trained * train + evaluated * infer
              + decode * sum(counts.values()) * unit_cost("load_image") + config.epochs * unit_cost("epoch_setup")
              + unit_cost("run_setup"))
     spec = get_method(method)
     if spec.prepare is not None and spec.stage1 is None:
         units += counts["train"] * unit_cost(f"{method}:prepare")
-    return units, f"{config.epochs}x{steps} steps of {config.batch_size}, {size} px"
+    estimated = f" (cost estimated from {measured} px by pixel count)" if measured != size else ""
+    return units, f"{config.epochs}x{steps} steps of {config.batch_size}, {size} px{estimated}"

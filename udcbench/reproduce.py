@@ -16,7 +16,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import TypeVar
 
-from udcbench.budget import UNCOUNTED_SHARE, PlanItem, StudyPlan, run_units, split_counts, unit_cost
+from udcbench.budget import UNCOUNTED_SHARE, PlanItem, StudyPlan, method_cost, run_units, split_counts, unit_cost
 from udcbench.datasets import create_dataset, detect_dataset
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.runs import STORE, data_tag, finished, run_folder, stage1_plan, train_method
@@ -294,7 +294,7 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
             config = get_method(job.method).config(study.train_preset)
             n = counts(job.dataset, config.val_fraction, job.seed)["test"]
             points = min(n, TSNE_MAX_IMAGES)
-            units = points * (unit_cost(job.method, config.input_size, "infer") + unit_cost("tsne_point"))
+            units = points * (method_cost(job.method, config.input_size, "infer")[0] + unit_cost("tsne_point"))
             plan.items.append(PlanItem(f"t-SNE {job.method}", job.dataset, job.condition, units, f"{points} images"))
     plan.items.append(PlanItem("start-up, figures, tables", "-", "-", UNCOUNTED_SHARE * plan.units,
                                f"{UNCOUNTED_SHARE:.0%} of the above (reproduce_time.py)"))
