@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -87,9 +89,15 @@ def read_checkpoint(path: Path) -> object:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path} (pass --weights FILE with a local checkpoint)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on pickle protocols: the one-line error below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{path}: refused, not a tensors-only checkpoint (loading it would unpickle Python "
+                           "objects, which can run code; save the model's state_dict with torch.save)") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
 
 
 def load_strictly(module: nn.Module, state: dict, path: Path, what: str) -> dict:

@@ -768,3 +768,38 @@ def test_the_smoke_study_plans_without_a_benchmark_script(tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["units"] > 0 and any("estimated from 48 px" in item["detail"] for item in plan["items"])
+
+
+# -- issue 36: smaller ones ---------------------------------------------------------------------------------------
+def test_an_unreadable_training_image_is_left_out_and_listed_not_fatal(workspace):
+    bad = sorted((workspace / "data" / "synthetic" / "train" / "neutral").glob("*.png"))[0]
+    bad.write_bytes(b"not an image")
+    result = _train("--json")
+    assert result.exit_code == 0, result.output
+    assert "1 image(s) do not decode and were left out" in " ".join(result.output.split())
+    record = json.loads(result.stdout[result.stdout.index("{"):])
+    assert record["counts"]["train"] + record["counts"]["val"] == 69
+
+
+def test_eval_of_a_run_outside_a_runs_folder_writes_no_store_above_it(workspace):
+    import shutil
+
+    assert _train().exit_code == 0
+    elsewhere = workspace / "downloads" / "shared" / "run"
+    shutil.copytree(workspace / "runs" / "synthetic" / "test_cnn-smoke-s0", elsewhere)
+    result = runner.invoke(app, ["eval", str(elsewhere), "--data", "data/synthetic"])
+    assert result.exit_code == 0, result.output
+    assert not (workspace / "downloads" / "results.sqlite").exists() and list(elsewhere.glob("eval-*.json"))
+    assert "outside a runs folder" in " ".join(result.output.split())
+
+
+def test_a_pickled_weights_file_is_one_line_before_a_finished_run_is_replaced(workspace):
+    import pickle
+
+    args = ["train", "resnet18", "--data", "data/synthetic", "--preset", "smoke", "--set", "input_size=32"]
+    assert runner.invoke(app, args).exit_code == 0
+    (workspace / "w.pth").write_bytes(pickle.dumps({"net": object()}, protocol=4))
+    result = runner.invoke(app, [*args, "--weights", "w.pth", "--overwrite"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "refused, not a tensors-only checkpoint" in result.output
+    assert (workspace / "runs" / "synthetic" / "resnet18-smoke-s0" / "results.json").is_file()

@@ -155,7 +155,11 @@ def eval_cmd(
 
     check_device(device)
     adapter = resolve_dataset(data, dataset, parse_options(option), folder="pass --data FOLDER")
-    store = Path(run_dir).parent.parent / STORE
+    runs = Path(run_dir).resolve().parent.parent  # runs/<data>/<run>: a runs folder is the one with a store
+    store = runs / STORE if runs == load_workspace().runs.resolve() or (runs / STORE).is_file() else None
+    if store is None:
+        stderr.print(f"{run_dir} lies outside a runs folder: its evaluation goes into the run folder only "
+                     "(eval-*.json), not into a results store")
     record = evaluate_run(run_dir, adapter, store=store, checkpoint=checkpoint.value, device=device)
     if as_json:
         print_json(record)

@@ -19,7 +19,7 @@ import torch
 from baselines import distributed
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter, Record, class_counts
-from udcbench.errors import UdcbenchError
+from udcbench.errors import UdcbenchError, UnreadableImageError
 from udcbench.files import write_json
 from udcbench.progress import progress_bar
 from udcbench.workers import worker_pool
@@ -108,12 +108,31 @@ def _decode_into(adapter: DatasetAdapter, records: list[Record], size: int, out:
                  advance=None) -> list[int]:
     widths = []
     for i, record in enumerate(records):
-        image = adapter.load_image(record)
-        widths.append(image.shape[1])
-        out[start + i] = resize_image(image, size)
+        try:
+            image = adapter.load_image(record)
+        except UnreadableImageError:  # left out afterwards (:func:`drop_unreadable`), listed as synth lists it
+            widths.append(UNREADABLE)
+        else:
+            widths.append(image.shape[1])
+            out[start + i] = resize_image(image, size)
         if advance is not None:
             advance()
     return widths
+
+
+#: The width recorded for an image that did not decode.
+UNREADABLE = -1
+
+
+def drop_unreadable(records: list[Record], images: np.ndarray, widths: list[int]
+                    ) -> tuple[list[Record], np.ndarray, list[int], list[str]]:
+    """The records, images and widths without the images that did not decode, and those images' files."""
+    bad = [i for i, w in enumerate(widths) if w == UNREADABLE]
+    if not bad:
+        return records, images, widths, []
+    keep = [i for i in range(len(records)) if i not in set(bad)]
+    return ([records[i] for i in keep], images[keep], [widths[i] for i in keep],
+            [str(records[i].path or records[i].id) for i in bad])
 
 
 def _decode_chunk(name: str, root: str | None, options: dict, records: list[Record], size: int, path: str,

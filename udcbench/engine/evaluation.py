@@ -17,7 +17,7 @@ from udcbench.checkpoints import load_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.augment import to_input
-from udcbench.engine.data import load_images
+from udcbench.engine.data import drop_unreadable, load_images
 from udcbench.engine.metrics import classification_metrics
 from udcbench.engine.records import dataset_condition
 from udcbench.engine.runtime import Runtime, runtime
@@ -25,6 +25,7 @@ from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
 from udcbench.files import read_json, write_json
 from udcbench.methods import create_method
+from udcbench.progress import stderr
 
 
 @torch.no_grad()
@@ -95,8 +96,13 @@ def load_trained(run_dir: Path, adapter: DatasetAdapter, rt: Runtime, checkpoint
 def load_test_split(adapter: DatasetAdapter, config: TrainConfig) -> tuple[str, list, torch.Tensor]:
     """The adapter's test split (its valid split where it has no test split), loaded at the run's size."""
     test_split = "test" if "test" in adapter.splits() else "valid"
-    records = adapter.records(test_split)
-    return test_split, records, load_images(adapter, records, config.input_size, f"loading {test_split}")
+    records, widths = adapter.records(test_split), []
+    images = load_images(adapter, records, config.input_size, f"loading {test_split}", sizes=widths)
+    records, images, _, unreadable = drop_unreadable(records, images, widths)
+    if unreadable:
+        stderr.print(f"[yellow]warning:[/] {len(unreadable)} image(s) do not decode and were left out, e.g. "
+                     f"{unreadable[0]}", highlight=False)
+    return test_split, records, images
 
 
 def evaluate_run(run_dir: Path, adapter: DatasetAdapter, store: Path | None = None, checkpoint: str = "best",

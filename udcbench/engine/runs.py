@@ -157,6 +157,13 @@ def resolve_run(method: str, adapter: DatasetAdapter, out: Path, preset: str = "
     checked.validate()
     if spec.check is not None:
         spec.check(checked)
+    if weights is not None:  # a missing or refused weights file is said before any folder is replaced
+        from baselines.backbone import WeightsError, read_checkpoint
+
+        try:
+            read_checkpoint(Path(weights))
+        except WeightsError as exc:
+            raise UdcbenchError(str(exc)) from None
     out = Path(out)
     stages: list[Stage] = []
     extra = {}

@@ -40,6 +40,7 @@ from udcbench.engine.augment import augment, draw_params
 from udcbench.engine.data import (
     SplitPlan,
     batch_loader,
+    drop_unreadable,
     epoch_batches,
     load_images,
     normalise,
@@ -122,10 +123,18 @@ def load_run_data(config: TrainConfig, adapter: DatasetAdapter, rt: Runtime, cac
     finally:  # e.g. listed images missing: said as `udcbench info` says it, even when the splits are refused
         for problem in adapter.problems if rt.main else []:
             stderr.print(f"[yellow]warning:[/] {problem}", highlight=False)
-    size, widths = config.input_size, []
-    images = {name: load_images(adapter, getattr(plan, name), size, f"loading {label}", cache_dir=cache_dir,
-                                sizes=widths if name == "train" else None)
-              for name, label in (("train", "train"), ("val", "validation"), ("test", "test"))}
+    size, widths, images, unreadable = config.input_size, {}, {}, []
+    for name, label in (("train", "train"), ("val", "validation"), ("test", "test")):
+        widths[name] = []
+        loaded = load_images(adapter, getattr(plan, name), size, f"loading {label}", cache_dir=cache_dir,
+                             sizes=widths[name])
+        records, images[name], widths[name], bad = drop_unreadable(getattr(plan, name), loaded, widths[name])
+        plan = replace(plan, **{name: records})
+        unreadable += bad
+    if unreadable and rt.main:  # left out, as synth skips them; `udcbench info` lists why
+        stderr.print(f"[yellow]warning:[/] {len(unreadable)} image(s) do not decode and were left out, e.g. "
+                     f"{unreadable[0]} (udcbench info DATA lists them)", highlight=False)
+    widths = widths["train"]
     soft = None
     if plan.train and plan.train[0].soft is not None:
         soft = torch.tensor(np.array([r.soft for r in plan.train]), dtype=torch.float32, device=rt.device)
