@@ -803,3 +803,17 @@ def test_a_pickled_weights_file_is_one_line_before_a_finished_run_is_replaced(wo
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "refused, not a tensors-only checkpoint" in result.output
     assert (workspace / "runs" / "synthetic" / "resnet18-smoke-s0" / "results.json").is_file()
+
+
+def test_a_command_given_a_folder_reads_that_folder(workspace):
+    import datasets
+
+    synth = runner.invoke(app, ["synth", "synthetic"])  # data/synthetic holds the user's own 70/14 draw
+    assert synth.exit_code == 0, synth.output
+    udc = workspace / "data" / "udc-synthetic"
+    assert json.loads((udc / "manifest.json").read_text())["images"] == 84
+    exported = runner.invoke(app, ["export", "synthetic", "--src", str(udc), "--out", "hf"])
+    assert exported.exit_code == 0, exported.output
+    hf = datasets.load_from_disk(str(workspace / "hf"))
+    assert (len(hf["train"]), len(hf["test"])) == (70, 14)
+    assert hf["train"][0]["image"].size == (32, 32)  # the folder's own images, not the built-in 100-px draw

@@ -114,6 +114,10 @@ def resolve_dataset(target: str | None, dataset: str | None = None, options: dic
             raise UdcbenchError("give a dataset folder or name")
         target = dataset
     path = Path(target).expanduser()
+    if dataset is not None and not get_adapter_class(dataset).spec.needs_source and target != dataset:
+        if not path.exists():  # a folder for a dataset drawn on demand: that folder (create_dataset), or nothing
+            raise DatasetNotFoundError(f"{path}: no such folder")
+        return create_dataset(dataset, path, **options)
     if not path.exists() and target in dataset_names():
         cls = get_adapter_class(target)
         if not cls.spec.needs_source:

@@ -64,7 +64,8 @@ def synth_cmd(
         from udcbench.datasets.generate import generate_synthetic
 
         src = workspace.dataset_dir("synthetic")
-        if generate_synthetic(src)["skipped"] is False:
+        if not src.is_dir() or not any(src.iterdir()):  # a draw already there (the user's own too) is used as it is
+            generate_synthetic(src)
             stderr.print(f"drew the built-in synthetic faces into {src}")
     adapter_name = "imagefolder" if dataset == "synthetic" else dataset
     adapter = resolve_dataset(str(src) if src is not None else None, adapter_name, parse_options(option),

@@ -284,8 +284,13 @@ def get_adapter_class(name: str) -> type[DatasetAdapter]:
 
 
 def create_dataset(name: str, root: Path | str | None = None, **options: Any) -> DatasetAdapter:
-    """Instantiate a registered adapter: ``create_dataset("ferplus", "data/ferplus", label_mode="majority7")``."""
-    return get_adapter_class(name)(root, **options)
+    """Instantiate a registered adapter: ``create_dataset("ferplus", "data/ferplus", label_mode="majority7")``.
+    A folder given for a dataset drawn on demand (``synthetic``: what ``generate`` or ``synth`` wrote) is read as
+    the image folder it is, never replaced by the built-in draw."""
+    cls = get_adapter_class(name)
+    if root is not None and not cls.spec.needs_source:
+        return get_adapter_class("imagefolder")(root, **options)
+    return cls(root, **options)
 
 
 def detect_dataset(root: Path) -> str:
