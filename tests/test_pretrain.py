@@ -41,7 +41,7 @@ def test_the_trunk_loads_into_every_method_and_is_reused(tmp_path):
     state = torch.load(trunk, weights_only=True)
     assert "layer4.1.bn2.running_mean" in state and not any(k.startswith("fc.") for k in state)
     for name in ("resnet18", "eac", "dan", "lrdif-s1"):
-        config = TrainConfig(method=name, input_size=32, method_args=dict(get_method(name).method_args))
+        config = TrainConfig(method=name, input_size=32, method_args=get_method(name).config("cpu").method_args)
         model = get_method(name).build(7, config)
         provenance = model.load_backbone_weights(trunk)
         assert provenance["init"] == str(trunk)

@@ -160,6 +160,8 @@ def resolve_run(method: str, adapter: DatasetAdapter, out: Path, preset: str = "
     if weights is not None:  # a missing or refused weights file is said before any folder is replaced
         from baselines.backbone import WeightsError, read_checkpoint
 
+        if not spec.backbone_weights:
+            raise UdcbenchError(f"{method} has no pretrained backbone to load --weights into")
         try:
             read_checkpoint(Path(weights))
         except WeightsError as exc:
