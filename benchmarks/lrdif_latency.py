@@ -109,6 +109,9 @@ def throughput(model: torch.nn.Module, size: int, batch: int = 64, repeats: int 
 def build(name: str, preset: str, steps: int | None = None) -> tuple[torch.nn.Module, int]:
     torch.manual_seed(0)
     config = get_method(name).config(preset)
+    # the fair model (the baselines' trunk) at every preset's input size: the paper preset's own model needs a
+    # CLIP checkpoint (--clip), which a latency comparison on the shared trunk does not
+    config.method_args.update(get_method(name).cpu_method_args if name.startswith("lrdif") else {})
     if steps is not None:
         config.method_args["steps"] = steps
     model = create_method(name, 8, config).eval()
