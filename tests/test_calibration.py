@@ -86,16 +86,51 @@ def test_the_written_recipe_is_one_synth_uses(pair, tmp_path):
     assert again.exit_code == 2 and "exists" in again.output
 
 
-def test_pairs_of_different_sizes_or_misaligned_are_refused(pair, tmp_path):
+def test_pairs_of_different_sizes_or_of_other_scenes_are_refused(pair, tmp_path):
     folder, _, _ = pair
     udc = cv2.imread(str(folder / "udc.png"))
     cv2.imwrite(str(tmp_path / "small.png"), udc[:-8])
-    cv2.imwrite(str(tmp_path / "shifted.png"), np.roll(udc, 4, axis=1))
-    for name, words in (("small.png", "differs in size"), ("shifted.png", "misaligned by (4")):
+    noise = np.random.default_rng(0).integers(0, 255, udc.shape, dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "other.png"), noise)
+    for name, words in (("small.png", "differs in size"), ("other.png", "could not be aligned")):
         result = runner.invoke(app, ["calibrate", "--clean", str(folder / "clean.png"), "--udc",
                                      str(tmp_path / name), "--out", str(tmp_path / "x.yaml")])
         assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1
         assert not (tmp_path / "x.yaml").exists()
+
+
+def _misaligned(image: torch.Tensor, dx: float, degrees: float) -> torch.Tensor:
+    """``image`` rotated by ``degrees`` about its centre and shifted by ``dx`` px (Lanczos, reflected borders)."""
+    array = image[0].permute(1, 2, 0).numpy()
+    h, w = array.shape[:2]
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+    matrix[0, 2] += dx
+    moved = cv2.warpAffine(array, matrix, (w, h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
+    return torch.from_numpy(np.ascontiguousarray(moved)).permute(2, 0, 1)[None].clamp(0, 1)
+
+
+def test_a_pair_shifted_and_rotated_is_aligned_and_recovers_the_recipe(tmp_path):
+    """The capture of a scene moved by 2.5 px and turned by 0.5 degrees: calibrate aligns it, reports the
+    alignment, and fits the recipe within the tolerance of the aligned pair."""
+    truth = parse_recipe({**load_recipe("toled").raw, "name": "truth", **TRUTH})
+    clean = _scene()
+    udc = build_degradation(truth).capture(_misaligned(clean, 2.5, 0.5).float(),
+                                           generator=torch.Generator().manual_seed(1))
+    _save(tmp_path / "clean.png", clean)
+    _save(tmp_path / "udc.png", udc.double())
+    result = runner.invoke(app, ["calibrate", "--clean", str(tmp_path / "clean.png"), "--udc",
+                                 str(tmp_path / "udc.png"), "--out", str(tmp_path / "panel.yaml"), "--halo-px", "31",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    fit = json.loads(result.stdout[result.stdout.index("{"):])
+    assert fit["shift_px"][0] == pytest.approx(2.5, abs=0.2) and abs(fit["shift_px"][1]) < 0.2
+    assert abs(fit["rotation_deg"]) == pytest.approx(0.5, abs=0.05) and fit["scale"] == pytest.approx(1, abs=0.005)
+    np.testing.assert_allclose(fit["gains"], [0.9, 0.85, 0.8], rtol=0.02)
+    assert fit["scatter_fraction"] == pytest.approx(0.8, abs=0.05)
+    assert fit["veil"] == pytest.approx(0.03, abs=0.01)
+    np.testing.assert_allclose(_halo_moments(fit["components"]), _halo_moments(TRUTH["scatter"]["components"]),
+                               rtol=0.1)
+    assert fit["photons"] == pytest.approx(8000, rel=0.3)
 
 
 def test_a_panel_mask_image_gives_the_diffraction_psf_its_cell(tmp_path):

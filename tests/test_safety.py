@@ -607,7 +607,8 @@ NAN, INF = float("nan"), float("inf")
     ({"photons": [NAN, NAN]}, "'photons'"), ({"photons": [1, INF]}, "'photons'"), ({"read_noise": NAN}, "read_noise"),
     ({"scatter__kernel_px": 30001}, "memory budget"), ({"scatter__kernel_px": 99999}, "memory budget"),
     ({"psf__focal_mm": 20000}, "FFT grid"), ({"psf_scale": 1e6}, "psf_scale"), ({"psf_scale": NAN}, "psf_scale"),
-    ({"jpeg_quality": "high"}, "jpeg_quality"), ({"face_px": 0}, "face_px"), ({"psf__mask_sample_um": 0}, "mask_sample"),
+    ({"jpeg_quality": "high"}, "jpeg_quality"), ({"face_px": 0}, "face_px"),
+    ({"psf__mask_sample_um": 0}, "mask_sample"),
     ({"gains__r": [NAN, 0.2]}, "'r'"), ({"face_fraction__kdef": -1}, "face_fraction"),
 ])
 def test_recipes_with_non_finite_or_out_of_budget_values_are_refused(changes, message):

@@ -1,5 +1,6 @@
-"""``udcbench calibrate``: fit a UDC recipe to a user's own aligned pair (a clean image and the capture of the
-same scene through the panel), so that ``udcbench synth --recipe`` simulates that panel.
+"""``udcbench calibrate``: fit a UDC recipe to a user's own pair (a clean image and the capture of the same scene
+through the panel), so that ``udcbench synth --recipe`` simulates that panel. The pair is aligned first
+(:func:`align`: shift, rotation and scale, sub-pixel), as real pairs rarely are to a pixel.
 
 The model is the recipe's, noise-free, in linear light at capture scale:
 ``y = g_c [(1 - v) ((1 - f) D * x + f H * x) + v mean(x)]``, with D the diffraction PSF (of the given panel
@@ -27,8 +28,11 @@ from degradations import functional as Fd
 from degradations.recipe import Recipe, parse_recipe
 from udcbench.errors import UdcbenchError
 
-#: A pair whose estimated shift exceeds this (capture pixels) is refused as misaligned.
-MAX_SHIFT_PX = 1.0
+#: A pair whose alignment moves no pixel by more than this (px) is taken as aligned and left as it is.
+ALIGNED_PX = 0.1
+#: The alignment's fit (ECC's correlation of the green channels, after alignment) below which a pair is refused
+#: as not of one scene; a blurred, hazed capture of the scene correlates at 0.9 and more.
+MIN_ALIGNED_CORRELATION = 0.5
 #: The halo's starting components, [weight, sigma_x, sigma_y] in capture pixels: a narrow and a wide one.
 START_COMPONENTS = ((1.0, 3.0, 3.0), (1.0, 15.0, 15.0))
 
@@ -43,6 +47,8 @@ class PairFit:
     read_noise: float
     kernel_px: int
     shift_px: tuple[float, float]
+    rotation_deg: float = 0.0  # the alignment applied (:class:`Alignment`)
+    scale: float = 1.0
     psnr_fit: float = 0.0  # of the fitted noise-free simulation against the capture (sRGB, dB)
     ssim_fit: float = 0.0
     psnr_clean: float = 0.0  # of the clean image against the capture
@@ -64,7 +70,8 @@ class PairFit:
             "veil": [round(max(0.0, self.veil - 0.005), 5), round(min(1.0, self.veil + 0.005), 5)],
             "calibration": [{**provenance, "psnr_fit": round(self.psnr_fit, 2), "ssim_fit": round(self.ssim_fit, 4),
                              "psnr_clean": round(self.psnr_clean, 2), "ssim_clean": round(self.ssim_clean, 4),
-                             "shift_px": [round(v, 3) for v in self.shift_px]}],
+                             "shift_px": [round(v, 3) for v in self.shift_px],
+                             "rotation_deg": round(self.rotation_deg, 4), "scale": round(self.scale, 5)}],
         })
         return raw
 
@@ -88,15 +95,93 @@ def read_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
 
 
-def estimate_shift(clean: torch.Tensor, udc: torch.Tensor) -> tuple[float, float]:
-    """(dx, dy) in pixels of the capture against the clean image (phase correlation of the green channels, a
-    Hanning window against the borders)."""
+@dataclass
+class Alignment:
+    """Where the capture lies against the clean image: ``capture(x) = clean(warp x)`` for a 2 x 3 ``warp`` in
+    pixel coordinates (rotation, scale and shift), and the border both are cropped by after the clean image is
+    warped. The properties describe it about the image's centre."""
+
+    warp: np.ndarray
+    correlation: float
+    margin: int
+    size: tuple[int, int] = (0, 0)  # (width, height)
+
+    @property
+    def shift_px(self) -> tuple[float, float]:
+        """(dx, dy) of the capture against the clean image, at the image's centre."""
+        w, h = self.size
+        centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+        moved = self.warp @ centre - centre[:2]
+        return float(-moved[0]), float(-moved[1])
+
+    @property
+    def rotation_deg(self) -> float:
+        return math.degrees(math.atan2(self.warp[1, 0], self.warp[0, 0]))
+
+    @property
+    def scale(self) -> float:
+        return float(math.sqrt(abs(np.linalg.det(self.warp[:, :2]))))
+
+
+def align(clean: torch.Tensor, udc: torch.Tensor, psf: torch.Tensor) -> Alignment:
+    """Align the capture to the clean image: the shift by phase correlation, then rotation and the sub-pixel
+    shift by ECC (Evangelidis and Psarakis 2008: a correlation, so the panel's dimming and colour do not matter),
+    and scale too where that fits better, on the green channels in linear light. The clean image is blurred by
+    the panel's diffraction PSF first (``psf``, the base recipe's), whose asymmetry would otherwise pass for a
+    shift. Refused in one line when it does not converge or leaves the two uncorrelated (not one scene)."""
     import cv2
 
-    a, b = (t[0, 1].numpy().astype(np.float32) for t in (clean, udc))
-    window = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(a, b, window)
-    return float(dx), float(dy)
+    blurred = Fd.blur(Fd.srgb_to_linear(clean), psf.double())
+    a, b = (t[0, 1].numpy().astype(np.float32) for t in (blurred, Fd.srgb_to_linear(udc)))
+    h, w = a.shape
+    (dx, dy), _ = cv2.phaseCorrelate(a, b, cv2.createHanningWindow((w, h), cv2.CV_32F))
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 300, 1e-7)
+    best = None
+    for motion in (cv2.MOTION_EUCLIDEAN, cv2.MOTION_AFFINE):  # scale (and shear) only where it fits better
+        start = best[1] if best is not None else np.array([[1, 0, -dx], [0, 1, -dy]], dtype=np.float32)
+        try:
+            found = cv2.findTransformECC(b, a, start.copy(), motion, criteria, None, 5)
+        except cv2.error:
+            continue
+        if best is None or found[0] > best[0] + 1e-3:
+            best = found
+    if best is None:
+        raise UdcbenchError("the pair could not be aligned (ECC did not converge): is the capture of the same "
+                            "scene as the clean image?")
+    warp = best[1]
+    # the fit of the result, measured here (ECC's own figure can stay high on a pair that is not one scene)
+    on_capture = cv2.warpAffine(a, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    m = max(2, min(h, w) // 20)
+    correlation = float(np.corrcoef(on_capture[m:-m, m:-m].ravel(), b[m:-m, m:-m].ravel())[0, 1])
+    if not correlation >= MIN_ALIGNED_CORRELATION:
+        raise UdcbenchError(f"the pair could not be aligned: after alignment the images correlate at "
+                            f"{correlation:.2f} (under {MIN_ALIGNED_CORRELATION}); is the capture of the same scene?")
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], dtype=np.float64)
+    moved = np.abs(corners @ warp.astype(np.float64).T - corners[:, :2]).max()
+    if moved < ALIGNED_PX:  # aligned already: no pixel moves by this much, so neither image is resampled
+        return Alignment(np.eye(2, 3), float(correlation), 0, (w, h))
+    return Alignment(warp.astype(np.float64), float(correlation), int(math.ceil(moved)) + 2, (w, h))
+
+
+def apply_alignment(clean: torch.Tensor, udc: torch.Tensor, alignment: Alignment,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean image warped onto the capture's pixels (Lanczos; the capture, with its noise, is never
+    resampled), both cropped by the alignment's margin."""
+    import cv2
+
+    if alignment.margin == 0:
+        return clean, udc
+    h, w = clean.shape[-2:]
+    image = clean[0].permute(1, 2, 0).numpy()
+    warped = cv2.warpAffine(image, alignment.warp, (w, h), flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REFLECT)
+    m = alignment.margin
+    if 2 * m >= min(h, w) // 2:
+        raise UdcbenchError(f"the pair could not be aligned: the capture is off by {m} px, too much of an image "
+                            f"of {w} x {h}")
+    crop = (slice(None), slice(None), slice(m, h - m), slice(m, w - m))
+    aligned = torch.from_numpy(np.ascontiguousarray(warped)).permute(2, 0, 1)[None].clamp(0, 1)
+    return aligned[crop].contiguous(), udc[crop].contiguous()
 
 
 def _odd(n: float) -> int:
@@ -120,10 +205,8 @@ def fit_pair(clean: torch.Tensor, udc: torch.Tensor, base: Recipe, kernel_px: in
     if clean.shape != udc.shape:
         raise UdcbenchError(f"the pair differs in size: clean {clean.shape[-1]} x {clean.shape[-2]}, capture "
                             f"{udc.shape[-1]} x {udc.shape[-2]}; calibrate needs an aligned pair of one size")
-    shift = estimate_shift(clean, udc)
-    if math.hypot(*shift) > MAX_SHIFT_PX:
-        raise UdcbenchError(f"the pair is misaligned by ({shift[0]:.1f}, {shift[1]:.1f}) px (phase correlation): "
-                            f"align the capture to the clean image first (calibrate accepts up to {MAX_SHIFT_PX} px)")
+    alignment = align(clean, udc, build_degradation(base).psf(1.0))
+    clean, udc = apply_alignment(clean, udc, alignment)
     x_full, y_full = Fd.srgb_to_linear(clean), Fd.srgb_to_linear(udc)
     scale = scale or (0.5 if clean.shape[-1] > 1024 else 1.0)
     step = round(1 / scale)
@@ -152,7 +235,7 @@ def fit_pair(clean: torch.Tensor, udc: torch.Tensor, base: Recipe, kernel_px: in
     fit = PairFit(gains=log_gains.detach().exp().tolist(), fraction=torch.sigmoid(logit_f).item(),
                   components=[[round(v, 4) for v in row] for row in components.tolist()],
                   veil=torch.sigmoid(logit_v).item(), photons=0.0, read_noise=0.0, kernel_px=_odd(kernel_px),
-                  shift_px=shift)
+                  shift_px=alignment.shift_px, rotation_deg=alignment.rotation_deg, scale=alignment.scale)
     noise_free = _render(fit, base, clean)
     fit.photons, fit.read_noise = estimate_noise(x_full, y_full, Fd.srgb_to_linear(noise_free))
     fit.psnr_fit, fit.ssim_fit = quality(noise_free, udc)

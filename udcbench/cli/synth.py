@@ -103,7 +103,8 @@ def synth_cmd(
 
 def calibrate_cmd(
     clean: Path = typer.Option(..., "--clean", help="The clean image of the scene (PNG / TIFF, 8 or 16 bit)."),
-    udc: Path = typer.Option(..., "--udc", help="The capture of the same scene through the panel, aligned."),
+    udc: Path = typer.Option(..., "--udc", help="The capture of the same scene through the panel (aligned here: "
+                                              "shift, rotation and scale)."),
     out: Path = typer.Option(..., "--out", help="The recipe to write (.yaml)."),
     panel_mask: Path | None = typer.Option(None, "--panel-mask",
                                            help="An image of one cell of the panel's openings (white = open)."),
@@ -155,6 +156,7 @@ def calibrate_cmd(
     write_atomic(out, "# Written by udcbench calibrate.\n" + yaml.safe_dump(recipe, sort_keys=False))
     summary = {"out": str(out), "gains": fit.gains, "scatter_fraction": fit.fraction, "components": fit.components,
                "veil": fit.veil, "photons": fit.photons, "read_noise": fit.read_noise, "shift_px": fit.shift_px,
+               "rotation_deg": fit.rotation_deg, "scale": fit.scale,
                "psnr_fit": fit.psnr_fit, "ssim_fit": fit.ssim_fit, "psnr_clean": fit.psnr_clean,
                "ssim_clean": fit.ssim_clean, "seconds": fit.seconds}
     if json_out:
@@ -162,7 +164,8 @@ def calibrate_cmd(
         return
     stdout.print(f"gains {', '.join(f'{g:.4f}' for g in fit.gains)}; scatter {fit.fraction:.3f} of the light in "
                  f"{fit.components}; veil {fit.veil:.4f}; noise: {fit.photons:.0f} photons at full scale, read "
-                 f"noise {fit.read_noise:.2f} e; shift ({fit.shift_px[0]:.2f}, {fit.shift_px[1]:.2f}) px")
+                 f"noise {fit.read_noise:.2f} e; aligned: shift ({fit.shift_px[0]:.2f}, {fit.shift_px[1]:.2f}) px, "
+                 f"rotation {fit.rotation_deg:.3f} deg, scale {fit.scale:.4f}")
     stdout.print(f"fitted simulation vs capture: PSNR {fit.psnr_fit:.2f} dB, SSIM {fit.ssim_fit:.4f} "
                  f"(clean vs capture: {fit.psnr_clean:.2f} dB, {fit.ssim_clean:.4f}); {fit.seconds:.0f} s")
     stdout.print(f"wrote {out}: udcbench synth DATASET --recipe {out}")
