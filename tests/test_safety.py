@@ -832,3 +832,13 @@ def test_every_test_security_md_names_exists():
     missing = [name for module, name in named
                if not any(f"def {name}(" in src for stem, src in sources.items() if not module or stem == module)]
     assert len(named) >= 25 and missing == []
+
+
+def test_a_second_writer_of_a_synth_output_is_refused_in_one_line(workspace):
+    from udcbench.files import folder_lock
+
+    out = workspace / "data" / "udc"
+    with folder_lock(Path(f"{out}.manifest.jsonl"), "synth output (shard)"):  # as another synth of it
+        result = runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", str(out)])
+        assert result.exit_code == 2 and "another udcbench is writing" in " ".join(result.output.split())
+    assert runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", str(out)]).exit_code == 0

@@ -35,6 +35,7 @@ from udcbench import __version__
 from udcbench.datasets.base import IMAGE_SUFFIXES, DatasetAdapter
 from udcbench.errors import UdcbenchError
 from udcbench.files import (
+    folder_lock,
     overlaps,
     points_outside,
     remove_own_output,
@@ -262,7 +263,14 @@ def _check_every_listed_image(adapter: DatasetAdapter, src: Path, entries: dict)
 def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0, workers: int = 1,
                shard: Shard = Shard(), resume: bool = False, overwrite: bool = False,
                cache_dir: Path | None = None) -> SynthReport:
-    """Degrade every image of ``adapter.root`` into ``out`` (same layout). See the module docstring."""
+    """Degrade every image of ``adapter.root`` into ``out`` (same layout). See the module docstring. One writer
+    per output and shard: a second is refused in one line (the lock lies beside ``out``)."""
+    with folder_lock(Path(f"{out}.{shard.journal}"), "synth output (shard)"):
+        return _synthesize(adapter, Path(out), recipe, seed, workers, shard, resume, overwrite, cache_dir)
+
+
+def _synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int, workers: int, shard: Shard,
+                resume: bool, overwrite: bool, cache_dir: Path | None) -> SynthReport:
     src = adapter.root
     if src is None:
         raise UdcbenchError("synth needs a dataset folder")
