@@ -67,9 +67,9 @@ def _root(
     """udcbench: FER under under-display cameras."""
 
 
-from udcbench.cli import data, results, synth, train  # noqa: E402
+from udcbench.cli import data, photos, results, synth, train  # noqa: E402
 
-for _module in (data, results, synth, train):
+for _module in (data, results, synth, train, photos):
     _module.register(app)
 
 

@@ -84,6 +84,10 @@ class DatasetSpec:
     citation: str = ""
     needs_source: bool = True
     options: dict[str, Option] = field(default_factory=dict)
+    #: How a face found in a photo becomes an image like this dataset's (``udcbench predict``): the square crop's
+    #: margin around the detected box (a share of its side on each side), and whether the images are grayscale.
+    face_margin: float = 0.25
+    grayscale: bool = False
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -89,6 +89,8 @@ class FerPlus(DatasetAdapter):
     spec = DatasetSpec(
         name="ferplus",
         title="FERPlus",
+        face_margin=0.1,  # FER2013's 48-px crops are tight: the face fills the frame, grayscale
+        grayscale=True,
         num_classes=8,
         splits=("train", "valid", "test"),
         layout="fer2013new.csv + FER2013Train/ FER2013Valid/ FER2013Test/ (ferNNNNNNN.png), or fer2013.csv",

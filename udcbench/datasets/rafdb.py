@@ -21,6 +21,7 @@ class RafDb(DatasetAdapter):
     spec = DatasetSpec(
         name="rafdb",
         title="RAF-DB",
+        face_margin=0.2,  # the aligned 100-px crops hold the face with some forehead and chin
         num_classes=7,
         splits=("train", "test"),
         layout="EmoLabel/list_patition_label.txt + Image/aligned/*_aligned.jpg (or Image/original/*.jpg)",
