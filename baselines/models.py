@@ -346,7 +346,7 @@ class DACL(FERModel):
     def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits, pooled features and the attention weights (B x 512)."""
         feat = self.trunk(x)
-        weights = self.attention(feat).reshape(len(x), 512, 2).softmax(dim=-1)[..., 1]
+        weights = self.attention(feat).reshape(x.shape[0], 512, 2).softmax(dim=-1)[..., 1]
         pooled = F.adaptive_avg_pool2d(feat, 1).flatten(1)
         return self.fc(pooled), pooled, weights
 

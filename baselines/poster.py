@@ -261,7 +261,7 @@ class PosterPP(FERModel):
                                                                self.scales, self.tokenize, self.sizes):
             q = query(F.adaptive_avg_pool2d(lm, size))
             tokens.append(tokenize(scale(reduce(f), q)).flatten(2).transpose(1, 2))
-        sequence = torch.cat([self.cls.expand(len(x), -1, -1), *tokens], dim=1) + self.position
+        sequence = torch.cat([self.cls.expand(x.shape[0], -1, -1), *tokens], dim=1) + self.position
         return self.se(self.norm(self.blocks(sequence))[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

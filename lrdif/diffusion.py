@@ -77,7 +77,7 @@ class Denoiser(nn.Module):
         self.net = nn.Sequential(*blocks)
 
     def forward(self, zt: torch.Tensor, t_fraction: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([zt, t_fraction.expand(len(zt), 1).to(zt), condition], dim=1))
+        return self.net(torch.cat([zt, t_fraction.expand(zt.shape[0], 1).to(zt), condition], dim=1))
 
 
 class EPRDiffusion(nn.Module):

@@ -29,7 +29,10 @@ class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channels of a (B, C, H, W) map, without affine parameters."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2]).permute(0, 3, 1, 2)
+        # written out (layer_norm's eps): F.layer_norm's normalized_shape from x.shape does not export to ONNX
+        mean = x.mean(dim=1, keepdim=True)
+        centred = x - mean
+        return centred * torch.rsqrt(centred.pow(2).mean(dim=1, keepdim=True) + 1e-5)
 
 
 class Modulation(nn.Module):
@@ -254,7 +257,7 @@ class UDCformer(nn.Module):
     def features(self, maps: list[torch.Tensor], pooled: torch.Tensor, z: torch.Tensor,
                  landmark_maps: list[torch.Tensor]) -> torch.Tensor:
         """The penultimate features: the trunk's pooled feature plus the transformer's CLS, projected."""
-        tokens = [self.cls.expand(len(pooled), -1, -1)]
+        tokens = [self.cls.expand(pooled.shape[0], -1, -1)]  # shape, not len(): traced as the batch, not a constant
         maps = [reduce(f) for f, reduce in zip(maps, self.reduce)]
         if self.layout == "unet":
             maps = self.dt(maps, z)

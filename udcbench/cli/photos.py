@@ -102,7 +102,7 @@ def predict_cmd(
     missing = [row["file"] for row in rows if row["face"] == "none found"]
     for name in missing:
         stderr.print(f"[yellow]no face found in {name}[/] (--crop none takes the whole image as the face)",
-                     highlight=False)
+                     highlight=False, soft_wrap=True)
 
 
 def _write_csv(rows: list[dict], classes: tuple[str, ...], path: Path) -> None:
@@ -125,7 +125,37 @@ def _write_csv(rows: list[dict], classes: tuple[str, ...], path: Path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
+def export_model_cmd(
+    model: Path = typer.Argument(..., help="A run folder (its best.pt) or a checkpoint file of one."),
+    fmt: str = typer.Option("torchscript", "--format", help="torchscript, or onnx (pip install 'udcbench[onnx]')."),
+    out: Path = typer.Option(..., "--out", help="The file to write; FILE.json beside it holds the labels, input "
+                                               "size and preprocessing."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Take a trained model elsewhere: a TorchScript or ONNX file that runs without udcbench (input: N x 3 x S x S
+    RGB in [0, 1], the normalisation inside; output: logits), checked against the PyTorch model after writing.
+
+    Examples: udcbench export-model runs/udc-ferplus/resnet18-cpu-s0 --out resnet18.pt ;
+    udcbench export-model runs/udc-ferplus/resnet18-cpu-s0 --format onnx --out resnet18.onnx
+    """
+    from udcbench.export_model import export_model
+
+    if out.exists() and not overwrite:
+        raise UdcbenchError(f"{out} exists (pass --overwrite to replace it)")
+    record = export_model(model, fmt, out)
+    if as_json:
+        print_json(record)
+        return
+    check = record["check"]
+    said = (f"max logit difference {check['max_abs_difference']:.1e} on {check['images']} images"
+            if check.get("compared") else f"not compared ({check['why']})")
+    stdout.print(f"wrote {out} ({record['format']}, {record['method']}, {record['input_size']} px, labels "
+                 f"{', '.join(record['labels'])}) and {out}.json; check: {said}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     add_command(app, degrade_cmd, "degrade", panel=PANEL)
     add_command(app, predict_cmd, "predict", panel=PANEL)
+    add_command(app, export_model_cmd, "export-model", panel=PANEL)

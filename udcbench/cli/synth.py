@@ -70,6 +70,10 @@ def synth_cmd(
     adapter_name = "imagefolder" if dataset == "synthetic" else dataset
     adapter = resolve_dataset(str(src) if src is not None else None, adapter_name, parse_options(option),
                               folder="pass --src FOLDER")
+    if hasattr(adapter, "as_image_folder"):  # a saved HF dataset: synth reads image files, written once to the cache
+        from udcbench.datasets import create_dataset
+
+        adapter = create_dataset("imagefolder", adapter.as_image_folder(workspace.cache / "hf-images"))
     if out is None:
         out = workspace.dataset_dir(condition_folder(dataset, chosen.name))
     report = synthesize(adapter, out, chosen, seed=seed, workers=workers, shard=Shard.parse(shard), resume=resume,

@@ -9,7 +9,7 @@ and never modifies its source folder::
         ...
 """
 
-from udcbench.datasets import ferplus, imagefolder, kdef, rafdb, synthetic  # noqa: F401  (registration)
+from udcbench.datasets import ferplus, hfdisk, imagefolder, kdef, rafdb, synthetic  # noqa: F401  (registration)
 from udcbench.datasets.base import (
     SPLITS,
     DatasetAdapter,

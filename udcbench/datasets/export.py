@@ -112,4 +112,6 @@ def export_hf(adapter: DatasetAdapter, out: Path, overwrite: bool = False, progr
     dataset.save_to_disk(str(out))
     write_atomic(out / "README.md", dataset_card(adapter, counts))
     write_json(out / EXPORT_MARKER, {"udcbench_version": __version__, "source": adapter.describe()})
+    if adapter.manifest:  # the source's identity (origin, condition, recipe and seed): read back with the export
+        write_atomic(out / "manifest.json", (adapter.root / "manifest.json").read_bytes())
     return dataset

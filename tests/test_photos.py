@@ -1,0 +1,167 @@
+"""Your own images: degrade a photo, predict on photos, export a model, read saved HF datasets (issue 37)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from udcbench.cli import app
+from udcbench.datasets import create_dataset
+
+from conftest import in_default_workspace
+
+runner = CliRunner()
+
+
+def _photo(path: Path, index: int = 0) -> Path:
+    """A 640 x 480 photo: one built-in face (drawn at 200 px, one OpenCV's detector finds) on a plain background."""
+    faces = create_dataset("synthetic", n_train=4, n_test=1, size=200)
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    canvas[140:340, 250:450] = faces.load_image(faces.records("train")[index])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), canvas[..., ::-1])
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    in_default_workspace(monkeypatch, tmp_path)
+    assert runner.invoke(app, ["generate", "--n-train", "70", "--n-test", "14", "--size", "32"]).exit_code == 0
+    return tmp_path
+
+
+def _trained(workspace: Path, method: str = "test_cnn") -> Path:
+    result = runner.invoke(app, ["train", method, "--data", "data/synthetic", "--preset", "smoke",
+                                 "--set", "input_size=32"])
+    assert result.exit_code == 0, result.output
+    return workspace / "runs" / "synthetic" / f"{method}-smoke-s0"
+
+
+def test_degrade_writes_the_photo_at_its_size_and_a_figure_large_enough_to_judge(tmp_path):
+    photo = _photo(tmp_path / "me.jpg")
+    result = runner.invoke(app, ["degrade", str(photo), "--panel", "poled", "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    degraded = cv2.imread(row["degraded"])
+    figure = cv2.imread(row["figure"])
+    assert degraded.shape == (480, 640, 3) and figure.shape[1] >= 2 * 768
+    assert row["face_box"] is not None and "detected" in row["scale_from"]
+    assert row["psf_scale"] == pytest.approx(row["face_box"][2] / 512, rel=1e-6)  # the face at the panel's scale
+    assert np.abs(degraded.astype(int) - cv2.imread(str(photo)).astype(int)).mean() > 5  # the panel did something
+    again = runner.invoke(app, ["degrade", str(photo), "--panel", "poled", "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0
+    assert (tmp_path / "again" / "me-poled.png").read_bytes() == Path(row["degraded"]).read_bytes()  # per seed
+    other = runner.invoke(app, ["degrade", str(photo), "--panel", "poled", "--seed", "1", "--out",
+                                str(tmp_path / "s1")])
+    assert other.exit_code == 0
+    assert (tmp_path / "s1" / "me-poled.png").read_bytes() != Path(row["degraded"]).read_bytes()
+    scaled = json.loads(runner.invoke(app, ["degrade", str(photo), "--face-px", "256", "--out", str(tmp_path / "f"),
+                                            "--json"]).stdout)[0]
+    assert scaled["psf_scale"] == pytest.approx(0.5) and "--face-px" in scaled["scale_from"]
+
+
+def test_predict_gives_probabilities_the_same_class_as_eval_and_writes_nothing_to_the_store(workspace):
+    from udcbench.engine.evaluation import evaluate, load_test_split, load_trained
+    from udcbench.engine.runtime import runtime
+
+    run = _trained(workspace)
+    store = workspace / "runs" / "results.sqlite"
+    before = store.read_bytes()
+    folder = workspace / "data" / "synthetic" / "test"
+    images = sorted(folder.rglob("*.png"))
+    result = runner.invoke(app, ["predict", str(run), *map(str, images), "--crop", "none", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [Path(r["file"]).name for r in rows] == [p.name for p in images]
+    assert all(sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-4) for r in rows)
+    # eval's own path on the same images (the test split, in its order) predicts the same classes
+    adapter = create_dataset("imagefolder", workspace / "data" / "synthetic")
+    rt = runtime("cpu")
+    trained = load_trained(run, adapter, rt)
+    _, records, loaded = load_test_split(adapter, trained.config)
+    preds = evaluate(trained.model, loaded, np.array([r.label for r in records]), trained.config, rt,
+                     trained.num_classes, keep_predictions=True)["predictions"]
+    by_file = {Path(r["file"]).name: r["predicted"] for r in rows}
+    assert [by_file[r.path.name] for r in records] == [adapter.classes[p] for p in preds]
+    assert store.read_bytes() == before and not list(run.glob("eval-*"))
+
+
+def test_predict_finds_the_face_in_a_photo_and_says_so_in_one_line_when_there_is_none(workspace):
+    run = _trained(workspace)
+    _photo(workspace / "photos" / "me.png")
+    cv2.imwrite(str(workspace / "photos" / "wall.png"), np.full((300, 400, 3), 200, np.uint8))
+    result = runner.invoke(app, ["predict", str(run), str(workspace / "photos"), "--panel", "toled", "--json",
+                                 "--csv", str(workspace / "p.csv")])
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["file"]).name: r for r in json.loads(result.stdout[: result.stdout.rindex("]") + 1])}
+    assert rows["me.png"]["face"] == "detected" and 200 <= rows["me.png"]["box"][0] + rows["me.png"]["box"][2] <= 500
+    assert set(rows["me.png"]["panel_probabilities"]) == set(rows["me.png"]["probabilities"])
+    assert rows["wall.png"]["face"] == "none found" and "probabilities" not in rows["wall.png"]
+    said = [line for line in result.output.splitlines() if "no face found" in line]
+    assert len(said) == 1 and "wall.png" in said[0]
+    assert (workspace / "p.csv").read_text().count("\n") == 3
+    missing = runner.invoke(app, ["predict", str(run), str(workspace / "nowhere.png")])
+    assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_exported_model_reproduces_the_runs_logits(workspace, fmt):
+    if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime is not installed (pip install 'udcbench[onnx]' onnxruntime)")
+    from udcbench.predict import Predictor
+
+    run = _trained(workspace, "resnet18")
+    out = workspace / ("model.pt" if fmt == "torchscript" else "model.onnx")
+    result = runner.invoke(app, ["export-model", str(run), "--format", fmt, "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads(Path(f"{out}.json").read_text())
+    assert sidecar["labels"][0] == "neutral" and sidecar["input_size"] == 32 and sidecar["check"]["compared"]
+    predictor = Predictor.load(run, "cpu")
+    x = torch.rand(5, 3, 32, 32)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (predictor.config.mean, predictor.config.std))
+    with torch.no_grad():
+        expected = predictor.model.float()((x - mean) / std).numpy()
+    if fmt == "torchscript":
+        got = torch.jit.load(str(out))(x).detach().numpy()
+        assert np.abs(got - expected).max() <= 1e-5
+    else:
+        import onnxruntime
+
+        got = onnxruntime.InferenceSession(str(out)).run(None, {"image": x.numpy()})[0]
+        assert np.abs(got - expected).max() <= 1e-4
+    again = runner.invoke(app, ["export-model", str(run), "--format", fmt, "--out", str(out)])
+    assert again.exit_code == 2 and "exists" in again.output
+
+
+def _scores(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "images_per_second"}
+
+
+def test_a_saved_hf_dataset_trains_and_evaluates_like_its_source(workspace):
+    assert runner.invoke(app, ["export", "imagefolder", "--src", "data/synthetic", "--out", "hf"]).exit_code == 0
+    info = runner.invoke(app, ["info", "hf", "--json"])
+    assert info.exit_code == 0, info.output
+    records = {}
+    for data in ("data/synthetic", "hf"):
+        result = runner.invoke(app, ["train", "test_cnn", "--data", data, "--preset", "smoke", "--json"])
+        assert result.exit_code == 0, result.output
+        records[data] = json.loads(result.stdout[result.stdout.index("{"):])
+    source, exported = records["data/synthetic"], records["hf"]
+    assert exported["dataset"] == source["dataset"] == "synthetic"
+    assert exported["counts"] == source["counts"]
+    assert _scores(exported["test_at_best"]) == _scores(source["test_at_best"])
+    run = Path(exported["run_id"])
+    scores = []
+    for data in ("hf", "data/synthetic"):
+        evaluated = runner.invoke(app, ["eval", str(run), "--data", data, "--json"])
+        assert evaluated.exit_code == 0, evaluated.output
+        scores.append(_scores(json.loads(evaluated.stdout)["test_at_best"]))
+    assert scores[0] == scores[1]  # the same images, read from either
+    synth = runner.invoke(app, ["synth", "hf", "--src", "hf", "--out", "data/udc-hf"])
+    assert synth.exit_code == 0, synth.output
+    assert json.loads((workspace / "data" / "udc-hf" / "manifest.json").read_text())["images"] == 84

@@ -1,0 +1,135 @@
+"""``udcbench export-model``: a trained run as a file that runs without udcbench (TorchScript, or ONNX with the
+``onnx`` extra), and beside it ``FILE.json``: the labels, the input size, the preprocessing (the crop margin,
+grayscale) and the digest of the checkpoint it came from.
+
+The exported graph takes ``N x 3 x S x S`` float32 RGB in [0, 1] (the face crop resized to S) and returns the
+logits; the run's normalisation is inside it. It is checked after writing: the file's logits against the
+PyTorch model's on the same input (within 1e-5 for TorchScript, 1e-4 for ONNX run by onnxruntime, where that
+is installed). A model that samples at inference (LRDif's diffusion starts from noise) is compared with the
+same seed for TorchScript; ONNX draws its own noise, so there the check is the predicted class's agreement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from udcbench.errors import UdcbenchError
+from udcbench.files import temp_path, write_atomic, write_json
+from udcbench.predict import Predictor
+
+FORMATS = {"torchscript": 1e-5, "onnx": 1e-4}  # the format and the largest logit difference its check allows
+CHECK_IMAGES = 8
+
+
+class Normalised(nn.Module):
+    """``(x - mean) / std`` then the model: the exported graph's input is the [0, 1] image."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def _samples(model: nn.Module) -> bool:
+    """Whether the model draws random numbers at inference (two seeded calls differ)."""
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = model(x)
+        torch.manual_seed(1)
+        b = model(x)
+    return not torch.equal(a, b)
+
+
+def export_model(target: Path, fmt: str, out: Path) -> dict:
+    """Export the run at ``target`` to ``out`` in ``fmt``; returns the sidecar record (with the check's result)."""
+    if fmt not in FORMATS:
+        raise UdcbenchError(f"--format is {' or '.join(FORMATS)}, not '{fmt}'")
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise UdcbenchError("ONNX export needs the onnx package: pip install 'udcbench[onnx]' (or use --format "
+                            "torchscript)")
+    predictor = Predictor.load(target, "cpu")
+    config = predictor.config
+    wrapped = Normalised(predictor.model.float().eval(), config.mean, config.std).eval()
+    size = config.input_size
+    example = torch.rand(CHECK_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
+    sampling = _samples(wrapped)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and deprecation notes: the check below decides
+        if fmt == "torchscript":
+            traced = torch.jit.trace(wrapped, example[:1], check_trace=False)
+            buffer = io.BytesIO()
+            torch.jit.save(traced, buffer)
+            write_atomic(out, buffer.getvalue())
+        else:
+            tmp = temp_path(out)
+            try:
+                torch.onnx.export(wrapped, (example[:1],), str(tmp), dynamo=False, input_names=["image"],
+                                  output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+            except Exception as exc:  # noqa: BLE001 - an operator the exporter lacks: one line
+                tmp.unlink(missing_ok=True)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise UdcbenchError(f"{config.method} does not export to ONNX ({first}); --format torchscript "
+                                    "does") from None
+            tmp.replace(out)
+    check = _check(out, fmt, wrapped, example, sampling)
+    checkpoint = Path(target) / "best.pt" if Path(target).is_dir() else Path(target)
+    record = {
+        "format": fmt, "file": out.name, "method": config.method, "source": str(Path(target).resolve()),
+        "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+        "labels": list(predictor.classes), "input_size": size,
+        "input": f"N x 3 x {size} x {size} float32 RGB in [0, 1]: the face crop, resized to {size} px",
+        "normalisation_inside": {"mean": list(config.mean), "std": list(config.std)},
+        "output": "logits (N x classes); softmax gives the probabilities",
+        "preprocessing": {"face_margin": predictor.margin, "grayscale": predictor.grayscale,
+                          "detector": "OpenCV Haar cascade (haarcascade_frontalface_default.xml)"},
+        "samples_at_inference": sampling, "check": check,
+    }
+    write_json(out.with_name(out.name + ".json"), record)
+    return record
+
+
+def _check(path: Path, fmt: str, reference: nn.Module, x: torch.Tensor, sampling: bool) -> dict:
+    """The exported file's output against the PyTorch model's on ``x``; refused beyond the format's tolerance."""
+    tolerance = FORMATS[fmt]
+    with torch.no_grad():
+        torch.manual_seed(0)
+        expected = reference(x).numpy()
+    if fmt == "torchscript":
+        loaded = torch.jit.load(str(path))
+        with torch.no_grad():
+            torch.manual_seed(0)
+            got = loaded(x).numpy()
+    elif importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"image": x.numpy()})[0]
+    else:
+        return {"compared": False, "why": "onnxruntime is not installed"}
+    difference = float(np.abs(got - expected).max())
+    agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+    if fmt == "onnx" and sampling:  # its own noise: the classes agree, the logits need not
+        return {"compared": True, "images": len(x), "max_abs_difference": difference, "class_agreement": agreement,
+                "note": "the model samples at inference; ONNX draws its own noise"}
+    if not difference <= tolerance:
+        path.unlink(missing_ok=True)
+        raise UdcbenchError(f"the exported {fmt} model's logits differ from PyTorch's by {difference:.2e} (over "
+                            f"{tolerance:.0e}): not written")
+    return {"compared": True, "images": len(x), "max_abs_difference": difference, "tolerance": tolerance,
+            "class_agreement": agreement}
+
