@@ -105,6 +105,10 @@ def test_predict_finds_the_face_in_a_photo_and_says_so_in_one_line_when_there_is
     said = [line for line in result.output.splitlines() if "no face found" in line]
     assert len(said) == 1 and "wall.png" in said[0]
     assert (workspace / "p.csv").read_text().count("\n") == 3
+    if importlib.util.find_spec("dlib") is not None:  # the landmarks extra (in dev): dlib's detector finds it too
+        dlib = runner.invoke(app, ["predict", str(run), str(workspace / "photos" / "me.png"), "--detector", "dlib",
+                                   "--json"])
+        assert dlib.exit_code == 0 and json.loads(dlib.stdout)[0]["face"] == "detected", dlib.output
     missing = runner.invoke(app, ["predict", str(run), str(workspace / "nowhere.png")])
     assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
 

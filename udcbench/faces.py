@@ -7,6 +7,8 @@ from functools import cache
 import cv2
 import numpy as np
 
+from udcbench.errors import UdcbenchError
+
 CROP_METHODS = ("haar", "landmarks", "none")
 
 
@@ -37,6 +39,25 @@ def detect_face_haar(image: np.ndarray) -> tuple[int, int, int, int] | None:
             if name.startswith("haarcascade_frontal"):
                 break  # the frontal cascade is symmetric: no need to flip
     return None
+
+
+DETECTORS = ("haar", "dlib")
+
+
+def detect_face(image: np.ndarray, detector: str = "haar") -> tuple[int, int, int, int] | None:
+    """The largest face's box (x, y, w, h): OpenCV's bundled Haar cascades, or dlib's HOG detector where the
+    ``landmarks`` extra is installed; None when none is found."""
+    if detector == "haar":
+        return detect_face_haar(image)
+    if detector != "dlib":
+        raise UdcbenchError(f"--detector is {' or '.join(DETECTORS)}, not '{detector}'")
+    from udcbench.landmarks import _dlib_models
+
+    boxes = _dlib_models()[0](cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 1)
+    if not len(boxes):
+        return None
+    box = max(boxes, key=lambda r: r.width() * r.height())
+    return int(box.left()), int(box.top()), int(box.width()), int(box.height())
 
 
 def square_crop(

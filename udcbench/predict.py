@@ -18,7 +18,7 @@ from udcbench.datasets import get_adapter_class
 from udcbench.datasets.base import read_image
 from udcbench.engine.data import resize_image
 from udcbench.errors import UdcbenchError
-from udcbench.faces import detect_face_haar, square_crop
+from udcbench.faces import detect_face, square_crop
 from udcbench.files import printable, read_json
 from udcbench.labels import label_names
 
@@ -36,6 +36,7 @@ class Predictor:
     grayscale: bool
     rt: object
     source: str  # the run folder or checkpoint
+    detector: str = "haar"
 
     @classmethod
     def load(cls, target: Path, device: str | None = None) -> Predictor:
@@ -82,7 +83,7 @@ class Predictor:
         """The model's uint8 input (S x S x 3) for a photo, and the face box; (None, None) when no face is found."""
         if crop == "none":
             return self._finish(image), None
-        found = detect_face_haar(image)
+        found = detect_face(image, self.detector)
         if found is None:
             return None, None
         box = [int(v) for v in found]

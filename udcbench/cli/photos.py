@@ -9,12 +9,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from udcbench.cli._common import JSON_OPTION, add_command, check_device, print_json, stdout
+from udcbench.cli._common import JSON_OPTION, add_command, check_device, choices, print_json, stdout
 from udcbench.errors import UdcbenchError
 from udcbench.progress import stderr
 from udcbench.workspace import load_workspace
 
 PANEL = "Your photos"
+Detector = choices("Detector", ("haar", "dlib"))
 
 
 def _recipe(panel: str):
@@ -63,6 +64,8 @@ def predict_cmd(
                                                             "poled, lowlight or a recipe file), side by side."),
     crop: str = typer.Option("detect", help="detect: find the face and crop it as the training data was; none: "
                                             "each image is a face crop already (a dataset's own images)."),
+    detector: Detector = typer.Option(Detector.haar, help="haar (OpenCV's, always there) or dlib (the landmarks "
+                                                          "extra)."),
     seed: int = typer.Option(0, help="Seed of --panel's degradation."),
     batch: int = typer.Option(64, min=1, max=4096, help="Images per forward pass."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
@@ -82,6 +85,7 @@ def predict_cmd(
     recipe = _recipe(panel) if panel else None
     files = photo_files(photos)
     predictor = Predictor.load(model, device)
+    predictor.detector = detector.value
     rows = predict_files(predictor, files, crop=crop, recipe=recipe, seed=seed, batch=batch)
     if csv_out is not None:
         _write_csv(rows, predictor.classes, csv_out)
