@@ -169,3 +169,16 @@ def test_a_saved_hf_dataset_trains_and_evaluates_like_its_source(workspace):
     synth = runner.invoke(app, ["synth", "hf", "--src", "hf", "--out", "data/udc-hf"])
     assert synth.exit_code == 0, synth.output
     assert json.loads((workspace / "data" / "udc-hf" / "manifest.json").read_text())["images"] == 84
+
+
+def test_a_udc_export_carries_its_recipe_and_its_card_loads_with_huggingface_hub(workspace):
+    from huggingface_hub import DatasetCard
+
+    assert runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", "data/udc"]).exit_code == 0
+    assert runner.invoke(app, ["export", "imagefolder", "--src", "data/udc", "--out", "hf"]).exit_code == 0
+    card = DatasetCard.load(workspace / "hf" / "README.md")  # the hub's own parser
+    meta = card.data.to_dict()
+    assert (meta["license"], meta["size_categories"], meta["source_datasets"]) == ("apache-2.0", ["n<1K"], ["original"])
+    assert meta["udcbench_degradation"]["recipe"] == "toled" and meta["udcbench_degradation"]["seed"] == 0
+    assert "toled" in card.text
+    assert json.loads((workspace / "hf" / "manifest.json").read_text())["recipe_name"] == "toled"

@@ -57,3 +57,20 @@ def test_engine_cli_and_reproduce_name_no_lrdif_method_variant_or_stage():
         named = sorted(s for s in _strings(path) if s in words or any(w in s.split() for w in words))
         assert not named, f"{path.relative_to(REPO)} names {named}"
         assert not any(n.startswith("udcbench.methods.lrdif") or n.endswith("LRDIF_ARGS") for n in _imports(path))
+
+
+def test_the_licence_and_the_citation_file_match_the_package():
+    import yaml
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the tomli backport, a dependency there
+        import tomli as tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    licence = (REPO / "LICENSE").read_text()
+    assert project["license"] == "Apache-2.0" and "Apache License" in licence and "Version 2.0" in licence
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert {"cff-version", "message", "title", "authors", "version", "license"} <= set(citation)
+    assert citation["version"] == project["version"] and citation["license"] == project["license"]
+    assert "2402.00250" in citation["references"][0]["identifiers"][0]["value"]  # the paper it reproduces

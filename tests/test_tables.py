@@ -4,7 +4,6 @@ import csv
 from pathlib import Path
 
 import pytest
-import yaml
 
 from udcbench.errors import UdcbenchError
 from udcbench.leaderboard import build_leaderboard, publish, write_leaderboard
@@ -154,14 +153,19 @@ def test_leaderboard_drop_and_rank_change(tmp_path: Path):
     csv_path, md_path = write_leaderboard(rows, tmp_path)
     written = list(csv.DictReader(csv_path.open()))
     assert written[2]["method"] == "scn" and written[2]["drop_from_clean"] == "1.00"
+    from huggingface_hub import ModelCard
+
     cards = publish(rows, tmp_path / "cards")
-    card = yaml.safe_load((tmp_path / "cards" / "scn.yaml").read_text())
-    assert [p.name for p in cards] == ["resnet18.yaml", "scn.yaml"]
-    entry = card["model-index"][0]
-    assert entry["name"] == "udcbench-scn" and len(entry["results"]) == 2
-    first = entry["results"][0]
-    assert first["task"]["type"] == "image-classification" and first["dataset"]["split"] == "valid"
-    assert first["metrics"][0] == {"type": "accuracy", "value": 80.0, "name": "Accuracy (1 seed)"}
+    assert len(cards) == 4 and all(p.suffix == ".md" for p in cards)
+    scn = ModelCard.load(next(p for p in cards if p.name.startswith("scn-cpu-scratch-ferplus-toled")))  # hub's parser
+    assert scn.data.model_name == "udcbench-scn" and scn.data.license == "apache-2.0"
+    accuracy = scn.data.eval_results[0]
+    assert (accuracy.task_type, accuracy.dataset_type, accuracy.dataset_split) == (
+        "image-classification", "udcbench/ferplus-toled", "valid")
+    assert (accuracy.metric_type, accuracy.metric_value) == ("accuracy", round(scn_udc["accuracy"], 2))
+    assert accuracy.dataset_revision == "0fb1eb23ffb2"  # the draw of the data
+    chance = [dict(r, near_chance=True) if r["method"] == "scn" else r for r in rows]
+    assert not any(p.name.startswith("scn") for p in publish(chance, tmp_path / "chance"))  # near chance: no card
 
 
 def test_fill_commands_name_clean_data_read_from_outside_the_workspace(tmp_path: Path, monkeypatch):

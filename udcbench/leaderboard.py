@@ -13,11 +13,10 @@ chance (the better of guessing uniformly and always answering the test set's lar
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from udcbench.compare import Side, separated_better
 from udcbench.engine.metrics import chance_accuracy
@@ -27,7 +26,7 @@ from udcbench.methods import get_method
 from udcbench.paper import paper_numbers
 from udcbench.tables import dataset_title, usable
 
-COLUMNS = ("method", "title", "init", "preset", "input_size", "dataset", "condition", "test_split", "seeds",
+COLUMNS = ("method", "title", "init", "preset", "input_size", "dataset", "condition", "draw", "test_split", "seeds",
            "accuracy", "accuracy_std", "mean_class_accuracy", "macro_f1", "chance", "near_chance", "drop_from_clean",
            "rank", "rank_change_from_clean", "paper_accuracy")
 #: What the terminal shows (the files hold every column).
@@ -65,10 +64,11 @@ def build_leaderboard(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, dict[int, dict]] = {}
     ranked = (r for r in results if usable(r) and not _oracle(r["method"]))
     for r in sorted(ranked, key=lambda r: r.get("created") or ""):
-        key = (r["method"], str(r["init"]), r["preset"], r["dataset"], r["condition"])
+        draw = str((r.get("record") or {}).get("dataset_manifest_sha256") or "")[:12]  # one draw of the data a row
+        key = (r["method"], str(r["init"]), r["preset"], r["dataset"], r["condition"], draw)
         groups.setdefault(key, {})[r["seed"]] = r  # the latest run per seed
     rows = []
-    for (method, init, preset, dataset, condition), by_seed in groups.items():
+    for (method, init, preset, dataset, condition, draw), by_seed in groups.items():
         runs = list(by_seed.values())
         acc = [100 * r["accuracy"] for r in runs]
         try:
@@ -78,7 +78,7 @@ def build_leaderboard(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({
             "method": method, "title": title, "init": init, "preset": preset,
             "input_size": "/".join(sorted({str(r["input_size"]) for r in runs})),
-            "dataset": dataset, "condition": condition,
+            "dataset": dataset, "condition": condition, "draw": draw,
             "test_split": "/".join(sorted({str(r["test_split"]) for r in runs})), "seeds": len(runs),
             "accuracy": _mean(acc), "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else None,
             "mean_class_accuracy": _mean([100 * r["mean_class_accuracy"] for r in runs
@@ -93,8 +93,8 @@ def build_leaderboard(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["near_chance"] = row["chance"] is not None and row["accuracy"] < row["chance"] + NEAR_CHANCE_POINTS
     sides = {id(row): Side(row["method"], row.pop("_records")) for row in rows}
     for row in rows:
-        group = [o for o in rows if (o["dataset"], o["condition"], o["preset"], o["init"]) ==
-                 (row["dataset"], row["condition"], row["preset"], row["init"]) and not o["near_chance"]]
+        group = [o for o in rows if (o["dataset"], o["condition"], o["draw"], o["preset"], o["init"]) ==
+                 (row["dataset"], row["condition"], row["draw"], row["preset"], row["init"]) and not o["near_chance"]]
         # only what the data separate ranks above: equal ranks are methods udcbench compare cannot tell apart
         row["rank"] = None if row["near_chance"] else 1 + sum(
             o["accuracy"] > row["accuracy"] and separated_better(sides[id(o)], sides[id(row)]) for o in group)
@@ -131,35 +131,62 @@ def write_leaderboard(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, 
     return csv_path, md_path
 
 
-def model_index(method: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The Hugging Face model-card ``model-index`` block of one method's leaderboard rows."""
+def model_card(rows: list[dict[str, Any]]) -> str:
+    """A Hugging Face model card (``huggingface_hub``'s card classes, so that its own parser reads it back) of one
+    method's results at one preset, init and draw of the data: accuracy (mean over seeds) and mean class accuracy
+    per dataset and condition, each condition its own dataset type."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    first = rows[0]
     results = []
     for row in rows:
-        if row["method"] != method:
-            continue
         seeds = f"mean of {row['seeds']} seeds" if row["seeds"] > 1 else "1 seed"
-        results.append({
-            "task": {"type": "image-classification", "name": "Facial expression recognition"},
-            "dataset": {"type": row["dataset"], "name": dataset_title(row["dataset"], row["condition"]),
-                        "split": row["test_split"],
-                        "args": {"condition": row["condition"], "preset": row["preset"], "init": row["init"],
-                                 "input_size": row["input_size"]}},
-            "metrics": [
-                {"type": "accuracy", "value": round(row["accuracy"], 2), "name": f"Accuracy ({seeds})"},
-                *([{"type": "mean_class_accuracy", "value": round(row["mean_class_accuracy"], 2),
-                    "name": "Mean class accuracy"}] if row["mean_class_accuracy"] is not None else []),
-            ],
-            "source": {"name": "udcbench (runs/results.sqlite)"},
-        })
-    return {"model-index": [{"name": f"udcbench-{method}", "results": results}]}
+        common = dict(task_type="image-classification", task_name="Facial expression recognition",
+                      dataset_type=f"udcbench/{row['dataset']}-{row['condition']}",
+                      dataset_name=dataset_title(row["dataset"], row["condition"]), dataset_split=row["test_split"],
+                      dataset_revision=row["draw"] or None,
+                      dataset_args={"preset": row["preset"], "init": row["init"], "input_size": row["input_size"]})
+        results.append(EvalResult(**common, metric_type="accuracy", metric_value=round(row["accuracy"], 2),
+                                  metric_name=f"Accuracy (%, {seeds})"))
+        if row["mean_class_accuracy"] is not None:
+            results.append(EvalResult(**common, metric_type="mean_class_accuracy",
+                                      metric_value=round(row["mean_class_accuracy"], 2),
+                                      metric_name=f"Mean class accuracy (%, {seeds})"))
+    data = ModelCardData(model_name=f"udcbench-{first['method']}", license="apache-2.0", library_name="pytorch",
+                         tags=["facial-expression-recognition", "under-display-camera", "udcbench"],
+                         eval_results=results)
+    lines = [f"| {dataset_title(r['dataset'], r['condition'])} | {r['test_split']} | {r['seeds']} | "
+             f"{cell(r['accuracy'])} | {cell(r['accuracy_std'])} |" for r in rows]
+    body = "\n".join([
+        f"# {first['title']} ({first['method']}), udcbench {first['preset']} preset",
+        "",
+        f"Initialised from `{first['init']}`; input {first['input_size']} px. Accuracies in percent on each "
+        "dataset's test split, mean (and sample std) over seeds, from the run records in `runs/results.sqlite`.",
+        "",
+        "| data | split | seeds | accuracy | std |",
+        "|---|---|---|---|---|",
+        *lines,
+    ])
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n"))
+
+
+def _card_stem(row: dict[str, Any]) -> str:
+    init = "scratch" if row["init"] == "scratch" else re.sub(r"[^A-Za-z0-9._+-]", "-", Path(row["init"]).parent.name
+                                                                  or Path(row["init"]).stem)
+    parts = [row["method"], row["preset"], init, row["dataset"], row["condition"], row["draw"] or "nodraw"]
+    return check_name("-".join(parts), "model card name")
 
 
 def publish(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """``out_dir/<method>.yaml`` per method: a model-index block for a model card's metadata."""
+    """``out_dir/<method>-<preset>-<init>-<dataset>-<condition>-<draw>.md``: one model card per method, preset,
+    init and draw of the data; results near chance are left out (they say nothing about the method)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for method in sorted({r["method"] for r in rows}):
-        path = out_dir / f"{check_name(method, 'method in the results store')}.yaml"
-        write_atomic(path, yaml.safe_dump(model_index(method, rows), sort_keys=False, allow_unicode=True))
+    for row in rows:
+        if row["near_chance"]:
+            continue
+        check_name(row["method"], "method in the results store")
+        path = out_dir / f"{_card_stem(row)}.md"
+        write_atomic(path, model_card([row]))
         paths.append(path)
     return paths

@@ -126,7 +126,8 @@ def table_cmd(
 def leaderboard_cmd(
     runs: Path | None = RUNS_OPTION,
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: results/)."),
-    publish: Path | None = typer.Option(None, help="Also write a Hugging Face model-index YAML per method here."),
+    publish: Path | None = typer.Option(None, help="Also write Hugging Face model cards here (one per method, "
+                                                  "preset, init and draw; near-chance results left out)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """One row per (method, init, preset, dataset, condition): mean, std, seeds, drop from clean, rank change.

@@ -22,6 +22,18 @@ def _png(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+#: Licence identifiers of the card metadata (the Hub's list); the others are "other", their terms in the text.
+LICENSE_IDS = {"synthetic": "apache-2.0"}
+
+
+def _size_category(n: int) -> str:
+    """The Hub's size category of ``n`` examples."""
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < bound:
+            return name
+    return "n>1M"
+
+
 def dataset_card(adapter: DatasetAdapter, counts: dict[str, list[int]]) -> str:
     """README.md for the exported dataset: source, licence, citation, label mapping and counts."""
     spec = adapter.spec
@@ -30,18 +42,42 @@ def dataset_card(adapter: DatasetAdapter, counts: dict[str, list[int]]) -> str:
     rows = [f"| {i} {name} | " + " | ".join(str(c[i]) for c in counts.values()) + " |"
             for i, name in enumerate(adapter.classes)]
     totals = "| total | " + " | ".join(str(sum(c)) for c in counts.values()) + " |"
-    return "\n".join([
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    manifest = adapter.manifest
+    recipe = manifest.get("recipe_name")
+    origin = adapter.origin
+    from udcbench.datasets.base import dataset_names, get_adapter_class
+
+    source = get_adapter_class(origin).spec if origin in dataset_names() else spec  # a copy's terms are its source's
+    data = DatasetCardData(
+        pretty_name=f"{spec.title} (udcbench export" + (f", {recipe} panel)" if recipe else ")"),
+        license=LICENSE_IDS.get(origin, "other"), task_categories=["image-classification"],
+        size_categories=[_size_category(sum(sum(c) for c in counts.values()))],
+        source_datasets=["original"] if origin == "synthetic" else [f"extended|{origin}"],
+        tags=["facial-expression-recognition", "udcbench"] + (["under-display-camera"] if recipe else []),
+        **({"udcbench_degradation": {"recipe": recipe, "recipe_sha256": manifest.get("recipe_sha256"),
+                                     "seed": manifest.get("seed")}} if recipe else {}),
+    )
+    degradation = ([
+        "## Degradation",
+        f"Synthesised by `udcbench synth` with the `{recipe}` recipe (sha256 `{manifest.get('recipe_sha256')}`), "
+        f"seed {manifest.get('seed')}; its full recipe and per-image parameters are in `manifest.json` beside "
+        "this card.",
+        "",
+    ] if recipe else [])
+    return str(DatasetCard("\n".join([
         "---",
-        f"pretty_name: {spec.title} (udcbench export)",
-        "task_categories:\n- image-classification",
+        data.to_yaml(),
         "---",
-        f"# {spec.title}",
+        f"# {spec.title}" + (f" under the {recipe} panel" if recipe else ""),
         "",
         f"Exported by udcbench {__version__} from `{adapter.describe()}`.",
         "",
+        *degradation,
         "## Source and licence",
-        f"- Source: {spec.url or 'udcbench'}",
-        f"- Licence: {spec.licence}",
+        f"- Source: {source.url or 'udcbench'}",
+        f"- Licence: {source.licence}",
         "- This export inherits the source's licence terms; redistribute it only where they allow.",
         "",
         "## Columns",
@@ -61,10 +97,10 @@ def dataset_card(adapter: DatasetAdapter, counts: dict[str, list[int]]) -> str:
         "",
         "## Citation",
         "```bibtex",
-        spec.citation or "(see the source)",
+        source.citation or "(see the source)",
         "```",
         "",
-    ])
+    ])))
 
 
 #: Marks a folder as a udcbench export (what --overwrite may replace).
