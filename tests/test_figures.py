@@ -45,17 +45,36 @@ def test_steps_figure_writes_csv_and_png(tmp_path: Path):
         figures.steps_figure([], tmp_path / "empty", "test")
 
 
-def test_the_steps_axis_spans_ten_points_at_least_and_holds_chance():
-    assert figures._y_range([12.7, 14.6]) == pytest.approx((8.65, 18.65))  # chance-level noise is not an effect
-    assert figures._y_range([12.5, 82.0]) == (11.5, 83.0)
-    assert figures._y_range([0.5, 2.0]) == (0.0, 10.0) and figures._y_range([99.0, 99.5]) == (90.0, 100.0)
+def test_the_steps_axis_is_scaled_to_the_data_and_marks_one_seed_points(tmp_path: Path, monkeypatch):
+    assert figures._y_range([12.7, 14.6]) == pytest.approx((11.65, 15.65))  # at least 4 points: noise is no effect
+    assert figures._y_range([82.0, 82.56]) == pytest.approx((80.28, 84.28))  # a half-point spread: 4 points
+    assert figures._y_range([0.5, 2.0]) == (0.0, 4.0) and figures._y_range([99.0, 99.5]) == (96.0, 100.0)
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or path)
+    points = [{"steps": 1, "accuracy": 82.0, "std": 0.0, "n": 1, "chance": 12.5, "seeds": [82.0]},
+              {"steps": 4, "accuracy": 82.56, "std": 0.3, "n": 3, "chance": 12.5, "seeds": [82.2, 82.7, 82.8]}]
+    figures.steps_figure(points, tmp_path / "fig6", "test")
+    ax = drawn[0].axes[0]
+    low, high = ax.get_ylim()
+    assert low > 80 and high < 85  # chance (12.5) is not on the axis ...
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "chance 12.5 % (below the axis)" in labels  # ... the legend says where it is
+    assert "one seed (no spread)" in labels and "mean ± std over 3 seeds" in labels
 
 
-def test_confusion_figure(tmp_path: Path):
+def test_confusion_figure(tmp_path: Path, monkeypatch):
     record = {"method": "scn", "dataset": "ferplus", "condition": "toled", "classes": ["a", "b"],
               "test_at_best": {"accuracy": 0.75, "confusion": [[3, 1], [0, 4]]}}
-    png = figures.confusion_figure(record, tmp_path / "c.png")
+    png = figures.confusion_figure({**record, "preset": "cpu", "seed": 2, "best_epoch": 9, "epochs": 15},
+                                   tmp_path / "c.png")
     assert cv2.imread(str(png)) is not None
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or path)
+    figures.confusion_figure({**record, "preset": "cpu", "seed": 2, "best_epoch": 9, "epochs": 15}, tmp_path / "x")
+    matrix_ax, bar = drawn[0].axes  # the matrix and its colour bar
+    assert "share of the true class" in bar.get_ylabel()
+    assert {t.get_text() for t in matrix_ax.texts} == {"0.75\n3", "0.25\n1", "0.00\n0", "1.00\n4"}  # with counts
+    assert "cpu preset, seed 2, epoch 9 of 15" in matrix_ax.get_title()
     with pytest.raises(UdcbenchError, match="no confusion"):
         figures.confusion_figure({"test_at_best": {}}, tmp_path / "d.png")
 

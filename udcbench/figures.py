@@ -115,8 +115,9 @@ def steps_points(results: list[dict[str, Any]], method: str = "lrdif", dataset: 
     return points
 
 
-#: The least span of Figure 6's accuracy axis (points): a narrower one makes noise look like an effect.
-MIN_Y_SPAN = 10.0
+#: The least span of Figure 6's accuracy axis (points): scaled to the data (a half-point spread over T stays
+#: visible), never so narrow that seed noise looks like an effect; each seed is drawn, so the noise shows.
+MIN_Y_SPAN = 4.0
 
 
 def _y_range(values: list[float]) -> tuple[float, float]:
@@ -143,16 +144,26 @@ def steps_figure(points: list[dict[str, Any]], out: Path, title: str) -> tuple[P
     write_csv(csv_path, columns, ({c: p.get(c) for c in columns} for p in points))
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     steps = [p["steps"] for p in points]
-    ax.errorbar(steps, [p["accuracy"] for p in points], yerr=[p["std"] for p in points], marker="o", capsize=3,
-                label="mean ± std over seeds" if any(p["n"] > 1 for p in points) else "one seed")
-    for p in points:  # every seed, so the spread is visible
-        if p["n"] > 1:
+    ax.plot(steps, [p["accuracy"] for p in points], color="tab:blue", linewidth=1, zorder=1)
+    several = [p for p in points if p["n"] > 1]
+    single = [p for p in points if p["n"] <= 1]
+    if several:
+        ax.errorbar([p["steps"] for p in several], [p["accuracy"] for p in several], yerr=[p["std"] for p in several],
+                    fmt="o", color="tab:blue", capsize=3, zorder=2,
+                    label=f"mean ± std over {'/'.join(sorted({str(p['n']) for p in several}))} seeds")
+        for p in several:  # every seed, so the spread is visible
             ax.scatter([p["steps"]] * p["n"], p["seeds"], s=9, color="gray", alpha=0.6, zorder=3)
+    if single:
+        ax.scatter([p["steps"] for p in single], [p["accuracy"] for p in single], s=30, facecolors="white",
+                   edgecolors="tab:blue", zorder=4, label="one seed (no spread)")
+    values = [v for p in points for v in (p["accuracy"] - p["std"], p["accuracy"] + p["std"], *p["seeds"])]
+    low, high = _y_range(values)  # scaled to the data: a spread of half a point stays visible
     chance = points[0].get("chance")
-    if chance is not None:
+    if chance is not None and low <= chance <= high:
         ax.axhline(chance, color="firebrick", linestyle="--", linewidth=1, label=f"chance ({chance:.1f} %)")
-    ax.set_ylim(*_y_range([v for p in points for v in (p["accuracy"] - p["std"], p["accuracy"] + p["std"],
-                                                       *p["seeds"])] + ([chance] if chance is not None else [])))
+    elif chance is not None:
+        ax.plot([], [], " ", label=f"chance {chance:.1f} % (below the axis)")
+    ax.set_ylim(low, high)
     ax.set_xscale("log", base=2)
     ax.set_xticks(steps, [str(s) for s in steps])
     ax.set_xlabel("diffusion steps T")
@@ -165,25 +176,29 @@ def steps_figure(points: list[dict[str, Any]], out: Path, title: str) -> tuple[P
 
 # -- confusion matrices -----------------------------------------------------------------------------------
 def confusion_figure(record: dict[str, Any], path: Path) -> Path:
-    """The confusion matrix (row-normalised, with counts) of a run's test results at the chosen epoch."""
+    """The confusion matrix of a run's test results at the chosen epoch: each cell's share of its true class and
+    its count of images, a colour bar, and the run's preset, seed and epoch in the title."""
     metrics = record.get("test_at_best") or {}
     matrix = np.asarray(metrics.get("confusion") or [], dtype=float)
     if matrix.ndim != 2 or not matrix.size:
         raise UdcbenchError(f"{record.get('run_dir')}: the record holds no confusion matrix")
     classes = list(record.get("classes") or range(len(matrix)))
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(0.6 * len(classes) + 2, 0.6 * len(classes) + 1.5))
-    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(0.75 * len(classes) + 2.5, 0.7 * len(classes) + 1.8))
+    shown = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=6,
+        for j in range(len(classes)):  # the share and the count of images
+            ax.text(j, i, f"{normalised[i, j]:.2f}\n{int(matrix[i, j])}", ha="center", va="center", fontsize=6,
                     color="white" if normalised[i, j] > 0.5 else "black")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(classes)), classes, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{record.get('method')} on {record.get('dataset')} ({record.get('condition')}): "
-                 f"{100 * metrics.get('accuracy', 0):.2f} %", fontsize=8)
+    ax.set_title(f"{record.get('method')} on {record.get('dataset')} ({record.get('condition')}), "
+                 f"{record.get('preset')} preset, seed {record.get('seed')}, epoch {record.get('best_epoch')} of "
+                 f"{record.get('epochs')} (chosen on validation): {100 * metrics.get('accuracy', 0):.2f} %",
+                 fontsize=7, wrap=True)
     return _save(fig, path)
 
 

@@ -361,7 +361,7 @@ def _preview_pairs(adapter: DatasetAdapter, out: Path, per_class: int) -> Iterat
             yield record.label, record.path, degraded
 
 
-def write_preview(adapter: DatasetAdapter, out: Path, path: Path, per_class: int = 4, tile: int = 96) -> None:
+def write_preview(adapter: DatasetAdapter, out: Path, path: Path, per_class: int = 4, tile: int = 192) -> None:
     """A grid: one row per class, ``per_class`` (clean | degraded) pairs per row."""
     rows: dict[int, list[np.ndarray]] = {}
     for label, clean, degraded in _preview_pairs(adapter, out, per_class):
