@@ -36,7 +36,7 @@ def test_datasets_json():
     result = run("datasets", "--json")
     assert result.exit_code == 0
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert set(rows) == {"rafdb", "ferplus", "kdef", "imagefolder", "synthetic"}
+    assert set(rows) == {"rafdb", "ferplus", "kdef", "imagefolder", "synthetic", "hf"}
     assert rows["ferplus"]["options"]["label_mode"]["default"] == "majority"
     assert rows["rafdb"]["default_location"].endswith("data/rafdb")
 
