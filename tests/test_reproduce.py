@@ -92,3 +92,61 @@ def test_result_commands_on_the_studys_runs(study):
     assert "T=1:" in plotted.stdout and "T=4:" in plotted.stdout
     bad = runner.invoke(app, ["table", "7"])
     assert bad.exit_code == 2 and "Tables 1-5" in bad.output
+
+
+def test_the_report_is_one_self_contained_page_with_provenance_per_cell(study):
+    import base64
+    import re
+    from html.parser import HTMLParser
+
+    root, summary, _, _ = study
+    page = root / "results" / "report" / "index.html"
+    assert str(page) == summary["files"][-1]  # written last
+    text = page.read_text()
+
+    class Check(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.open, self.images, self.links = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag not in ("br", "img", "meta", "polyline", "input"):
+                self.open.append(tag)
+            if tag == "img":
+                self.images.append(a["src"])
+            if tag == "a":
+                self.links.append(a["href"])
+
+        def handle_endtag(self, tag):
+            assert self.open and self.open.pop() == tag, f"</{tag}> closes nothing open"
+
+    check = Check()
+    check.feed(text)
+    assert check.open == []  # every element closed
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing from the network
+    assert len(check.images) >= 4 and all(src.startswith("data:image/png;base64,") for src in check.images)
+    assert all(base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n" for src in check.images)
+    files = [l for l in check.links if not l.startswith("#")]
+    assert files and all((page.parent / l).resolve().is_file() for l in files)  # provenance links resolve
+    assert "Table 2: accuracy (%) on UDC-Synthetic faces" in text and "<details>" in text
+    assert "resnet18-smoke-s0" in text and "draw <code>" in text and "Leaderboard" in text
+
+
+def test_the_report_renders_in_a_browser_without_errors(study, tmp_path):
+    """Headless Chromium (Debian's package) opens the page: no console error, every image loaded."""
+    import shutil
+    import subprocess
+
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)),
+                   None)
+    if browser is None:
+        pytest.skip("no Chromium installed (apt install chromium): the page's structure is checked above")
+    root, _, _, _ = study
+    page = root / "results" / "report" / "index.html"
+    shot = tmp_path / "report.png"
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                          f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), out.stderr[-2000:]
+    assert "Uncaught" not in out.stderr and "Failed to load resource" not in out.stderr

@@ -26,7 +26,7 @@ from udcbench.files import read_json
 from udcbench.methods import get_method, method_names, study_methods, swept_method
 from udcbench.methods.base import clip_override
 from udcbench.pretrain import PRETRAINED, FacePretraining, pretrained_trunk
-from udcbench.tables import UDC_TABLE, build_table, dataset_title, write_table
+from udcbench.tables import UDC_TABLE, BuiltTable, build_table, dataset_title, write_table
 from udcbench.workspace import Workspace, condition_folder
 
 T = TypeVar("T")
@@ -396,6 +396,39 @@ def _distributed(device: str | None):
     return distributed
 
 
+def study_tables(results: list[dict], names: list[str], condition: str, preset: str | None, data_root: Path,
+                 ablation: bool = True, sources: dict | None = None) -> list[BuiltTable]:
+    """A study's tables over the datasets ``names``: Table 1 (clean), each dataset's UDC table (2-4, or 2 for a
+    dataset the paper lacks) and, with ``ablation``, Table 5 on the ablation dataset."""
+    specs = [(1, None if set(names) == set(PAPER_DATASETS) else names)]
+    specs += [(UDC_TABLE.get(n, 2), None if n in UDC_TABLE else [n]) for n in names]
+    if ablation:
+        data = ablation_dataset(names)
+        specs.append((5, None if data == "rafdb" else [data]))
+    return [build_table(number, results, datasets=datasets, condition=condition, preset=preset, data_root=data_root,
+                        sources=sources or {}) for number, datasets in specs]
+
+
+def write_report_page(workspace: Workspace, results: list[dict] | None = None, tables: list[BuiltTable] | None = None,
+                      condition: str | None = None, preset: str | None = None) -> Path:
+    """The study's HTML page, ``results/report/index.html`` (:mod:`udcbench.report`): the given tables, or those
+    of the datasets and condition the store holds."""
+    from udcbench.leaderboard import build_leaderboard
+    from udcbench.report import write_report
+
+    results = load_results(workspace.runs / STORE) if results is None else results
+    if tables is None:
+        names = sorted({r["dataset"] for r in results})
+        if not names:
+            raise UdcbenchError(f"no runs in {workspace.runs / STORE}: train some first (udcbench reproduce)")
+        conditions = [r["condition"] for r in results if r["condition"] != "clean"]
+        condition = condition or (max(set(conditions), key=conditions.count) if conditions else "toled")
+        ablation = any(get_method(r["method"]).ablation_only for r in results if r["method"] in method_names())
+        tables = study_tables(results, names, condition, preset, workspace.data, ablation)
+    return write_report(results, tables, build_leaderboard(results), workspace.results / "figures",
+                        workspace.results / "report" / "index.html")
+
+
 def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAdapter]], preset: str,
                   condition: str, ablation_data: str, summary: StudySummary, device: str | None,
                   log: Callable[[str], None], ablation: bool = True) -> list[Path]:
@@ -408,20 +441,15 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
     tables_dir, figures_dir = workspace.results / "tables", workspace.results / "figures"
     names = list(adapters)
     files: list[Path] = []
-    specs = [(1, None if set(names) == set(PAPER_DATASETS) else names)]
-    specs += [(UDC_TABLE.get(n, 2), None if n in UDC_TABLE else [n]) for n in names]
-    if ablation or any(get_method(run.record["method"]).ablation_only for run in summary.runs):
-        specs.append((5, None if ablation_data == "rafdb" else [ablation_data]))
-    else:
+    with_ablation = ablation or any(get_method(run.record["method"]).ablation_only for run in summary.runs)
+    if not with_ablation:
         variants = " ".join(f"--methods {m}" for m in method_names() if get_method(m).ablation_only)
         log(f"Table 5 (the ablation) and Figure 6 (the sweep) are measured by the cpu and paper studies (udcbench "
             f"reproduce --preset cpu), or by this one with {variants} --steps 1,4")
     # clean data read from outside the workspace (--src-root) is named as such in the fill commands
     sources = {n: a["clean"].root for n, a in adapters.items()
                if a["clean"].root is not None and a["clean"].root.resolve() != workspace.dataset_dir(n).resolve()}
-    for number, datasets in specs:
-        table = build_table(number, results, datasets=datasets, condition=condition, preset=preset,
-                            data_root=workspace.data, sources=sources)
+    for table in study_tables(results, names, condition, preset, workspace.data, with_ablation, sources):
         summary.tables.append(table)
         files += write_table(table, tables_dir)
     from degradations import load_recipe
@@ -453,4 +481,6 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
             files.append(figures.run_tsne(Path(record["run_dir"]), adapters[run.dataset][run.condition],
                                           figures_dir / f"tsne-{stem}.png", TSNE_MAX_IMAGES, device))
     files += write_leaderboard(build_leaderboard(results), workspace.results)
+    files.append(write_report_page(workspace, results, summary.tables))  # last: it shows all of the above
+    log(f"report: {files[-1]}")
     return files

@@ -360,6 +360,29 @@ def reproduce_cmd(
     for table in summary.tables:
         print_table(table)
     stdout.print(f"{summary.describe(preset)}; {len(summary.files)} files written under {load_workspace().results}")
+    stdout.print(f"report: {summary.files[-1]}" if summary.files else "no report (no runs)", highlight=False)
+
+
+def report_cmd(
+    condition: Panel | None = typer.Option(None, help="The UDC panel of the tables (default: the most common in "
+                                                      "the store)."),
+    preset: Preset | None = typer.Option(None, help="Runs of this preset (default: each table's most common)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write the study's report: one self-contained HTML page (results/report/index.html) with every table
+    beside the paper's numbers, the runs and provenance behind each cell, the leaderboard, training curves and
+    the figures. It loads nothing from the network. reproduce writes it last.
+
+    Examples: udcbench report ; udcbench report --condition poled --preset cpu
+    """
+    from udcbench.reproduce import write_report_page
+
+    path = write_report_page(load_workspace(), condition=condition.value if condition else None,
+                             preset=preset.value if preset else None)
+    if as_json:
+        print_json({"report": str(path)})
+        return
+    stdout.print(str(path), highlight=False)
 
 
 def compare_cmd(
@@ -402,6 +425,7 @@ def register(app: typer.Typer) -> None:
     add_command(app, table_cmd, "table", panel=PANEL)
     add_command(app, leaderboard_cmd, "leaderboard", panel=PANEL)
     add_command(app, compare_cmd, "compare", panel=PANEL)
+    add_command(app, report_cmd, "report", panel=PANEL)
     add_command(figure_app, figure_steps_cmd, "6")
     add_command(figure_app, figure_samples_cmd, "3")
     add_command(figure_app, figure_tsne_cmd, "tsne")

@@ -1,0 +1,184 @@
+"""``udcbench report``: one self-contained HTML page for a workspace (``results/report/index.html``).
+
+Every table of the study beside the paper's numbers, with its notes; per cell the runs behind it and their
+provenance (config, results record, seed, data draw, init, versions, commit); the leaderboard; each run's
+validation accuracy and training loss per epoch (from its ``metrics.jsonl``) as inline SVG; and every figure
+under ``results/figures`` (samples per panel, confusion matrices, t-SNE, Figure 6) embedded as data. The page
+loads nothing from the network: it opens from a disk, a zip or a mail attachment alike. Links to run files are
+relative to the page, so they work where the workspace travels with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from udcbench import __version__
+from udcbench.files import read_json, write_atomic
+from udcbench.tables import BuiltTable, body, header
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+main{max-width:1180px;margin:0 auto;padding:24px}
+h1{font-size:24px;margin:0 0 4px} h2{font-size:19px;margin:32px 0 8px;border-bottom:1px solid #d8dce3}
+h3{font-size:15px;margin:18px 0 6px}
+.sub{color:#5b6475;font-size:13px}
+table{border-collapse:collapse;background:#fff;font-size:13px;margin:8px 0}
+th,td{border:1px solid #d8dce3;padding:4px 8px;text-align:right;vertical-align:top}
+th:first-child,td:first-child{text-align:left} th{background:#eef1f5}
+td details summary{cursor:pointer;color:#1f5fbf}
+td details{text-align:left;font-size:12px;max-width:360px}
+.notes{font-size:12px;color:#5b6475;margin:4px 0 12px 18px}
+figure{display:inline-block;margin:8px 12px 8px 0;background:#fff;padding:6px;border:1px solid #d8dce3}
+figure img{max-width:100%;height:auto;display:block} figcaption{font-size:12px;color:#5b6475}
+.curves{display:flex;flex-wrap:wrap;gap:10px}
+.curve{background:#fff;border:1px solid #d8dce3;padding:6px;font-size:11px}
+nav a{margin-right:12px}
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _link(path: Path, page: Path, label: str) -> str:
+    """A link to a local file, relative to the page (works wherever the workspace goes with it)."""
+    try:
+        target = os.path.relpath(Path(path).resolve(), page.parent.resolve())
+    except ValueError:  # another drive (Windows)
+        target = Path(path).resolve().as_uri()
+    return f'<a href="{_e(Path(target).as_posix())}">{_e(label)}</a>'
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{_e(Path(path).name)}" src="data:image/png;base64,{data}">'
+
+
+def _provenance(run_dir: str, records: dict[str, dict], page: Path) -> str:
+    record = records.get(run_dir) or {}
+    folder = Path(run_dir)
+    versions = record.get("versions") or {}
+    items = [
+        f"seed {_e(record.get('seed'))}, {_e(record.get('preset'))} preset, {_e(record.get('input_size'))} px",
+        f"data {_e(record.get('dataset'))} ({_e(record.get('condition'))}), draw "
+        f"<code>{_e(str(record.get('dataset_manifest_sha256') or '-')[:12])}</code>",
+        f"init <code>{_e(record.get('init'))}</code>",
+        f"best epoch {_e(record.get('best_epoch'))} of {_e(record.get('epochs'))} (chosen on validation)",
+        f"udcbench {_e(versions.get('udcbench'))}, torch {_e(versions.get('torch'))}, commit "
+        f"<code>{_e(str(record.get('git_commit') or '-')[:10])}</code>, {_e(record.get('device'))}",
+        " · ".join(_link(folder / name, page, name) for name in ("config.json", "results.json", "metrics.jsonl")
+                   if (folder / name).is_file()),
+    ]
+    return f"<li><code>{_e(folder.name)}</code><br>" + "<br>".join(items) + "</li>"
+
+
+def _table(table: BuiltTable, records: dict[str, dict], page: Path) -> str:
+    columns = header(table)
+    lines = body(table)
+    out = [f"<h3>{_e(table.title)}</h3>", f'<div class="sub">{_e(table.subtitle)}</div>', "<table><tr>"]
+    out += [f"<th>{_e(c)}</th>" for c in columns] + ["</tr>"]
+    for row, line in zip(table.rows, lines):
+        cells, k = [], 3
+        cells += [f"<td>{_e(v)}</td>" for v in line[:3]]
+        for dataset in table.datasets:
+            cell = row.cells[dataset]
+            text = _e(line[k])
+            if cell.runs:
+                runs = "".join(_provenance(r, records, page) for r in cell.runs)
+                text = f"<details><summary>{text}</summary><ul>{runs}</ul></details>"
+            cells.append(f"<td>{text}</td>")
+            k += 1
+            if table.has_paper(dataset):
+                cells += [f"<td>{_e(v)}</td>" for v in line[k:k + 2]]
+                k += 2
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    if table.notes:
+        out.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in table.notes) + "</ul>")
+    return "\n".join(out)
+
+
+def _leaderboard(rows: list[dict[str, Any]]) -> str:
+    from udcbench.leaderboard import RANK_NOTE, TERMINAL_COLUMNS, cell
+
+    out = ["<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in TERMINAL_COLUMNS) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{_e(cell(r[c]))}</td>" for c in TERMINAL_COLUMNS) + "</tr>" for r in rows]
+    return "\n".join(out + ["</table>", f'<div class="notes">{_e(RANK_NOTE)}</div>'])
+
+
+def _sparkline(values: list[float], width: int = 150, height: int = 40, colour: str = "#1f5fbf") -> str:
+    if len(values) < 2:
+        return ""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    points = " ".join(f"{i * (width - 4) / (len(values) - 1) + 2:.1f},{height - 2 - (v - lo) / span * (height - 4):.1f}"
+                      for i, v in enumerate(values))
+    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/></svg>')
+
+
+def _curves(run_dirs: list[str]) -> str:
+    """Per run: validation accuracy and training loss per epoch, from its metrics.jsonl."""
+    out = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        epochs = []
+        for line in path.read_text().splitlines():
+            try:
+                epochs.append(json.loads(line))
+            except ValueError:
+                continue
+        val = [100 * e["val_accuracy"] for e in epochs if "val_accuracy" in e]
+        loss = [e["train_loss"] for e in epochs if "train_loss" in e]
+        if len(val) < 2:
+            continue
+        lines = [f"<b>{_e(Path(run_dir).parent.name)}/{_e(Path(run_dir).name)}</b>",
+                 f"validation accuracy {val[0]:.1f} → {val[-1]:.1f} %", _sparkline(val)]
+        if len(loss) == len(val):
+            lines += [f"training loss {loss[0]:.3f} → {loss[-1]:.3f}", _sparkline(loss, colour="#b04a2f")]
+        out.append('<div class="curve">' + "<br>".join(lines) + "</div>")
+    return '<div class="curves">' + "".join(out) + "</div>" if out else "<p>(every run has one epoch)</p>"
+
+
+def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leaderboard: list[dict[str, Any]],
+                 figures_dir: Path, out: Path, title: str = "udcbench study") -> Path:
+    """Write the page to ``out`` (``.../index.html``) and return its path."""
+    out = Path(out)
+    records = {r["run_dir"]: {**(r.get("record") or {}), **(read_json(Path(r["run_dir"]) / "results.json") or {})}
+               for r in results if r.get("run_dir")}
+    shown_runs = sorted({run for t in tables for row in t.rows for c in row.cells.values() for run in c.runs})
+    figures = sorted(Path(figures_dir).rglob("*.png")) if Path(figures_dir).is_dir() else []
+    groups = [("Samples (Figure 3): clean | panel", [f for f in figures if f.name.startswith("fig3")]),
+              ("Figure 6: accuracy against the diffusion steps", [f for f in figures if f.name.startswith("fig6")]),
+              ("t-SNE of the features (Figures 4 and 5)", [f for f in figures if f.name.startswith("tsne")]),
+              ("Confusion matrices", [f for f in figures if f.parent.name == "confusion"])]
+    parts = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body><main>",
+        f"<h1>{_e(title)}</h1>",
+        f'<div class="sub">udcbench {_e(__version__)}, written {datetime.now():%Y-%m-%d %H:%M}; '
+        f"{len(records)} runs in the store. Accuracies in percent on the test split at the epoch chosen on "
+        "validation; open a cell for the runs behind it.</div>",
+        '<nav><a href="#tables">Tables</a><a href="#leaderboard">Leaderboard</a><a href="#curves">Training</a>'
+        '<a href="#figures">Figures</a></nav>',
+        '<h2 id="tables">Tables</h2>',
+        *(_table(t, records, out) for t in tables),
+        '<h2 id="leaderboard">Leaderboard</h2>', _leaderboard(leaderboard),
+        '<h2 id="curves">Training, per epoch</h2>', _curves(shown_runs),
+        '<h2 id="figures">Figures</h2>',
+    ]
+    for caption, files in groups:
+        if files:
+            parts.append(f"<h3>{_e(caption)}</h3>")
+            parts += [f"<figure>{_image(f)}<figcaption>{_e(f.name)}</figcaption></figure>" for f in files]
+    parts.append("</main></body></html>")
+    return write_atomic(out, "\n".join(parts) + "\n")
