@@ -161,3 +161,18 @@ def test_runs_fits_80_columns_and_wide_shows_every_column(workspace: Path):
     assert "test_cnn-smoke-s0" in narrow.output and "synthetic" in narrow.output  # whole cells, not pieces
     wide = runner.invoke(app, ["runs", "--wide"], env={"COLUMNS": "200"})
     assert "MCA %" in wide.output and "MCA %" not in narrow.output
+
+
+def test_a_budget_a_panel_and_a_study_each_have_their_own_name_and_the_old_one_still_works(tmp_path, monkeypatch):
+    from conftest import in_default_workspace
+
+    in_default_workspace(monkeypatch, tmp_path)
+    for args in (["reproduce", "--study", "quick", "--dry-run", "--json"],
+                 ["reproduce", "--preset", "quick", "--dry-run", "--json"]):
+        result = run(*args)
+        assert result.exit_code == 0 and json.loads(result.stdout)["preset"] == "quick", result.output
+    clash = run("reproduce", "--study", "quick", "--preset", "cpu", "--dry-run")
+    assert clash.exit_code == 2 and "disagree" in clash.output
+    helps = {cmd: run(cmd, "--help").output for cmd in ("train", "synth", "reproduce")}
+    assert "--budget" in helps["train"] and "--panel" in helps["synth"] and "--study" in helps["reproduce"]
+    assert all("--preset" not in text for text in helps.values())  # the old name is hidden

@@ -51,7 +51,7 @@ def test_reproduce_trains_every_job_and_writes_everything(study):
     assert table5["lrdif"]["status"] == "measured" and table5["lrdif"]["n"] == "1"
     assert table5["lrdif-s2-v1"]["status"] == "missing"
     fill = table5["lrdif-s2-v1"]["fill_command"]
-    assert "udcbench train lrdif-s2-v1 --data data/udc-synthetic --preset smoke" in fill
+    assert "udcbench train lrdif-s2-v1 --data data/udc-synthetic --budget smoke" in fill
     board = list(csv.DictReader((root / "results/leaderboard.csv").open()))
     # the stage-1 oracle (lrdif-s1) is in Table 5 but never on the leaderboard
     assert {(r["method"], r["condition"]) for r in board} == {(m, c) for m in ("resnet18", "lrdif")

@@ -734,7 +734,7 @@ def test_a_kill_between_an_epochs_line_and_its_checkpoint_leaves_no_duplicate_ep
 @pytest.mark.parametrize("setting, message", [("schedule=cosin", "unknown schedule 'cosin'"),
                                               ("optimizer=adamm", "unknown optimizer 'adamm'"),
                                               ("method_args.foo=1", "unknown method_args"),
-                                              ("preset=../../x", "use --preset instead")])
+                                              ("preset=../../x", "use --budget instead")])
 def test_bad_set_values_are_refused_before_the_data_loads(workspace, monkeypatch, setting, message):
     from udcbench.engine import runs
 

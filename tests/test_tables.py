@@ -68,9 +68,9 @@ def test_table3_cells_against_hand_computed_values(results, tmp_path: Path, monk
     assert rows["LRDif"].input_size() == "48"
     assert rows["POSTER++"].method == "posterpp" and rows["POSTER++"].cells["ferplus"].paper == 83.78
     eac = rows["EAC"].cells["ferplus"]
-    assert eac.n == 0 and eac.command == ("udcbench synth ferplus --preset toled && "
-                                          "udcbench train eac --data data/udc-ferplus --preset cpu")
-    assert table.commands()[0] == "udcbench synth ferplus --preset toled"
+    assert eac.n == 0 and eac.command == ("udcbench synth ferplus --panel toled && "
+                                          "udcbench train eac --data data/udc-ferplus --budget cpu")
+    assert table.commands()[0] == "udcbench synth ferplus --panel toled"
     assert any("preset paper" in n for n in table.notes)
     assert "1 Figure 6 run(s) (steps = 8) are in Figure 6, not in this table" in table.notes  # the study's own
     assert "1 run(s) trained with config overrides (--set) are not in the table" in table.notes
@@ -86,7 +86,7 @@ def test_preset_choice_and_init_filter(results, tmp_path: Path):
     paper = build_table(3, results, preset="paper", data_root=tmp_path)
     cell = next(r for r in paper.rows if r.label == "SCN").cells["ferplus"]
     assert cell.accuracy == pytest.approx([90.0]) and paper.preset == "paper"
-    assert "--preset paper" in next(r for r in paper.rows if r.label == "EAC").cells["ferplus"].command
+    assert "--budget paper" in next(r for r in paper.rows if r.label == "EAC").cells["ferplus"].command
     pretrained = results + [result("scn", "ferplus", "toled", 0.88, init="msceleb.pth", created="2026-02-01")]
     table = build_table(3, pretrained, init="pretrained", data_root=tmp_path)
     cell = next(r for r in table.rows if r.label == "SCN").cells["ferplus"]
@@ -172,18 +172,18 @@ def test_fill_commands_name_clean_data_read_from_outside_the_workspace(tmp_path:
     monkeypatch.chdir(tmp_path / "..")
     data, src = tmp_path / "data", tmp_path / "datasets" / "ferplus"  # UDCBENCH_DATA; reproduce --src-root
     assert fill_command("scn", "ferplus", "toled", "cpu", "scratch", data, src) == (
-        f"udcbench synth ferplus --preset toled --src {tmp_path.name}/datasets/ferplus && "
-        f"udcbench train scn --data {tmp_path.name}/data/udc-ferplus --preset cpu")
+        f"udcbench synth ferplus --panel toled --src {tmp_path.name}/datasets/ferplus && "
+        f"udcbench train scn --data {tmp_path.name}/data/udc-ferplus --budget cpu")
     assert fill_command("scn", "ferplus", "clean", "cpu", "scratch", data, src) == (
-        f"udcbench train scn --data {tmp_path.name}/datasets/ferplus --preset cpu")
+        f"udcbench train scn --data {tmp_path.name}/datasets/ferplus --budget cpu")
     (data / "udc-ferplus").mkdir(parents=True)  # synthesised already: training only
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # a folder outside the current one is named in full
     assert fill_command("dan", "ferplus", "toled", "paper", "msceleb.pth", data) == (
-        f"udcbench train dan --data {data.resolve()}/udc-ferplus --preset paper --weights msceleb.pth")
+        f"udcbench train dan --data {data.resolve()}/udc-ferplus --budget paper --weights msceleb.pth")
     # the built-in synthetic faces: drawn to the workspace folder first, and trained from that folder
     assert fill_command("eac", "synthetic", "clean", "cpu", "scratch", data) == (
-        f"udcbench generate && udcbench train eac --data {data.resolve()}/synthetic --preset cpu")
+        f"udcbench generate && udcbench train eac --data {data.resolve()}/synthetic --budget cpu")
 
 
 def test_fill_commands_show_a_workspace_link_to_data_elsewhere_as_the_link(tmp_path: Path, monkeypatch):
@@ -194,7 +194,7 @@ def test_fill_commands_show_a_workspace_link_to_data_elsewhere_as_the_link(tmp_p
     monkeypatch.chdir(workspace)
     data = workspace / "data"
     assert fill_command("scn", "ferplus", "clean", "cpu", "scratch", data, data / "ferplus") == (
-        "udcbench train scn --data data/ferplus --preset cpu")
+        "udcbench train scn --data data/ferplus --budget cpu")
 
 def test_leaderboard_marks_near_chance_results_and_does_not_rank_them():
     def with_test(row, classes, confusion):
@@ -236,10 +236,10 @@ def test_the_low_light_table_lists_every_method_clean_and_low_light_with_the_dro
     assert r18.drop("ferplus", "lowlight") == pytest.approx(12.0)
     assert rows["scn"].cells[("ferplus", "lowlight")].n == 0
     assert rows["lldif"].cells[("ferplus", "clean")].command == "udcbench train lldif --data " + str(
-        tmp_path / "data" / "ferplus") + " --preset cpu"
+        tmp_path / "data" / "ferplus") + " --budget cpu"
     records = {(r["udcbench_method"], r["dataset"]): r for r in lowlight_records(table)}
     assert records[("resnet18", "ferplus")]["drop"] == "12.00" and records[("lldif", "ferplus")]["drop"] == ""
-    assert "udcbench synth kdef --preset lowlight" in table.commands()
+    assert "udcbench synth kdef --panel lowlight" in table.commands()
     csv_path, md_path = write_lowlight_table(table, tmp_path / "tables")
     assert csv_path.name == "table-ll.csv" and "| LLDif |" in md_path.read_text()
 

@@ -13,13 +13,13 @@ from typing import Any
 
 from udcbench.errors import UdcbenchError
 
-#: smoke: a few steps (tests); quick: the built-in synthetic faces in seconds per method (``reproduce --preset
+#: smoke: a few steps (tests); quick: the built-in synthetic faces in seconds per method (``reproduce --study
 #: quick``); cpu: real data on 2 CPU cores in about 20-30 minutes per method; paper: the method's official recipe.
 PRESETS = ("smoke", "quick", "cpu", "paper")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "exponential", "step", "cosine", "constant")
 #: Fields a ``--set`` may not change: each has its own option (a run's folder and records are named by them).
-OWN_OPTIONS = {"method": "the METHOD argument", "preset": "--preset", "seed": "--seed", "weights": "--weights"}
+OWN_OPTIONS = {"method": "the METHOD argument", "preset": "--budget", "seed": "--seed", "weights": "--weights"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -28,7 +28,7 @@ CPU_RECIPE: dict[str, Any] = dict(
     input_size=64, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="onecycle", epochs=15,
     batch_size=128, flip=True, affine=True, erasing=0.25, amp=True,
 )
-#: The quick budget (``reproduce --preset quick`` on the built-in synthetic faces, sized in
+#: The quick budget (``reproduce --study quick`` on the built-in synthetic faces, sized in
 #: :mod:`udcbench.budget`): 48 px, one epoch of Adam (SGD from scratch leaves chance level only after
 #: many more steps), no augmentation (it slows the first steps down and nothing overfits in one epoch).
 QUICK_RECIPE: dict[str, Any] = {**CPU_RECIPE, "input_size": 48, "epochs": 1, "batch_size": 64,

@@ -7,7 +7,7 @@ landmarks, never seeing an expression label, then loaded into every method throu
 MS-Celeb checkpoint would be. It is a torchvision-named ResNet-18 state dict (tensors only), so
 ``udcbench train METHOD --weights FILE`` takes it too.
 
-``udcbench pretrain`` writes one; ``reproduce --preset quick`` writes (or reuses) it under ``runs/pretrained/``.
+``udcbench pretrain`` writes one; ``reproduce --study quick`` writes (or reuses) it under ``runs/pretrained/``.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ class StudySummary:
         """The closing line: what the study holds and what this invocation did."""
         shared = len(self.first_stages)
         stages = f" ({shared} of them first stages shared by two-stage jobs)" if shared else ""
-        return (f"reproduce --preset {preset}: {self.run_count} runs{stages}, {self.trained_now} trained by this "
+        return (f"reproduce --study {preset}: {self.run_count} runs{stages}, {self.trained_now} trained by this "
                 f"invocation, {self.run_count - self.trained_now} already finished; the study's runs trained for "
                 f"{self.train_minutes:.1f} min in all; this invocation took {self.seconds / 60:.1f} min")
 
@@ -220,7 +220,7 @@ def _resolve(preset: str, datasets: list[str] | None, methods: list[str] | None,
 def _none_found(names: list[str], workspace: Workspace, src_root: Path | None) -> DatasetNotFoundError:
     return DatasetNotFoundError(
         f"none of {', '.join(names)} found under {src_root or workspace.data}; put them there (see "
-        f"'udcbench datasets') or pass --src-root DIR, or run 'udcbench reproduce --preset quick'")
+        f"'udcbench datasets') or pass --src-root DIR, or run 'udcbench reproduce --study quick'")
 
 
 def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
@@ -445,7 +445,7 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
     if not with_ablation:
         variants = " ".join(f"--methods {m}" for m in method_names() if get_method(m).ablation_only)
         log(f"Table 5 (the ablation) and Figure 6 (the sweep) are measured by the cpu and paper studies (udcbench "
-            f"reproduce --preset cpu), or by this one with {variants} --steps 1,4")
+            f"reproduce --study cpu), or by this one with {variants} --steps 1,4")
     # clean data read from outside the workspace (--src-root) is named as such in the fill commands
     sources = {n: a["clean"].root for n, a in adapters.items()
                if a["clean"].root is not None and a["clean"].root.resolve() != workspace.dataset_dir(n).resolve()}

@@ -184,13 +184,13 @@ def fill_command(method: str, dataset: str, condition: str, preset: str, init: s
     if data_root is not None and not folder.exists():
         if condition != "clean":
             src = f" --src {_shown(source)}" if source else ""
-            steps.append(f"udcbench synth {dataset} --preset {condition}{src}")
+            steps.append(f"udcbench synth {dataset} --panel {condition}{src}")
         elif dataset == "synthetic":
             steps.append("udcbench generate")
     # the table's weights file itself where it names one ("pretrained" stands for any: FILE)
     weights = "" if init in ("scratch", None) else " --weights FILE" if init == "pretrained" else f" --weights {init}"
     data = source if condition == "clean" and source is not None else folder
-    steps.append(f"udcbench train {method} --data {_shown(data)} --preset {preset}{weights}")
+    steps.append(f"udcbench train {method} --data {_shown(data)} --budget {preset}{weights}")
     return " && ".join(steps)
 
 
@@ -214,7 +214,7 @@ def fill_cell(cell: Cell, candidates: list[dict[str, Any]], method: str, dataset
     others = Counter((r["preset"], r["init"]) for r in mine if r["run_dir"] not in cell.runs)
     for (p, i), n in sorted(others.items()):
         notes.append(f"{method} on {dataset_title(dataset, condition)}: {n} run(s) with preset {p}, init {i} "
-                     f"not shown (--preset {p} --init {i})")
+                     f"not shown (--budget {p} --init {i})")
     if not cell.accuracy:
         cell.command = fill_command(method, dataset, condition, preset, init, data_root, source)
     return cell

@@ -85,6 +85,18 @@ Panel = choices("Panel", preset_names())
 
 # Options that several commands share.
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
+#: ``--preset``, the spelling the options had before a training budget (``--budget``), a degradation panel
+#: (``--panel``) and a study (``--study``) were named apart: kept, hidden, so that scripts keep working.
+OLD_PRESET = typer.Option(None, "--preset", hidden=True, help="The old name of this command's --budget, --panel "
+                                                              "or --study.")
+
+
+def renamed(value, old, flag: str, default=None):
+    """An option given by its name (``flag``) or by its old name ``--preset``; both must then agree."""
+    if value is not None and old is not None and value != old:
+        raise UdcbenchError(f"{flag} {value.value} and --preset {old.value} (its old name) disagree: give one")
+    chosen = value if value is not None else old
+    return chosen if chosen is not None else default
 DATASET_OPTIONS = typer.Option(None, "--option", "-o", help="Dataset option KEY=VALUE (see `udcbench datasets`).")
 RUNS_OPTION = typer.Option(None, "--runs", help="Runs folder holding results.sqlite (default: runs/).")
 OUT_OPTION = typer.Option(None, "--out", help="Output folder (default: results/...).")

@@ -11,6 +11,7 @@ from rich.table import Table
 from udcbench.cli._common import (
     DATASET_OPTIONS,
     JSON_OPTION,
+    OLD_PRESET,
     OUT_OPTION,
     RUNS_OPTION,
     Panel,
@@ -20,6 +21,7 @@ from udcbench.cli._common import (
     choices,
     parse_options,
     print_json,
+    renamed,
     resolve_dataset,
     stdout,
 )
@@ -34,7 +36,7 @@ Study = choices("Study", STUDY_PRESETS)
 
 def _figure_app() -> typer.Typer:
     return typer.Typer(help="Draw the paper's figures (PNG under results/figures/) from datasets and runs.\n\n"
-                              "Example: udcbench figure 6 --data data/udc-ferplus --preset cpu",
+                              "Example: udcbench figure 6 --data data/udc-ferplus --budget cpu",
                        no_args_is_help=True,
                        context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -68,7 +70,9 @@ def table_cmd(
     number: str = typer.Argument(..., help="Paper table: 1 (clean), 2-4 (UDC-RAF-DB, -FERPlus, -KDEF), 5 (LRDif "
                                            "ablation); or ll, the low-light table (clean and LL-RAF-DB, "
                                            "-FERPlus, -KDEF, every method)."),
-    preset: Preset | None = typer.Option(None, help="Runs of this preset only (default: the most common among the "
+    old_preset: Preset | None = OLD_PRESET,
+    preset: Preset | None = typer.Option(None, "--budget", help="Runs of this budget only (default: the most "
+                                                                "common among the "
                                                     "table's runs)."),
     init: str | None = typer.Option(None, help="scratch, pretrained or a weights file name (default: the most "
                                                "common)."),
@@ -85,9 +89,10 @@ def table_cmd(
 
     Writes results/tables/table{N}.csv and .md. Empty cells list the command that fills them.
 
-    Examples: udcbench table 3 ; udcbench table 1 --preset cpu --init scratch ; udcbench table 5 -d ferplus ;
+    Examples: udcbench table 3 ; udcbench table 1 --budget cpu --init scratch ; udcbench table 5 -d ferplus ;
     udcbench table 2 --dataset synthetic --json ; udcbench table ll
     """
+    preset = renamed(preset, old_preset, "--budget")
     from udcbench.tables import build_table, table_records, write_table
 
     workspace = load_workspace()
@@ -190,7 +195,8 @@ def _figures_dir(out: Path | None) -> Path:
 def figure_steps_cmd(
     data: str = typer.Option("data/udc-rafdb", "--data", help="UDC dataset folder or name."),
     steps: str = typer.Option("1,2,4,8", help="Diffusion step counts T, comma-separated."),
-    preset: Preset = typer.Option(Preset.cpu, help="Training preset."),
+    preset: Preset | None = typer.Option(None, "--budget", help="Training budget (default: cpu)."),
+    old_preset: Preset | None = OLD_PRESET,
     seed: int = typer.Option(0, help="Seed."),
     train: bool = typer.Option(True, help="Train stage 2 for each T that has no run yet (--no-train: plot only)."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
@@ -200,8 +206,9 @@ def figure_steps_cmd(
     """Figure 6: LRDif accuracy against the number of diffusion steps T (stage 2 retrained per T,
     the schedule re-derived for each T; stage 1 shared). Writes fig6-steps-DATA.csv and .png.
 
-    Examples: udcbench figure 6 --data data/udc-ferplus --preset cpu ; udcbench figure 6 --steps 1,2,4 --no-train
+    Examples: udcbench figure 6 --data data/udc-ferplus --budget cpu ; udcbench figure 6 --steps 1,2,4 --no-train
     """
+    preset = renamed(preset, old_preset, "--budget", Preset.cpu)
     from udcbench import figures
     from udcbench.engine.runs import train_method
     from udcbench.methods import swept_method
@@ -292,7 +299,7 @@ def _print_plan(plan) -> None:
 
     from udcbench.budget import QUICK_BUDGET_MINUTES, REFERENCE_SPEED, UNIT
 
-    table = Table(title=f"reproduce --preset {plan.preset}: the plan", title_justify="left")
+    table = Table(title=f"reproduce --study {plan.preset}: the plan", title_justify="left")
     for column in ("step", "data", "what", "units", "min @ ref"):
         table.add_column(column, justify="right" if column in ("units", "min @ ref") else "left")
     for item in plan.items:
@@ -306,7 +313,9 @@ def _print_plan(plan) -> None:
 
 
 def reproduce_cmd(
-    preset: Study = typer.Option(Study.quick, help="quick (built-in synthetic faces, 20 min on a 2-core CPU), cpu "
+    old_preset: Study | None = OLD_PRESET,
+    preset: Study | None = typer.Option(None, "--study", help="quick (default; built-in synthetic faces, 20 min on "
+                                                              "a 2-core CPU), cpu "
                                                    "(real data, 2 CPU cores), paper (the papers' recipes, a GPU) or "
                                                    "smoke (a few steps: checks the pipeline)."),
     datasets: list[str] | None = typer.Option(None, "--datasets", help="Datasets (default: synthetic for quick; "
@@ -315,7 +324,7 @@ def reproduce_cmd(
     methods: list[str] | None = typer.Option(None, "--methods", help="Methods (default: the baselines and LRDif "
                                                                      "with its ablations)."),
     seeds: list[int] | None = typer.Option(None, "--seeds", help="Seeds (default: 0)."),
-    condition: Panel | None = typer.Option(None, help="UDC preset (default: poled for quick, toled otherwise)."),
+    condition: Panel | None = typer.Option(None, help="UDC panel (default: the study's, toled)."),
     steps: str | None = typer.Option(None, help="Figure 6's diffusion step counts, comma-separated."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
     clip: Path | None = typer.Option(None, "--clip", help="A local open_clip checkpoint for the methods with CLIP "
@@ -329,10 +338,11 @@ def reproduce_cmd(
 
     --dry-run prints every step with its cost in ResNet-18 image-steps and minutes on the reference machine.
 
-    Examples: udcbench reproduce ; udcbench reproduce --preset quick --dry-run ;
-    udcbench reproduce --preset cpu --src-root /datasets --datasets ferplus ;
-    torchrun --nproc-per-node 4 -m udcbench reproduce --preset paper --clip open_clip_pytorch_model.bin
+    Examples: udcbench reproduce ; udcbench reproduce --study quick --dry-run ;
+    udcbench reproduce --study cpu --src-root /datasets --datasets ferplus ;
+    torchrun --nproc-per-node 4 -m udcbench reproduce --study paper --clip open_clip_pytorch_model.bin
     """
+    preset = renamed(preset, old_preset, "--study", Study.quick)
     from udcbench.reproduce import plan_study, reproduce
 
     check_device(device)
@@ -366,15 +376,18 @@ def reproduce_cmd(
 def report_cmd(
     condition: Panel | None = typer.Option(None, help="The UDC panel of the tables (default: the most common in "
                                                       "the store)."),
-    preset: Preset | None = typer.Option(None, help="Runs of this preset (default: each table's most common)."),
+    preset: Preset | None = typer.Option(None, "--budget", help="Runs of this budget (default: each table's most "
+                                                                "common)."),
+    old_preset: Preset | None = OLD_PRESET,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Write the study's report: one self-contained HTML page (results/report/index.html) with every table
     beside the paper's numbers, the runs and provenance behind each cell, the leaderboard, training curves and
     the figures. It loads nothing from the network. reproduce writes it last.
 
-    Examples: udcbench report ; udcbench report --condition poled --preset cpu
+    Examples: udcbench report ; udcbench report --condition poled --budget cpu
     """
+    preset = renamed(preset, old_preset, "--budget")
     from udcbench.reproduce import write_report_page
 
     path = write_report_page(load_workspace(), condition=condition.value if condition else None,
@@ -390,7 +403,9 @@ def compare_cmd(
     b: str = typer.Argument(..., help="The other run folder or method."),
     data: str | None = typer.Option(None, "--data", help="Dataset folder or name the methods' runs trained on "
                                                          "(needed when a method has runs on several)."),
-    preset: Preset | None = typer.Option(None, help="The methods' runs of this preset (default: the most common)."),
+    preset: Preset | None = typer.Option(None, "--budget", help="The methods' runs of this budget (default: the most "
+                                                                "common)."),
+    old_preset: Preset | None = OLD_PRESET,
     runs: Path | None = RUNS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -401,6 +416,7 @@ def compare_cmd(
     Examples: udcbench compare lrdif resnet18 --data data/udc-ferplus ;
     udcbench compare runs/ferplus/scn-cpu-s0 runs/ferplus/resnet18-cpu-s0
     """
+    preset = renamed(preset, old_preset, "--budget")
     from udcbench.compare import compare, resolve_side
 
     dataset = condition = None

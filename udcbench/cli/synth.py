@@ -12,11 +12,13 @@ from degradations.recipe import MAX_KERNEL_PX
 from udcbench.cli._common import (
     DATASET_OPTIONS,
     JSON_OPTION,
+    OLD_PRESET,
     Panel,
     add_command,
     fail,
     parse_options,
     print_json,
+    renamed,
     resolve_dataset,
     stdout,
 )
@@ -32,7 +34,9 @@ def synth_cmd(
     dataset: str = typer.Argument(..., help=f"Source dataset: {', '.join(dataset_names())}."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: data/udc-DATASET)."),
     src: Path | None = typer.Option(None, "--src", help="Source folder (default: data/DATASET)."),
-    preset: Panel = typer.Option(Panel.toled, help="Degradation preset."),
+    preset: Panel | None = typer.Option(None, "--panel", help="Degradation panel: toled (default), poled or "
+                                                              "lowlight."),
+    old_preset: Panel | None = OLD_PRESET,
     recipe: Path | None = typer.Option(None, help="Recipe file (YAML/JSON) instead of a preset."),
     psf_scale: float | None = typer.Option(None, help="Dataset pixels per capture pixel (overrides face_px)."),
     seed: int = typer.Option(0, help="Seed of the per-image parameters."),
@@ -45,9 +49,10 @@ def synth_cmd(
 ) -> None:
     """Write a degraded copy of a dataset, in the source's own layout, with a manifest and a preview.
 
-    Examples: udcbench synth rafdb --out data/udc-rafdb ; udcbench synth ferplus --preset poled --workers 2 ;
+    Examples: udcbench synth rafdb --out data/udc-rafdb ; udcbench synth ferplus --panel poled --workers 2 ;
     udcbench synth synthetic (draws the built-in faces first) ; udcbench synth kdef --resume
     """
+    preset = renamed(preset, old_preset, "--panel", Panel.toled)
     from udcbench.synthesis import Shard, synthesize
 
     get_adapter_class(dataset)
@@ -112,7 +117,9 @@ def calibrate_cmd(
     out: Path = typer.Option(..., "--out", help="The recipe to write (.yaml)."),
     panel_mask: Path | None = typer.Option(None, "--panel-mask",
                                            help="An image of one cell of the panel's openings (white = open)."),
-    preset: Panel = typer.Option(Panel.toled, help="Base preset: its optics (and cell, without --panel-mask)."),
+    preset: Panel | None = typer.Option(None, "--panel", help="Base panel (default toled): its optics (and cell, "
+                                                              "without --panel-mask)."),
+    old_preset: Panel | None = OLD_PRESET,
     halo_px: int | None = typer.Option(None, help="Side of the scatter halo at capture scale (odd; default: the "
                                                   "preset's, else 127)."),
     steps: int = typer.Option(150, min=1, max=100_000, help="Optimiser steps of the fit."),
@@ -124,8 +131,9 @@ def calibrate_cmd(
     the capture, and writes a recipe that `udcbench synth --recipe` uses.
 
     Examples: udcbench calibrate --clean gt.png --udc toled.png --out my_panel.yaml ;
-    udcbench calibrate --clean gt.png --udc capture.png --panel-mask cell.png --preset poled --out panel.yaml
+    udcbench calibrate --clean gt.png --udc capture.png --panel-mask cell.png --panel poled --out panel.yaml
     """
+    preset = renamed(preset, old_preset, "--panel", Panel.toled)
     import yaml
 
     from udcbench.calibration import fit_pair, read_image
@@ -141,7 +149,7 @@ def calibrate_cmd(
     try:
         base = load_recipe(preset.value)
         if base.kind != "udc":
-            raise UdcbenchError(f"calibrate fits a UDC panel: --preset {preset.value} is a {base.kind} recipe")
+            raise UdcbenchError(f"calibrate fits a UDC panel: --panel {preset.value} is a {base.kind} recipe")
         if panel_mask is not None:
             base = parse_recipe_override(base, psf={**base.raw["psf"], "mask": str(panel_mask.resolve())})
     except RecipeError as exc:

@@ -10,12 +10,14 @@ from rich.table import Table
 from udcbench.cli._common import (
     DATASET_OPTIONS,
     JSON_OPTION,
+    OLD_PRESET,
     Preset,
     add_command,
     check_device,
     choices,
     parse_options,
     print_json,
+    renamed,
     resolve_dataset,
     stdout,
 )
@@ -51,7 +53,9 @@ def train_cmd(
     data: str | None = typer.Option(None, "--data", help="Dataset folder or name (default: data/udc-rafdb, "
                                        "else the built-in synthetic faces)."),
     dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset adapter if not detected."),
-    preset: Preset = typer.Option(Preset.cpu, help="Budget."),
+    preset: Preset | None = typer.Option(None, "--budget", help="Training budget: smoke, quick, cpu (default) or "
+                                                                "paper (the official recipes)."),
+    old_preset: Preset | None = OLD_PRESET,
     seed: int = typer.Option(0, help="Seed (split, initialisation, order, augmentation)."),
     out: Path | None = typer.Option(None, "--out", help="Runs folder (default: runs/)."),
     weights: Path | None = typer.Option(None, help="MS-Celeb-1M ResNet-18 checkpoint (local file)."),
@@ -76,10 +80,11 @@ def train_cmd(
     The paper preset of lrdif is the paper's model (CLIP encoders, --clip FILE); the other presets train the fair
     model on the baselines' trunk.
 
-    Examples: udcbench train resnet18 --data data/ferplus ; udcbench train scn --data data/udc-ferplus --preset cpu ;
-    udcbench train dan --preset paper --weights msceleb_resnet18.pth ; udcbench train eac --data data/ferplus --resume ;
-    udcbench train lrdif --data data/udc-ferplus --preset paper --clip open_clip_pytorch_model.bin
+    Examples: udcbench train resnet18 --data data/ferplus ; udcbench train scn --data data/udc-ferplus --budget cpu ;
+    udcbench train dan --budget paper --weights msceleb_resnet18.pth ; udcbench train eac --data data/ferplus --resume ;
+    udcbench train lrdif --data data/udc-ferplus --budget paper --clip open_clip_pytorch_model.bin
     """
+    preset = renamed(preset, old_preset, "--budget", Preset.cpu)
     spec = get_method(method)
     check_device(device)
     set_ = [*(set_ or []), *clip_override(spec, clip)]
@@ -120,9 +125,9 @@ def pretrain_cmd(
 ) -> None:
     """Pre-train a ResNet-18 trunk on the built-in faces' landmarks, for --weights (no expression label seen).
 
-    The quick study's stand-in for an MS-Celeb-1M checkpoint; reproduce --preset quick makes its own.
+    The quick study's stand-in for an MS-Celeb-1M checkpoint; reproduce --study quick makes its own.
 
-    Example: udcbench pretrain && udcbench train dan --preset quick --weights
+    Example: udcbench pretrain && udcbench train dan --budget quick --weights
     runs/pretrained/faces-landmarks-48px-s0/trunk.pt
     """
     from udcbench.pretrain import pretrained_trunk

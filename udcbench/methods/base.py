@@ -116,7 +116,7 @@ class MethodSpec:
     sweep: Sweep | None = None
     #: The study draws a t-SNE of the method's features on its UDC run (Figures 4 and 5).
     tsne: bool = False
-    #: Whether ``reproduce --preset quick`` trains it by default (its budget holds the methods it was
+    #: Whether ``reproduce --study quick`` trains it by default (its budget holds the methods it was
     #: sized for; ``--methods NAME`` adds any other).
     in_quick_study: bool = True
     #: The degradation kinds (``udc``, ``lowlight``) of the studies that train it by default (LLDif: low light).

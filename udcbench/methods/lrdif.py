@@ -60,7 +60,7 @@ def _check_clip(config: TrainConfig) -> None:
     if a["encoder"] == "clip" and not a["clip_weights"]:
         raise UdcbenchError(f"{config.method} at the {config.preset} preset encodes with CLIP and needs "
                             f"{CLIP_FILE_HINT}: pass --clip FILE (nothing is downloaded), or train the fair "
-                            "model on the shared trunk (--preset cpu, or --set method_args.encoder=scratch)")
+                            "model on the shared trunk (--budget cpu, or --set method_args.encoder=scratch)")
 
 
 def _lrdif_builder(variant: str, lldif: bool = False) -> Callable[[int, TrainConfig], FERModel]:

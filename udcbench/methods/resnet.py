@@ -12,9 +12,9 @@ if TYPE_CHECKING:  # the models import torch; the registry does not (``udcbench 
     from baselines.base import FERModel
 
 BASELINES = ("resnet18", "scn", "rul", "eac", "dan", "dacl", "arm", "manet")
-# DACL, ARM and MANet are left out of ``reproduce --preset quick`` by default: its budget holds the paper's main
+# DACL, ARM and MANet are left out of ``reproduce --study quick`` by default: its budget holds the paper's main
 # comparison (the five methods before them and LRDif); MANet alone costs 3.2 ResNet-18 steps per image.
-# ``reproduce --preset quick --methods dacl ...`` trains them on request.
+# ``reproduce --study quick --methods dacl ...`` trains them on request.
 
 
 def _paper(**kw: Any) -> dict[str, Any]:
