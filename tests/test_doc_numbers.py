@@ -43,3 +43,14 @@ def test_every_number_in_the_docs_tables_is_in_a_source_file():
                 if (round(float(text), decimals), decimals) not in sources:
                     missing.append(f"{page.relative_to(REPO)}:{number}: {text}")
     assert not missing, "numbers no CSV or preset holds:\n" + "\n".join(missing)
+
+
+def test_the_readme_is_short_shows_the_set_up_commands_and_links_only_to_pages_that_exist():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    ci = (REPO / ".ci" / "run").read_text()
+    for name in ("INSTALL", "TESTS"):  # the two set-up commands, verbatim, as CI runs them
+        command = re.search(rf"^{name}='(.+)'$", ci, re.M).group(1)
+        assert command in text
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    assert links and [link for link in links if not (REPO / link).exists()] == []
