@@ -176,3 +176,16 @@ def test_a_budget_a_panel_and_a_study_each_have_their_own_name_and_the_old_one_s
     helps = {cmd: run(cmd, "--help").output for cmd in ("train", "synth", "reproduce")}
     assert "--budget" in helps["train"] and "--panel" in helps["synth"] and "--study" in helps["reproduce"]
     assert all("--preset" not in text for text in helps.values())  # the old name is hidden
+
+
+def test_every_command_that_writes_something_has_json(tmp_path, monkeypatch):
+    from conftest import in_default_workspace
+
+    in_default_workspace(monkeypatch, tmp_path)
+    assert run("generate", "--n-train", "14", "--n-test", "7", "--size", "32").exit_code == 0
+    synth = run("synth", "synthetic", "--src", "data/synthetic", "--out", "data/udc", "--json")
+    assert synth.exit_code == 0 and json.loads(synth.stdout)["complete"] and json.loads(synth.stdout)["written"] == 21
+    export = run("export", "imagefolder", "--src", "data/udc", "--out", "hf", "--json")
+    assert export.exit_code == 0 and json.loads(export.stdout)["counts"] == {"train": 14, "test": 7}
+    figure = run("figure", "3", "--clean", "data/synthetic", "--udc", "data/udc", "--json")
+    assert figure.exit_code == 0 and Path(json.loads(figure.stdout)["files"][0]).is_file()

@@ -148,6 +148,7 @@ def export_cmd(
     src: Path | None = typer.Option(None, "--src", help="Source folder (default: data/NAME)."),
     option: list[str] | None = DATASET_OPTIONS,
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Export a dataset as a HuggingFace DatasetDict (save_to_disk) with a dataset card.
 
@@ -159,6 +160,9 @@ def export_cmd(
     adapter = resolve_dataset(str(src) if src is not None else None, name, parse_options(option),
                               folder="pass --src FOLDER")
     dataset = export_hf(adapter, out, overwrite=overwrite)
+    if as_json:
+        print_json({"out": str(out), "source": adapter.describe(), "counts": {k: len(v) for k, v in dataset.items()}})
+        return
     counts = ", ".join(f"{split} {len(ds)}" for split, ds in dataset.items())
     stdout.print(f"exported {adapter.describe()} to {out}: {counts}")
 

@@ -192,6 +192,14 @@ def _figures_dir(out: Path | None) -> Path:
     return out or load_workspace().results / "figures"
 
 
+def _wrote(path: Path, as_json: bool) -> None:
+    """A figure command's result: its file, as a path or as JSON."""
+    if as_json:
+        print_json({"files": [str(path)]})
+    else:
+        stdout.print(str(path), highlight=False)
+
+
 def figure_steps_cmd(
     data: str = typer.Option("data/udc-rafdb", "--data", help="UDC dataset folder or name."),
     steps: str = typer.Option("1,2,4,8", help="Diffusion step counts T, comma-separated."),
@@ -202,6 +210,7 @@ def figure_steps_cmd(
     device: str | None = typer.Option(None, help="cpu or cuda."),
     runs: Path | None = RUNS_OPTION,
     out: Path | None = OUT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Figure 6: LRDif accuracy against the number of diffusion steps T (stage 2 retrained per T,
     the schedule re-derived for each T; stage 1 shared). Writes fig6-steps-DATA.csv and .png.
@@ -229,6 +238,9 @@ def figure_steps_cmd(
                                               condition=condition, preset=preset) if p["steps"] in counts]
     paths = figures.steps_figure(points, _figures_dir(out) / f"fig6-steps-{adapter.origin}",
                                  f"{spec.title.split(' (')[0]} on {adapter.origin} ({condition}, {preset})")
+    if as_json:
+        print_json({"points": points, "files": [str(p) for p in paths]})
+        return
     for p in points:
         stdout.print(f"T={p['steps']}: {p['accuracy']:.2f} % (n={p['n']})")
     stderr.print(f"wrote {paths[0]} and {paths[1]}")
@@ -240,6 +252,7 @@ def figure_samples_cmd(
     per_class: int = typer.Option(3, help="Image pairs per class."),
     option: list[str] | None = DATASET_OPTIONS,
     out: Path | None = OUT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Figure 3: test faces per class, clean beside UDC.
 
@@ -250,7 +263,7 @@ def figure_samples_cmd(
     first = resolve_dataset(clean, options=parse_options(option))
     second = resolve_dataset(udc, options=parse_options(option))
     path = sample_grid(first, second, _figures_dir(out) / f"fig3-samples-{first.origin}.png", per_class)
-    stdout.print(str(path))
+    _wrote(path, as_json)
 
 
 def figure_tsne_cmd(
@@ -259,6 +272,7 @@ def figure_tsne_cmd(
     max_images: int = typer.Option(2000, help="Images at most (a random subset)."),
     device: str | None = typer.Option(None, help="cpu or cuda."),
     out: Path | None = OUT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Figures 4/5: t-SNE (scikit-learn) of a run's penultimate features, coloured by class.
 
@@ -271,12 +285,13 @@ def figure_tsne_cmd(
     path = run_tsne(run_dir, adapter, _figures_dir(out) / f"tsne-{Path(run_dir).parent.name}-"
                     f"{Path(run_dir).name}-on-{adapter.root.name if adapter.root else adapter.name}.png",
                     max_images, device)
-    stdout.print(str(path))
+    _wrote(path, as_json)
 
 
 def figure_confusion_cmd(
     run_dir: Path = typer.Argument(..., help="A finished run folder (its results.json)."),
     out: Path | None = OUT_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """The confusion matrix of a run's test results at the epoch chosen on validation.
 
@@ -291,7 +306,7 @@ def figure_confusion_cmd(
         raise UdcbenchError(f"{run_dir} has no results.json (not a finished run)")
     path = confusion_figure(json.loads(results.read_text()),
                             _figures_dir(out) / "confusion" / f"{Path(run_dir).parent.name}-{Path(run_dir).name}.png")
-    stdout.print(str(path))
+    _wrote(path, as_json)
 
 
 def _print_plan(plan) -> None:

@@ -46,6 +46,7 @@ def synth_cmd(
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out."),
     export: str | None = typer.Option(None, help="Also export the result: 'hf' writes a DatasetDict to OUT-hf."),
     option: list[str] | None = DATASET_OPTIONS,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Write a degraded copy of a dataset, in the source's own layout, with a manifest and a preview.
 
@@ -86,21 +87,30 @@ def synth_cmd(
     for problem in adapter.problems:  # e.g. listed images missing: as `udcbench info` says
         stderr.print(f"[yellow]warning:[/] {problem}", highlight=False)
     rate = report.written / report.seconds if report.seconds else 0.0
-    stdout.print(f"{chosen.name}: wrote {report.written} images to {out} ({report.already_done} already done, "
-                 f"{len(report.skipped)} skipped) in {report.seconds:.1f} s ({rate:.0f} images/s)")
-    if report.complete:
-        preview = out / "preview.png"
-        stdout.print(f"manifest: {out / 'manifest.json'}"
-                     + (f"; preview: {preview}" if preview.is_file() else " (no preview: no image was written)"))
-        if export == "hf":
-            from udcbench.datasets import create_dataset
-            from udcbench.datasets.export import export_hf
+    preview, hf_out = out / "preview.png", None
+    if report.complete and export == "hf":
+        from udcbench.datasets import create_dataset
+        from udcbench.datasets.export import export_hf
 
-            hf_out = out.with_name(out.name + "-hf")
-            export_hf(create_dataset(adapter_name, out, **adapter.options), hf_out, overwrite=True)
-            stdout.print(f"HuggingFace DatasetDict: {hf_out}")
+        hf_out = out.with_name(out.name + "-hf")
+        export_hf(create_dataset(adapter_name, out, **adapter.options), hf_out, overwrite=True)
+    if as_json:
+        print_json({"out": str(out), "recipe": chosen.name, "written": report.written,
+                    "already_done": report.already_done, "skipped": report.skipped, "not_copied": report.not_copied,
+                    "complete": report.complete, "seconds": report.seconds,
+                    "manifest": str(out / "manifest.json") if report.complete else None,
+                    "preview": str(preview) if preview.is_file() else None,
+                    "hf_export": str(hf_out) if hf_out else None})
     else:
-        stdout.print(f"shard {shard} done; other shards remain (run them, or --resume without --shard)")
+        stdout.print(f"{chosen.name}: wrote {report.written} images to {out} ({report.already_done} already done, "
+                     f"{len(report.skipped)} skipped) in {report.seconds:.1f} s ({rate:.0f} images/s)")
+        if report.complete:
+            stdout.print(f"manifest: {out / 'manifest.json'}"
+                         + (f"; preview: {preview}" if preview.is_file() else " (no preview: no image was written)"))
+        else:
+            stdout.print(f"shard {shard} done; other shards remain (run them, or --resume without --shard)")
+        if hf_out:
+            stdout.print(f"HuggingFace DatasetDict: {hf_out}")
     if report.not_copied:
         stderr.print(f"[yellow]warning:[/] {len(report.not_copied)} file(s) link outside the dataset and were not "
                      f"copied (listed in the manifest as not_copied), e.g. {report.not_copied[0]}", highlight=False)

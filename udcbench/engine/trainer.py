@@ -421,7 +421,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                      "relabelled": int((state.labels.cpu().numpy() != data.given_labels).sum())}
             history.append(entry)
             save_epoch(state, config, rt, run_dir, entry, val, test, epoch, predictions)
-            progress.epoch(epoch, f"train {stats['train_accuracy']:.3f}, val {val['accuracy']:.3f} "
+            progress.epoch(epoch, f"train {100 * stats['train_accuracy']:.1f} %, val {100 * val['accuracy']:.1f} % "
                                   f"({stats['train_seconds']:.0f} s)")
 
     if test is None:  # resumed after its last epoch (its record was lost): the last epoch's model, tested again
