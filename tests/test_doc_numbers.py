@@ -54,3 +54,13 @@ def test_the_readme_is_short_shows_the_set_up_commands_and_links_only_to_pages_t
         assert command in text
     links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
     assert links and [link for link in links if not (REPO / link).exists()] == []
+
+
+def test_the_command_reference_is_generated_from_the_commands_help_and_is_current():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cli_reference", REPO / "docs" / "cli_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (REPO / "docs" / "cli.md").read_text() == module.render(), (
+        "docs/cli.md is stale: run python docs/cli_reference.py")
