@@ -141,7 +141,7 @@ def overhead_costs(speed: float, methods: list[str]) -> list[dict]:
     from udcbench.datasets import create_dataset
     from udcbench.datasets.generate import generate_synthetic
     from udcbench.engine.data import load_images
-    from udcbench.figures import tsne_embedding
+    from udcbench.reports.figures import tsne_embedding
     from udcbench.reproduce import DATA_WORKERS
     from udcbench.synthesis import synthesize
 

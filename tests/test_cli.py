@@ -122,7 +122,7 @@ def _one_line_error(result, *words: str) -> None:
 def test_bad_values_and_missing_things_fail_in_one_line(workspace: Path):
     (workspace / "afile.txt").write_text("x")
     _one_line_error(run("info", "afile.txt"), "is a file, not a dataset folder")
-    _one_line_error(run("table", "abc"), "'abc' is not a table number")
+    _one_line_error(run("table", "abc"), "'abc' is not a table")
     _one_line_error(run("train", "resnet18", "--preset", "bogus"), "--preset", "bogus")
     _one_line_error(run("train", "test_cnn", "--preset", "smoke", "--device", "gpu"), "not a device")
     absent = run("info", "rafdb")

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from udcbench import figures
 from udcbench.errors import UdcbenchError
+from udcbench.reports import figures
 
 
 def lrdif_result(steps, accuracy, seed=0, changes=None, dataset="rafdb", method="lrdif"):

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from udcbench.errors import UdcbenchError
-from udcbench.leaderboard import build_leaderboard, publish, write_leaderboard
 from udcbench.methods import method_names
-from udcbench.paper import paper_numbers, paper_table
-from udcbench.tables import build_table, fill_command, header, table_records, to_markdown, write_table
+from udcbench.reports.leaderboard import build_leaderboard, publish, write_leaderboard
+from udcbench.reports.paper import paper_numbers, paper_table
+from udcbench.reports.tables import build_table, fill_command, header, table_records, to_markdown, write_table
 
 
 def result(method, dataset, condition, accuracy, seed=0, preset="cpu", init="scratch", created="2026-01-01",
@@ -221,7 +221,7 @@ def test_leaderboard_marks_near_chance_results_and_does_not_rank_them():
 
 
 def test_the_low_light_table_lists_every_method_clean_and_low_light_with_the_drop(tmp_path: Path):
-    from udcbench.lowlight_table import build_lowlight_table, lowlight_records, write_lowlight_table
+    from udcbench.reports.lowlight import build_lowlight_table, lowlight_records, write_lowlight_table
 
     results = [result("resnet18", "ferplus", "clean", 0.83, seed=0), result("resnet18", "ferplus", "clean", 0.81,
                                                                              seed=1),

@@ -26,7 +26,7 @@ from udcbench.files import read_json
 from udcbench.methods import get_method, method_names, study_methods, swept_method
 from udcbench.methods.base import clip_override
 from udcbench.pretrain import PRETRAINED, FacePretraining, pretrained_trunk
-from udcbench.tables import UDC_TABLE, BuiltTable, build_table, dataset_title, write_table
+from udcbench.reports.tables import UDC_TABLE, BuiltTable, build_table, dataset_title, write_table
 from udcbench.workspace import Workspace, condition_folder
 
 T = TypeVar("T")
@@ -411,10 +411,10 @@ def study_tables(results: list[dict], names: list[str], condition: str, preset: 
 
 def write_report_page(workspace: Workspace, results: list[dict] | None = None, tables: list[BuiltTable] | None = None,
                       condition: str | None = None, preset: str | None = None) -> Path:
-    """The study's HTML page, ``results/report/index.html`` (:mod:`udcbench.report`): the given tables, or those
+    """The study's HTML page, ``results/report/index.html`` (:mod:`udcbench.reports.html`): the given tables, or those
     of the datasets and condition the store holds."""
-    from udcbench.leaderboard import build_leaderboard
-    from udcbench.report import write_report
+    from udcbench.reports.html import write_report
+    from udcbench.reports.leaderboard import build_leaderboard
 
     results = load_results(workspace.runs / STORE) if results is None else results
     if tables is None:
@@ -434,8 +434,8 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
                   log: Callable[[str], None], ablation: bool = True) -> list[Path]:
     """Tables 1-5 (Table 5 where ``ablation`` or its variants trained), Figures 3-6, confusion matrices and the
     leaderboard from the results store."""
-    from udcbench import figures
-    from udcbench.leaderboard import build_leaderboard, write_leaderboard
+    from udcbench.reports import figures
+    from udcbench.reports.leaderboard import build_leaderboard, write_leaderboard
 
     results = load_results(workspace.runs / STORE)
     tables_dir, figures_dir = workspace.results / "tables", workspace.results / "figures"
@@ -455,7 +455,7 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
     from degradations import load_recipe
 
     if load_recipe(condition).kind == "lowlight":  # the low-light table beside the paper's
-        from udcbench.lowlight_table import build_lowlight_table, write_lowlight_table
+        from udcbench.reports.lowlight import build_lowlight_table, write_lowlight_table
 
         files += write_lowlight_table(build_lowlight_table(results, datasets=names, condition=condition,
                                                            preset=preset, data_root=workspace.data), tables_dir)

@@ -49,7 +49,7 @@ def _results(runs: Path | None) -> list[dict]:
 
 def print_table(table) -> None:
     """A built paper table as a rich table on stdout, its fill commands and notes under it."""
-    from udcbench.tables import body, header
+    from udcbench.reports.tables import body, header
 
     shown = Table(title=table.title, caption=table.subtitle, show_lines=False)
     for i, column in enumerate(header(table)):
@@ -93,38 +93,22 @@ def table_cmd(
     udcbench table 2 --dataset synthetic --json ; udcbench table ll
     """
     preset = renamed(preset, old_preset, "--budget")
-    from udcbench.tables import build_table, table_records, write_table
+    from udcbench.reports import table_kind
 
     workspace = load_workspace()
-    if number.lower() == "ll":
-        from udcbench.lowlight_table import (
-            build_lowlight_table,
-            lowlight_markdown,
-            lowlight_records,
-            write_lowlight_table,
-        )
-
-        low = build_lowlight_table(_results(runs), datasets=dataset, preset=preset.value if preset else None,
-                                   init=init, data_root=workspace.data)
-        paths = write_lowlight_table(low, out or workspace.results / "tables")
-        if as_json:
-            print_json({"title": low.title, "subtitle": low.subtitle, "rows": lowlight_records(low),
-                        "notes": low.notes, "files": [str(p) for p in paths]})
-            return
-        print(lowlight_markdown(low))
-        stderr.print(f"wrote {paths[0]} and {paths[1]}")
-        return
-    if not number.isdigit():
-        raise UdcbenchError(f"'{number}' is not a table number: the paper has Tables 1-5 (and udcbench the "
-                            "low-light table, 'll')")
-    table = build_table(int(number), _results(runs), datasets=dataset, condition=condition.value,
-                        preset=preset.value if preset else None, init=init, data_root=workspace.data, draw=draw)
-    paths = write_table(table, out or workspace.results / "tables")
+    kind = table_kind(number)
+    table = kind.build(_results(runs), number, {"datasets": dataset, "condition": condition.value,
+                                                "preset": preset.value if preset else None, "init": init,
+                                                "data_root": workspace.data, "draw": draw})
+    paths = kind.write(table, out or workspace.results / "tables")
     if as_json:
-        print_json({"title": table.title, "subtitle": table.subtitle, "rows": table_records(table),
+        print_json({"title": table.title, "subtitle": table.subtitle, "rows": kind.records(table),
                     "notes": table.notes, "files": [str(p) for p in paths]})
         return
-    print_table(table)
+    if hasattr(table, "spec"):  # a paper table: a rich table with its fill commands and notes
+        print_table(table)
+    else:
+        print(kind.markdown(table))
     stderr.print(f"wrote {paths[0]} and {paths[1]}")
 
 
@@ -141,7 +125,7 @@ def leaderboard_cmd(
 
     Examples: udcbench leaderboard ; udcbench leaderboard --publish cards/ --json
     """
-    from udcbench.leaderboard import (
+    from udcbench.reports.leaderboard import (
         NEAR_CHANCE_POINTS,
         RANK_NOTE,
         TERMINAL_COLUMNS,
@@ -149,7 +133,7 @@ def leaderboard_cmd(
         cell,
         write_leaderboard,
     )
-    from udcbench.leaderboard import publish as publish_cards
+    from udcbench.reports.leaderboard import publish as publish_cards
 
     rows = build_leaderboard(_results(runs))
     if not rows:
@@ -218,9 +202,9 @@ def figure_steps_cmd(
     Examples: udcbench figure 6 --data data/udc-ferplus --budget cpu ; udcbench figure 6 --steps 1,2,4 --no-train
     """
     preset = renamed(preset, old_preset, "--budget", Preset.cpu)
-    from udcbench import figures
     from udcbench.engine.runs import train_method
     from udcbench.methods import swept_method
+    from udcbench.reports import figures
 
     check_device(device)
     preset = preset.value
@@ -258,7 +242,7 @@ def figure_samples_cmd(
 
     Example: udcbench figure 3 --clean data/ferplus --udc data/udc-ferplus
     """
-    from udcbench.figures import sample_grid
+    from udcbench.reports.figures import sample_grid
 
     first = resolve_dataset(clean, options=parse_options(option))
     second = resolve_dataset(udc, options=parse_options(option))
@@ -278,7 +262,7 @@ def figure_tsne_cmd(
 
     Example: udcbench figure tsne runs/udc-ferplus/lrdif-cpu-s0 --data data/udc-ferplus
     """
-    from udcbench.figures import run_tsne
+    from udcbench.reports.figures import run_tsne
 
     check_device(device)
     adapter = resolve_dataset(data)
@@ -299,7 +283,7 @@ def figure_confusion_cmd(
     """
     import json
 
-    from udcbench.figures import confusion_figure
+    from udcbench.reports.figures import confusion_figure
 
     results = Path(run_dir) / "results.json"
     if not results.is_file():
@@ -374,7 +358,7 @@ def reproduce_cmd(
                         seeds=seeds, condition=condition, steps=_parse_steps(steps) if steps else None,
                         device=device, clip=clip, log=stderr.print)
     if as_json:
-        from udcbench.tables import table_records
+        from udcbench.reports.tables import table_records
 
         print_json({"seconds": summary.seconds, "runs": [r.record["run_dir"] for r in summary.runs],
                     "first_stages": [r.get("run_dir") for r in summary.first_stages],

@@ -21,7 +21,7 @@ from udcbench.datasets import dataset_names, get_adapter_class
 from udcbench.errors import UdcbenchError, unknown_name
 from udcbench.files import write_atomic, write_csv
 from udcbench.methods import get_method, method_names
-from udcbench.paper import SOURCE, paper_table
+from udcbench.reports.paper import SOURCE, paper_table
 from udcbench.workspace import condition_folder
 
 
@@ -150,7 +150,7 @@ def _matches_init(value: str | None, wanted: str) -> bool:
     return value == wanted
 
 
-def _most_common(values: list[str], order: tuple[str, ...] = ()) -> str | None:
+def most_common(values: list[str], order: tuple[str, ...] = ()) -> str | None:
     if not values:
         return None
     counts = Counter(values)
@@ -256,8 +256,8 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
     keys = {m for m, _ in methods.values() if m}
     candidates = [r for r in results if usable(r) and r["method"] in keys and r["dataset"] in datasets
                   and r["condition"] == cond and _draw(r).startswith(draw or "")]
-    preset = preset or _most_common([r["preset"] for r in candidates], tuple(reversed(PRESETS))) or "cpu"
-    init = init or _most_common([r["init"] for r in candidates if r["preset"] == preset], ("scratch",)) or "scratch"
+    preset = preset or most_common([r["preset"] for r in candidates], tuple(reversed(PRESETS))) or "cpu"
+    init = init or most_common([r["init"] for r in candidates if r["preset"] == preset], ("scratch",)) or "scratch"
     rows = []
     for label, (method, note) in methods.items():
         cells = {}
@@ -345,7 +345,7 @@ def _sweep_value(result: dict):
     return changes[key] if key is not None and set(changes) == {key} else None
 
 
-def _fmt(value: float | None, signed: bool = False) -> str:
+def fmt(value: float | None, signed: bool = False) -> str:
     return "" if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
 
 
@@ -358,10 +358,10 @@ def table_records(table: BuiltTable) -> list[dict[str, Any]]:
                 "table": table.spec.number, "method": row.label, "udcbench_method": row.method or "",
                 "dataset": dataset, "condition": table.condition, "preset": table.preset if row.method else "",
                 "init": "/".join(sorted(cell.inits)), "input_size": "/".join(str(s) for s in sorted(cell.input_sizes)),
-                "n": cell.n, "ours_mean": _fmt(cell.mean), "ours_std": _fmt(cell.std),
-                "ours_mean_class_accuracy": _fmt(statistics.fmean(cell.mean_class_accuracy)
+                "n": cell.n, "ours_mean": fmt(cell.mean), "ours_std": fmt(cell.std),
+                "ours_mean_class_accuracy": fmt(statistics.fmean(cell.mean_class_accuracy)
                                                  if cell.mean_class_accuracy else None),
-                "paper": _fmt(cell.paper), "diff": _fmt(cell.diff, signed=True),
+                "paper": fmt(cell.paper), "diff": fmt(cell.diff, signed=True),
                 "status": ("not implemented in udcbench" if row.method is None else
                            "measured" if cell.n else "missing"),
                 "fill_command": cell.command or "",
@@ -385,7 +385,7 @@ def body(table: BuiltTable) -> list[list[str]]:
             cell = row.cells[dataset]
             line.append(cell.ours() or ("n/a" if row.method is None else ""))
             if table.has_paper(dataset):
-                line += [_fmt(cell.paper), _fmt(cell.diff, signed=True)]
+                line += [fmt(cell.paper), fmt(cell.diff, signed=True)]
         lines.append(line)
     return lines
 

@@ -11,14 +11,14 @@ from typing import Any
 from udcbench.config import PRESETS
 from udcbench.errors import unknown_name
 from udcbench.methods import get_method, method_names
-from udcbench.tables import (
+from udcbench.reports.tables import (
     Cell,
-    _fmt,
-    _most_common,
     dataset_title,
     fill_cell,
     fill_commands,
+    fmt,
     markdown,
+    most_common,
     usable,
     write_files,
 )
@@ -74,8 +74,8 @@ def build_lowlight_table(results: list[dict[str, Any]], datasets: list[str] | No
     methods = [m for m in method_names() if not get_method(m).oracle]
     candidates = [r for r in results if usable(r) and r["method"] in methods and r["dataset"] in datasets
                   and r["condition"] in ("clean", condition)]
-    preset = preset or _most_common([r["preset"] for r in candidates], tuple(reversed(PRESETS))) or "cpu"
-    init = init or _most_common([r["init"] for r in candidates if r["preset"] == preset], ("scratch",)) or "scratch"
+    preset = preset or most_common([r["preset"] for r in candidates], tuple(reversed(PRESETS))) or "cpu"
+    init = init or most_common([r["init"] for r in candidates if r["preset"] == preset], ("scratch",)) or "scratch"
     notes: list[str] = []
     rows = [LowLightRow(m, get_method(m).title, {(d, c): fill_cell(Cell(), candidates, m, d, c, preset, init, notes,
                                                                    data_root)
@@ -92,9 +92,9 @@ def lowlight_records(table: LowLightTable) -> list[dict[str, Any]]:
             clean, dark = row.cells[(d, "clean")], row.cells[(d, table.condition)]
             out.append({"method": row.title, "udcbench_method": row.method, "dataset": d,
                         "condition": table.condition, "preset": table.preset, "init": table.init,
-                        "clean_mean": _fmt(clean.mean), "clean_std": _fmt(clean.std), "clean_n": clean.n,
-                        "lowlight_mean": _fmt(dark.mean), "lowlight_std": _fmt(dark.std), "lowlight_n": dark.n,
-                        "drop": _fmt(row.drop(d, table.condition)),
+                        "clean_mean": fmt(clean.mean), "clean_std": fmt(clean.std), "clean_n": clean.n,
+                        "lowlight_mean": fmt(dark.mean), "lowlight_std": fmt(dark.std), "lowlight_n": dark.n,
+                        "drop": fmt(row.drop(d, table.condition)),
                         "fill_command": " ; ".join(c.command for c in (clean, dark) if c.command)})
     return out
 
@@ -108,7 +108,7 @@ def lowlight_markdown(table: LowLightTable) -> str:
         cells = [row.title]
         for d in table.datasets:
             cells += [row.cells[(d, "clean")].ours(), row.cells[(d, table.condition)].ours(),
-                      _fmt(row.drop(d, table.condition))]
+                      fmt(row.drop(d, table.condition))]
         lines.append(cells)
     return markdown(table, columns, lines)
 

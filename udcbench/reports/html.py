@@ -20,7 +20,7 @@ from typing import Any
 
 from udcbench import __version__
 from udcbench.files import read_json, write_atomic
-from udcbench.tables import BuiltTable, body, header
+from udcbench.reports.tables import BuiltTable, body, header
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -105,7 +105,7 @@ def _table(table: BuiltTable, records: dict[str, dict], page: Path) -> str:
 
 
 def _leaderboard(rows: list[dict[str, Any]]) -> str:
-    from udcbench.leaderboard import RANK_NOTE, TERMINAL_COLUMNS, cell
+    from udcbench.reports.leaderboard import RANK_NOTE, TERMINAL_COLUMNS, cell
 
     out = ["<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in TERMINAL_COLUMNS) + "</tr>"]
     out += ["<tr>" + "".join(f"<td>{_e(cell(r[c]))}</td>" for c in TERMINAL_COLUMNS) + "</tr>" for r in rows]

@@ -23,8 +23,8 @@ from udcbench.engine.metrics import chance_accuracy
 from udcbench.errors import UdcbenchError
 from udcbench.files import check_name, write_atomic, write_csv
 from udcbench.methods import get_method
-from udcbench.paper import paper_numbers
-from udcbench.tables import dataset_title, usable
+from udcbench.reports.paper import paper_numbers
+from udcbench.reports.tables import dataset_title, usable
 
 COLUMNS = ("method", "title", "init", "preset", "input_size", "dataset", "condition", "draw", "test_split", "seeds",
            "accuracy", "accuracy_std", "mean_class_accuracy", "macro_f1", "chance", "near_chance", "drop_from_clean",
