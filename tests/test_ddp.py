@@ -83,12 +83,12 @@ def test_every_method_trains_under_torchrun_to_one_record_with_the_same_weights_
 def test_reproduce_under_torchrun_completes_once(tmp_path: Path):
     subprocess.run([sys.executable, "-m", "udcbench", "generate", "--n-train", "56", "--n-test", "21", "--size", "48"],
                    cwd=tmp_path, env=ENV, check=True, capture_output=True)
-    result, logs = _torchrun(["-m", "udcbench", "reproduce", "--preset", "smoke", "--methods", "resnet18",
-                              "--methods", "scn", "--json"], tmp_path)
+    result, logs = _torchrun(["-m", "udcbench", "reproduce", "--study", "smoke", "--methods", "resnet18", "--json"],
+                             tmp_path)
     assert result.returncode == 0, _failure(result, logs)
     assert _rank_output(logs, 1) == ""
     (summary,) = _json_documents(_rank_output(logs, 0))
-    assert len(summary["runs"]) == 4  # two methods, clean and UDC
+    assert len(summary["runs"]) == 2  # clean and UDC
     assert json.loads((tmp_path / "data" / "udc-synthetic" / "manifest.json").read_text())["complete"]
     assert (tmp_path / "results" / "leaderboard.csv").is_file()
 
