@@ -105,7 +105,7 @@ def table_cmd(
         print_json({"title": table.title, "subtitle": table.subtitle, "rows": kind.records(table),
                     "notes": table.notes, "files": [str(p) for p in paths]})
         return
-    if hasattr(table, "spec"):  # a paper table: a rich table with its fill commands and notes
+    if kind.paper_layout:  # a rich table with the fill commands and notes under it
         print_table(table)
     else:
         print(kind.markdown(table))

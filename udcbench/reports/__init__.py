@@ -25,7 +25,9 @@ class TableKind:
     build: Callable[[list[dict[str, Any]], str, dict[str, Any]], Any]
     write: Callable[[Any, Path], tuple[Path, Path]]  # -> the CSV and markdown files
     records: Callable[[Any], list[dict[str, Any]]]  # the CSV rows
-    markdown: Callable[[Any], str]  # what the terminal shows where it has no rich table
+    markdown: Callable[[Any], str]  # the table as markdown
+    #: Whether the terminal shows it as a paper table (columns beside the paper's, fill commands, notes)
+    paper_layout: bool = False
 
 
 def _paper_table() -> TableKind:
@@ -37,7 +39,8 @@ def _paper_table() -> TableKind:
                                   init=options.get("init"), data_root=options.get("data_root"),
                                   draw=options.get("draw"))
 
-    return TableKind(("1", "2", "3", "4", "5"), build, tables.write_table, tables.table_records, tables.to_markdown)
+    return TableKind(("1", "2", "3", "4", "5"), build, tables.write_table, tables.table_records, tables.to_markdown,
+                     paper_layout=True)
 
 
 def _lowlight_table() -> TableKind:
