@@ -26,13 +26,13 @@ def _sources() -> set[tuple[float, int]]:
     for path in (REPO / "degradations" / "presets").glob("*.yaml"):
         constants = [float(m) for m in re.findall(r"-?\d+\.\d+|\d+", path.read_text())]
         values += constants + [100 * v for v in constants]  # shares also shown in percent
-    return {(round(v, d), d) for v in values for d in range(5)}
+    return {(round(abs(v), d), d) for v in values for d in range(5)}  # the pattern reads a number without its sign
 
 
 def test_every_number_in_the_docs_tables_is_in_a_source_file():
     sources = _sources()
     missing = []
-    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
     assert len(pages) > 3  # the README and the pages it points to
     for page in pages:
         for number, line in enumerate(page.read_text().splitlines(), 1):
@@ -64,3 +64,14 @@ def test_the_command_reference_is_generated_from_the_commands_help_and_is_curren
     spec.loader.exec_module(module)
     assert (REPO / "docs" / "cli.md").read_text() == module.render(), (
         "docs/cli.md is stale: run python docs/cli_reference.py")
+
+
+def test_the_results_pages_are_generated_from_the_csvs_and_are_current():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_pages", REPO / "docs" / "results_pages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pages = module.render()
+    written = {p.name: p.read_text() for p in (REPO / "docs" / "results").glob("*.md")}
+    assert written == pages, "docs/results/ is stale: run python docs/results_pages.py"
