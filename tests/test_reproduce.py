@@ -118,6 +118,10 @@ def test_the_report_is_one_self_contained_page_with_provenance_per_cell(study):
             if tag == "a":
                 self.links.append(a["href"])
 
+        def handle_startendtag(self, tag, attrs):  # <polyline .../>: opens and closes itself
+            if tag == "img":
+                self.images.append(dict(attrs)["src"])
+
         def handle_endtag(self, tag):
             assert self.open and self.open.pop() == tag, f"</{tag}> closes nothing open"
 
@@ -131,6 +135,7 @@ def test_the_report_is_one_self_contained_page_with_provenance_per_cell(study):
     assert files and all((page.parent / l).resolve().is_file() for l in files)  # provenance links resolve
     assert "Table 2: accuracy (%) on UDC-Synthetic faces" in text and "<details>" in text
     assert "resnet18-smoke-s0" in text and "draw <code>" in text and "Leaderboard" in text
+    assert "training loss per step" in text  # the runs' steps.jsonl, drawn
 
 
 def test_the_report_renders_in_a_browser_without_errors(study, tmp_path):

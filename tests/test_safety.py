@@ -728,6 +728,8 @@ def test_a_kill_between_an_epochs_line_and_its_checkpoint_leaves_no_duplicate_ep
     resumed = _train("--set", "epochs=3", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    steps = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]  # the per-step curve
+    assert [s["step"] for s in steps] == list(range(1, len(steps) + 1)) and {s["epoch"] for s in steps} == {1, 2, 3}
 
 
 # -- issue 36: every argument checked before any work; output to a closed reader ends quietly ------------------

@@ -19,6 +19,7 @@ write. The step never waits for the device: losses and accuracy add up on it and
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -215,6 +216,40 @@ def _relabel(labels: torch.Tensor, relabel: tuple[torch.Tensor, torch.Tensor]) -
     labels[positions] = torch.where(new >= 0, new, labels[positions])
 
 
+class StepCurves:
+    """The training loss of every step in ``steps.jsonl`` (the report draws it), and, where ``tensorboard`` is
+    installed, TensorBoard event files under ``tensorboard/`` with the step losses and each epoch's accuracies."""
+
+    def __init__(self, run_dir: Path, keep_epochs: int):
+        self.path = run_dir / "steps.jsonl"
+        kept = []
+        if self.path.is_file():  # a resumed run: the lines of the epochs its checkpoint holds
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line)["epoch"] <= keep_epochs:
+                        kept.append(line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    continue
+        write_atomic(self.path, "".join(kept))
+        self.writer = None
+        if importlib.util.find_spec("tensorboard") is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def epoch(self, epoch: int, steps_per_epoch: int, losses: list[float], entry: dict) -> None:
+        first = epoch * steps_per_epoch
+        with self.path.open("a") as f:
+            f.writelines(json.dumps({"epoch": epoch + 1, "step": first + i + 1, "loss": v}) + "\n"
+                         for i, v in enumerate(losses))
+        if self.writer is not None:
+            for i, v in enumerate(losses):
+                self.writer.add_scalar("train/loss", v, first + i + 1)
+            for key in ("val_accuracy", "test_accuracy"):
+                self.writer.add_scalar(key.replace("_", "/", 1), 100 * entry[key], epoch + 1)
+            self.writer.flush()
+
+
 def train_one_epoch(state: TrainState, data: RunData, config: TrainConfig, rt: Runtime, epoch: int,
                     progress: TrainingProgress, last_path: Path) -> dict:
     """One epoch of this rank's share of the global batches; returns the epoch's training statistics (summed
@@ -230,6 +265,7 @@ def train_one_epoch(state: TrainState, data: RunData, config: TrainConfig, rt: R
     bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # the first step whose loss was not finite
     bad_loss = torch.zeros((), device=device)
     seen, waited, step = 0, 0.0, -1
+    step_losses: list[torch.Tensor] = []  # this rank's loss per step, read once at the epoch's end (no sync per step)
     t0 = wait_start = time.perf_counter()
     progress.start_step()
     for step, (images, index) in enumerate(loader):
@@ -241,6 +277,7 @@ def train_one_epoch(state: TrainState, data: RunData, config: TrainConfig, rt: R
         with rt.autocast(config.amp):
             out = state.step_module(batch, epoch)
         loss = out.loss.detach().float()
+        step_losses.append(loss)
         first = (bad_step < 0) & ~torch.isfinite(loss)
         bad_step = torch.where(first, step, bad_step)
         bad_loss = torch.where(first, loss, bad_loss)
@@ -268,7 +305,8 @@ def train_one_epoch(state: TrainState, data: RunData, config: TrainConfig, rt: R
     seconds = time.perf_counter() - t0
     steps = max(1, step + 1) * rt.world
     return {"train_accuracy": stats[0] / max(stats[1], 1), **{f"train_{k}": v / steps for k, v in zip(keys, stats[2:])},
-            "images": int(stats[1]), "train_seconds": seconds, "data_wait_share": waited / max(seconds, 1e-9)}
+            "images": int(stats[1]), "train_seconds": seconds, "data_wait_share": waited / max(seconds, 1e-9),
+            "step_losses": torch.stack(step_losses).cpu().tolist() if step_losses else []}
 
 
 def _update(state: TrainState, config: TrainConfig, rt: Runtime, batch: Batch, epoch: int, loss: torch.Tensor) -> None:
@@ -399,6 +437,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
         # left that epoch's line, which the resumed run writes again
         remove_stale_temporaries(run_dir)
         write_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
+    curves = StepCurves(run_dir, keep_epochs=len(state.history)) if rt.main else None
     distributed.barrier()
 
     history = state.history
@@ -409,6 +448,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                           enabled=rt.main) as progress:
         for epoch in range(state.start_epoch, config.epochs):
             stats = train_one_epoch(state, data, config, rt, epoch, progress, last_path)
+            step_losses = stats.pop("step_losses")  # into steps.jsonl, not the epoch's line
             train_seconds += stats["train_seconds"]
             trained_images += stats["images"]
             waits.append(stats["data_wait_share"])
@@ -421,6 +461,8 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                      "relabelled": int((state.labels.cpu().numpy() != data.given_labels).sum())}
             history.append(entry)
             save_epoch(state, config, rt, run_dir, entry, val, test, epoch, predictions)
+            if rt.main:
+                curves.epoch(epoch, state.steps_per_epoch, step_losses, entry)
             progress.epoch(epoch, f"train {100 * stats['train_accuracy']:.1f} %, val {100 * val['accuracy']:.1f} % "
                                   f"({stats['train_seconds']:.0f} s)")
 

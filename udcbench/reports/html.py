@@ -2,7 +2,8 @@
 
 Every table of the study beside the paper's numbers, with its notes; per cell the runs behind it and their
 provenance (config, results record, seed, data draw, init, versions, commit); the leaderboard; each run's
-validation accuracy and training loss per epoch (from its ``metrics.jsonl``) as inline SVG; and every figure
+training loss per step (its ``steps.jsonl``) and validation accuracy per epoch (its ``metrics.jsonl``) as
+inline SVG; and every figure
 under ``results/figures`` (samples per panel, confusion matrices, t-SNE, Figure 6) embedded as data. The page
 loads nothing from the network: it opens from a disk, a zip or a mail attachment alike. Links to run files are
 relative to the page, so they work where the workspace travels with it.
@@ -72,7 +73,8 @@ def _provenance(run_dir: str, records: dict[str, dict], page: Path) -> str:
         f"best epoch {_e(record.get('best_epoch'))} of {_e(record.get('epochs'))} (chosen on validation)",
         f"udcbench {_e(versions.get('udcbench'))}, torch {_e(versions.get('torch'))}, commit "
         f"<code>{_e(str(record.get('git_commit') or '-')[:10])}</code>, {_e(record.get('device'))}",
-        " · ".join(_link(folder / name, page, name) for name in ("config.json", "results.json", "metrics.jsonl")
+        " · ".join(_link(folder / name, page, name) for name in ("config.json", "results.json", "metrics.jsonl",
+                                                                 "steps.jsonl")
                    if (folder / name).is_file()),
     ]
     return f"<li><code>{_e(folder.name)}</code><br>" + "<br>".join(items) + "</li>"
@@ -123,29 +125,33 @@ def _sparkline(values: list[float], width: int = 150, height: int = 40, colour: 
             f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/></svg>')
 
 
+def _lines(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def _curves(run_dirs: list[str]) -> str:
-    """Per run: validation accuracy and training loss per epoch, from its metrics.jsonl."""
+    """Per run: the training loss of every step (its steps.jsonl) and the validation accuracy per epoch (its
+    metrics.jsonl)."""
     out = []
     for run_dir in run_dirs:
-        path = Path(run_dir) / "metrics.jsonl"
-        if not path.is_file():
+        val = [100 * e["val_accuracy"] for e in _lines(Path(run_dir) / "metrics.jsonl") if "val_accuracy" in e]
+        loss = [e["loss"] for e in _lines(Path(run_dir) / "steps.jsonl") if "loss" in e]
+        if len(loss) < 2 and len(val) < 2:
             continue
-        epochs = []
-        for line in path.read_text().splitlines():
-            try:
-                epochs.append(json.loads(line))
-            except ValueError:
-                continue
-        val = [100 * e["val_accuracy"] for e in epochs if "val_accuracy" in e]
-        loss = [e["train_loss"] for e in epochs if "train_loss" in e]
-        if len(val) < 2:
-            continue
-        lines = [f"<b>{_e(Path(run_dir).parent.name)}/{_e(Path(run_dir).name)}</b>",
-                 f"validation accuracy {val[0]:.1f} → {val[-1]:.1f} %", _sparkline(val)]
-        if len(loss) == len(val):
-            lines += [f"training loss {loss[0]:.3f} → {loss[-1]:.3f}", _sparkline(loss, colour="#b04a2f")]
+        lines = [f"<b>{_e(Path(run_dir).parent.name)}/{_e(Path(run_dir).name)}</b>"]
+        if len(loss) >= 2:
+            lines += [f"training loss per step, {len(loss)} steps: {loss[0]:.3f} → {loss[-1]:.3f}",
+                      _sparkline(loss, colour="#b04a2f")]
+        if len(val) >= 2:
+            lines += [f"validation accuracy per epoch {val[0]:.1f} → {val[-1]:.1f} %", _sparkline(val)]
         out.append('<div class="curve">' + "<br>".join(lines) + "</div>")
-    return '<div class="curves">' + "".join(out) + "</div>" if out else "<p>(every run has one epoch)</p>"
+    return '<div class="curves">' + "".join(out) + "</div>" if out else "<p>(no run has more than one step)</p>"
 
 
 def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leaderboard: list[dict[str, Any]],
@@ -173,7 +179,7 @@ def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leader
         '<h2 id="tables">Tables</h2>',
         *(_table(t, records, out) for t in tables),
         '<h2 id="leaderboard">Leaderboard</h2>', _leaderboard(leaderboard),
-        '<h2 id="curves">Training, per epoch</h2>', _curves(shown_runs),
+        '<h2 id="curves">Training curves</h2>', _curves(shown_runs),
         '<h2 id="figures">Figures</h2>',
     ]
     for caption, files in groups:
