@@ -189,3 +189,14 @@ def test_every_command_that_writes_something_has_json(tmp_path, monkeypatch):
     assert export.exit_code == 0 and json.loads(export.stdout)["counts"] == {"train": 14, "test": 7}
     figure = run("figure", "3", "--clean", "data/synthetic", "--udc", "data/udc", "--json")
     assert figure.exit_code == 0 and Path(json.loads(figure.stdout)["files"][0]).is_file()
+
+
+def test_runs_json_gives_accuracies_in_percent_as_the_tables(tmp_path, monkeypatch):
+    from conftest import in_default_workspace
+
+    in_default_workspace(monkeypatch, tmp_path)
+    assert run("generate", "--n-train", "28", "--n-test", "14", "--size", "32").exit_code == 0
+    trained = run("train", "test_cnn", "--data", "data/synthetic", "--budget", "smoke", "--json")
+    record = json.loads(trained.stdout[trained.stdout.index("{"):])
+    (row,) = json.loads(run("runs", "--json").stdout)
+    assert row["accuracy"] == pytest.approx(100 * record["test_at_best"]["accuracy"], abs=1e-3)

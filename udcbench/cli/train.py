@@ -234,7 +234,7 @@ def runs_cmd(
     --wide or --json for all).
 
     The run folders are the source of truth: --rebuild sets results.sqlite aside and rebuilds it from them
-    (a damaged store is rebuilt so on its own).
+    (a damaged store is rebuilt so on its own). Accuracies are in percent, --json included.
 
     Examples: udcbench runs ; udcbench runs --wide ; udcbench runs --json ; udcbench runs --rebuild
     """
@@ -245,8 +245,10 @@ def runs_cmd(
     if rebuild:
         stderr.print(f"rebuilt {store} from {rebuild_store(store)} run records")
     rows = load_results(store)
-    if as_json:
-        print_json([{k: v for k, v in r.items() if k != "record"} for r in rows])
+    if as_json:  # accuracies in percent, as every table and line shows them
+        scores = ("accuracy", "accuracy_last", "mean_class_accuracy", "macro_f1")
+        print_json([{k: (None if v is None else round(100 * v, 4)) if k in scores else v
+                     for k, v in r.items() if k != "record"} for r in rows])
         return
     table = Table(title=f"Runs ({len(rows)})")
     if wide:
