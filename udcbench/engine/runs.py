@@ -61,7 +61,8 @@ def own_run_folder(run_dir: Path) -> bool:
 def _never_trained(run_dir: Path) -> bool:
     """A run folder of udcbench's holding only what the trainer writes before the first epoch ends."""
     return own_run_folder(run_dir) and {p.name for p in run_dir.iterdir()} <= {RUN_MARKER, "config.json",
-                                                                               "metrics.jsonl"}
+                                                                               "metrics.jsonl", "steps.jsonl",
+                                                                               "tensorboard"}
 
 
 def _refuse_foreign(run_dir: Path) -> None:

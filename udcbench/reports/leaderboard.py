@@ -14,9 +14,10 @@ chance (the better of guessing uniformly and always answering the test set's lar
 from __future__ import annotations
 
 import re
-import statistics
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from udcbench.compare import Side, separated_better
 from udcbench.engine.metrics import chance_accuracy
@@ -41,8 +42,10 @@ NEAR_CHANCE_POINTS = 5.0
 
 
 
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
+def _mean_or_none(column: pd.Series) -> float | None:
+    """The mean of a column's values that are there, None when none is."""
+    values = pd.to_numeric(column, errors="coerce").dropna()
+    return float(values.mean()) if len(values) else None
 
 
 def _paper(method: str, dataset: str, condition: str) -> float | None:
@@ -59,35 +62,46 @@ def _oracle(method: str) -> bool:
         return False
 
 
+#: What makes a leaderboard row: a method's runs at one init, preset, dataset, condition and draw of the data.
+KEY = ["method", "init", "preset", "dataset", "condition", "draw"]
+
+
+def _runs_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """The usable runs (no oracle) as a frame, accuracies in percent, the latest run per seed of each row."""
+    records = [{
+        "method": r["method"], "init": str(r["init"]), "preset": r["preset"], "dataset": r["dataset"],
+        "condition": r["condition"], "seed": r["seed"], "created": r.get("created") or "",
+        "draw": str((r.get("record") or {}).get("dataset_manifest_sha256") or "")[:12],
+        "input_size": str(r["input_size"]), "test_split": str(r["test_split"]),
+        "accuracy": 100 * r["accuracy"],
+        "mean_class_accuracy": None if r["mean_class_accuracy"] is None else 100 * r["mean_class_accuracy"],
+        "macro_f1": None if r["macro_f1"] is None else 100 * r["macro_f1"],
+        "chance": chance_accuracy(r.get("record") or {}),
+        "side": {"test_at_best": {"accuracy": r["accuracy"]}, **(r.get("record") or {}), "run_dir": r["run_dir"]},
+    } for r in results if usable(r) and not _oracle(r["method"])]
+    frame = pd.DataFrame(records, columns=[*KEY, "seed", "created", "input_size", "test_split", "accuracy",
+                                           "mean_class_accuracy", "macro_f1", "chance", "side"])
+    return frame.sort_values("created", kind="stable").drop_duplicates([*KEY, "seed"], keep="last")
+
+
 def build_leaderboard(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows sorted by dataset, condition, preset, init and rank. Accuracies in percent."""
-    groups: dict[tuple, dict[int, dict]] = {}
-    ranked = (r for r in results if usable(r) and not _oracle(r["method"]))
-    for r in sorted(ranked, key=lambda r: r.get("created") or ""):
-        draw = str((r.get("record") or {}).get("dataset_manifest_sha256") or "")[:12]  # one draw of the data a row
-        key = (r["method"], str(r["init"]), r["preset"], r["dataset"], r["condition"], draw)
-        groups.setdefault(key, {})[r["seed"]] = r  # the latest run per seed
     rows = []
-    for (method, init, preset, dataset, condition, draw), by_seed in groups.items():
-        runs = list(by_seed.values())
-        acc = [100 * r["accuracy"] for r in runs]
+    for key, runs in _runs_frame(results).groupby(KEY, sort=False):
+        method, init, preset, dataset, condition, draw = key
         try:
             title = get_method(method).title
         except UdcbenchError:  # a method this version no longer registers
             title = method
         rows.append({
             "method": method, "title": title, "init": init, "preset": preset,
-            "input_size": "/".join(sorted({str(r["input_size"]) for r in runs})),
-            "dataset": dataset, "condition": condition, "draw": draw,
-            "test_split": "/".join(sorted({str(r["test_split"]) for r in runs})), "seeds": len(runs),
-            "accuracy": _mean(acc), "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else None,
-            "mean_class_accuracy": _mean([100 * r["mean_class_accuracy"] for r in runs
-                                          if r["mean_class_accuracy"] is not None]),
-            "macro_f1": _mean([100 * r["macro_f1"] for r in runs if r["macro_f1"] is not None]),
+            "input_size": "/".join(sorted(set(runs["input_size"]))), "dataset": dataset, "condition": condition,
+            "draw": draw, "test_split": "/".join(sorted(set(runs["test_split"]))), "seeds": len(runs),
+            "accuracy": float(runs["accuracy"].mean()),
+            "accuracy_std": float(runs["accuracy"].std()) if len(runs) > 1 else None,  # sample std (ddof 1)
+            **{c: _mean_or_none(runs[c]) for c in ("mean_class_accuracy", "macro_f1", "chance")},
             "paper_accuracy": _paper(method, dataset, condition),
-            "chance": _mean([c for c in (chance_accuracy(r.get("record") or {}) for r in runs) if c is not None]),
-            "_records": [{"test_at_best": {"accuracy": r["accuracy"]}, **(r.get("record") or {}),
-                          "run_dir": r["run_dir"]} for r in runs],
+            "_records": list(runs["side"]),
         })
     for row in rows:
         row["near_chance"] = row["chance"] is not None and row["accuracy"] < row["chance"] + NEAR_CHANCE_POINTS
