@@ -1,7 +1,9 @@
-"""Writes docs/cli.md, the command reference, from the commands' own help (their docstrings and options), so that
-the reference cannot drift from the code: a test regenerates it and fails when the committed page differs.
+"""Writes the reference pages from the code, so that they cannot drift from it: docs/cli.md from the commands' own
+help (their docstrings and options) and docs/methods.md from the method registry (each method's paper, its
+official recipe as the ``paper`` budget, its shared budgets and its known departures). A test regenerates both and
+fails when a committed page differs.
 
-    python docs/cli_reference.py          # rewrite docs/cli.md
+    python docs/cli_reference.py          # rewrite docs/cli.md and docs/methods.md
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import typer.main
 
 PAGE = Path(__file__).resolve().parent / "cli.md"
+METHODS_PAGE = Path(__file__).resolve().parent / "methods.md"
 
 
 def _options(command) -> list[str]:
@@ -68,9 +71,42 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def render_methods() -> str:
+    """One section per registered method: its paper, description, the recipe of each budget, its departures."""
+    from udcbench.config import PRESETS
+    from udcbench.methods import get_method, method_names
+
+    lines = ["# Methods", "",
+             "Generated from the method registry by `python docs/cli_reference.py` (a test fails when this page is "
+             "stale). The `paper` budget is each method's official recipe, checked against its authors' code in "
+             "`tests/test_baselines.py`; the shared budgets (`smoke`, `quick`, `cpu`) train every method alike. "
+             "`udcbench methods --details` shows the same.", ""]
+    keys = ("input_size", "optimizer", "lr", "schedule", "epochs", "batch_size")
+    for name in method_names():
+        spec = get_method(name)
+        lines += [f"## {spec.title} (`{name}`)", "", f"{spec.paper}. {spec.description}", "",
+                  "| budget | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for preset in PRESETS:
+            config = spec.config(preset)
+            lines.append(f"| {preset} | " + " | ".join(str(getattr(config, k)) for k in keys) + " |")
+        lines.append("")
+        args = spec.config("paper").method_args
+        if args:
+            lines += ["Method arguments at the paper budget: " + ", ".join(f"`{k}={v}`" for k, v in args.items()) + ".",
+                      ""]
+        if spec.departures is None:
+            lines += ["Departures from the authors' code: none recorded (not a check that there is none).", ""]
+        elif not spec.departures:
+            lines += ["Departures from the authors' code: none found (checked).", ""]
+        else:
+            lines += ["Departures from the authors' code:", "", *(f"- {d}" for d in spec.departures), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def main() -> None:
     PAGE.write_text(render())
-    print(f"wrote {PAGE}", file=sys.stderr)
+    METHODS_PAGE.write_text(render_methods())
+    print(f"wrote {PAGE} and {METHODS_PAGE}", file=sys.stderr)
 
 
 if __name__ == "__main__":
