@@ -19,6 +19,7 @@ from udcbench.reports.tables import (
     fmt,
     markdown,
     most_common,
+    runs_frame,
     usable,
     write_files,
 )
@@ -77,7 +78,8 @@ def build_lowlight_table(results: list[dict[str, Any]], datasets: list[str] | No
     preset = preset or most_common([r["preset"] for r in candidates], tuple(reversed(PRESETS))) or "cpu"
     init = init or most_common([r["init"] for r in candidates if r["preset"] == preset], ("scratch",)) or "scratch"
     notes: list[str] = []
-    rows = [LowLightRow(m, get_method(m).title, {(d, c): fill_cell(Cell(), candidates, m, d, c, preset, init, notes,
+    frame = runs_frame(candidates)
+    rows = [LowLightRow(m, get_method(m).title, {(d, c): fill_cell(Cell(), frame, m, d, c, preset, init, notes,
                                                                    data_root)
                                                  for d in datasets for c in ("clean", condition)})
             for m in methods]

@@ -14,7 +14,10 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pandas loads on first use: `udcbench --help` stays fast
+    import pandas as pd
 
 from udcbench.config import PRESETS
 from udcbench.datasets import dataset_names, get_adapter_class
@@ -194,25 +197,41 @@ def fill_command(method: str, dataset: str, condition: str, preset: str, init: s
     return " && ".join(steps)
 
 
-def fill_cell(cell: Cell, candidates: list[dict[str, Any]], method: str, dataset: str, condition: str, preset: str,
+#: The store columns a table reads of each run.
+RUN_COLUMNS = ["method", "dataset", "condition", "preset", "init", "seed", "created", "accuracy",
+               "mean_class_accuracy", "input_size", "run_dir"]
+
+
+def _missing(value: Any) -> bool:
+    """None, or NaN (how a frame holds a missing number)."""
+    return value is None or value != value
+
+
+def runs_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """Store rows as the frame :func:`fill_cell` reads (:data:`RUN_COLUMNS`)."""
+    import pandas as pd
+
+    return pd.DataFrame(results, columns=RUN_COLUMNS).assign(created=lambda f: f["created"].fillna(""))
+
+
+def fill_cell(cell: Cell, candidates: pd.DataFrame, method: str, dataset: str, condition: str, preset: str,
               init: str, notes: list[str], data_root: Path | None = None, source: Path | None = None) -> Cell:
     """``cell`` with ``method``'s runs on (``dataset``, ``condition``) of ``preset`` and ``init`` among
-    ``candidates`` (the latest run per seed), a note per other preset / init it has runs of, and the command
-    that fills it when it has none."""
-    mine = [r for r in candidates if r["method"] == method and r["dataset"] == dataset and r["condition"] == condition]
-    chosen = {}
-    for r in sorted(mine, key=lambda r: r["created"] or ""):
-        if r["preset"] == preset and _matches_init(r["init"], init):
-            chosen[r["seed"]] = r  # one run per seed, the latest
-    for r in chosen.values():
+    ``candidates`` (a frame of :data:`RUN_COLUMNS`; the latest run per seed), a note per other preset / init it has
+    runs of, and the command that fills it when it has none."""
+    mine = candidates[(candidates["method"] == method) & (candidates["dataset"] == dataset)
+                      & (candidates["condition"] == condition)]
+    wanted = (mine["preset"] == preset) & mine["init"].map(lambda value: _matches_init(value, init)).astype(bool)
+    chosen = mine[wanted].sort_values("created", kind="stable").drop_duplicates("seed", keep="last")
+    for r in chosen.to_dict("records"):
         cell.accuracy.append(100 * r["accuracy"])
-        if r["mean_class_accuracy"] is not None:
+        if not _missing(r["mean_class_accuracy"]):
             cell.mean_class_accuracy.append(100 * r["mean_class_accuracy"])
         cell.runs.append(r["run_dir"])
         cell.input_sizes.add(int(r["input_size"]))
         cell.inits.add(str(r["init"]))
-    others = Counter((r["preset"], r["init"]) for r in mine if r["run_dir"] not in cell.runs)
-    for (p, i), n in sorted(others.items()):
+    others = mine[~mine["run_dir"].isin(cell.runs)].groupby(["preset", "init"]).size()
+    for (p, i), n in others.items():
         notes.append(f"{method} on {dataset_title(dataset, condition)}: {n} run(s) with preset {p}, init {i} "
                      f"not shown (--budget {p} --init {i})")
     if not cell.accuracy:
@@ -258,6 +277,7 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
                   and r["condition"] == cond and _draw(r).startswith(draw or "")]
     preset = preset or most_common([r["preset"] for r in candidates], tuple(reversed(PRESETS))) or "cpu"
     init = init or most_common([r["init"] for r in candidates if r["preset"] == preset], ("scratch",)) or "scratch"
+    frame = runs_frame(candidates)
     rows = []
     for label, (method, note) in methods.items():
         cells = {}
@@ -265,7 +285,7 @@ def build_table(number: int, results: list[dict[str, Any]], datasets: list[str] 
             paper = next((p.accuracy for p in paper_rows if p.method == label and p.dataset == dataset), None)
             cell = Cell(paper=paper)
             if method is not None:
-                cell = fill_cell(cell, candidates, method, dataset, cond, preset, init, notes, data_root,
+                cell = fill_cell(cell, frame, method, dataset, cond, preset, init, notes, data_root,
                                  (sources or {}).get(dataset))
             cells[dataset] = cell
         if method is not None or any(c.paper is not None for c in cells.values()):
