@@ -182,3 +182,27 @@ def test_a_udc_export_carries_its_recipe_and_its_card_loads_with_huggingface_hub
     assert meta["udcbench_degradation"]["recipe"] == "toled" and meta["udcbench_degradation"]["seed"] == 0
     assert "toled" in card.text
     assert json.loads((workspace / "hf" / "manifest.json").read_text())["recipe_name"] == "toled"
+
+
+def test_predict_levels_the_face_by_its_eyes_for_runs_trained_on_aligned_faces():
+    """RAF-DB's faces are aligned: a photo turned by 12 degrees is levelled before it is cropped (dlib's landmarks,
+    the landmarks extra), so that its crop is close to the upright photo's."""
+    if importlib.util.find_spec("dlib") is None:
+        pytest.skip("dlib (the landmarks extra) is not installed")
+    from types import SimpleNamespace
+
+    from udcbench.datasets import get_adapter_class
+    from udcbench.predict import Predictor
+
+    assert get_adapter_class("rafdb").spec.aligned and not get_adapter_class("ferplus").spec.aligned
+    faces = create_dataset("synthetic", n_train=4, n_test=1, size=200)
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    canvas[140:340, 250:450] = faces.load_image(faces.records("train")[0])
+    turned = cv2.warpAffine(canvas, cv2.getRotationMatrix2D((350, 240), 12, 1.0), (640, 480),
+                            borderMode=cv2.BORDER_REPLICATE)
+    box = [270, 160, 160, 160]
+    make = lambda aligned: Predictor(None, SimpleNamespace(input_size=64), (), 0.2, False, None, "", "haar",  # noqa: E731
+                                     aligned)
+    upright = make(False).crop_at(canvas, box).astype(float)
+    levelled, as_turned = (make(a).crop_at(turned, box).astype(float) for a in (True, False))
+    assert np.abs(levelled - upright).mean() < 0.7 * np.abs(as_turned - upright).mean()

@@ -37,6 +37,7 @@ class Predictor:
     rt: object
     source: str  # the run folder or checkpoint
     detector: str = "haar"
+    aligned: bool = False  # level the face by its eyes first, as the training data's faces are (RAF-DB)
 
     @classmethod
     def load(cls, target: Path, device: str | None = None) -> Predictor:
@@ -77,7 +78,8 @@ class Predictor:
         data = get_adapter_class(adapter).spec if adapter in _adapters() else None
         margin, grayscale = (data.face_margin, data.grayscale) if data else (0.25, False)
         torch.manual_seed(config.seed)
-        return cls(rt.place(model).eval(), config, classes, margin, grayscale, rt, str(target))
+        return cls(rt.place(model).eval(), config, classes, margin, grayscale, rt, str(target),
+                   aligned=bool(data and data.aligned))
 
     def crop(self, image: np.ndarray, crop: str = "detect") -> tuple[np.ndarray | None, list[int] | None]:
         """The model's uint8 input (S x S x 3) for a photo, and the face box; (None, None) when no face is found."""
@@ -90,7 +92,17 @@ class Predictor:
         return self.crop_at(image, box), box
 
     def crop_at(self, image: np.ndarray, box: list[int]) -> np.ndarray:
-        """The model's input from the face at ``box`` (x, y, w, h), with the training data's margin."""
+        """The model's input from the face at ``box`` (x, y, w, h), with the training data's margin; levelled by
+        the eyes first where the training data's faces are aligned (:func:`eye_angle`)."""
+        if self.aligned:
+            angle = eye_angle(image)
+            if angle is not None:
+                import cv2
+
+                centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
+                turn = cv2.getRotationMatrix2D(centre, angle, 1.0)
+                image = cv2.warpAffine(image, turn, image.shape[1::-1], flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE)
         side = int(round(max(box[2:]) * (1 + 2 * self.margin)))
         return self._finish(square_crop(image, tuple(box), side, self.margin))
 
@@ -151,3 +163,17 @@ def predict_files(predictor: Predictor, files: list[Path], crop: str = "detect",
             row[f"{key}probabilities"] = {c: round(float(v), 6) for c, v in zip(predictor.classes, p)}
             row[f"{key}predicted"] = predictor.classes[int(p.argmax())]
     return rows
+
+
+def eye_angle(image: np.ndarray) -> float | None:
+    """The slope of the line through the eyes, in degrees (image coordinates): dlib's 68 landmarks of the largest
+    face. None where the ``landmarks`` extra is not installed or no face is found (the crop is then not levelled)."""
+    from udcbench.landmarks import detect_landmarks_dlib, dlib_available
+
+    if not dlib_available():
+        return None
+    points = detect_landmarks_dlib(image)
+    if points is None:
+        return None
+    left, right = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
+    return float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))

@@ -88,6 +88,9 @@ class DatasetSpec:
     #: margin around the detected box (a share of its side on each side), and whether the images are grayscale.
     face_margin: float = 0.25
     grayscale: bool = False
+    #: Whether its faces are aligned (eyes level): ``predict`` then levels a photo's face by its eyes (dlib's
+    #: landmarks, the ``landmarks`` extra) before cropping.
+    aligned: bool = False
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ class RafDb(DatasetAdapter):
         name="rafdb",
         title="RAF-DB",
         face_margin=0.2,  # the aligned 100-px crops hold the face with some forehead and chin
+        aligned=True,
         num_classes=7,
         splits=("train", "test"),
         layout="EmoLabel/list_patition_label.txt + Image/aligned/*_aligned.jpg (or Image/original/*.jpg)",
