@@ -51,9 +51,9 @@ def detect_face(image: np.ndarray, detector: str = "haar") -> tuple[int, int, in
         return detect_face_haar(image)
     if detector != "dlib":
         raise UdcbenchError(f"--detector is {' or '.join(DETECTORS)}, not '{detector}'")
-    from udcbench.landmarks import _dlib_models
+    from udcbench.landmarks import dlib_models
 
-    boxes = _dlib_models()[0](cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 1)
+    boxes = dlib_models()[0](cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 1)
     if not len(boxes):
         return None
     box = max(boxes, key=lambda r: r.width() * r.height())

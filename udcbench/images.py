@@ -35,6 +35,17 @@ def declared_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
         Image.MAX_IMAGE_PIXELS = limit
 
 
+def encode(image_rgb: np.ndarray, suffix: str = ".png", jpeg_quality: int = 95) -> bytes:
+    """An RGB uint8 image as the bytes of a ``suffix`` file (PNG, or JPEG at ``jpeg_quality``)."""
+    from udcbench.errors import UdcbenchError
+
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if suffix in (".jpg", ".jpeg") else []
+    ok, data = cv2.imencode(suffix, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise UdcbenchError(f"cannot encode {suffix} images")
+    return data.tobytes()
+
+
 def decode(data: bytes | np.ndarray, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
     """``cv2.imdecode`` after the pixel check (:class:`ImageTooLarge`); None when OpenCV cannot decode it."""
     size = declared_size(data)

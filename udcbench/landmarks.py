@@ -52,7 +52,7 @@ def dlib_available() -> bool:
 
 
 @lru_cache(maxsize=1)
-def _dlib_models():
+def dlib_models():
     if not dlib_available():
         raise UdcbenchError(
             "dlib landmarks need the 'landmarks' extra: pip install 'udcbench[landmarks]' "
@@ -73,7 +73,7 @@ def detect_landmarks_dlib(image: np.ndarray, assume_cropped: bool = False) -> np
 def _dlib_landmarks(image: np.ndarray, assume_cropped: bool) -> tuple[np.ndarray | None, str]:
     import dlib
 
-    detector, predictor = _dlib_models()
+    detector, predictor = dlib_models()
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
     factor = max(1.0, DLIB_MIN_SIDE / min(gray.shape))
     if factor > 1:
@@ -98,7 +98,7 @@ class LandmarkExtractor:
         if source not in SOURCES:
             raise unknown_name("landmark source", source, SOURCES)
         if source == "dlib":
-            _dlib_models()  # fail now, with the install hint, rather than per image
+            dlib_models()  # fail now, with the install hint, rather than per image
         self.source = source
         self.assume_cropped = assume_cropped
         self.use_dlib = source == "dlib" or (source == "auto" and dlib_available())

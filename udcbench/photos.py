@@ -19,13 +19,12 @@ import numpy as np
 
 from degradations import build_degradation
 from degradations.recipe import CAPTURE_SCALE, MAX_PSF_SCALE, Recipe
-from udcbench.datasets.base import read_image
+from udcbench.datasets.base import IMAGE_SUFFIXES, read_image
 from udcbench.errors import UdcbenchError
 from udcbench.faces import detect_face_haar
-from udcbench.files import printable
+from udcbench.files import printable, write_atomic
+from udcbench.images import encode
 
-#: Image files ``degrade`` and ``predict`` take from a folder.
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: The long side of each half of the side-by-side figure (pixels): large enough to judge a blur.
 FIGURE_SIDE = 768
 
@@ -36,14 +35,14 @@ def photo_files(paths: list[Path]) -> list[Path]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                             and not p.name.startswith("."))
         elif path.is_file():
             files.append(path)
         else:
             raise UdcbenchError(f"no such file or folder: {path}")
     if not files:
-        raise UdcbenchError(f"no images ({', '.join(PHOTO_SUFFIXES)}) in {', '.join(map(str, paths))}")
+        raise UdcbenchError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, paths))}")
     return files
 
 
@@ -122,25 +121,13 @@ def side_by_side(left: np.ndarray, right: np.ndarray, titles: tuple[str, str], p
     halves = [np.pad(h, ((0, height - h.shape[0]), (0, 0), (0, 0)), constant_values=255) for h in halves]
     gap = np.full((height, 8, 3), 255, np.uint8)
     figure = np.concatenate([halves[0], gap, halves[1]], axis=1)
-    ok, data = cv2.imencode(".png", cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise UdcbenchError(f"could not encode {path}")
-    from udcbench.files import write_atomic
-
-    return write_atomic(path, data.tobytes())
+    return write_atomic(path, encode(figure))
 
 
 def write_image(image: np.ndarray, path: Path) -> Path:
     """An RGB uint8 image as PNG (or JPEG by suffix), written atomically; any file name."""
-    import cv2
-
-    from udcbench.files import write_atomic
-
     suffix = path.suffix.lower() if path.suffix.lower() in (".png", ".jpg", ".jpeg") else ".png"
-    ok, data = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise UdcbenchError(f"could not encode {printable(str(path))}")
-    return write_atomic(path.with_suffix(suffix), data.tobytes())
+    return write_atomic(path.with_suffix(suffix), encode(image, suffix))
 
 
 def degrade_files(files: list[Path], recipe: Recipe, out: Path, seed: int = 0, face_px: float | None = None

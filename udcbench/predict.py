@@ -107,8 +107,10 @@ class Predictor:
         return self._finish(square_crop(image, tuple(box), side, self.margin))
 
     def _finish(self, face: np.ndarray) -> np.ndarray:
-        if self.grayscale:
-            face = np.repeat(face.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+        if self.grayscale:  # luma, as a grayscale photo is made (FER2013's faces are)
+            import cv2
+
+            face = np.repeat(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
         return resize_image(face, self.config.input_size)
 
     def probabilities(self, faces: np.ndarray, batch: int = 64) -> np.ndarray:

@@ -44,7 +44,7 @@ from udcbench.files import (
     walk_files,
     write_atomic,
 )
-from udcbench.images import ImageTooLarge, decode
+from udcbench.images import ImageTooLarge, decode, encode
 from udcbench.labels import CANONICAL_LABELS
 from udcbench.progress import progress_bar
 from udcbench.workers import worker_pool
@@ -119,15 +119,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _encode(image_rgb: np.ndarray, suffix: str, jpeg_quality: int) -> bytes:
-    bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if suffix in (".jpg", ".jpeg") else []
-    ok, data = cv2.imencode(suffix, bgr, params)
-    if not ok:
-        raise UdcbenchError(f"cannot encode {suffix} images")
-    return data.tobytes()
-
-
 # -- the work of one chunk (runs in worker processes) -----------------------------------------------------
 _module_cache: dict[str, torch.nn.Module] = {}
 
@@ -174,7 +165,7 @@ def degrade_chunk(src: str, out: str, files: list[str], todo: list[str], recipe:
         for i, rel in enumerate(rels):
             if rel not in todo:
                 continue
-            data = _encode(y[i], Path(rel).suffix.lower(), quality)
+            data = encode(y[i], Path(rel).suffix.lower(), quality)
             write_atomic(Path(out) / rel, data)
             entries.append({
                 "file": rel,

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from udcbench import __version__
 from udcbench.datasets.base import DatasetAdapter, class_counts
 from udcbench.errors import UdcbenchError
 from udcbench.files import overlaps, printable, remove_own_output, write_atomic, write_json
+from udcbench.images import encode
 from udcbench.labels import __doc__ as LABELS_DOC
 from udcbench.progress import track
-
-
-def _png(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover - OpenCV failure
-        raise UdcbenchError("PNG encoding failed")
-    return data.tobytes()
-
 
 #: Licence identifiers of the card metadata (the Hub's list); the others are "other", their terms in the text.
 LICENSE_IDS = {"synthetic": "apache-2.0"}
@@ -134,7 +124,7 @@ def export_hf(adapter: DatasetAdapter, out: Path, overwrite: bool = False, progr
         counts[split] = class_counts(records, adapter.num_classes)
         columns = {name: [] for name in features}
         for record in track(records, description=f"export {split}") if progress else records:
-            columns["image"].append({"bytes": _png(adapter.load_image(record)), "path": None})
+            columns["image"].append({"bytes": encode(adapter.load_image(record)), "path": None})
             columns["label"].append(record.label)
             columns["id"].append(printable(record.id))
             columns["split"].append(split)

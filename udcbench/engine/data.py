@@ -130,7 +130,8 @@ def drop_unreadable(records: list[Record], images: np.ndarray, widths: list[int]
     bad = [i for i, w in enumerate(widths) if w == UNREADABLE]
     if not bad:
         return records, images, widths, []
-    keep = [i for i in range(len(records)) if i not in set(bad)]
+    skipped = set(bad)
+    keep = [i for i in range(len(records)) if i not in skipped]
     return ([records[i] for i in keep], images[keep], [widths[i] for i in keep],
             [str(records[i].path or records[i].id) for i in bad])
 
