@@ -70,7 +70,7 @@ class LRDif(FERModel):
                  clip_model: str = "ViT-B-32", clip_weights: str | None = None, mean=(0.5,) * 3, std=(0.5,) * 3,
                  blocks: tuple[int, int, int] = (1, 1, 1), token_dim: int = 128, tokens_per_scale: int = 2,
                  depth: int = 2, window: int | None = None, label_dropout: float = 0.5, label_smoothing: float = 0.0,
-                 layout: str = "sequence", landmark_dims: tuple[int, int, int] = LANDMARK_DIMS):
+                 layout: str = "sequence", head: str = "udcformer", landmark_dims: tuple[int, int, int] = LANDMARK_DIMS):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown LRDif variant '{variant}' (known: {', '.join(VARIANTS)})")
@@ -91,7 +91,7 @@ class LRDif(FERModel):
         self.diffusion = EPRDiffusion(z_dim, steps, parameterization)
         self.udcformer = UDCformer(num_classes, z_dim, TRUNK_DIMS, tuple(landmark_dims), width, tuple(blocks),
                                    token_dim=token_dim, tokens_per_scale=tokens_per_scale, depth=depth, window=window,
-                                   layout=layout)
+                                   layout=layout, head=head)
         self.landmarks = LandmarkNet(tuple(landmark_dims))
         self.kl_temperature, self.label_dropout, self.label_smoothing = kl_temperature, label_dropout, label_smoothing
 

@@ -1,11 +1,12 @@
 """UDCformer on the ResNet-18 trunk: DT blocks (DiffIR/Restormer-style, modulated by the EPR Z) and DIL blocks
 (cross-attention from landmark features to image features) on the trunk's last three feature maps, fused into
-tokens, read by vanilla transformer blocks, and added to the trunk's pooled feature, as POSTER++ builds its
-cross-attention on IR-50 feature maps.
+tokens, read by vanilla transformer blocks whose CLS token the classifier reads (the paper's head), as POSTER++
+builds its cross-attention on IR-50 feature maps.
 
 Shapes for an ``S x S`` input: the trunk's layer2 / layer3 / layer4 maps have 128 / 256 / 512 channels at
-S/8, S/16, S/32 (64 -> 8, 4, 2; 112 -> 14, 7, 4). The token path joins the trunk's pooled feature through a
-zero-initialised projection, so the untrained model computes exactly the trunk's pooled feature.
+S/8, S/16, S/32 (64 -> 8, 4, 2; 112 -> 14, 7, 4). ``head="bypass"`` (a named variant, not the paper's) adds the
+CLS token, through a zero-initialised projection, to the trunk's pooled feature and classifies that sum: the
+untrained model then computes exactly the trunk's pooled feature, a ResNet-18 with an auxiliary branch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from baselines.poster import TransformerBlock, relative_position_index
 TRUNK_DIMS = (128, 256, 512)
 #: How the DT blocks are arranged over the three scales (:class:`UDCformer`).
 LAYOUTS = ("sequence", "unet")
+#: What the classifier reads (:class:`UDCformer`): the UDCformer's output (the paper), or the trunk's pooled
+#: feature plus the UDCformer's output through a zero-initialised projection (the bypass variant).
+HEADS = ("udcformer", "bypass")
 
 
 class ChannelLayerNorm(nn.Module):
@@ -93,7 +97,7 @@ def zero_(layer: nn.Module) -> nn.Module:
 
 class DTBlock(nn.Module):
     """One dynamic transformer block: modulated DMNet then modulated DGNet, each with a residual. Its branches
-    start random, not at zero: it feeds only the token path, which joins the trunk through a projection that
+    start random, not at zero: with the bypass head the token path joins the trunk through a projection that
     starts at zero (:class:`UDCformer`), and a second zero in series kept the label in Z from reaching the
     loss (stage 1 never learnt to use it: the prior collapsed to a function of the image, docs/lrdif.md)."""
 
@@ -220,20 +224,23 @@ class DTUNet(nn.Module):
 
 class UDCformer(nn.Module):
     """DT blocks and DIL blocks on the trunk's three feature maps (each projected to ``width`` channels), fused
-    into ``tokens_per_scale ** 2`` tokens per scale, a CLS token read by ``depth`` transformer blocks and
-    added, through a projection that starts at zero, to the trunk's pooled feature; the classifier on that
-    sum. ``layout``: ``sequence`` runs each scale's DT blocks on its own map; ``unet`` layers them U-Net style
-    across the scales (:class:`DTUNet`, the paper's description)."""
+    into ``tokens_per_scale ** 2`` tokens per scale, a CLS token read by ``depth`` transformer blocks, and the
+    classifier on it (``head="udcformer"``, the paper's: the UDCformer's output is the prediction), or on the
+    trunk's pooled feature plus the CLS through a projection that starts at zero (``head="bypass"``).
+    ``layout``: ``sequence`` runs each scale's DT blocks on its own map; ``unet`` layers them U-Net style across
+    the scales (:class:`DTUNet`, the paper's description)."""
 
     def __init__(self, num_classes: int, z_dim: int = 256, dims: tuple[int, int, int] = TRUNK_DIMS,
                  landmark_dims: tuple[int, int, int] = LANDMARK_DIMS, width: int = 64,
                  blocks: tuple[int, int, int] = (1, 1, 1), heads: tuple[int, int, int] = (1, 2, 4),
                  token_dim: int = 128, tokens_per_scale: int = 2, depth: int = 2, window: int | None = None,
-                 layout: str = "sequence"):
+                 layout: str = "sequence", head: str = "udcformer"):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"layout is {' or '.join(LAYOUTS)}, not '{layout}'")
-        self.layout = layout
+        if head not in HEADS:
+            raise ValueError(f"head is {' or '.join(HEADS)}, not '{head}'")
+        self.layout, self.head_kind = layout, head
         # each trunk map is projected to ``width`` channels first, as POSTER++ projects its IR-50 maps: the DT and
         # DIL blocks at the trunk's own widths (up to 512) cost twice the trunk itself on CPU
         self.reduce = nn.ModuleList(nn.Sequential(nn.Conv2d(d, width, 1, bias=False), nn.BatchNorm2d(width))
@@ -251,12 +258,14 @@ class UDCformer(nn.Module):
         nn.init.trunc_normal_(self.position, std=0.02)
         self.blocks = nn.Sequential(*(TransformerBlock(token_dim) for _ in range(depth)))
         self.norm = nn.LayerNorm(token_dim)
-        self.merge = zero_(nn.Linear(token_dim, dims[-1]))
-        self.head = nn.Linear(dims[-1], num_classes)
+        if head == "bypass":
+            self.merge = zero_(nn.Linear(token_dim, dims[-1]))
+        self.head = nn.Linear(dims[-1] if head == "bypass" else token_dim, num_classes)
 
     def features(self, maps: list[torch.Tensor], pooled: torch.Tensor, z: torch.Tensor,
                  landmark_maps: list[torch.Tensor]) -> torch.Tensor:
-        """The penultimate features: the trunk's pooled feature plus the transformer's CLS, projected."""
+        """The penultimate features: the transformer's CLS token (normalised), or with the bypass head the trunk's
+        pooled feature plus that token, projected."""
         tokens = [self.cls.expand(pooled.shape[0], -1, -1)]  # shape, not len(): traced as the batch, not a constant
         maps = [reduce(f) for f, reduce in zip(maps, self.reduce)]
         if self.layout == "unet":
@@ -268,7 +277,8 @@ class UDCformer(nn.Module):
             fused = fuse(torch.cat([f, dil(f, lm)], dim=1))
             tokens.append(F.adaptive_avg_pool2d(fused, self.grid).flatten(2).transpose(1, 2))
         sequence = torch.cat(tokens, dim=1) + self.position
-        return pooled + self.merge(self.norm(self.blocks(sequence)[:, 0]))
+        cls = self.norm(self.blocks(sequence)[:, 0])
+        return pooled + self.merge(cls) if self.head_kind == "bypass" else cls
 
     def forward(self, maps: list[torch.Tensor], pooled: torch.Tensor, z: torch.Tensor,
                 landmark_maps: list[torch.Tensor]) -> torch.Tensor:

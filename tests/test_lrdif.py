@@ -32,15 +32,21 @@ def test_shapes_through_every_module(size):
     z = model.prior(pooled, torch.tensor([0, 5]))  # 5 = no label
     assert z.shape == (2, 32) and model.estimate(pooled).shape == (2, 32)
     model.eval()
-    assert model(x).shape == (2, 5) and model.embed(x).shape == (2, 512)
+    assert model(x).shape == (2, 5) and model.embed(x).shape == (2, 32)  # the UDCformer's CLS (token_dim)
+    bypass = small_lrdif(head="bypass").eval()
+    assert bypass(x).shape == (2, 5) and bypass.embed(x).shape == (2, 512)  # the trunk's pooled feature plus it
 
 
-def test_the_untrained_model_is_the_trunk():
-    """Every branch added to the trunk starts at zero: the features are the trunk's pooled feature."""
+def test_the_untrained_bypass_variant_is_the_trunk_and_the_default_head_is_not():
+    """The bypass variant joins the trunk through a zero-initialised projection: untrained, its features are the
+    trunk's pooled feature. The default head (the paper's) reads the UDCformer's output: nothing of the trunk's
+    pooled feature reaches the classifier directly."""
     from baselines.models import ResNet18FER
 
     torch.manual_seed(0)
-    model = small_lrdif().eval()
+    default = small_lrdif().eval()
+    assert not hasattr(default.udcformer, "merge") and default.udcformer.head.in_features == SMALL["token_dim"]
+    model = small_lrdif(head="bypass").eval()
     control = ResNet18FER(5).eval()
     control.trunk.load_state_dict(model.trunk.state_dict())
     x = torch.randn(3, 3, 64, 64)
@@ -175,7 +181,7 @@ def test_the_label_never_reaches_stage_two_inference(monkeypatch):
     monkeypatch.setattr(model, "prior", leak)
     x = torch.randn(3, 3, 48, 48)
     assert model(x).shape == (3, 5)
-    assert model.embed(x).shape == (3, 512)
+    assert model.embed(x).shape == (3, 32)
     assert not model.uses_labels_at_eval and small_lrdif("s1").uses_labels_at_eval
     with pytest.raises(ValueError, match="oracle"):
         small_lrdif("s1")(x)
@@ -322,16 +328,19 @@ def test_cli_trains_the_papers_model_with_a_local_clip_file_and_names_the_file_w
     for run in ("lrdif-s1-paper-s0", "lrdif-paper-s0"):
         record = json.loads((tmp_path / "runs" / "synthetic" / run / "results.json").read_text())
         assert record["notes"]["model"] == ("the paper's model: CLIP udcbench-tiny-test encoders, DT blocks U-Net "
-                                            "style, label dropout 0")
+                                            "style, label dropout 0, classifier on the UDCformer's output")
         assert record["notes"]["clip_weights"]["file"] == str(weights.resolve())
         assert "method_args.clip_weights" not in record["config_changes"]  # a file, not a recipe change
         assert record["method_args"]["layout"] == "unet"
 
 
-def test_udcformer_classifies_from_z():
+@pytest.mark.parametrize("head", ["udcformer", "bypass"])
+def test_udcformer_classifies_from_z(head):
     torch.manual_seed(0)
-    former = UDCformer(3, z_dim=8, dims=(8, 16, 32), landmark_dims=(4, 4, 4), width=8, token_dim=16, depth=1)
-    torch.nn.init.normal_(former.merge.weight)  # as after some training (the token path joins at zero)
+    former = UDCformer(3, z_dim=8, dims=(8, 16, 32), landmark_dims=(4, 4, 4), width=8, token_dim=16, depth=1,
+                       head=head)
+    if head == "bypass":
+        torch.nn.init.normal_(former.merge.weight)  # as after some training (the token path joins at zero)
     maps = [torch.randn(2, d, 8 // (2**i), 8 // (2**i)) for i, d in enumerate((8, 16, 32))]
     landmarks = [torch.randn(2, 4, 12 // (2**i), 12 // (2**i)) for i in range(3)]
     pooled = maps[-1].mean(dim=(2, 3))
@@ -339,6 +348,13 @@ def test_udcformer_classifies_from_z():
     b = former(maps, pooled, torch.ones(2, 8), landmarks)
     assert a.shape == (2, 3) and not torch.allclose(a, b)
     assert F.softmax(a, dim=1).sum(dim=1).allclose(torch.ones(2))
+    if head == "udcformer":  # the pooled feature does not reach the classifier
+        torch.testing.assert_close(a, former(maps, pooled + 100, torch.zeros(2, 8), landmarks))
+
+
+def test_an_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="head is udcformer or bypass"):
+        UDCformer(3, head="pooled")
 
 
 def test_cli_trains_both_stages_then_variants_reuse_stage_one_unless_they_change_it(tmp_path, monkeypatch):

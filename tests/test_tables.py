@@ -148,6 +148,15 @@ def test_leaderboard_drop_and_rank_change(tmp_path: Path):
                                    (("resnet18", (0.84, 0.85, 0.86)), ("scn", (0.70, 0.71, 0.72)))
                                    for s, x in enumerate(xs)])
     assert [(r["method"], r["rank"]) for r in separated] == [("resnet18", 1), ("scn", 2)]
+    # three methods, three comparisons: resnet18 (84, 85, 86) against scn (81.5, 82.5, 83.5) has Welch's p 0.038,
+    # below 5 % alone but above Holm's 5 % / 3 for the smallest of three p's (the others: 0.084, 1.0): no rank apart
+    holm_case = build_leaderboard([result(m, "ferplus", "clean", x / 100, seed=s) for m, xs in
+                                   (("resnet18", (84, 85, 86)), ("scn", (81.5, 82.5, 83.5)), ("rul", (81, 82.5, 84)))
+                                   for s, x in enumerate(xs)])
+    assert {r["method"]: r["rank"] for r in holm_case} == {"resnet18": 1, "scn": 1, "rul": 1}
+    two = build_leaderboard([result(m, "ferplus", "clean", x / 100, seed=s) for m, xs in
+                             (("resnet18", (84, 85, 86)), ("scn", (81.5, 82.5, 83.5))) for s, x in enumerate(xs)])
+    assert {r["method"]: r["rank"] for r in two} == {"resnet18": 1, "scn": 2}  # one comparison: 0.038 < 0.05
     assert scn_udc["paper_accuracy"] == 77.38 and by[("scn", "clean")]["paper_accuracy"] == 83.11
     assert [r["condition"] for r in rows] == ["clean", "clean", "toled", "toled"]
     csv_path, md_path = write_leaderboard(rows, tmp_path)

@@ -1,17 +1,26 @@
-"""``udcbench compare A B``: whether two results differ beyond noise, with the difference's 95 % interval.
+"""``udcbench compare A B``: whether two results differ beyond noise, with the difference's 95 % interval, and
+what that interval covers.
 
 A side is a run folder or a method name (its latest run per seed in the results store, on one dataset and
-condition, of one preset). Two single runs tested on the same images are compared by a **paired bootstrap over
-the test images** (each run's per-image predictions at its chosen epoch, ``test_predictions.npy``): the images
-are resampled together, so what both runs get right or wrong alike cancels. Where a side has several seeds the
-comparison is **over seeds**: Welch's t interval of the difference of the means (3 seeds a side leave about 2-4
-degrees of freedom, so the interval is wide, as it should be). The data tell the two apart when the interval
-excludes zero.
+condition, of one preset). What decides:
+
+- **Two or more seeds a side**: Welch's t interval of the difference of the mean accuracies over seeds
+  (``scipy.stats.ttest_ind(equal_var=False)``; 3 seeds a side leave about 2-4 degrees of freedom, so the
+  interval is wide, as it should be). It covers seed variance (and, inside each run, test sampling). The data
+  say one method is better when it excludes zero. Runs of different draws of the data (another synthesis of
+  the UDC copy) are refused, as the tables refuse them; seeds that all score alike give an interval of no
+  width, which is said as such and decides nothing.
+- **One run a side**: a **paired bootstrap over the test images** (each run's per-image predictions at its
+  chosen epoch, ``test_predictions.npy``): it covers **test sampling only**. Two runs of one method that
+  differ only in seed disagree on a fifth of the images, so such an interval never says which method is
+  better: it says whether these two runs differ beyond test sampling.
+- **One run against several seeds**: the single run taken to vary as the other side's seeds do (a new draw
+  against their mean, t with n - 1 degrees of freedom). It assumes what it cannot check, so it too says no
+  "better": train a second seed.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +36,12 @@ RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 #: The run folder's file of test labels and predictions (engine.trainer.TEST_PREDICTIONS).
 PREDICTIONS = "test_predictions.npy"
+#: The family-wise error rate of the leaderboard's many comparisons (Holm's step-down procedure).
+ALPHA = 0.05
+#: What each kind of interval covers, in the words the summary, --json and the help use.
+TEST_SAMPLING_ONLY = "test-sampling only; seed variance not covered"
+SEED_VARIANCE = "seed variance (Welch's t over seeds)"
+ASSUMED_SEED_VARIANCE = "seed variance of one side only, assumed for the single run"
 
 
 @dataclass
@@ -50,16 +65,38 @@ class Side:
 class Comparison:
     a: Side
     b: Side
-    method: str  # "paired bootstrap over N test images" or "bootstrap over seeds"
+    method: str  # "paired bootstrap over N test images", "Welch's t over seeds (3 and 3)", ...
     difference: float  # a - b, points
     low: float
     high: float
+    covers: str  # what the interval covers (TEST_SAMPLING_ONLY, SEED_VARIANCE, ASSUMED_SEED_VARIANCE)
+    p_value: float | None = None  # Welch's two-sided p, where two or more seeds a side decide
+
+    @property
+    def decides(self) -> bool:
+        """Whether this interval can say which is better: only over seeds, two or more a side, with some spread."""
+        return self.covers == SEED_VARIANCE and not self.degenerate
+
+    @property
+    def degenerate(self) -> bool:
+        return self.low == self.high
 
     @property
     def separated(self) -> bool:
+        """The interval excludes zero (whatever it covers)."""
         return self.low > 0 or self.high < 0
 
     def verdict(self) -> str:
+        if self.degenerate:
+            why = ("every seed of both sides scored the same" if self.covers == SEED_VARIANCE
+                   else "the two runs made the same mistakes")
+            return f"the interval has no width ({why}): it decides nothing"
+        if not self.decides:
+            if self.covers == TEST_SAMPLING_ONLY:
+                differ = "differ" if self.separated else "do not differ"
+                return (f"these two runs {differ} beyond test sampling; one run a side cannot say which method is "
+                        "better (train two or more seeds a side)")
+            return "one side has a single run: no verdict (train two or more seeds a side)"
         if not self.separated:
             return "the data cannot tell them apart"
         better, worse = (self.a, self.b) if self.difference > 0 else (self.b, self.a)
@@ -67,13 +104,15 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         return {"a": self.a.name, "b": self.b.name, "a_accuracy": self.a.accuracies.tolist(),
-                "b_accuracy": self.b.accuracies.tolist(), "method": self.method, "difference": self.difference,
-                "interval_95": [self.low, self.high], "separated": self.separated, "verdict": self.verdict(),
+                "b_accuracy": self.b.accuracies.tolist(), "method": self.method, "covers": self.covers,
+                "difference": self.difference, "interval_95": [self.low, self.high], "p_value": self.p_value,
+                "separated": self.separated, "decides": self.decides, "degenerate": self.degenerate,
+                "verdict": self.verdict(),
                 "a_runs": [r["run_dir"] for r in self.a.records], "b_runs": [r["run_dir"] for r in self.b.records]}
 
     def summary(self) -> str:
         return (f"{self.a.describe()}; {self.b.describe()}. Difference {self.difference:+.2f} points, 95 % interval "
-                f"[{self.low:+.2f}, {self.high:+.2f}] ({self.method}): {self.verdict()}.")
+                f"[{self.low:+.2f}, {self.high:+.2f}] ({self.method}; covers {self.covers}): {self.verdict()}.")
 
 
 def resolve_side(name: str, results: list[dict[str, Any]], dataset: str | None, condition: str | None,
@@ -122,41 +161,41 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, resamples: in
     return 100 * float(diff.mean()), 100 * float(low), 100 * float(high)
 
 
-def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile (p > 0.5) of Student's t with ``df`` degrees of freedom: its density integrated
-    (Simpson, 4,001 points) and the integral inverted by bisection; within 1e-4 of the tables."""
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def cdf(x: float) -> float:
-        t = np.linspace(0.0, x, 4001)
-        density = np.exp(log_norm - (df + 1) / 2 * np.log1p(t * t / df))
-        h = x / 4000
-        return 0.5 + h / 3 * (density[0] + density[-1] + 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum())
-
-    low, high = 0.0, 1.0
-    while cdf(high) < p:
-        high *= 2
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if cdf(mid) < p else (low, mid)
-    return (low + high) / 2
-
-
 def seed_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """The difference of the mean accuracies over seeds and its 95 % interval: Welch's t where both sides have
-    several seeds; where one side has a single run, that run is taken to vary as the other side's seeds do (the
-    interval of a new draw against their mean, t with n - 1 degrees of freedom)."""
+    """The difference of the mean accuracies over seeds and its 95 % interval: Welch's t (scipy) where both sides
+    have several seeds; where one side has a single run, that run is taken to vary as the other side's seeds do
+    (the interval of a new draw against their mean, t with n - 1 degrees of freedom)."""
+    from scipy import stats
+
     diff = float(a.mean() - b.mean())
     if len(a) > 1 and len(b) > 1:
-        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-        se = math.sqrt(va + vb)
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else 1.0
-    else:
-        several = a if len(a) > 1 else b
-        se = several.std(ddof=1) * math.sqrt(1 / len(several) + 1)
-        df = len(several) - 1
-    half = t_quantile(0.975, df) * se
+        if a.var() == 0 and b.var() == 0:
+            return diff, diff, diff  # no spread at all: scipy's interval would be nan
+        ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+        return diff, float(ci.low), float(ci.high)
+    several = a if len(a) > 1 else b
+    half = float(stats.t.ppf(0.975, len(several) - 1)) * several.std(ddof=1) * (1 / len(several) + 1) ** 0.5
     return diff, diff - half, diff + half
+
+
+def welch_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch's two-sided p-value of equal mean accuracies (two or more seeds a side); 1 where neither varies."""
+    from scipy import stats
+
+    if a.var() == 0 and b.var() == 0:
+        return 0.0 if a.mean() != b.mean() else 1.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def holm(p_values: list[float], alpha: float = ALPHA) -> list[bool]:
+    """Which of several hypotheses Holm's step-down procedure rejects at family-wise error ``alpha``: the k-th
+    smallest p (from 0) is compared with alpha / (m - k), stopping at the first that is not below it."""
+    rejected = [False] * len(p_values)
+    for k, i in enumerate(sorted(range(len(p_values)), key=lambda i: p_values[i])):
+        if p_values[i] > alpha / (len(p_values) - k):
+            break
+        rejected[i] = True
+    return rejected
 
 
 def _correct(record: dict[str, Any]) -> np.ndarray:
@@ -168,14 +207,9 @@ def _correct(record: dict[str, Any]) -> np.ndarray:
     return labels == predictions
 
 
-def separated_better(a: Side, b: Side) -> bool:
-    """Whether the data say ``a`` is better than ``b`` (False where they cannot be compared: runs without kept
-    predictions, or tested on other images)."""
-    try:
-        result = compare(a, b)
-    except UdcbenchError:
-        return False
-    return result.separated and result.difference > 0
+def draws(side: Side) -> set[str]:
+    """The data draws (dataset manifest digests) a side's runs were tested on."""
+    return {str(r.get("dataset_manifest_sha256"))[:12] for r in side.records}
 
 
 def compare(a: Side, b: Side) -> Comparison:
@@ -188,7 +222,15 @@ def compare(a: Side, b: Side) -> Comparison:
                                 "differ): compare runs of one test set")
         correct_a, correct_b = _correct(ra), _correct(rb)
         diff, low, high = paired_bootstrap(correct_a, correct_b)
-        return Comparison(a, b, f"paired bootstrap over {len(correct_a)} test images", diff, low, high)
+        return Comparison(a, b, f"paired bootstrap over {len(correct_a)} test images", diff, low, high,
+                          TEST_SAMPLING_ONLY)
+    if len(draws(a) | draws(b)) > 1:
+        named = "; ".join(f"{side.name}: {', '.join(sorted(draws(side)))}" for side in (a, b))
+        raise UdcbenchError(f"the runs were tested on different draws of the data ({named}): compare runs of one "
+                            "draw (re-synthesise, or pass run folders of one draw)")
     diff, low, high = seed_interval(a.accuracies, b.accuracies)
-    how = "Welch's t" if len(a.records) > 1 and len(b.records) > 1 else "t, the single run varying as the other's"
-    return Comparison(a, b, f"{how} over seeds ({len(a.records)} and {len(b.records)})", diff, low, high)
+    if len(a.records) > 1 and len(b.records) > 1:
+        return Comparison(a, b, f"Welch's t over seeds ({len(a.records)} and {len(b.records)})", diff, low, high,
+                          SEED_VARIANCE, welch_p(a.accuracies, b.accuracies))
+    return Comparison(a, b, f"t over seeds, the single run varying as the other's ({len(a.records)} and "
+                      f"{len(b.records)})", diff, low, high, ASSUMED_SEED_VARIANCE)

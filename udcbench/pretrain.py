@@ -1,11 +1,18 @@
-"""Face pre-training: a ResNet-18 trunk taught where the 68 landmarks of built-in faces lie, for ``--weights``.
+"""Face pre-training: a ResNet-18 trunk taught to tell built-in *people* apart, for ``--weights``.
 
-On real data the paper's methods start from a face-recognition trunk (MS-Celeb-1M); udcbench ships no such
-weights. The quick study does the same in small: one trunk, trained once on built-in faces drawn apart from
-the study's splits (the generator's ``pretrain`` split: other people, poses and lights), to regress their exact
-landmarks, never seeing an expression label, then loaded into every method through ``--weights`` as an
-MS-Celeb checkpoint would be. It is a torchvision-named ResNet-18 state dict (tensors only), so
-``udcbench train METHOD --weights FILE`` takes it too.
+On real data the paper's methods start from a face-recognition trunk (MS-Celeb-1M: identity classification,
+which is independent of expression). The quick study does the same in small: one trunk, trained once on
+built-in faces of the generator's ``pretrain`` split (other people than the study's), each identity drawn
+several times with its own pose, light, background, clothes and an expression drawn independently of the
+identity (:meth:`~udcbench.datasets.synthetic_faces.SyntheticFaceGenerator.draw_identities`), to classify
+the identity; then loaded into every method through ``--weights`` as an MS-Celeb checkpoint would be. Its
+target encodes nothing of the expression (``benchmarks/pretrain_probe.py`` measures a linear probe from it to
+the expression: chance). It is a torchvision-named ResNet-18 state dict (tensors only), so ``udcbench train
+METHOD --weights FILE`` takes it too.
+
+``task="landmarks"`` (regressing the 68 landmarks) is kept as a candidate to compare against, never shipped:
+on these drawn faces the expression moves exactly those landmarks, so that target teaches the label under
+another name.
 
 ``udcbench pretrain`` writes one; ``reproduce --study quick`` writes (or reuses) it under ``runs/pretrained/``.
 """
@@ -21,8 +28,9 @@ import numpy as np
 from udcbench.errors import UdcbenchError
 from udcbench.files import read_json, write_json
 
-#: What the checkpoint's record names it by (and the tables' notes).
-TASK = "landmarks of built-in faces (udcbench pretrain)"
+#: What the checkpoint's record names each task by (and the tables' notes).
+TASKS = {"identity": "identities of built-in faces (udcbench pretrain)",
+         "landmarks": "landmarks of built-in faces (udcbench pretrain)"}
 #: The folder under the runs folder that holds face pre-trainings.
 PRETRAINED = "pretrained"
 #: Faces drawn per generator call (a batch keeps the generator fast and the memory small).
@@ -31,8 +39,9 @@ DRAW_CHUNK = 250
 
 @dataclass(frozen=True)
 class FacePretraining:
-    """The recipe: ``images`` faces of the generator's ``pretrain`` split at ``input_size`` px, ``epochs`` of Adam
-    with a one-cycle schedule (the quick recipe's optimiser), batch ``batch_size``."""
+    """The recipe: ``images`` faces of the generator's ``pretrain`` split at ``input_size`` px (``views`` of each
+    identity for the ``identity`` task), ``epochs`` of Adam with a one-cycle schedule (the quick recipe's
+    optimiser), batch ``batch_size``."""
 
     images: int = 2800
     epochs: int = 4
@@ -41,9 +50,13 @@ class FacePretraining:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    task: str = "identity"
+    views: int = 8
 
     def validate(self) -> None:
         """Refuse, in one line, a recipe that cannot train."""
+        if self.task not in TASKS:
+            raise UdcbenchError(f"the pre-training task is {' or '.join(TASKS)}, not '{self.task}'")
         if self.images < self.batch_size:
             raise UdcbenchError(f"face pre-training needs at least {self.batch_size} images, got {self.images}")
         if self.epochs < 1:
@@ -52,34 +65,51 @@ class FacePretraining:
             raise UdcbenchError(f"the input size must be at least 32 px (ResNet-18's stride), got {self.input_size}")
         if self.seed < 0:
             raise UdcbenchError(f"the seed is a non-negative integer, got {self.seed}")
+        if self.task == "identity" and not 2 <= self.views <= self.images // 2:
+            raise UdcbenchError(f"each identity needs 2 or more views, and 2 or more identities: views {self.views}, "
+                                f"images {self.images}")
+
+    @property
+    def identities(self) -> int:
+        return -(-self.images // self.views)
 
     def steps(self) -> int:
         return self.epochs * (self.images // self.batch_size)
 
     def folder_name(self) -> str:
-        return f"faces-landmarks-{self.input_size}px-s{self.seed}"
+        views = f"{self.views}v-" if self.task == "identity" else ""
+        return f"faces-{self.task}-{views}{self.input_size}px-s{self.seed}"
 
 
 def draw_pretraining_faces(recipe: FacePretraining) -> tuple[np.ndarray, np.ndarray]:
-    """The faces (N x S x S x 3 uint8, resized as the engine resizes a run's images) and their landmarks scaled
-    to [-0.5, 0.5] of the image (N x 136 float32)."""
+    """The faces (N x S x S x 3 uint8, resized as the engine resizes a run's images) and their targets: the
+    identity (N int64) for the ``identity`` task, the landmarks scaled to [-0.5, 0.5] of the image (N x 136
+    float32) for ``landmarks``."""
     from udcbench.datasets.synthetic_faces import SyntheticFaceGenerator
     from udcbench.engine.data import resize_image
 
     generator = SyntheticFaceGenerator(seed=recipe.seed)
-    images, points = [], []
+    images, targets = [], []
     for start in range(0, recipe.images, DRAW_CHUNK):
-        for face in generator.draw_batch("pretrain", range(start, min(start + DRAW_CHUNK, recipe.images))):
-            images.append(resize_image(face.image, recipe.input_size))
-            points.append(face.landmarks / face.image.shape[1] - 0.5)
-    return np.stack(images), np.stack(points).reshape(len(points), -1).astype(np.float32)
+        indices = range(start, min(start + DRAW_CHUNK, recipe.images))
+        if recipe.task == "identity":
+            faces = generator.draw_identities("pretrain", indices, recipe.views)
+            targets += [i // recipe.views for i in indices]
+        else:
+            faces = generator.draw_batch("pretrain", indices)
+            targets += [face.landmarks / face.image.shape[1] - 0.5 for face in faces]
+        images += [resize_image(face.image, recipe.input_size) for face in faces]
+    if recipe.task == "identity":
+        return np.stack(images), np.asarray(targets, dtype=np.int64)
+    return np.stack(images), np.stack(targets).reshape(len(targets), -1).astype(np.float32)
 
 
-def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray, device: str | None = None,
+def train_trunk(recipe: FacePretraining, images: np.ndarray, targets: np.ndarray, device: str | None = None,
                 log=print) -> tuple[dict, dict]:
-    """Train a torchvision ResNet-18 (136 outputs) to regress ``points`` from ``images``; returns its trunk's
-    state dict (``fc`` dropped, on the CPU) and how it trained (the mean smooth-L1 loss of each epoch, device,
-    precision: bf16 where the device computes it natively, else fp32; no fp16, which would need a loss scaler)."""
+    """Train a torchvision ResNet-18 on ``targets`` from ``images`` (cross-entropy over the identities, or
+    smooth-L1 on the landmarks); returns its trunk's state dict (``fc`` dropped, on the CPU) and how it trained
+    (the mean loss of each epoch, device, precision: bf16 where the device computes it natively, else fp32; no
+    fp16, which would need a loss scaler)."""
     import torch
     import torch.nn.functional as F
     import torchvision
@@ -90,13 +120,15 @@ def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray,
 
     rt = runtime(device)
     amp = rt.precision(True) == "bf16"
+    identity = recipe.task == "identity"
     torch.manual_seed(recipe.seed)
-    net = rt.place(torchvision.models.resnet18(num_classes=points.shape[1]))
+    outputs = int(targets.max()) + 1 if identity else targets.shape[1]
+    net = rt.place(torchvision.models.resnet18(num_classes=outputs))
     optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=recipe.steps())
     x_all = torch.from_numpy(images)
-    # in tenths of the image, so that smooth-L1 works in its linear part for the first steps only
-    y_all = torch.from_numpy(points) * 10
+    # landmarks in tenths of the image, so that smooth-L1 works in its linear part for the first steps only
+    y_all = torch.from_numpy(targets) if identity else torch.from_numpy(targets) * 10
     generator = torch.Generator().manual_seed(recipe.seed)
     per_epoch = recipe.images // recipe.batch_size
     losses = []
@@ -107,8 +139,10 @@ def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray,
         for step in range(per_epoch):
             idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = to_input(x_all[idx].to(rt.device, non_blocking=True), IMAGENET_MEAN, IMAGENET_STD)
+            y = y_all[idx].to(rt.device)
             with rt.autocast(amp):
-                loss = F.smooth_l1_loss(net(x).float(), y_all[idx].to(rt.device))
+                out = net(x).float()
+            loss = F.cross_entropy(out, y) if identity else F.smooth_l1_loss(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -117,7 +151,7 @@ def train_trunk(recipe: FacePretraining, images: np.ndarray, points: np.ndarray,
         losses.append(total.item() / per_epoch)
         if not np.isfinite(losses[-1]):
             raise UdcbenchError(f"face pre-training diverged in epoch {epoch + 1} (loss {losses[-1]})")
-        log(f"face pre-training: epoch {epoch + 1}/{recipe.epochs}, landmark loss {losses[-1]:.4f}")
+        log(f"face pre-training: epoch {epoch + 1}/{recipe.epochs}, {recipe.task} loss {losses[-1]:.4f}")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if not k.startswith("fc.")}
     return state, {"losses": losses, "device": str(rt.device), "precision": rt.precision(amp)}
 
@@ -150,12 +184,13 @@ def pretrained_trunk(folder: Path, recipe: FacePretraining = FacePretraining(), 
     if folder.is_dir() and any(p.name != trunk.name for p in folder.iterdir()):
         raise UdcbenchError(f"{folder} is not empty and holds no face pre-training; pass another --out")
     start = time.perf_counter()
-    log(f"face pre-training: {recipe.images} built-in faces at {recipe.input_size} px, {recipe.epochs} epochs "
-        f"-> {trunk}")
-    images, points = draw_pretraining_faces(recipe)
-    state, how = train_trunk(recipe, images, points, device, log)
+    people = f" ({recipe.identities} identities)" if recipe.task == "identity" else ""
+    log(f"face pre-training on {recipe.task}: {recipe.images} built-in faces{people} at {recipe.input_size} px, "
+        f"{recipe.epochs} epochs -> {trunk}")
+    images, targets = draw_pretraining_faces(recipe)
+    state, how = train_trunk(recipe, images, targets, device, log)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(state, trunk)
-    write_json(record_path, {"task": TASK, "recipe": asdict(recipe), **how,
+    write_json(record_path, {"task": TASKS[recipe.task], "recipe": asdict(recipe), **how,
                              "minutes": (time.perf_counter() - start) / 60, "sha256": sha256_file(trunk)})
     return trunk

@@ -408,9 +408,11 @@ def compare_cmd(
     runs: Path | None = RUNS_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Whether two results differ beyond noise: the difference with its 95 % interval.
+    """Whether two results differ beyond noise: the difference, its 95 % interval, and what the interval covers.
 
-    Single runs: a paired bootstrap over the test images; several seeds: a bootstrap over seeds.
+    Two or more seeds a side: Welch's t interval over seeds (covers seed variance; it alone says "A is better
+    than B"); runs of different data draws are refused. One run a side: a paired bootstrap over the test images,
+    which covers test sampling only, so it says whether the two runs differ, never which method is better.
 
     Examples: udcbench compare lrdif resnet18 --data data/udc-ferplus ;
     udcbench compare runs/ferplus/scn-cpu-s0 runs/ferplus/resnet18-cpu-s0

@@ -115,25 +115,30 @@ def train_cmd(
 
 def pretrain_cmd(
     out: Path | None = typer.Option(None, "--out", help="Folder for trunk.pt and record.json (default: "
-                                    "runs/pretrained/faces-landmarks-<size>px-s<seed>)."),
+                                    "runs/pretrained/faces-identity-8v-<size>px-s<seed>)."),
     images: int = typer.Option(FacePretraining.images, help="Built-in faces to draw (apart from the study's)."),
+    views: int = typer.Option(FacePretraining.views, help="Images of each identity (pose, light and expression "
+                              "drawn per image)."),
+    task: str = typer.Option(FacePretraining.task, help="identity (the MS-Celeb stand-in) or landmarks (a "
+                             "comparison only: on drawn faces the landmarks encode the expression)."),
     epochs: int = typer.Option(FacePretraining.epochs, help="Epochs of training."),
     input_size: int = typer.Option(FacePretraining.input_size, help="Image side in pixels (the runs' input size)."),
     seed: int = typer.Option(FacePretraining.seed, help="Seed of the faces and the training."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Pre-train a ResNet-18 trunk on the built-in faces' landmarks, for --weights (no expression label seen).
+    """Pre-train a ResNet-18 trunk to tell built-in people apart, for --weights (no expression seen in the target).
 
-    The quick study's stand-in for an MS-Celeb-1M checkpoint; reproduce --study quick makes its own.
+    The quick study's stand-in for an MS-Celeb-1M checkpoint (face identities, independent of expression);
+    reproduce --study quick makes its own.
 
     Example: udcbench pretrain && udcbench train dan --budget quick --weights
-    runs/pretrained/faces-landmarks-48px-s0/trunk.pt
+    runs/pretrained/faces-identity-8v-48px-s0/trunk.pt
     """
     from udcbench.pretrain import pretrained_trunk
 
     check_device(device)
-    recipe = FacePretraining(images=images, epochs=epochs, input_size=input_size, seed=seed)
+    recipe = FacePretraining(images=images, epochs=epochs, input_size=input_size, seed=seed, task=task, views=views)
     recipe.validate()
     folder = out or load_workspace().runs / PRETRAINED / recipe.folder_name()
     trunk = pretrained_trunk(folder, recipe, device, log=stderr.print)

@@ -90,6 +90,15 @@ _UNIFORMS: tuple[str, ...] = (
     "light_angle", "light", "gain", "gain_r", "gain_g", "gain_b", "blur", "blur_sigma", "noise", "noise_dx",
     "noise_dy",
 )
+#: The draws that make a person: face shape, colouring, hair, eyes, glasses. Everything else (the expression, pose,
+#: light, background, clothes, camera) is drawn per image. :meth:`SyntheticFaceGenerator.draw_identities` draws
+#: these once per identity and the rest per view, for the identity pre-training (:mod:`udcbench.pretrain`).
+IDENTITY_DRAWS: tuple[str, ...] = (
+    "jaw_w", "jaw_h", "eye_scale", "eye_shift", "eye_h", "brow_dy", "nose_len", "nose_w", "mouth_w", "mouth_h",
+    "mouth_dy", "skin", "skin_r", "skin_g", "skin_b", "hair", "hair_gain", "lip_r", "lip_g", "lip_b", "style",
+    "hairline", "iris", "brow_th", "glasses", "frame_r", "frame_g", "frame_b",
+)
+_IDENTITY_STREAM = 1_000_003  # separates identity draws from any image's own
 _BG_GRID = 6
 _NORMALS = len(ACTION_UNITS) + _BG_GRID * _BG_GRID * 3
 _SHIFT = 4  # OpenCV sub-pixel bits for every drawing call
@@ -179,18 +188,43 @@ class SyntheticFaceGenerator:
     def draw(self, split: str, index: int) -> FaceDrawing:
         return self.draw_batch(split, [index])[0]
 
-    def draw_batch(self, split: str, indices: list[int] | np.ndarray) -> list[FaceDrawing]:
-        """Draw several faces at once (faster than one by one, identical results)."""
-        indices = [int(i) for i in indices]
+    def identity_draws(self, split: str, identities: list[int] | np.ndarray) -> np.ndarray:
+        """The :data:`IDENTITY_DRAWS` of each identity of ``split`` (N x len(IDENTITY_DRAWS), uniform in [0, 1))."""
+        code = SPLIT_CODES[split]
+        return np.array([np.random.default_rng([self.seed, code, _IDENTITY_STREAM, int(i)]).random(
+            len(IDENTITY_DRAWS)) for i in identities]).reshape(-1, len(IDENTITY_DRAWS))
+
+    def image_draws(self, split: str, indices: list[int] | np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Each image's own uniform draws (by name) and normal draws; its identity is among the uniforms."""
         code = SPLIT_CODES[split]
         uniforms, normals = [], []
         for i in indices:
-            rng = np.random.default_rng([self.seed, code, i])
+            rng = np.random.default_rng([self.seed, code, int(i)])
             uniforms.append(rng.random(len(_UNIFORMS)))
             normals.append(rng.standard_normal(_NORMALS))
-        u = dict(zip(_UNIFORMS, np.array(uniforms).T))
-        normals = np.array(normals)
-        labels = np.array([self.label_of(i) for i in indices])
+        return dict(zip(_UNIFORMS, np.array(uniforms).reshape(-1, len(_UNIFORMS)).T)), np.array(normals)
+
+    def draw_batch(self, split: str, indices: list[int] | np.ndarray) -> list[FaceDrawing]:
+        """Draw several faces at once (faster than one by one, identical results); each image is its own person."""
+        indices = [int(i) for i in indices]
+        u, normals = self.image_draws(split, indices)
+        return self._render(u, normals, np.array([self.label_of(i) for i in indices]))
+
+    def draw_identities(self, split: str, indices: list[int] | np.ndarray, views: int) -> list[FaceDrawing]:
+        """Faces of identities seen ``views`` times each: image ``i`` shows identity ``i // views``, whose face shape
+        and colouring (:data:`IDENTITY_DRAWS`) are drawn once; its expression (a label drawn uniformly, whatever the
+        identity), pose, light, background and clothes are the image's own."""
+        indices = [int(i) for i in indices]
+        u, normals = self.image_draws(split, indices)
+        people = self.identity_draws(split, [i // views for i in indices])
+        for k, name in enumerate(IDENTITY_DRAWS):
+            u[name] = people[:, k]
+        labels = np.array([np.random.default_rng([self.seed, SPLIT_CODES[split], _IDENTITY_STREAM + 1, i]).integers(
+            NUM_CLASSES) for i in indices])
+        return self._render(u, normals, labels)
+
+    def _render(self, u: dict[str, np.ndarray], normals: np.ndarray, labels: np.ndarray) -> list[FaceDrawing]:
+        """The faces of a batch of draws: expression, identity, pose, drawing, photometry."""
 
         intensity = _lerp(u["intensity"], 0.8, 1.0)
         aus = _PROTO[labels] * intensity[:, None]
@@ -207,7 +241,7 @@ class SyntheticFaceGenerator:
         landmarks = (np.einsum("bij,bkj->bki", matrix, face) + centre[:, None] + 0.5) / self.ss - 0.5
         return [
             FaceDrawing(images[b], landmarks[b].astype(np.float32), int(labels[b]), float(intensity[b]), aus[b])
-            for b in range(len(indices))
+            for b in range(len(labels))
         ]
 
     # -- geometry (batched) ----------------------------------------------------------------------

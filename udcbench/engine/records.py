@@ -21,11 +21,23 @@ from udcbench.files import check_name
 from udcbench.methods import MethodSpec
 
 
+#: The folders whose code makes a result: a commit with changes in them not yet committed is marked ``+dirty``.
+CODE_FOLDERS = ("udcbench", "degradations", "baselines", "lrdif")
+
+
 def git_commit() -> str | None:
+    """The checkout's commit, with ``+dirty`` when the code (:data:`CODE_FOLDERS`) has uncommitted changes: a
+    result then comes from code no commit holds. None outside a git checkout (an installed package)."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip()
+        if not commit:
+            return None
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                  *(f":/{folder}" for folder in CODE_FOLDERS)], cwd=here, capture_output=True,
+                                 text=True, timeout=5)
+        return commit + ("+dirty" if changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -19,7 +19,7 @@ LRDIF_PAPER = {"input_size": 112, "optimizer": "adam", "lr": 3.5e-4, "weight_dec
 LRDIF_ARGS = {"steps": 4, "z_dim": 256, "parameterization": "x0", "kl_temperature": 1.0, "encoder": "scratch",
               "clip_model": "ViT-B-32", "clip_weights": None, "landmark_epochs": 3, "landmark_source": "auto",
               "from_run": None, "width": 64, "blocks": [1, 1, 1], "token_dim": 128, "tokens_per_scale": 2, "depth": 2,
-              "window": None, "label_dropout": 0.5, "layout": "sequence"}
+              "window": None, "label_dropout": 0.5, "layout": "sequence", "head": "udcformer"}
 #: The paper's model, LRDif's ``paper`` preset: CLIP's image and text towers as E_I and E_L (``--clip FILE``), the
 #: DT blocks U-Net style, no label dropout. The shared budgets keep the fair model of ``LRDIF_ARGS`` (the
 #: baselines' trunk, learned label embeddings), which they compare with the baselines.
@@ -42,6 +42,17 @@ LRDIF_DEPARTURES = (
     "the DT and DIL blocks run on the ResNet-18 trunk's layer2-4 maps (projected to 64 channels); the paper does not "
     "say what feeds them",
     "the DIL blocks' cross-attention window is the whole map; the paper does not give its window size",
+    "the denoiser predicts Z_0 (x0-parameterisation), projected onto the unit sphere, where the paper's Eq. 16 "
+    "predicts the noise (method_args.parameterization=eps follows the paper)",
+    "Z is scaled to unit root-mean-square coordinates before the diffusion (the paper does not scale it)",
+    "each scale's fused map is pooled to 2 x 2 tokens (method_args.tokens_per_scale) and a CLS token is read by the "
+    "transformer blocks; the paper does not say how its tokens are formed or read",
+    "each stage trains for the budget's epochs (100 at the paper budget); the paper gives 100 epochs without saying "
+    "whether per stage or in all",
+    "the landmark network is pre-trained on the training split's 68 landmarks (the dataset's own or dlib's), where "
+    "the paper uses a frozen, separately trained facial landmark detector (MobileFaceNet in POSTER++)",
+    "method_args.head=bypass (not the default) classifies the trunk's pooled feature plus the UDCformer's output "
+    "through a zero-initialised projection, instead of the UDCformer's output alone (the paper)",
 )
 #: The arguments stage 1 never reads (its model has the diffusion, untrained and unused): overriding them, as
 #: Figure 6's sweep does, reuses the shared stage 1.
@@ -81,7 +92,7 @@ def _lrdif_builder(variant: str, lldif: bool = False) -> Callable[[int, TrainCon
                          tokens_per_scale=int(a["tokens_per_scale"]), depth=int(a["depth"]),
                          window=None if a["window"] is None else int(a["window"]),
                          label_dropout=float(a["label_dropout"]), label_smoothing=config.label_smoothing,
-                         layout=a.get("layout", "sequence"), **extra)
+                         layout=a.get("layout", "sequence"), head=a.get("head", "udcformer"), **extra)
         except FileNotFoundError as exc:
             raise UdcbenchError(str(exc)) from None
 
@@ -94,7 +105,9 @@ def model_description(args: dict) -> str:
     encoders = f"CLIP {args['clip_model']} encoders" if clip else "the shared trunk's E_I, learned E_L"
     layout = "DT blocks U-Net style" if args.get("layout") == "unet" else "DT blocks in sequence"
     kind = "the paper's model" if clip and args.get("layout") == "unet" else "the fair model"
-    return f"{kind}: {encoders}, {layout}, label dropout {float(args['label_dropout']):g}"
+    head = ("classifier on the trunk's pooled feature plus the UDCformer (bypass variant)"
+            if args.get("head") == "bypass" else "classifier on the UDCformer's output")
+    return f"{kind}: {encoders}, {layout}, label dropout {float(args['label_dropout']):g}, {head}"
 
 
 def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:

@@ -2,8 +2,9 @@
 
 Columns (documented in docs/results.md): accuracy mean / std over seeds and their number, mean class
 accuracy, macro-F1, the drop from clean to this condition (same method, init, preset, dataset), the
-rank among methods in the same (dataset, condition, preset, init) group (1 + the methods better beyond noise,
-by :mod:`udcbench.compare`'s 95 % interval: methods it cannot tell apart share a rank) and the change of that rank
+rank among methods in the same (dataset, condition, draw, preset, init) group (1 + the methods better beyond seed
+noise: Welch's t over seeds, two or more a side, Holm-corrected over the group's comparisons at a family-wise 5 %;
+methods it cannot tell apart, and single runs, share a rank) and the change of that rank
 from clean (positive: the method climbs under this condition), and the paper's number where it has one.
 Oracles (LRDif's stage 1, which sees the label) are left out. A result within ``NEAR_CHANCE_POINTS`` of
 chance (the better of guessing uniformly and always answering the test set's largest class) is marked
@@ -17,9 +18,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from udcbench.compare import Side, separated_better
+from udcbench.compare import ALPHA, holm, welch_p
 from udcbench.engine.metrics import chance_accuracy
 from udcbench.errors import UdcbenchError
 from udcbench.files import check_name, write_atomic, write_csv
@@ -33,13 +35,36 @@ COLUMNS = ("method", "title", "init", "preset", "input_size", "dataset", "condit
 #: What the terminal shows (the files hold every column).
 TERMINAL_COLUMNS = ("method", "dataset", "condition", "preset", "seeds", "accuracy", "accuracy_std",
                     "drop_from_clean", "rank", "rank_change_from_clean")
-RANK_NOTE = ("rank: 1 + the methods of its group better beyond noise (udcbench compare's 95 % interval: a paired "
-             "bootstrap over the test images for single runs, over seeds for several); equal ranks are results the "
-             "data cannot tell apart")
+RANK_NOTE = (f"rank: 1 + the methods of its group better beyond seed noise (Welch's t over seeds, two or more a "
+             f"side, Holm-corrected over the group's comparisons at a family-wise {ALPHA:.0%}); equal ranks are results "
+             "the data cannot tell apart, and a single run is never ranked below another")
 #: Points above chance under which a result is not ranked.
 NEAR_CHANCE_POINTS = 5.0
 
 
+
+
+def _rank(rows: list[dict]) -> None:
+    """Each row's rank in its group (dataset, condition, draw, preset, init; near-chance rows left out): 1 + the rows
+    better beyond seed noise, every pair with two or more seeds a side tested (Welch) and the group's tests
+    Holm-corrected together."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        row["rank"] = None
+        if not row["near_chance"]:
+            key = (row["dataset"], row["condition"], row["draw"], row["preset"], row["init"])
+            groups.setdefault(key, []).append(row)
+    for group in groups.values():
+        scores = [np.asarray(r.pop("_records"), dtype=float) for r in group]
+        pairs = [(i, j) for i in range(len(group)) for j in range(i + 1, len(group))
+                 if len(scores[i]) > 1 and len(scores[j]) > 1]
+        rejected = holm([welch_p(scores[i], scores[j]) for i, j in pairs])
+        separated = {pair for pair, r in zip(pairs, rejected) if r}
+        for i, row in enumerate(group):
+            row["rank"] = 1 + sum(o["accuracy"] > row["accuracy"] and tuple(sorted((i, j))) in separated
+                                  for j, o in enumerate(group))
+    for row in rows:
+        row.pop("_records", None)
 
 
 def _mean_or_none(column: pd.Series) -> float | None:
@@ -77,10 +102,9 @@ def _runs_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         "mean_class_accuracy": None if r["mean_class_accuracy"] is None else 100 * r["mean_class_accuracy"],
         "macro_f1": None if r["macro_f1"] is None else 100 * r["macro_f1"],
         "chance": chance_accuracy(r.get("record") or {}),
-        "side": {"test_at_best": {"accuracy": r["accuracy"]}, **(r.get("record") or {}), "run_dir": r["run_dir"]},
     } for r in results if usable(r) and not _oracle(r["method"])]
     frame = pd.DataFrame(records, columns=[*KEY, "seed", "created", "input_size", "test_split", "accuracy",
-                                           "mean_class_accuracy", "macro_f1", "chance", "side"])
+                                           "mean_class_accuracy", "macro_f1", "chance"])
     return frame.sort_values("created", kind="stable").drop_duplicates([*KEY, "seed"], keep="last")
 
 
@@ -101,17 +125,11 @@ def build_leaderboard(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "accuracy_std": float(runs["accuracy"].std()) if len(runs) > 1 else None,  # sample std (ddof 1)
             **{c: _mean_or_none(runs[c]) for c in ("mean_class_accuracy", "macro_f1", "chance")},
             "paper_accuracy": _paper(method, dataset, condition),
-            "_records": list(runs["side"]),
+            "_records": list(runs["accuracy"]),
         })
     for row in rows:
         row["near_chance"] = row["chance"] is not None and row["accuracy"] < row["chance"] + NEAR_CHANCE_POINTS
-    sides = {id(row): Side(row["method"], row.pop("_records")) for row in rows}
-    for row in rows:
-        group = [o for o in rows if (o["dataset"], o["condition"], o["draw"], o["preset"], o["init"]) ==
-                 (row["dataset"], row["condition"], row["draw"], row["preset"], row["init"]) and not o["near_chance"]]
-        # only what the data separate ranks above: equal ranks are methods udcbench compare cannot tell apart
-        row["rank"] = None if row["near_chance"] else 1 + sum(
-            o["accuracy"] > row["accuracy"] and separated_better(sides[id(o)], sides[id(row)]) for o in group)
+    _rank(rows)
     clean = {(r["method"], r["init"], r["preset"], r["dataset"]): r for r in rows if r["condition"] == "clean"}
     for row in rows:
         base = clean.get((row["method"], row["init"], row["preset"], row["dataset"]))
