@@ -27,9 +27,34 @@ def test_the_pretraining_faces_are_other_faces_than_the_studys():
     generator = SyntheticFaceGenerator(seed=0, size=64)
     pretrain, train = generator.draw("pretrain", 3), generator.draw("train", 3)
     assert pretrain.image.shape == train.image.shape and not np.array_equal(pretrain.image, train.image)
-    images, points = draw_pretraining_faces(FacePretraining(images=5, input_size=32))
-    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
+    images, identities = draw_pretraining_faces(FacePretraining(images=10, input_size=32, views=4))
+    assert images.shape == (10, 32, 32, 3) and images.dtype == np.uint8
+    assert identities.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    images, points = draw_pretraining_faces(FacePretraining(images=5, input_size=32, task="landmarks"))
     assert points.shape == (5, 136) and np.abs(points).max() < 0.5  # landmarks inside the image, centred
+
+
+def test_an_identity_is_one_person_in_every_view_and_its_expression_is_drawn_apart_from_it():
+    from udcbench.datasets.synthetic_faces import IDENTITY_DRAWS
+
+    generator = SyntheticFaceGenerator(seed=0, size=64)
+    views = 8
+    faces = generator.draw_identities("pretrain", range(400 * views), views)
+    labels = np.array([f.label for f in faces]).reshape(400, views)
+    # the expression is the view's own: an identity shows several, and across identities the classes are balanced
+    assert (np.array([len(set(row)) for row in labels]) > 1).mean() > 0.95
+    counts = np.bincount(labels.ravel(), minlength=7) / labels.size
+    assert np.abs(counts - 1 / 7).max() < 0.02
+    # the label of one view says nothing of the identity: its share per class is flat over the first view's label
+    first = labels[:, 0]
+    assert all(abs((labels[first == c, 1:] == c).mean() - 1 / 7) < 0.05 for c in range(7))
+    # what makes the person is shared by the views, the pose and light are not
+    people = generator.identity_draws("pretrain", [0, 0, 1])
+    assert people.shape == (3, len(IDENTITY_DRAWS)) and np.array_equal(people[0], people[1])
+    assert not np.array_equal(people[0], people[2])
+    assert not np.array_equal(faces[0].landmarks, faces[1].landmarks)
+    # drawing the study's own faces is unchanged: one person per image, label = index % 7
+    assert [f.label for f in generator.draw_batch("train", range(9))] == [i % 7 for i in range(9)]
 
 
 def test_the_trunk_loads_into_every_method_and_is_reused(tmp_path):
@@ -66,7 +91,8 @@ def test_a_folder_it_did_not_write_or_of_another_recipe_is_refused(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--images", "10"], "at least 64 images"), (["--epochs", "0"], "at least one epoch"),
-    (["--input-size", "16"], "at least 32 px"),
+    (["--input-size", "16"], "at least 32 px"), (["--task", "expression"], "identity or landmarks"),
+    (["--views", "1"], "2 or more views"),
 ])
 def test_the_command_refuses_a_recipe_that_cannot_train_in_one_line(tmp_path, args, message):
     result = runner.invoke(app, ["pretrain", "--out", str(tmp_path / "p"), *args])
@@ -99,8 +125,8 @@ def test_a_study_with_a_pretraining_trains_it_once_and_starts_every_run_from_it(
     records = [json.loads((Path(r) / "results.json").read_text()) for r in json.loads(result.stdout)["runs"]]
     assert len(records) == 4 and {Path(r["init"]).resolve() for r in records} == {trunk.resolve()}
     table = (tmp_path / "results" / "tables" / "table2-synthetic.md").read_text()
-    assert "pre-trained on the landmarks of built-in faces" in table and f"| {TINY.folder_name()}/trunk.pt |" in table
-    assert all(r["init_task"] == "landmarks of built-in faces (udcbench pretrain)" for r in records)
+    assert "pre-trained on the identities of built-in faces" in table and f"| {TINY.folder_name()}/trunk.pt |" in table
+    assert all(r["init_task"] == "identities of built-in faces (udcbench pretrain)" for r in records)
     for run in json.loads(result.stdout)["runs"]:  # the chosen epoch's test predictions, for udcbench compare
         labels, predictions = np.load(Path(run) / "test_predictions.npy")
         assert labels.shape == predictions.shape == (21,) and set(labels.tolist()) <= set(range(7))

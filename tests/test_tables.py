@@ -254,8 +254,8 @@ def test_the_low_light_table_lists_every_method_clean_and_low_light_with_the_dro
 
 
 def test_a_table_names_its_face_pretraining_and_the_methods_that_train_longer(tmp_path: Path):
-    trunk = "runs/pretrained/faces-landmarks-48px-s0/trunk.pt"
-    task = "landmarks of built-in faces (udcbench pretrain)"
+    trunk = "runs/pretrained/faces-identity-8v-48px-s0/trunk.pt"
+    task = "identities of built-in faces (udcbench pretrain)"
     rows = [result(m, "synthetic", "toled", 0.7, preset="quick", init=trunk, epochs=2 if m == "eac" else 1,
                    init_task=task) for m in ("resnet18", "scn", "eac", "lrdif")]
     table = build_table(2, rows, datasets=["synthetic"], condition="toled", data_root=tmp_path)
@@ -263,8 +263,8 @@ def test_a_table_names_its_face_pretraining_and_the_methods_that_train_longer(tm
     assert f"init {trunk}: a ResNet-18 trunk pre-trained on the {task}" in table.notes[0]
     assert "epochs at the quick preset: EAC 2; the others 1" in table.notes
     md = write_table(table, tmp_path / "tables")[1].read_text()
-    assert "| faces-landmarks-48px-s0/trunk.pt | 48 |" not in md  # input 64 in these rows
-    assert "| faces-landmarks-48px-s0/trunk.pt | 64 |" in md
+    assert "| faces-identity-8v-48px-s0/trunk.pt | 48 |" not in md  # input 64 in these rows
+    assert "| faces-identity-8v-48px-s0/trunk.pt | 64 |" in md
     plain = build_table(2, [result("resnet18", "synthetic", "toled", 0.7)], datasets=["synthetic"], data_root=tmp_path)
     assert not any("epochs" in n or "pre-trained" in n for n in plain.notes)
 
