@@ -265,13 +265,17 @@ def partition_loss(heads: torch.Tensor) -> torch.Tensor:
 class DAN(FERModel):
     channels_last = True
 
-    def __init__(self, num_classes: int, num_heads: int = 4):
+    def __init__(self, num_classes: int, num_heads: int = 4, centers: int | None = None):
         super().__init__()
         self.trunk = resnet18_trunk()
         self.heads = nn.ModuleList([CrossAttentionHead() for _ in range(num_heads)])
         self.fc = nn.Linear(512, num_classes)
         self.bn = nn.BatchNorm1d(num_classes)
-        self.centers = nn.Parameter(torch.randn(num_classes, 512))
+        # the official AffinityLoss keeps its default 8 centres whatever the class count (RAF-DB's 7: one spare
+        # centre that only widens the centres' variance); ``centers=None``: one per class
+        if centers is not None and centers < num_classes:
+            raise ValueError(f"DAN needs a centre per class: centers {centers} < {num_classes} classes")
+        self.centers = nn.Parameter(torch.randn(centers or num_classes, 512))
 
     def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feat = self.trunk(x)

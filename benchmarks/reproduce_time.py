@@ -8,7 +8,7 @@ fp32; before and after the study, the mean is used), runs ``udcbench reproduce``
 minutes, its cost in units (minutes x speed), the plan's predicted cost (``--dry-run``), and the time
 scaled to the reference machine (:data:`udcbench.budget.REFERENCE_SPEED` images/s). Writes
 ``benchmarks/results/reproduce_time.csv``, and every run's test accuracy (at the epoch chosen on validation),
-its drop from clean, and the study's seed, precision and machine speed to
+its drop from clean, the study's seed, precision and machine speed, and the commit that trained it to
 ``benchmarks/results/<preset>_study.csv`` (one row per seed, method and condition; other seeds' rows kept).
 """
 
@@ -82,7 +82,8 @@ def study_rows(records: list[dict], seed: int, speed: float) -> list[dict]:
         rows.append({"seed": seed, "method": r["method"], "condition": r["condition"],
                      "accuracy": 100 * accuracy, "drop": 100 * drop if drop != "" else "", "epochs": r["epochs"],
                      "input_size": r["input_size"], "init": Path(str(r["init"])).name, "precision": r["precision"],
-                     "minutes": r["minutes"], "machine": machine(), "resnet18_img_s": speed})
+                     "minutes": r["minutes"], "machine": machine(), "resnet18_img_s": speed,
+                     "commit": r.get("git_commit") or ""})
     return rows
 
 

@@ -267,43 +267,61 @@ def test_weights_load_into_a_trunk_cut_after_layer2(tmp_path):
 #: group at 2e-3, weight decay 1e-4, ExponentialLR(0.9), 60 epochs of 64.
 #: MANet: zengqunzhao/MA-Net main.py, SGD 0.01 (momentum 0.9, weight decay 1e-4), StepLR(15, 0.1), 100 epochs of 128.
 # Each baseline's training recipe and constants as its authors' code sets them (the file named), at 224 px.
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+#: Augmentation and normalisation as each official training script and dataset class do them. basic_aug: SCN's
+#: dataset (RUL and ARM copy it): with p 0.5 one of (flip, Gaussian noise of variance 30), no other flip.
+BASIC_AUG = {"flip": False, "basic_aug": True, "noise": 0.0, "crop": "none", "affine": False, **IMAGENET}
 OFFICIAL = {
-    # yaoing/DAN rafdb.py: SGD 0.1 (momentum 0.9), StepLR 10 / 0.1, 40 epochs of 256, rotation and crops, erasing
+    # yaoing/DAN rafdb.py: SGD 0.1 (momentum 0.9), StepLR 10 / 0.1, 40 epochs of 256, rotation and crops, erasing;
+    # flips, ImageNet normalisation; AffinityLoss(device) at its default num_class=8 centres
     "dan": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step", "step_size": 10,
             "gamma": 0.1, "epochs": 40, "batch_size": 256, "affine": True, "erasing": 0.5, "input_size": 224,
-            "method_args": {"num_heads": 4}},
-    # DACL main.py: SGD 0.01, weight decay 5e-4, the rate / 10 every 20 epochs, 60 epochs of 64; alpha 0.5, lambda 0.01
+            "flip": True, "basic_aug": False, "noise": 0.0, "crop": "none", **IMAGENET,
+            "method_args": {"num_heads": 4, "centers": 8}},
+    # DACL main.py: SGD 0.01, weight decay 5e-4, the rate / 10 every 20 epochs, 60 epochs of 64; alpha 0.5, lambda
+    # 0.01; Resize(256), RandomFiveCrop(224), RandomHorizontalFlip, its own mean and std, no erasing
     "dacl": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step",
-             "step_size": 20, "gamma": 0.1, "epochs": 60, "batch_size": 64, "input_size": 224,
+             "step_size": 20, "gamma": 0.1, "epochs": 60, "batch_size": 64, "input_size": 224, "erasing": 0.0,
+             "flip": True, "basic_aug": False, "noise": 0.0, "crop": "five", "crop_share": 224 / 256, "affine": False,
+             "mean": (0.5752, 0.4495, 0.4012), "std": (0.2086, 0.1911, 0.1827),
              "method_args": {"lamb": 0.01, "alpha": 0.5}},
     # Erasing-Attention-Consistency src/main.py: Adam 1e-4, weight decay 1e-4, x0.9 per epoch, 60 epochs of 32,
-    # erasing; lam 5; the image and its flip in two passes
+    # erasing; lam 5; the image and its flip in two passes; add_g noise with p 0.5; the main image never flipped
     "eac": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "schedule": "exponential", "gamma": 0.9,
             "epochs": 60, "batch_size": 32, "erasing": 0.5, "affine": False, "input_size": 224,
+            "flip": False, "basic_aug": False, "noise": 0.5, "crop": "none", **IMAGENET,
             "method_args": {"consistency_weight": 5.0, "separate_passes": True, "backbone": "resnet18"}},
     # ARM train_raf-db.py: Adam at its default 1e-3, weight decay 1e-4, x0.9 per epoch, 70 epochs of 256, erasing
     "arm": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "exponential", "gamma": 0.9,
-            "epochs": 70, "batch_size": 256, "erasing": 0.5, "input_size": 224},
-    # MA-Net main.py: SGD 0.01, weight decay 1e-4, the rate / 10 every 15 epochs, 100 epochs of 128
+            "epochs": 70, "batch_size": 256, "erasing": 0.5, "input_size": 224, **BASIC_AUG},
+    # MA-Net main.py: SGD 0.01, weight decay 1e-4, the rate / 10 every 15 epochs, 100 epochs of 128;
+    # RandomResizedCrop((224, 224)), RandomHorizontalFlip, ToTensor and no Normalize
     "manet": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "step",
-              "step_size": 15, "gamma": 0.1, "epochs": 100, "batch_size": 128, "input_size": 224},
-    # POSTER_V2 main.py: SAM (rho 0.05) around Adam 3.5e-5, no weight decay, x0.98 per epoch, 200 epochs of 144
+              "step_size": 15, "gamma": 0.1, "epochs": 100, "batch_size": 128, "input_size": 224, "erasing": 0.0,
+              "flip": True, "basic_aug": False, "noise": 0.0, "crop": "resized", "affine": False,
+              "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)},
+    # POSTER_V2 main.py: SAM (rho 0.05) around Adam 3.5e-5, no weight decay, x0.98 per epoch, 200 epochs of 144;
+    # flips, ImageNet normalisation, erasing
     "posterpp": {"optimizer": "adam", "lr": 3.5e-5, "weight_decay": 0.0, "sam_rho": 0.05, "schedule": "exponential",
-                 "gamma": 0.98, "epochs": 200, "batch_size": 144, "erasing": 0.5, "input_size": 224},
+                 "gamma": 0.98, "epochs": 200, "batch_size": 144, "erasing": 0.5, "input_size": 224,
+                 "flip": True, "basic_aug": False, "noise": 0.0, "crop": "none", "affine": False, **IMAGENET},
     # RUL src/main.py: Adam 2e-4 for the trunk, 2e-3 for the classifier, x0.9 per epoch, 60 epochs of 64
     "rul": {"optimizer": "adam", "lr": 2e-4, "head_lr_scale": 10.0, "weight_decay": 1e-4, "schedule": "exponential",
-            "gamma": 0.9, "epochs": 60, "batch_size": 64, "input_size": 224},
+            "gamma": 0.9, "epochs": 60, "batch_size": 64, "input_size": 224, "erasing": 0.5, **BASIC_AUG},
     # SCN src/train.py: Adam at its default 1e-3, weight decay 1e-4, x0.9 per epoch, 70 epochs of 64; relabelling
     # from epoch 10 at margin 0.2, the importance weights' beta 0.7
     "scn": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "exponential", "gamma": 0.9,
-            "epochs": 70, "batch_size": 64, "input_size": 224,
+            "epochs": 70, "batch_size": 64, "input_size": 224, "erasing": 0.5, **BASIC_AUG,
             "method_args": {"beta": 0.7, "relabel_margin": 0.2, "relabel_start": 10 / 70}},
 }
+#: What every entry above states: the recipe's augmentation and normalisation are always checked.
+AUGMENTATION = ("flip", "basic_aug", "noise", "crop", "affine", "erasing", "mean", "std")
 
 
 @pytest.mark.parametrize("method", sorted(OFFICIAL))
 def test_the_paper_preset_is_the_official_recipe(method):
     config, official = get_method(method).config("paper"), dict(OFFICIAL[method])
+    assert set(AUGMENTATION) <= set(official), f"{method}: augmentation and normalisation not checked"
     args = official.pop("method_args", {})
     assert {k: getattr(config, k) for k in official} == official
     assert {k: config.method_args[k] for k in args} == args

@@ -18,6 +18,7 @@ from udcbench.errors import UdcbenchError
 PRESETS = ("smoke", "quick", "cpu", "paper")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "exponential", "step", "cosine", "constant")
+CROPS = ("none", "five", "resized")
 #: Fields a ``--set`` may not change: each has its own option (a run's folder and records are named by them).
 OWN_OPTIONS = {"method": "the METHOD argument", "preset": "--budget", "seed": "--seed", "weights": "--weights"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,6 +72,12 @@ class TrainConfig:
     flip: bool = True
     affine: bool = True  # small scale / shift / rotation jitter
     erasing: float = 0.25  # probability of random erasing (scale 0.02-0.25)
+    noise: float = 0.0  # probability of additive Gaussian noise (EAC's add_g: std noise_std in 8-bit units)
+    noise_std: float = 30**0.5  # the official codes' ``var=30``
+    basic_aug: bool = False  # SCN's basic_aug (RUL, ARM): with p 0.5, a flip or the noise (25 % each), never both
+    crop: str = "none"  # none; five: DACL's one of five crops of crop_share (eval: the centre one);
+    #                     resized: torchvision's RandomResizedCrop (MA-Net; eval: the whole image)
+    crop_share: float = 224 / 256  # the five-crop's side as a share of the image (DACL: 224 of 256)
     amp: bool = True  # fp16 (with a grad scaler) on CUDA, bf16 on a CPU with native bf16, else fp32
     seed: int = 0
     val_fraction: float = 0.1  # held out from train when the dataset has no separate validation split
@@ -90,15 +97,20 @@ class TrainConfig:
         for name, value in (("val_fraction", self.val_fraction), ("label_smoothing", self.label_smoothing)):
             if not 0 <= value < 1:
                 raise UdcbenchError(f"{name} must be in [0, 1), got {value}")
-        if not 0 <= self.erasing <= 1:
-            raise UdcbenchError(f"erasing is a probability, got {self.erasing}")
+        for name, value in (("erasing", self.erasing), ("noise", self.noise)):
+            if not 0 <= value <= 1:
+                raise UdcbenchError(f"{name} is a probability, got {value}")
+        if not 0 <= self.noise_std <= 255:
+            raise UdcbenchError(f"noise_std is in 8-bit units, 0-255, got {self.noise_std}")
+        if not 0 < self.crop_share <= 1:
+            raise UdcbenchError(f"crop_share is in (0, 1], got {self.crop_share}")
         for name, value in (("max_steps", self.max_steps), ("grad_clip", self.grad_clip), ("sam_rho", self.sam_rho)):
             if value < 0:
                 raise UdcbenchError(f"{name} must be 0 or more, got {value}")
         if self.num_workers < -1:
             raise UdcbenchError(f"num_workers must be -1 (automatic) or more, got {self.num_workers}")
         for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
-                                   ("preset", self.preset, PRESETS)):
+                                   ("preset", self.preset, PRESETS), ("crop", self.crop, CROPS)):
             if value not in known:
                 raise UdcbenchError(f"unknown {name} '{value}' (known: {', '.join(known)})")
 

@@ -117,13 +117,13 @@ class Predictor:
         """Softmax probabilities (N x classes) of uint8 N x S x S x 3 inputs, ``batch`` at a time."""
         import torch
 
-        from udcbench.engine.augment import to_input
+        from udcbench.engine.augment import eval_input
 
         out = []
         with torch.no_grad():
             for i in range(0, len(faces), batch):
-                x = to_input(torch.from_numpy(np.ascontiguousarray(faces[i : i + batch])).to(self.rt.device),
-                             self.config.mean, self.config.std)
+                x = eval_input(torch.from_numpy(np.ascontiguousarray(faces[i : i + batch])).to(self.rt.device),
+                               self.config)
                 with self.rt.autocast(self.config.amp):
                     logits = self.model(x)
                 out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())

@@ -1,5 +1,7 @@
-"""Training augmentation on the run's device, in batches: horizontal flip, affine jitter (kornia's matrices,
-torch's grid sampling), normalisation and random erasing, on uint8 NHWC batches straight from the image cache.
+"""Training augmentation on the run's device, in batches: the official codes' crops (DACL's five-crop, MA-Net's
+random resized crop), horizontal flip, Gaussian noise (EAC's, or SCN's ``basic_aug``: a flip or the noise), affine
+jitter (kornia's matrices, torch's grid sampling), normalisation and random erasing, on uint8 NHWC batches straight
+from the image cache; and the evaluation view a recipe's crop implies (:func:`eval_input`).
 
 Every random number is a counter-based hash of (seed, epoch, image position, draw), computed on the host from the
 batch's positions: an image gets the same augmentation in any batch, on any device, with any number of loader
@@ -23,6 +25,10 @@ _MASK = 0xFFFFFFFF
 AFFINE_P, AFFINE_SCALE, AFFINE_SHIFT, AFFINE_DEGREES = 0.5, (0.9, 1.1), 0.06, 10.0
 #: Random erasing: the erased area's share of the image and its aspect ratio range.
 ERASE_AREA, ERASE_RATIO = (0.02, 0.25), (0.3, 3.3)
+#: torchvision's RandomResizedCrop defaults: the crop's area share and aspect ratio.
+RESIZED_AREA, RESIZED_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+#: Draws per image: flip, affine (6), erasing (5), noise, basic_aug's choice, crop (4), the noise's key.
+DRAWS = 19
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
@@ -47,20 +53,30 @@ class AugmentParams:
     """One batch's augmentation, drawn on the host (small tensors, moved to the device with the batch)."""
 
     flip_index: torch.Tensor  # positions in the batch that are flipped
-    affine_index: torch.Tensor  # positions in the batch that get the affine jitter
+    affine_index: torch.Tensor  # positions in the batch that get the affine jitter (or a crop)
     affine: torch.Tensor  # len(affine_index) x 2 x 3 output-to-input matrices in grid_sample's coordinates
     erase: torch.Tensor  # B x 4 int (y0, y1, x0, x1), an empty box where nothing is erased
+    noise_index: torch.Tensor  # positions in the batch that get Gaussian noise
+    noise_key: torch.Tensor  # len(noise_index) 32-bit keys of their noise (a hash per pixel)
+    noise_std: float = 0.0
 
     def to(self, device: torch.device) -> AugmentParams:
-        return AugmentParams(*(t.to(device, non_blocking=True) for t in (self.flip_index, self.affine_index,
-                                                                        self.affine, self.erase)))
+        moved = (t.to(device, non_blocking=True) for t in (self.flip_index, self.affine_index, self.affine,
+                                                           self.erase, self.noise_index, self.noise_key))
+        return AugmentParams(*moved, noise_std=self.noise_std)
 
 
 def draw_params(index: torch.Tensor, size: int, config: TrainConfig, epoch: int) -> AugmentParams:
     """The augmentation of the images at training-set positions ``index`` in ``epoch`` (``size`` px squares)."""
-    u = hash_uniform(config.seed, epoch, index, 11)
+    u = hash_uniform(config.seed, epoch, index, DRAWS)
     none = torch.zeros(0, dtype=torch.int64)
-    flip = torch.nonzero(u[:, 0] < 0.5).flatten() if config.flip else none
+    every = torch.arange(len(index))
+    flipped = u[:, 0] < 0.5 if config.flip else torch.zeros(len(index), dtype=torch.bool)
+    noisy = u[:, 12] < config.noise
+    if config.basic_aug:  # SCN's: with p 0.5 one of (flip, noise), each chosen with p 0.5
+        picked = u[:, 0] < 0.5
+        flipped, noisy = flipped | (picked & (u[:, 13] < 0.5)), noisy | (picked & (u[:, 13] >= 0.5))
+    flip = torch.nonzero(flipped).flatten()
     chosen = torch.nonzero(u[:, 1] < AFFINE_P).flatten() if config.affine else none
     a = u[chosen]
     lo, hi = AFFINE_SCALE
@@ -72,6 +88,13 @@ def draw_params(index: torch.Tensor, size: int, config: TrainConfig, epoch: int)
     to_norm = torch.tensor([[2 / (size - 1), 0, -1], [0, 2 / (size - 1), -1], [0, 0, 1]]) if size > 1 else torch.eye(3)
     forward = get_affine_matrix2d(shift, center, scale, angle)
     theta = (to_norm @ torch.linalg.inv(forward) @ torch.linalg.inv(to_norm))[:, :2]  # output -> input
+    if config.crop != "none":  # every image is cropped (then jittered, where the recipe also jitters)
+        crops = crop_matrices(config, u[:, 14:18])
+        jitter = torch.eye(3).repeat(len(index), 1, 1)
+        jitter[chosen, :2] = theta
+        bottom = torch.tensor([0.0, 0.0, 1.0]).expand(len(index), 1, 3)
+        theta = (torch.cat([crops, bottom], 1) @ jitter)[:, :2]
+        chosen = every
     erase = torch.zeros(len(index), 4, dtype=torch.int64)
     if config.erasing > 0:
         area = (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u[:, 7]) * size * size
@@ -82,7 +105,61 @@ def draw_params(index: torch.Tensor, size: int, config: TrainConfig, epoch: int)
         x0 = (u[:, 10] * (size - w + 1)).long()
         on = (u[:, 6] < config.erasing).long()
         erase = torch.stack([y0, y0 + h * on, x0, x0 + w * on], dim=1)
-    return AugmentParams(flip, chosen, theta.float(), erase)
+    noise = torch.nonzero(noisy).flatten()
+    key = (u[noise, 18].double() * 2**32).long()
+    return AugmentParams(flip, chosen, theta.float(), erase, noise, key, config.noise_std)
+
+
+def crop_matrices(config: TrainConfig, u: torch.Tensor) -> torch.Tensor:
+    """B x 2 x 3 output-to-input matrices (grid_sample's coordinates) of each image's crop, from 4 uniforms per
+    image: DACL's one of five crops (4 corners and the centre) of ``crop_share`` of the side, or torchvision's
+    RandomResizedCrop (area share and log-aspect uniform in its default ranges; a crop that would leave the
+    image is clamped to it, where torchvision draws again)."""
+    b = len(u)
+    if config.crop == "five":
+        s = config.crop_share
+        corners = torch.tensor([[0.0, 0.0], [-1, -1], [1, -1], [-1, 1], [1, 1]]) * (1 - s)
+        centre = corners[(u[:, 0] * 5).long().clamp(max=4)]
+        half = torch.full((b, 2), s)
+    else:
+        lo, hi = RESIZED_AREA
+        area = lo + (hi - lo) * u[:, 0]
+        ratio = torch.exp(math.log(RESIZED_RATIO[0]) + (math.log(RESIZED_RATIO[1]) - math.log(RESIZED_RATIO[0]))
+                          * u[:, 1])
+        half = torch.stack([torch.sqrt(area * ratio), torch.sqrt(area / ratio)], 1).clamp(max=1.0)
+        centre = (2 * u[:, 2:4] - 1) * (1 - half)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = half[:, 0], half[:, 1], centre
+    return theta
+
+
+def hash_normal(key: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal numbers, ``len(key) x shape``, a pure function of each image's 32-bit key and the pixel's
+    position (Box-Muller on two hashes): the same noise on any device and in any batch."""
+    n = math.prod(shape)
+    cells = torch.arange(n, device=key.device, dtype=torch.int64)
+    base = _mix((key.to(torch.int64)[:, None] & _MASK) ^ (cells[None] * 0x9E3779B1 & _MASK))
+    u1 = (base.double() + 1) / (2**32 + 1)
+    u2 = _mix(base ^ 0x68E31DA4).double() / 2**32
+    return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)).float().view(len(key), *shape)
+
+
+def eval_input(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The model's input at evaluation (and prediction): uint8 B x H x W x 3 -> normalised, after the centre crop
+    of a recipe that crops one of five (DACL's Resize(256) + CenterCrop(224)); other recipes see the whole image."""
+    if config.crop == "five" and len(images):
+        b, h = images.shape[:2]
+        theta = torch.tensor([[config.crop_share, 0, 0], [0, config.crop_share, 0]], device=images.device)
+        images = _warp(images, theta.expand(b, 2, 3))
+    return to_input(images, config.mean, config.std)
+
+
+def _warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """uint8 B x H x W x 3 resampled through output-to-input matrices (bilinear, reflected borders, rounded)."""
+    picked = images.permute(0, 3, 1, 2).float()
+    grid = F.affine_grid(theta.to(picked.dtype), list(picked.shape), align_corners=True)
+    warped = F.grid_sample(picked, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+    return warped.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def to_input(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -97,19 +174,21 @@ def to_input(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, params: AugmentParams, mean, std) -> torch.Tensor:
-    """Flip, affine jitter (bilinear, reflected borders, rounded to uint8 as an 8-bit image library does),
-    normalise, erase (to 0, the normalised mean): uint8 B x H x W x 3 on any device in, the normalised
-    B x 3 x H x W float batch out (channels-last). Only the images drawn for a step are touched by it."""
+    """Flip, crop and affine jitter (bilinear, reflected borders, rounded to uint8 as an 8-bit image library does),
+    Gaussian noise (clipped and truncated to uint8, as the official codes' ``astype(np.uint8)``), normalise, erase
+    (to 0, the normalised mean): uint8 B x H x W x 3 on any device in, the normalised B x 3 x H x W float batch out
+    (channels-last). Only the images drawn for a step are touched by it."""
     x = images
-    if len(params.flip_index) or len(params.affine_index):
+    if len(params.flip_index) or len(params.affine_index) or len(params.noise_index):
         x = images.clone()
     if len(params.flip_index):
         x.index_copy_(0, params.flip_index, x.index_select(0, params.flip_index).flip(2))
     if len(params.affine_index):
-        picked = x.index_select(0, params.affine_index).permute(0, 3, 1, 2).float()
-        grid = F.affine_grid(params.affine, list(picked.shape), align_corners=True)
-        warped = F.grid_sample(picked, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-        x.index_copy_(0, params.affine_index, warped.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
+        x.index_copy_(0, params.affine_index, _warp(x.index_select(0, params.affine_index), params.affine))
+    if len(params.noise_index):
+        picked = x.index_select(0, params.noise_index).float()
+        noisy = picked + params.noise_std * hash_normal(params.noise_key, tuple(picked.shape[1:]))
+        x.index_copy_(0, params.noise_index, noisy.clamp_(0, 255).to(torch.uint8))
     out = to_input(x, mean, std)
     h, w = x.shape[1:3]
     ys = torch.arange(h, device=x.device).view(1, h, 1)

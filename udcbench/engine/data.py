@@ -285,7 +285,7 @@ def batch_loader(images: np.ndarray, batches: list[list[int]], workers: int, pin
 
 
 def normalise(images: np.ndarray, config: TrainConfig) -> torch.Tensor:
-    """Evaluation input: N x 3 x H x W float, normalised (no augmentation)."""
-    from udcbench.engine.augment import to_input
+    """Evaluation input: N x 3 x H x W float, normalised (no augmentation; a five-crop recipe's centre crop)."""
+    from udcbench.engine.augment import eval_input
 
-    return to_input(torch.from_numpy(np.array(images)), config.mean, config.std)
+    return eval_input(torch.from_numpy(np.array(images)), config)

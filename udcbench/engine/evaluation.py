@@ -16,7 +16,7 @@ from baselines import distributed
 from udcbench.checkpoints import load_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter
-from udcbench.engine.augment import to_input
+from udcbench.engine.augment import eval_input
 from udcbench.engine.data import drop_unreadable, load_images
 from udcbench.engine.metrics import classification_metrics
 from udcbench.engine.records import dataset_condition
@@ -48,7 +48,7 @@ def predict(model: nn.Module, images: np.ndarray, config: TrainConfig, rt: Runti
     for i in range(lo, hi, config.eval_batch_size):
         j = min(i + config.eval_batch_size, hi)
         chunk = torch.from_numpy(np.array(images[i:j]))  # a copy: the cache is read-only
-        x = to_input(chunk.to(rt.device), config.mean, config.std)
+        x = eval_input(chunk.to(rt.device), config)
         extra = (torch.from_numpy(labels[i:j]).to(rt.device),) if oracle else ()
         with rt.autocast(config.amp):
             out = (model.embed if features else model)(x, *extra)

@@ -44,8 +44,9 @@ def _resnet18(num_classes: int, config: TrainConfig) -> FERModel:
     description="Self-Cure Network: importance-weighted logits, rank regularisation, relabelling.",
     # The official src/train.py builds Adam without a learning rate (``Adam(params, weight_decay=1e-4)``): Adam's
     # default 1e-3, decayed by 0.9 per epoch.
+    # its dataset's basic_aug (with p 0.5 a flip or Gaussian noise of variance 30) and RandomErasing; no other flip
     paper_recipe=_paper(optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=70,
-                        batch_size=64, erasing=0.5),
+                        batch_size=64, erasing=0.5, flip=False, basic_aug=True),
     # relabelling from epoch 10 of 70, as the official recipe
     method_args={"beta": 0.7, "rank_margin": None, "relabel_margin": 0.2, "relabel_start": 10 / 70},
     # From scratch the model is still weak at 10/70 of the schedule and relabels a third of FERPlus
@@ -69,8 +70,9 @@ def _scn(num_classes: int, config: TrainConfig) -> FERModel:
     description="Mean and log-variance branches, uncertainty-weighted pairwise fusion, add-up loss.",
     # The official src/main.py: Adam at 2e-4 for the trunk and 2e-3 for the classifier (its own parameter group),
     # weight decay 1e-4, decayed by 0.9 per epoch, 60 epochs of 64.
+    # SCN's dataset and its basic_aug (a flip or Gaussian noise, 25 % each), RandomErasing
     paper_recipe=_paper(optimizer="adam", lr=2e-4, head_lr_scale=10.0, weight_decay=1e-4, schedule="exponential",
-                        gamma=0.9, epochs=60, batch_size=64, erasing=0.5),
+                        gamma=0.9, epochs=60, batch_size=64, erasing=0.5, flip=False, basic_aug=True),
     method_args={"out_dim": 64, "drop_rate": 0.4},
     departures=(),
 )
@@ -84,8 +86,10 @@ def _rul(num_classes: int, config: TrainConfig) -> FERModel:
 @register_method(
     "eac", title="EAC", paper="Zhang et al., Learn From All: Erasing Attention Consistency, ECCV 2022",
     description="CAM consistency between an erased image and its horizontal flip (weight 5).",
+    # add_g (Gaussian noise of variance 30) with p 0.5 and RandomErasing; the main image is never flipped (its flip is
+    # the consistency term's second view)
     paper_recipe=_paper(optimizer="adam", lr=1e-4, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=60,
-                        batch_size=32, erasing=0.5),
+                        batch_size=32, erasing=0.5, flip=False, noise=0.5),
     # From scratch at the shared budget's peak lr (0.1) a spike of the consistency term collapsed the trunk on
     # UDC-FERPlus (features at the term's trivial minimum, the prior class predicted from epoch 4 on); the
     # official recipe steps far more gently (Adam 1e-4). Clipping the gradient norm (about 3 in steady
@@ -120,7 +124,9 @@ def _eac(num_classes: int, config: TrainConfig) -> FERModel:
     description="Four cross-attention heads, attention fusion, affinity and partition losses.",
     paper_recipe=_paper(optimizer="sgd", lr=0.1, weight_decay=1e-4, schedule="step", step_size=10, gamma=0.1,
                         epochs=40, batch_size=256, affine=True, erasing=0.5),
-    method_args={"num_heads": 4},
+    # the official AffinityLoss keeps its default num_class=8 centres (RAF-DB has 7 classes); one per class elsewhere
+    method_args={"num_heads": 4, "centers": 8},
+    cpu_method_args={"centers": None},
     departures=(
         "the official code rotates (20 degrees) and pad-crops (32 px) a fifth of the images; here the shared affine "
         "jitter (half the images: rotation up to 10 degrees, shift 6 %, scale 0.9-1.1)",
@@ -129,7 +135,9 @@ def _eac(num_classes: int, config: TrainConfig) -> FERModel:
 def _dan(num_classes: int, config: TrainConfig) -> FERModel:
     from baselines.models import DAN
 
-    return DAN(num_classes, num_heads=config.method_args["num_heads"])
+    centers = config.method_args.get("centers")
+    return DAN(num_classes, num_heads=config.method_args["num_heads"],
+               centers=None if centers is None else max(int(centers), num_classes))
 
 
 @register_method(
@@ -137,9 +145,11 @@ def _dan(num_classes: int, config: TrainConfig) -> FERModel:
     paper="Farzaneh and Qi, Facial Expression Recognition in the Wild via Deep Attentive Center Loss, WACV 2021",
     description="Per-dimension attention from the last feature map; attention-weighted sparse center loss.",
     # the official recipe (workspace.py, main.py): SGD 0.01, momentum 0.9, weight decay 5e-4, batch 64, 60 epochs,
-    # the rate divided by 10 every 20 epochs; centres stepped at alpha 0.5, loss weight lambda 0.01
+    # the rate divided by 10 every 20 epochs; centres stepped at alpha 0.5, loss weight lambda 0.01; Resize(256), one
+    # of five 224 crops (RandomFiveCrop), flips, its own RAF-DB mean and std; at test the centre crop
     paper_recipe=_paper(optimizer="sgd", lr=0.01, weight_decay=5e-4, schedule="step", step_size=20, gamma=0.1,
-                        epochs=60, batch_size=64, erasing=0.0),
+                        epochs=60, batch_size=64, erasing=0.0, crop="five", crop_share=224 / 256,
+                        mean=(0.5752, 0.4495, 0.4012), std=(0.2086, 0.1911, 0.1827)),
     method_args={"lamb": 0.01, "alpha": 0.5},
     departures=(),
 )
@@ -157,8 +167,9 @@ def _dacl(num_classes: int, config: TrainConfig) -> FERModel:
     description="Amend representation module (pixel shuffle, de-albino kernel, shared affinity) for the pooling.",
     # the official train_raf-db.py: Adam (its default rate 1e-3), weight decay 1e-4, batch 256, 70 epochs, the
     # rate times 0.9 every epoch, random erasing with probability 0.5 (its scale 0.02-0.1, ours 0.02-0.25)
+    # and SCN's basic_aug in its dataset (a flip or Gaussian noise, 25 % each)
     paper_recipe=_paper(optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="exponential", gamma=0.9, epochs=70,
-                        batch_size=256, erasing=0.5),
+                        batch_size=256, erasing=0.5, flip=False, basic_aug=True),
     departures=(
         "random erasing covers 2-25 % of the image (the official 2-10 %)",
         "the de-albino kernel and stride scale with the feature map (the official 32 / 8 on the 112-px map of a 224-px"
@@ -179,13 +190,13 @@ def _arm(num_classes: int, config: TrainConfig) -> FERModel:
           "Expression Recognition in the Wild, IEEE TIP 2021",
     description="Local attention branch over four quadrants + multi-scale branch after layer2, fused 0.6 / 0.4.",
     # the official main.py: SGD 0.01, momentum 0.9, weight decay 1e-4, batch 128, the rate divided by 10 every
-    # 15 epochs over its default 100 epochs, random resized crops and flips
+    # 15 epochs over its default 100 epochs, RandomResizedCrop and flips, no normalisation (ToTensor only: x / 255)
     paper_recipe=_paper(optimizer="sgd", lr=0.01, weight_decay=1e-4, schedule="step", step_size=15, gamma=0.1,
-                        epochs=100, batch_size=128, affine=True, erasing=0.0),
+                        epochs=100, batch_size=128, affine=False, erasing=0.0, crop="resized", mean=(0.0, 0.0, 0.0),
+                        std=(1.0, 1.0, 1.0)),
     method_args={"beta": 0.6},
     departures=(
-        "the official random resized crops are the shared affine jitter (half the images: rotation up to 10 degrees, "
-        "shift 6 %, scale 0.9-1.1)",
+        "a random resized crop that would leave the image is clamped to it (torchvision draws again, up to 10 times)",
     ),
 )
 def _manet(num_classes: int, config: TrainConfig) -> FERModel:
