@@ -47,7 +47,8 @@ def study_faces(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     """The quick study's faces of ``split`` at its input size, their labels, landmarks and identity draws."""
     generator = SyntheticFaceGenerator(seed=0)
     indices = np.arange(DEFAULT_COUNTS[split])
-    faces = [face for start in range(0, len(indices), 250) for face in generator.draw_batch(split, indices[start:start + 250])]
+    faces = [face for start in range(0, len(indices), 250)
+             for face in generator.draw_batch(split, indices[start:start + 250])]
     draws, _ = generator.image_draws(split, indices)
     images = np.stack([resize_image(f.image, SHIPPED.input_size) for f in faces])
     return (images, np.array([f.label for f in faces]), np.stack([f.landmarks for f in faces]),

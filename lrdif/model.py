@@ -70,7 +70,8 @@ class LRDif(FERModel):
                  clip_model: str = "ViT-B-32", clip_weights: str | None = None, mean=(0.5,) * 3, std=(0.5,) * 3,
                  blocks: tuple[int, int, int] = (1, 1, 1), token_dim: int = 128, tokens_per_scale: int = 2,
                  depth: int = 2, window: int | None = None, label_dropout: float = 0.5, label_smoothing: float = 0.0,
-                 layout: str = "sequence", head: str = "udcformer", landmark_dims: tuple[int, int, int] = LANDMARK_DIMS):
+                 layout: str = "sequence", head: str = "udcformer",
+                 landmark_dims: tuple[int, int, int] = LANDMARK_DIMS):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown LRDif variant '{variant}' (known: {', '.join(VARIANTS)})")

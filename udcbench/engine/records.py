@@ -20,7 +20,6 @@ from udcbench.engine.runtime import Runtime
 from udcbench.files import check_name
 from udcbench.methods import MethodSpec
 
-
 #: The folders whose code makes a result: a commit with changes in them not yet committed is marked ``+dirty``.
 CODE_FOLDERS = ("udcbench", "degradations", "baselines", "lrdif")
 

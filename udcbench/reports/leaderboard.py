@@ -36,8 +36,8 @@ COLUMNS = ("method", "title", "init", "preset", "input_size", "dataset", "condit
 TERMINAL_COLUMNS = ("method", "dataset", "condition", "preset", "seeds", "accuracy", "accuracy_std",
                     "drop_from_clean", "rank", "rank_change_from_clean")
 RANK_NOTE = (f"rank: 1 + the methods of its group better beyond seed noise (Welch's t over seeds, two or more a "
-             f"side, Holm-corrected over the group's comparisons at a family-wise {ALPHA:.0%}); equal ranks are results "
-             "the data cannot tell apart, and a single run is never ranked below another")
+             f"side, Holm-corrected over the group's comparisons at a family-wise {ALPHA:.0%}); equal ranks are "
+             "results the data cannot tell apart, and a single run is never ranked below another")
 #: Points above chance under which a result is not ranked.
 NEAR_CHANCE_POINTS = 5.0
 
