@@ -1,4 +1,4 @@
-"""Every decimal number in the tables of the README and docs/ is in a file it comes from: a benchmark CSV under
+"""Every decimal number in the tables and prose of the README and docs/ is in a file it comes from: a benchmark CSV under
 ``benchmarks/results/``, the paper's numbers (``udcbench/data/lrdif_tables.csv``) or a degradation preset (its
 constants and the fits its comments record). A number no such file holds is a claim without its source."""
 
@@ -10,6 +10,8 @@ import re
 from conftest import REPO
 
 NUMBER = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
+#: What is not a figure: code (fenced blocks and `spans`: commands and settings), arXiv ids, version requirements.
+NOT_FIGURES = re.compile(r"`[^`]*`|arXiv[ :]\d+\.\d+|Python >= \d+\.\d+")
 
 
 def _sources() -> set[tuple[float, int]]:
@@ -29,7 +31,7 @@ def _sources() -> set[tuple[float, int]]:
     return {(round(abs(v), d), d) for v in values for d in range(5)}  # the pattern reads a number without its sign
 
 
-def test_every_number_in_the_docs_tables_is_in_a_source_file():
+def test_every_number_in_the_docs_tables_and_prose_is_in_a_source_file():
     sources = _sources()
     missing = []
     # the reference pages are the code's own settings, generated from it (their test below keeps them current)
@@ -37,10 +39,14 @@ def test_every_number_in_the_docs_tables_is_in_a_source_file():
     pages = [REPO / "README.md", *sorted(p for p in (REPO / "docs").rglob("*.md") if p not in generated_from_code)]
     assert len(pages) > 3  # the README and the pages it points to
     for page in pages:
+        fenced = False
         for number, line in enumerate(page.read_text().splitlines(), 1):
-            if not line.startswith("|"):
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
                 continue
-            for text in NUMBER.findall(line):
+            if fenced:
+                continue
+            for text in NUMBER.findall(NOT_FIGURES.sub("", line)):
                 decimals = len(text.split(".")[1])
                 if (round(float(text), decimals), decimals) not in sources:
                     missing.append(f"{page.relative_to(REPO)}:{number}: {text}")
