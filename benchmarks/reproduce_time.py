@@ -8,7 +8,8 @@ fp32; before and after the study, the mean is used), runs ``udcbench reproduce``
 minutes, its cost in units (minutes x speed), the plan's predicted cost (``--dry-run``), and the time
 scaled to the reference machine (:data:`udcbench.budget.REFERENCE_SPEED` images/s). Writes
 ``benchmarks/results/reproduce_time.csv``, and every run's test accuracy (at the epoch chosen on validation),
-its drop from clean, the study's seed, precision and machine speed, and the commit that trained it to
+its drop from clean, the same on the validation part (what the study's choices read: the panel's scale for
+the built-in faces, the quick epochs), the study's seed, precision and machine speed, and the commit that trained it to
 ``benchmarks/results/<preset>_study.csv`` (one row per seed, method and condition; other seeds' rows kept).
 """
 
@@ -74,13 +75,16 @@ def main() -> None:
 def study_rows(records: list[dict], seed: int, speed: float) -> list[dict]:
     """One row per run of the study: its test accuracy at the epoch chosen on validation, the drop from the same
     method's clean run, and how it trained."""
-    clean = {r["method"]: r["test_at_best"]["accuracy"] for r in records if r["condition"] == "clean"}
+    clean = {r["method"]: r for r in records if r["condition"] == "clean"}
     rows = []
     for r in sorted(records, key=lambda r: (r["condition"] != "clean", r["condition"], r["method"])):
-        accuracy = r["test_at_best"]["accuracy"]
-        drop = clean[r["method"]] - accuracy if r["condition"] != "clean" and r["method"] in clean else ""
+        accuracy, val = r["test_at_best"]["accuracy"], r["val_at_best"]["accuracy"]
+        base = clean.get(r["method"]) if r["condition"] != "clean" else None
+        drop = "" if base is None else 100 * (base["test_at_best"]["accuracy"] - accuracy)
+        val_drop = "" if base is None else 100 * (base["val_at_best"]["accuracy"] - val)
         rows.append({"seed": seed, "method": r["method"], "condition": r["condition"],
-                     "accuracy": 100 * accuracy, "drop": 100 * drop if drop != "" else "", "epochs": r["epochs"],
+                     "accuracy": 100 * accuracy, "drop": drop, "val_accuracy": 100 * val, "val_drop": val_drop,
+                     "epochs": r["epochs"],
                      "input_size": r["input_size"], "init": Path(str(r["init"])).name, "precision": r["precision"],
                      "minutes": r["minutes"], "machine": machine(), "resnet18_img_s": speed,
                      "commit": r.get("git_commit") or ""})

@@ -96,6 +96,47 @@ def test_erasing_follows_its_probability_and_area_range():
         assert (out[i, :, y0:y1, x0:x1] == 0).all()
 
 
+def test_basic_aug_flips_or_adds_noise_a_quarter_each_never_both_and_the_noise_has_its_spread():
+    config = TrainConfig(flip=False, affine=False, erasing=0.0, basic_aug=True)
+    params = draw_params(torch.arange(8000), 32, config, 0)
+    flipped, noisy = set(params.flip_index.tolist()), set(params.noise_index.tolist())
+    assert not flipped & noisy  # one of the two, never both (SCN's basic_aug)
+    assert abs(len(flipped) / 8000 - 0.25) < 0.02 and abs(len(noisy) / 8000 - 0.25) < 0.02
+    grey = torch.full((64, 32, 32, 3), 128, dtype=torch.uint8)
+    eac = TrainConfig(flip=False, affine=False, erasing=0.0, noise=0.5)
+    p = draw_params(torch.arange(64), 32, eac, 0)
+    assert 16 < len(p.noise_index) < 48 and len(p.flip_index) == 0  # p 0.5; EAC never flips its main image
+    out = augment(grey, p, (0.0, 0.0, 0.0), (1 / 255,) * 3)  # pixel values out
+    noise = out[p.noise_index].double() - 128
+    # variance 30 (std 5.48) before truncation to uint8, which takes 0.5 off the mean: by hand, as numpy's astype
+    assert abs(noise.std().item() - 30**0.5) < 0.1 and abs(noise.mean().item() + 0.5) < 0.1
+    keep = [i for i in range(64) if i not in set(p.noise_index.tolist())]
+    assert (out[keep] == 128).all()
+    again = augment(grey[[5, 3]], draw_params(torch.tensor([5, 3]), 32, eac, 0), (0.0, 0.0, 0.0), (1 / 255,) * 3)
+    torch.testing.assert_close(again, out[[5, 3]], rtol=0, atol=0)  # the same noise in any batch
+
+
+def test_five_crop_takes_a_corner_or_the_centre_and_evaluation_the_centre_in_float64():
+    from udcbench.engine.augment import eval_input
+
+    config = TrainConfig(flip=False, affine=False, erasing=0.0, crop="five", crop_share=0.75)
+    # a ramp image: the crop's mean position tells where it was taken
+    ramp = torch.arange(33, dtype=torch.float64).repeat(33, 1)
+    images = torch.stack([ramp, ramp.T, torch.zeros(33, 33, dtype=torch.float64)], -1).round().to(torch.uint8)
+    images = images.expand(500, -1, -1, -1).contiguous()
+    params = draw_params(torch.arange(500), 33, config, 0)
+    out = augment(images, params, (0.0, 0.0, 0.0), (1 / 255,) * 3).double()
+    centres = {(round(x), round(y)) for x, y in zip(out[:, 0].mean((1, 2)).tolist(), out[:, 1].mean((1, 2)).tolist())}
+    # crops of 0.75 of the side: centres at 16 (the middle) or 16 +- 16 * 0.25 = 12, 20 along each axis
+    assert centres == {(16, 16), (12, 12), (20, 12), (12, 20), (20, 20)}
+    evaluated = eval_input(images[:1], config).double()  # normalised with ImageNet's mean and std
+    mean, std = torch.tensor(config.mean, dtype=torch.float64), torch.tensor(config.std, dtype=torch.float64)
+    ref = torch.linspace(4, 28, 33, dtype=torch.float64)  # the centre 0.75 of 0..32, resampled to 33 pixels
+    torch.testing.assert_close(evaluated[0, 0, 5] * std[0] + mean[0], ref.round() / 255, rtol=0, atol=1e-6)
+    plain = eval_input(images[:1], TrainConfig())
+    torch.testing.assert_close(plain, to_input(images[:1], config.mean, config.std))  # no crop: the whole image
+
+
 def test_decoded_images_are_cached_on_disk_once_and_decoded_again_when_an_image_changes(tmp_path: Path, monkeypatch):
     generate_synthetic(tmp_path / "faces", n_train=14, n_test=7, size=40)
     adapter = create_dataset("imagefolder", tmp_path / "faces")

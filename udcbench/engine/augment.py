@@ -12,7 +12,7 @@ applied by pure tensor functions (:func:`augment`), as kornia's modules do.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +56,8 @@ class AugmentParams:
     affine_index: torch.Tensor  # positions in the batch that get the affine jitter (or a crop)
     affine: torch.Tensor  # len(affine_index) x 2 x 3 output-to-input matrices in grid_sample's coordinates
     erase: torch.Tensor  # B x 4 int (y0, y1, x0, x1), an empty box where nothing is erased
-    noise_index: torch.Tensor  # positions in the batch that get Gaussian noise
-    noise_key: torch.Tensor  # len(noise_index) 32-bit keys of their noise (a hash per pixel)
+    noise_index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))  # get noise
+    noise_key: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))  # 32-bit, per image
     noise_std: float = 0.0
 
     def to(self, device: torch.device) -> AugmentParams:
