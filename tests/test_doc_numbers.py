@@ -1,5 +1,5 @@
-"""Every decimal number in the tables and prose of the README and docs/ is in a file it comes from: a benchmark CSV under
-``benchmarks/results/``, the paper's numbers (``udcbench/data/lrdif_tables.csv``) or a degradation preset (its
+"""Every decimal number in the tables and prose of the README and docs/ is in a file it comes from: a benchmark CSV
+under ``benchmarks/results/``, the paper's numbers (``udcbench/data/lrdif_tables.csv``) or a degradation preset (its
 constants and the fits its comments record). A number no such file holds is a claim without its source."""
 
 from __future__ import annotations
