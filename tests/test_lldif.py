@@ -50,6 +50,7 @@ def test_the_caption_switch_changes_the_prior_and_nothing_else():
 def test_no_label_or_caption_reaches_stage_2_inference(monkeypatch):
     model = LLDif(7, variant="s2-v3", **SMALL).eval()
     x = torch.randn(2, 3, 48, 48)
+    torch.manual_seed(0)  # the reverse chain samples: the same seed, the same estimate
     before = model(x)
 
     def refuse(*args, **kw):

@@ -20,12 +20,12 @@ from udcbench.engine.runtime import Runtime
 from udcbench.files import check_name
 from udcbench.methods import MethodSpec
 
-#: The folders whose code makes a result: a commit with changes in them not yet committed is marked ``+dirty``.
-CODE_FOLDERS = ("udcbench", "degradations", "baselines", "lrdif")
+#: What makes no result: a commit with uncommitted changes anywhere else in the checkout is marked ``+dirty``.
+NOT_CODE = ("docs", "benchmarks", "tests", "*.md")
 
 
 def git_commit() -> str | None:
-    """The checkout's commit, with ``+dirty`` when the code (:data:`CODE_FOLDERS`) has uncommitted changes: a
+    """The checkout's commit, with ``+dirty`` when the code (all but :data:`NOT_CODE`) has uncommitted changes: a
     result then comes from code no commit holds. None outside a git checkout (an installed package)."""
     here = Path(__file__).resolve().parent
     try:
@@ -33,9 +33,9 @@ def git_commit() -> str | None:
         commit = out.stdout.strip()
         if not commit:
             return None
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                  *(f":/{folder}" for folder in CODE_FOLDERS)], cwd=here, capture_output=True,
-                                 text=True, timeout=5)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                  *(f":(exclude,top){path}" for path in NOT_CODE)], cwd=here, capture_output=True, text=True,
+                                 timeout=5)
         return commit + ("+dirty" if changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
