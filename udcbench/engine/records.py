@@ -33,9 +33,9 @@ def git_commit() -> str | None:
         commit = out.stdout.strip()
         if not commit:
             return None
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
-                                  *(f":(exclude,top){path}" for path in NOT_CODE)], cwd=here, capture_output=True, text=True,
-                                 timeout=5)
+        spec = [":/", *(f":(exclude,top){path}" for path in NOT_CODE)]
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *spec], cwd=here,
+                                 capture_output=True, text=True, timeout=5)
         return commit + ("+dirty" if changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
