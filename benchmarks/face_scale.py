@@ -56,7 +56,8 @@ def main() -> None:
     parser.add_argument("--face-px", nargs="+", type=float, default=[96, 192, 256, 384, 512])
     parser.add_argument("--recipe", nargs="*", type=Path, default=[], help="recipe files, at their own face_px")
     parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--src", type=Path, default=FERPLUS / "FER2013Valid")
+    # training faces: the scale is a choice, and no choice reads the test split (FER2013Valid here)
+    parser.add_argument("--src", type=Path, default=FERPLUS / "FER2013Train")
     args = parser.parse_args()
     torch.set_num_threads(2)
     try:
@@ -65,11 +66,12 @@ def main() -> None:
     except RecipeError as error:
         raise SystemExit(f"error: {error}") from None
     x = faces(args.src, args.images)
-    rows = [{"recipe": name, "face_px": recipe.face_px("ferplus"), **measure(recipe, x, recipe.face_px("ferplus"))}
-            for name, recipe in files]
+    on = {"measured_on": args.src.name}
+    rows = [{"recipe": name, "face_px": recipe.face_px("ferplus"), **measure(recipe, x, recipe.face_px("ferplus")),
+             **on} for name, recipe in files]
     for name, recipe in presets:
         for face_px in args.face_px:
-            rows.append({"recipe": name, "face_px": face_px, **measure(recipe, x, face_px)})
+            rows.append({"recipe": name, "face_px": face_px, **measure(recipe, x, face_px), **on})
     report("face_scale", f"degradation of {len(x)} FERPlus faces per face scale", rows)
 
 
