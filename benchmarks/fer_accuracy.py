@@ -2,10 +2,13 @@
 
     python benchmarks/fer_accuracy.py [--methods resnet18 scn ...] [--conditions clean toled poled]
                                       [--workspace ../bench] [--seeds 0] [--tag NAME]
+                                      [--set KEY=VALUE --variant NAME]
     python benchmarks/fer_accuracy.py --splits-only [--tag NAME]
 
 Trains on FER2013Train (validation: a stratified 10 % of it), tests on FER2013Valid (majority
-labels, 8 classes). UDC data is synthesised first with ``udcbench synth`` when missing. Runs that
+labels, 8 classes). Every row names the commit that trained it, its validation accuracy (what any choice
+reads) and, for LRDif, which model and head (``model``); ``--set`` with ``--variant NAME`` trains a named variant
+(e.g. ``--set method_args.head=bypass --variant bypass``) into its own run folders and rows. UDC data is synthesised first with ``udcbench synth`` when missing. Runs that
 already finished are read back, so the script can be stopped and started again. Writes the table
 (method, condition, accuracy, mean class accuracy, minutes, precision) to benchmarks/results/fer_accuracy.csv,
 and the drop from clean to each UDC condition per method. ``--tag NAME`` writes fer_accuracy-NAME.csv
@@ -55,9 +58,14 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, default=Path(__file__).resolve().parents[2] / "bench")
     parser.add_argument("--src", type=Path, default=FERPLUS)
     parser.add_argument("--tag", help="write fer_accuracy-TAG.csv (its own workspace's draws)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="a recipe change (udcbench train --set), e.g. method_args.head=bypass; needs --variant")
+    parser.add_argument("--variant", default="", help="the rows' variant name (and the runs' --tag)")
     parser.add_argument("--splits-only", action="store_true", help="add tested_on / selected_on to the rows "
                         "written before them, train nothing")
     args = parser.parse_args()
+    if args.overrides and not args.variant:
+        parser.error("--set needs --variant NAME (the rows and the run folders are named by it)")
     if args.splits_only:
         write(args, [])
         return
@@ -67,21 +75,27 @@ def main() -> None:
     for method in args.methods:
         for condition in args.conditions:
             for seed in args.seeds:
-                run = ws / "runs" / PRESET_FOLDERS[condition] / f"{method}-{args.preset}-s{seed}"
+                tag = f"-{args.variant}" if args.variant else ""
+                run = ws / "runs" / PRESET_FOLDERS[condition] / f"{method}-{args.preset}-s{seed}{tag}"
                 if not (run / "results.json").is_file():
                     extra = ["--resume"] if (run / "last.pt").is_file() else []
+                    changes = [a for o in args.overrides for a in ("--set", o)]
+                    variant = ["--tag", args.variant] if args.variant else []
                     udcbench("train", method, "--data", str(ws / "data" / PRESET_FOLDERS[condition]), "--preset",
-                             args.preset, "--seed", str(seed), *extra, cwd=ws)
+                             args.preset, "--seed", str(seed), *changes, *variant, *extra, cwd=ws)
                 record = json.loads((run / "results.json").read_text())
                 best = record["test_at_best"]
-                rows.append({"method": method, "condition": condition, "seed": seed,
+                rows.append({"method": method, "variant": args.variant, "condition": condition, "seed": seed,
                              "accuracy": 100 * best["accuracy"],
                              "accuracy_last": 100 * record["test_at_last"]["accuracy"],
                              "mean_class_accuracy": 100 * best["mean_class_accuracy"], "minutes": record["minutes"],
                              "best_epoch": record["best_epoch"], "init": record["init"],
                              "precision": record.get("precision", ""),
                              "data_manifest": (record.get("dataset_manifest_sha256") or "")[:12],
-                             "tested_on": record["test_split"], "selected_on": record["validation"]})
+                             "tested_on": record["test_split"], "selected_on": record["validation"],
+                             "val_accuracy": 100 * record["val_at_best"]["accuracy"],
+                             "model": (record.get("notes") or {}).get("model", ""),
+                             "commit": record.get("git_commit") or ""})
     write(args, rows)
 
 
@@ -100,15 +114,15 @@ def split_columns(src: Path, seed: int) -> dict:
 def write(args: argparse.Namespace, rows: list[dict]) -> None:
     """``rows`` merged into the CSV (the split columns filled where missing), with each row's drop from clean."""
     name = f"fer_accuracy-{args.tag}" if args.tag else "fer_accuracy"
-    rows = merge_previous(name, rows, key=("method", "condition", "seed"))
+    rows = merge_previous(name, rows, key=("method", "variant", "condition", "seed"))
     for r in rows:
         if not r.get("tested_on"):
             r.update(split_columns(args.src, int(r["seed"])))
     reference = read_rows("fer_accuracy") if args.tag else []
-    clean_acc = {(r["method"], str(r["seed"])): float(r["accuracy"])
+    clean_acc = {(r["method"], r.get("variant", ""), str(r["seed"])): float(r["accuracy"])
                  for r in reference + rows if r["condition"] == "clean"}
     for r in rows:
-        base = clean_acc.get((r["method"], str(r["seed"])))
+        base = clean_acc.get((r["method"], r.get("variant", ""), str(r["seed"])))
         r["drop_from_clean"] = "" if base is None or r["condition"] == "clean" else base - float(r["accuracy"])
     report(name, f"FERPlus ({args.preset} preset; test: FER2013Valid)", rows)
 
