@@ -8,7 +8,8 @@
 Trains on FER2013Train (validation: a stratified 10 % of it), tests on FER2013Valid (majority
 labels, 8 classes). Every row names the commit that trained it, its validation accuracy (what any choice
 reads) and, for LRDif, which model and head (``model``); ``--set`` with ``--variant NAME`` trains a named variant
-(e.g. ``--set method_args.head=bypass --variant bypass``) into its own run folders and rows. UDC data is synthesised first with ``udcbench synth`` when missing. Runs that
+(e.g. ``--set method_args.head=bypass --variant bypass``) into its own run folders and rows. UDC data is
+synthesised first with ``udcbench synth`` when missing. Runs that
 already finished are read back, so the script can be stopped and started again. Writes the table
 (method, condition, accuracy, mean class accuracy, minutes, precision) to benchmarks/results/fer_accuracy.csv,
 and the drop from clean to each UDC condition per method. ``--tag NAME`` writes fer_accuracy-NAME.csv
