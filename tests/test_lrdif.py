@@ -462,3 +462,17 @@ def test_cpu_preset_is_the_controls_recipe_with_the_gradient_norm_clipped(name):
     for field in ("input_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size",
                   "label_smoothing"):
         assert getattr(ours, field) == getattr(control, field), field
+
+
+def test_every_departure_of_lrdif_is_recorded_and_shown():
+    from typer.testing import CliRunner
+
+    from udcbench.cli import app
+    from udcbench.methods import get_method
+
+    departures = " ".join(get_method("lrdif").departures)
+    for words in ("x0-parameterisation", "unit root-mean-square", "2 x 2 tokens", "CLS token", "100 epochs",
+                  "training split's 68 landmarks", "method_args.head=bypass"):
+        assert words in departures, words
+    shown = CliRunner().invoke(app, ["methods", "--details"]).stdout
+    assert "method_args.head=bypass" in shown and "'head': 'udcformer'" in shown
