@@ -844,3 +844,27 @@ def test_a_second_writer_of_a_synth_output_is_refused_in_one_line(workspace):
         result = runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", str(out)])
         assert result.exit_code == 2 and "another udcbench is writing" in " ".join(result.output.split())
     assert runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", str(out)]).exit_code == 0
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("num_workers=1000000000", "above this machine's bound"),  # forked until memory ran out
+    ("std=[0,0,0]", "std must be positive"), ('mean="abc"', "three finite numbers"),
+    ("lr=Infinity", "lr must be a finite number"),
+])
+def test_a_setting_no_run_can_use_is_one_line_before_the_data_loads(workspace, setting, message):
+    result = _train("--set", setting)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert "loading" not in result.output  # said before any image is read
+    assert not (workspace / "runs" / "synthetic" / "test_cnn-smoke-s0" / "results.json").exists()
+
+
+@pytest.mark.parametrize("name, value, extra, message", [
+    ("UDCBENCH_CPU_BF16", "yes", [], "0 (fp32) or 1 (bf16)"),
+    ("UDCBENCH_COMPILE_BACKEND", "nosuch", ["--set", "compile=true"], "not a torch.compile backend"),
+])
+def test_an_environment_value_udcbench_cannot_use_is_one_line_before_training(workspace, monkeypatch, name, value,
+                                                                              extra, message):
+    monkeypatch.setenv(name, value)
+    result = _train(*extra)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert "epoch" not in result.output and "loading" not in result.output

@@ -19,6 +19,9 @@ PRESETS = ("smoke", "quick", "cpu", "paper")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "exponential", "step", "cosine", "constant")
 CROPS = ("none", "five", "resized")
+#: The most loader worker processes a run may ask for: each holds a process and a share of the batch queue, and
+#: more than 8 per core only thrash (a run that asked for 1e9 forked until memory ran out).
+MAX_WORKERS_PER_CORE = 8
 #: Fields a ``--set`` may not change: each has its own option (a run's folder and records are named by them).
 OWN_OPTIONS = {"method": "the METHOD argument", "preset": "--budget", "seed": "--seed", "weights": "--weights"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -89,6 +92,25 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse settings no run can train with, in one line."""
+        import math
+        import os
+
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UdcbenchError(f"{f.name} must be a finite number, got {value}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if (not isinstance(value, (tuple, list)) or len(value) != 3
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               for v in value)):
+                raise UdcbenchError(f"{name} is three finite numbers (one per channel), got {value!r}")
+        if not all(v > 0 for v in self.std):
+            raise UdcbenchError(f"std must be positive in every channel, got {tuple(self.std)}")
+        most = MAX_WORKERS_PER_CORE * (os.cpu_count() or 1)
+        if self.num_workers > most:
+            raise UdcbenchError(f"num_workers {self.num_workers} is above this machine's bound of {most} "
+                                f"({MAX_WORKERS_PER_CORE} per core): -1 chooses for you")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
                     "input_size": self.input_size, "lr": self.lr, "head_lr_scale": self.head_lr_scale}
         for name, value in positive.items():

@@ -23,7 +23,20 @@ def cpu_has_bf16() -> bool:
     forced = os.environ.get("UDCBENCH_CPU_BF16")
     if forced in ("0", "1"):
         return forced == "1"
+    if forced not in (None, ""):
+        raise UdcbenchError(f"UDCBENCH_CPU_BF16 is 0 (fp32) or 1 (bf16), got '{forced}'")
     return _native_bf16()
+
+
+def compile_backend() -> str:
+    """The ``torch.compile`` backend: ``UDCBENCH_COMPILE_BACKEND`` (default inductor), checked against the ones
+    this torch has before anything trains."""
+    backend = os.environ.get("UDCBENCH_COMPILE_BACKEND") or "inductor"
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise UdcbenchError(f"UDCBENCH_COMPILE_BACKEND '{backend}' is not a torch.compile backend here (known: "
+                            f"{', '.join(sorted(known))})")
+    return backend
 
 
 @cache

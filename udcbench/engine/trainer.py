@@ -52,7 +52,7 @@ from udcbench.engine.evaluation import evaluate
 from udcbench.engine.optim import SharpnessAware, make_optimizer, make_scheduler, param_groups
 from udcbench.engine.records import count_macs, train_record
 from udcbench.engine.runs import mark_run_folder
-from udcbench.engine.runtime import Runtime, runtime
+from udcbench.engine.runtime import Runtime, compile_backend, cpu_has_bf16, runtime
 from udcbench.engine.store import save_result
 from udcbench.errors import UdcbenchError
 from udcbench.files import remove_stale_temporaries, write_atomic, write_json
@@ -180,7 +180,7 @@ def _wrap(model: FERModel, config: TrainConfig, rt: Runtime) -> nn.Module:
         step = nn.parallel.DistributedDataParallel(step, device_ids=[rt.device.index] if rt.cuda else None,
                                                    broadcast_buffers=False)
     if config.compile:
-        step = torch.compile(step, backend=os.environ.get("UDCBENCH_COMPILE_BACKEND", "inductor"))
+        step = torch.compile(step, backend=compile_backend())
     return step
 
 
@@ -406,6 +406,10 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     # the data loads
     config = replace(config, method_args=spec.args_for(config))
     config.validate()
+    if not rt.cuda:
+        cpu_has_bf16()  # a malformed UDCBENCH_CPU_BF16 is said here, before the data loads
+    if config.compile:
+        compile_backend()
     per_rank = rt.per_rank(config.batch_size)
     torch.manual_seed(config.seed)
     data = load_run_data(config, adapter, rt, cache_dir)
@@ -416,8 +420,9 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     init = _load_weights(model, spec, config, rt)
     precision = rt.precision(config.amp)
     if rt.main and config.amp and precision == "fp32":
-        stderr.print("[yellow]note:[/] amp: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is "
-                     "slower than fp32: training in fp32 (recorded as precision=fp32)")
+        why = ("UDCBENCH_CPU_BF16=0 asks for fp32" if os.environ.get("UDCBENCH_CPU_BF16") == "0" else
+               "this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is slower than fp32")
+        stderr.print(f"[yellow]note:[/] amp: {why}: training in fp32 (recorded as precision=fp32)")
     notes: dict = {}
     if spec.prepare is not None and not resume:
         stage1_run = config.method_args.get(spec.stage1_arg) if spec.stage1 else None
