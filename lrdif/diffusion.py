@@ -103,7 +103,8 @@ class EPRDiffusion(nn.Module):
         return self.schedule.q_sample(z / self.scale, self.steps, noise)
 
     def predict_x0(self, zt: torch.Tensor, t: int, condition: torch.Tensor) -> torch.Tensor:
-        out = self.denoiser(zt, torch.tensor([[t / self.steps]]), condition)
+        # made on zt's device (a fill, no host-to-device copy: no sync per reverse step)
+        out = self.denoiser(zt, zt.new_full((1, 1), t / self.steps), condition)
         x0 = out if self.parameterization == "x0" else self.schedule.x0_from_eps(zt, t, out)
         return F.normalize(x0, dim=1)
 

@@ -273,3 +273,21 @@ def test_a_training_log_gets_its_first_line_at_the_first_step_then_every_n_steps
     trainer.train(smoke_config(epochs=1), small_synthetic(), tmp_path / "run")  # the engine's own log
     log = capsys.readouterr().err
     assert "test_cnn epoch 1/1 step 1/3: loss" in log and "test_cnn epoch 1/1: train" in log
+
+
+def test_the_step_builds_no_tensor_from_python_data_and_a_resume_loads_on_the_cpu():
+    """Where CUDA is absent the property is checked by structure: a ``torch.tensor(...)`` of Python numbers inside a
+    step function is a blocking host-to-device copy on a GPU, and a checkpoint loaded onto the GPU puts Adam's step
+    counters there (non-capturable Adam then syncs twice per parameter per step)."""
+    import ast
+    import inspect
+
+    from lrdif.diffusion import EPRDiffusion
+    from udcbench.engine import augment
+
+    for function in (augment.to_input, augment.augment, EPRDiffusion.predict_x0, EPRDiffusion.reverse):
+        tree = ast.parse(inspect.getsource(function).lstrip())  # methods are indented
+        calls = [ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)]
+        assert "torch.tensor" not in calls, f"{function.__qualname__} builds a tensor from Python data"
+    source = inspect.getsource(trainer.setup)
+    assert 'load_checkpoint(resume_from, "cpu")' in source

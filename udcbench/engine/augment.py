@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -162,13 +163,21 @@ def _warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return warped.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
+@cache
+def _affine_constants(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``1 / (255 std)`` and ``mean / std`` per channel, made once per device: a tensor built from Python numbers
+    on a GPU is a blocking copy, two syncs per step if made per call."""
+    return (torch.tensor([1 / (255 * s) for s in std], device=device),
+            torch.tensor([m / s for m, s in zip(mean, std)], device=device))
+
+
 def to_input(images: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 B x H x W x 3 -> the model's normalised float input ``(x / 255 - mean) / std``, B x 3 x H x W in
     channels-last memory (computed in NHWC, in place on one float copy, with per-pixel-tiled constants that keep
     the arithmetic vectorised)."""
     b, h, w, c = images.shape
-    scale = torch.tensor([1 / (255 * s) for s in std], device=images.device).repeat(h * w)
-    shift = torch.tensor([m / s for m, s in zip(mean, std)], device=images.device).repeat(h * w)
+    scale, shift = _affine_constants(tuple(mean), tuple(std), images.device)
+    scale, shift = scale.repeat(h * w), shift.repeat(h * w)
     x = images.reshape(b, h * w * c).float().mul_(scale).sub_(shift)
     return x.view(b, h, w, c).permute(0, 3, 1, 2)
 

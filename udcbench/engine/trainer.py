@@ -199,7 +199,9 @@ def setup(config: TrainConfig, spec: MethodSpec, data: RunData, rt: Runtime, mod
         SharpnessAware(model.parameters(), config.sam_rho) if config.sam_rho else None,
         torch.from_numpy(data.given_labels.copy()).to(rt.device), steps_per_epoch)
     if resume_from is not None:
-        saved = load_checkpoint(resume_from, rt.device)
+        # on the CPU: load_state_dict places each tensor (Adam's ``step`` counters stay on the CPU, where a counter on
+        # the GPU would make non-capturable Adam sync twice per parameter per step)
+        saved = load_checkpoint(resume_from, "cpu")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
