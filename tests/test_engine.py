@@ -291,3 +291,24 @@ def test_the_step_builds_no_tensor_from_python_data_and_a_resume_loads_on_the_cp
         assert "torch.tensor" not in calls, f"{function.__qualname__} builds a tensor from Python data"
     source = inspect.getsource(trainer.setup)
     assert 'load_checkpoint(resume_from, "cpu")' in source
+
+
+def test_the_process_group_waits_long_enough_for_rank_zeros_preparation(monkeypatch):
+    from datetime import timedelta
+
+    from udcbench.engine.runtime import DDP_TIMEOUT_MINUTES, process_group_timeout
+
+    assert process_group_timeout() == timedelta(minutes=DDP_TIMEOUT_MINUTES) > timedelta(minutes=10)  # NCCL's default
+    monkeypatch.setenv("UDCBENCH_DDP_TIMEOUT_MIN", "45")
+    assert process_group_timeout() == timedelta(minutes=45)
+    monkeypatch.setenv("UDCBENCH_DDP_TIMEOUT_MIN", "soon")
+    with pytest.raises(UdcbenchError, match="UDCBENCH_DDP_TIMEOUT_MIN"):
+        process_group_timeout()
+    calls = []
+    monkeypatch.delenv("UDCBENCH_DDP_TIMEOUT_MIN")
+    monkeypatch.setattr(runtime_module.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime_module.dist, "init_process_group", lambda *a, **kw: calls.append(kw))
+    monkeypatch.setattr(runtime_module.distributed, "bind", lambda device: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    runtime_module.runtime("cpu")
+    assert calls == [{"timeout": timedelta(minutes=DDP_TIMEOUT_MINUTES)}]

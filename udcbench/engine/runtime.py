@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 
 import torch
@@ -124,6 +125,24 @@ def _tune_cuda() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
+#: How long a rank waits in a collective for the others (``UDCBENCH_DDP_TIMEOUT_MIN``, minutes): long enough for
+#: rank 0's one-off preparation (decoding the image cache, landmarks, synthesis in ``reproduce``), which NCCL's
+#: 10-minute default cuts short on real datasets.
+DDP_TIMEOUT_MINUTES = 120
+
+
+def process_group_timeout() -> timedelta:
+    """The process group's timeout: :data:`DDP_TIMEOUT_MINUTES` unless ``UDCBENCH_DDP_TIMEOUT_MIN`` says."""
+    raw = os.environ.get("UDCBENCH_DDP_TIMEOUT_MIN") or str(DDP_TIMEOUT_MINUTES)
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = float("nan")
+    if not 0 < minutes < 100_000:
+        raise UdcbenchError(f"UDCBENCH_DDP_TIMEOUT_MIN is a number of minutes above 0, got '{raw}'")
+    return timedelta(minutes=minutes)
+
+
 def runtime(device: str | None = None) -> Runtime:
     """CUDA when present (or asked), CPU otherwise; torch DDP when launched by ``torchrun``: one process per GPU
     (``LOCAL_RANK``), NCCL on CUDA and gloo on CPU, every collective's tensors on the run's device."""
@@ -140,10 +159,11 @@ def runtime(device: str | None = None) -> Runtime:
         torch.cuda.set_device(dev)
         _tune_cuda()
     if launched and not dist.is_initialized():
+        timeout = process_group_timeout()
         if dev.type == "cuda":
-            dist.init_process_group("nccl", device_id=dev)
+            dist.init_process_group("nccl", device_id=dev, timeout=timeout)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", timeout=timeout)
     distributed.bind(dev)
     return Runtime(dev, rank, world, ddp=launched)
 
