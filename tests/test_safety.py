@@ -868,3 +868,18 @@ def test_an_environment_value_udcbench_cannot_use_is_one_line_before_training(wo
     result = _train(*extra)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert "epoch" not in result.output and "loading" not in result.output
+
+
+@pytest.mark.parametrize("accuracy", [float("nan"), float("inf"), 5.0, -0.1])
+def test_a_record_whose_accuracy_is_no_share_is_named_and_left_out_of_tables(workspace, accuracy):
+    assert _train().exit_code == 0 and _train("--seed", "1").exit_code == 0
+    bad = workspace / "runs" / "synthetic" / "test_cnn-smoke-s1" / "results.json"
+    record = json.loads(bad.read_text())
+    record["test_at_best"]["accuracy"] = accuracy
+    bad.write_text(json.dumps(record))  # NaN and Infinity as Python's json writes them
+    rebuilt = runner.invoke(app, ["runs", "--rebuild"])
+    assert rebuilt.exit_code == 0 and "accuracy is" in rebuilt.output and "not a share in [0, 1]" in rebuilt.output
+    shown = runner.invoke(app, ["runs", "--json"])
+    assert shown.exit_code == 0 and [r["seed"] for r in json.loads(shown.stdout)] == [0]  # the sound record only
+    table = runner.invoke(app, ["table", "leaderboard"])
+    assert "Traceback" not in table.output and "AttributeError" not in table.output

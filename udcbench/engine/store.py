@@ -110,6 +110,8 @@ def check_store(path: Path) -> None:
 
 #: The record fields that later become parts of file names (cards, figures, tables): plain names only.
 NAME_FIELDS = ("method", "dataset", "condition", "preset")
+#: The store's score columns: shares in [0, 1].
+SCORES = ("accuracy", "accuracy_last", "mean_class_accuracy", "macro_f1")
 
 
 def _plain(record: dict[str, Any], source: Path | str) -> bool:
@@ -125,9 +127,22 @@ def _plain(record: dict[str, Any], source: Path | str) -> bool:
     return True
 
 
+def _sound(record: dict[str, Any], source: Path | str) -> bool:
+    """Whether a record's scores are shares in [0, 1] (or absent); one with NaN, an infinity or a share out of range
+    is left out with a warning naming the field and value, never dropped silently from a cell or taken as given."""
+    for field, value in row_of(record).items():
+        if field in SCORES and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+            stderr.print(f"[yellow]warning:[/] skipped a record: {source}: {field} is {value!r}, not a share in "
+                         "[0, 1]", highlight=False)
+            return False
+    return True
+
+
 def _records_in_folders(root: Path) -> list[dict[str, Any]]:
     files = sorted([*root.glob("*/*/results.json"), *root.glob("*/*/eval-*.json")])
-    return [r for f, r in zip(files, map(read_json, files)) if isinstance(r, dict) and r.get("run_id") and _plain(r, f)]
+    return [r for f, r in zip(files, map(read_json, files))
+            if isinstance(r, dict) and r.get("run_id") and _plain(r, f) and _sound(r, f)]
 
 
 def rebuild(path: Path, reason: str | None = None) -> int:
@@ -212,6 +227,6 @@ def load_results(path: Path) -> list[dict[str, Any]]:
             stderr.print(f"[yellow]warning:[/] {path}: skipped the unreadable record of {row[0]} "
                          "('udcbench runs --rebuild' rebuilds the store from the run folders)", highlight=False)
             continue
-        if _plain(record, path):
+        if _plain(record, path) and _sound(record, path):
             results.append({**dict(zip(COLUMNS, row[:-1])), "record": record})
     return results
