@@ -200,3 +200,11 @@ def test_runs_json_gives_accuracies_in_percent_as_the_tables(tmp_path, monkeypat
     record = json.loads(trained.stdout[trained.stdout.index("{"):])
     (row,) = json.loads(run("runs", "--json").stdout)
     assert row["accuracy"] == pytest.approx(100 * record["test_at_best"]["accuracy"], abs=1e-3)
+
+
+def test_log_lines_are_not_wrapped_in_a_pipe(capsys):
+    from udcbench.progress import stderr
+
+    path = "/a/" + "long-folder-name/" * 12 + "run"
+    stderr.print(f"training resnet18 -> {path}")
+    assert capsys.readouterr().err == f"training resnet18 -> {path}\n"  # one line, the path whole

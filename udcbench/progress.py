@@ -19,8 +19,9 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-#: Logs and progress go to stderr; results go to stdout.
-stderr = Console(stderr=True)
+#: Logs and progress go to stderr; results go to stdout. Lines are never wrapped (``soft_wrap``): in a log or a pipe
+#: Rich's 80 columns split paths and words across lines.
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 def quiet() -> bool:
