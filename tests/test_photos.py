@@ -206,3 +206,16 @@ def test_predict_levels_the_face_by_its_eyes_for_runs_trained_on_aligned_faces()
     upright = make(False).crop_at(canvas, box).astype(float)
     levelled, as_turned = (make(a).crop_at(turned, box).astype(float) for a in (True, False))
     assert np.abs(levelled - upright).mean() < 0.7 * np.abs(as_turned - upright).mean()
+
+
+def test_predict_says_a_run_of_drawn_faces_learnt_drawn_faces_and_predicts_in_the_runs_precision(workspace):
+    from udcbench.predict import Predictor
+
+    run = _trained(workspace)
+    photo = _photo(workspace / "me.png")
+    result = runner.invoke(app, ["predict", str(run), str(photo), "--crop", "none"])
+    assert result.exit_code == 0 and "learnt udcbench's drawn faces, not real ones" in result.output
+    record = json.loads((run / "results.json").read_text())
+    for trained, amp in (("fp32", False), ("bf16", True)):
+        (run / "results.json").write_text(json.dumps({**record, "precision": trained}))
+        assert Predictor.load(run, "cpu").config.amp is amp  # as the run evaluated, whatever this CPU has

@@ -9,7 +9,7 @@ probabilities. Nothing is written to the results store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class Predictor:
     source: str  # the run folder or checkpoint
     detector: str = "haar"
     aligned: bool = False  # level the face by its eyes first, as the training data's faces are (RAF-DB)
+    drawn: bool = False  # trained on udcbench's drawn faces: its answers on a real photo mean little
 
     @classmethod
     def load(cls, target: Path, device: str | None = None) -> Predictor:
@@ -77,9 +78,11 @@ class Predictor:
         adapter = record.get("adapter")
         data = get_adapter_class(adapter).spec if adapter in _adapters() else None
         margin, grayscale = (data.face_margin, data.grayscale) if data else (0.25, False)
+        if record.get("precision") in ("fp32", "bf16", "fp16"):  # predict as the run evaluated: its precision
+            config = replace(config, amp=record["precision"] != "fp32")
         torch.manual_seed(config.seed)
         return cls(rt.place(model).eval(), config, classes, margin, grayscale, rt, str(target),
-                   aligned=bool(data and data.aligned))
+                   aligned=bool(data and data.aligned), drawn=record.get("dataset") == "synthetic")
 
     def crop(self, image: np.ndarray, crop: str = "detect") -> tuple[np.ndarray | None, list[int] | None]:
         """The model's uint8 input (S x S x 3) for a photo, and the face box; (None, None) when no face is found."""

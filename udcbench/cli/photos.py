@@ -85,6 +85,9 @@ def predict_cmd(
     recipe = _recipe(panel) if panel else None
     files = photo_files(photos)
     predictor = Predictor.load(model, device)
+    if predictor.drawn:
+        stderr.print("[yellow]note:[/] this run learnt udcbench's drawn faces, not real ones: on a photo its answers "
+                     "say little", highlight=False)
     predictor.detector = detector.value
     rows = predict_files(predictor, files, crop=crop, recipe=recipe, seed=seed, batch=batch)
     if csv_out is not None:
