@@ -219,3 +219,25 @@ def test_predict_says_a_run_of_drawn_faces_learnt_drawn_faces_and_predicts_in_th
     for trained, amp in (("fp32", False), ("bf16", True)):
         (run / "results.json").write_text(json.dumps({**record, "precision": trained}))
         assert Predictor.load(run, "cpu").config.amp is amp  # as the run evaluated, whatever this CPU has
+
+
+def test_degrade_never_replaces_a_file_it_did_not_write_and_gives_colliding_names_distinct_outputs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "x-toled.png"
+    mine.write_bytes(b"my own picture")
+    photo = _photo(tmp_path / "x.png")
+    refused = runner.invoke(app, ["degrade", str(photo), "--out", str(out)])
+    assert refused.exit_code == 2 and "udcbench did not write it" in refused.output and "--overwrite" in refused.output
+    assert mine.read_bytes() == b"my own picture"
+    assert runner.invoke(app, ["degrade", str(photo), "--out", str(out), "--overwrite"]).exit_code == 0
+    assert mine.read_bytes() != b"my own picture"
+    assert runner.invoke(app, ["degrade", str(photo), "--out", str(out)]).exit_code == 0  # its own file now
+    # one stem in two formats and two folders, and a 250-byte name: 4 photos, 4 results, none replaced
+    same = [_photo(tmp_path / "a.png"), _photo(tmp_path / "a.jpg", 1), _photo(tmp_path / "b" / "a.png", 2),
+            _photo(tmp_path / ("n" * 246 + ".png"), 3)]
+    result = runner.invoke(app, ["degrade", *map(str, same), "--out", str(tmp_path / "many"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len({r["degraded"] for r in rows}) == 4 and all(Path(r["degraded"]).is_file() for r in rows)
+    assert all(len(Path(r["figure"]).name.encode()) <= 255 for r in rows)

@@ -130,19 +130,60 @@ def write_image(image: np.ndarray, path: Path) -> Path:
     return write_atomic(path.with_suffix(suffix), encode(image, suffix))
 
 
-def degrade_files(files: list[Path], recipe: Recipe, out: Path, seed: int = 0, face_px: float | None = None
-                  ) -> list[dict]:
+#: The file in a ``degrade`` output folder that lists what udcbench wrote there (and may replace).
+DEGRADED_LEDGER = ".udcbench-degraded.json"
+#: Bytes of a photo's stem kept in an output name (a file name holds 255): longer ones are cut and keep a digest.
+STEM_BYTES = 160
+
+
+def output_stems(files: list[Path]) -> dict[Path, str]:
+    """A distinct, short output stem per photo: its stem, cut to :data:`STEM_BYTES` bytes; where two photos share
+    one (``a.jpg`` and ``a.png``, or one name in two folders) or it was cut, a digest of the photo's path
+    follows, so that no photo's results replace another's."""
+    import hashlib
+
+    def cut(stem: str) -> str:
+        return stem.encode()[:STEM_BYTES].decode(errors="ignore")
+
+    counts: dict[str, int] = {}
+    for path in files:
+        counts[cut(path.stem)] = counts.get(cut(path.stem), 0) + 1
+    stems = {}
+    for path in files:
+        stem = cut(path.stem)
+        if counts[stem] > 1 or stem != path.stem:
+            stem += "-" + hashlib.sha256(str(path.resolve()).encode(errors="surrogateescape")).hexdigest()[:8]
+        stems[path] = stem
+    return stems
+
+
+def degrade_files(files: list[Path], recipe: Recipe, out: Path, seed: int = 0, face_px: float | None = None,
+                  overwrite: bool = False) -> list[dict]:
     """``degrade`` on each photo: ``out/<stem>-<recipe>.png`` (the photo's size) and ``out/<stem>-<recipe>-
-    compare.png``; one row per photo (what was written and how)."""
+    compare.png``; one row per photo (what was written and how). A file there that udcbench did not write (not in
+    the folder's :data:`DEGRADED_LEDGER`) is refused in one line before anything is written, unless
+    ``overwrite``."""
+    from udcbench.files import read_json, write_json
+
+    stems = output_stems(files)
+    ledger_path = out / DEGRADED_LEDGER
+    ledger = read_json(ledger_path)
+    ours = set(ledger.get("written", [])) if isinstance(ledger, dict) else set()
+    names = {path: (f"{stems[path]}-{recipe.name}.png", f"{stems[path]}-{recipe.name}-compare.png") for path in files}
+    foreign = [n for pair in names.values() for n in pair if (out / n).exists() and n not in ours]
+    if foreign and not overwrite:
+        raise UdcbenchError(f"{out / foreign[0]} exists and udcbench did not write it: pass --overwrite to replace "
+                            "it, or another --out")
     rows = []
     for path in files:
         image = read_image(path)
         result = degrade_photo(image, recipe, seed, face_px, name=path.name)
-        stem = f"{path.stem}-{recipe.name}"
-        degraded = write_image(result.image, out / f"{stem}.png")
+        degraded = write_image(result.image, out / names[path][0])
         figure = side_by_side(image, result.image, (f"{path.name} (clean)", f"{recipe.name}: {result.scale_from}, "
                                                     f"psf_scale {result.psf_scale:.3f}, seed {seed}"),
-                              out / f"{stem}-compare.png", result.box)
+                              out / names[path][1], result.box)
+        ours |= set(names[path])
+        write_json(ledger_path, {"written": sorted(ours)})
         rows.append({"photo": printable(str(path)), "degraded": printable(str(degraded)),
                      "figure": printable(str(figure)), "psf_scale": result.psf_scale, "scale_from": result.scale_from,
                      "face_box": list(result.box) if result.box else None, "size": list(image.shape[1::-1])})

@@ -35,6 +35,7 @@ def degrade_cmd(
     seed: int = typer.Option(0, help="Seed of the noise and the per-image parameters (the same seed, the same "
                                      "pixels)."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: results/degraded/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in --out that udcbench did not write."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """See what a panel does to your own photo: a degraded copy at the photo's size, at the face scale the panel
@@ -48,7 +49,7 @@ def degrade_cmd(
     recipe = _recipe(panel)
     files = photo_files(photos)
     out = out or load_workspace().results / "degraded"
-    rows = degrade_files(files, recipe, out, seed=seed, face_px=face_px)
+    rows = degrade_files(files, recipe, out, seed=seed, face_px=face_px, overwrite=overwrite)
     if as_json:
         print_json(rows)
         return
