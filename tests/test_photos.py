@@ -241,3 +241,19 @@ def test_degrade_never_replaces_a_file_it_did_not_write_and_gives_colliding_name
     rows = json.loads(result.stdout)
     assert len({r["degraded"] for r in rows}) == 4 and all(Path(r["degraded"]).is_file() for r in rows)
     assert all(len(Path(r["figure"]).name.encode()) <= 255 for r in rows)
+
+
+def test_export_probes_a_model_at_its_own_size_and_never_replaces_a_sidecar_it_did_not_write(workspace):
+    result = runner.invoke(app, ["train", "rul", "--data", "data/synthetic", "--preset", "smoke",
+                                 "--set", "input_size=48"])
+    assert result.exit_code == 0, result.output
+    run = workspace / "runs" / "synthetic" / "rul-smoke-s0"
+    out = workspace / "rul.pt"
+    exported = runner.invoke(app, ["export-model", str(run), "--out", str(out), "--json"])
+    assert exported.exit_code == 0, exported.output  # RUL's head is bound to its size: a 32-px probe crashed
+    assert json.loads(exported.stdout)["input_size"] == 48
+    mine = workspace / "m.pt.json"
+    mine.write_text("my notes")
+    refused = runner.invoke(app, ["export-model", str(run), "--out", str(workspace / "m.pt")])
+    assert refused.exit_code == 2 and "m.pt.json exists" in refused.output and mine.read_text() == "my notes"
+    assert not (workspace / "m.pt").exists()

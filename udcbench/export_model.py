@@ -42,9 +42,10 @@ class Normalised(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
-def _samples(model: nn.Module) -> bool:
-    """Whether the model draws random numbers at inference (two seeded calls differ)."""
-    x = torch.rand(2, 3, 32, 32)
+def _samples(model: nn.Module, size: int) -> bool:
+    """Whether the model draws random numbers at inference (two seeded calls differ), probed at the run's own input
+    size (a model with a size-bound head, RUL's, takes no other)."""
+    x = torch.rand(2, 3, size, size)
     with torch.no_grad():
         torch.manual_seed(0)
         a = model(x)
@@ -65,7 +66,7 @@ def export_model(target: Path, fmt: str, out: Path) -> dict:
     wrapped = Normalised(predictor.model.float().eval(), config.mean, config.std).eval()
     size = config.input_size
     example = torch.rand(CHECK_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
-    sampling = _samples(wrapped)
+    sampling = _samples(wrapped, size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():

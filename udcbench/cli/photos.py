@@ -149,8 +149,9 @@ def export_model_cmd(
     """
     from udcbench.export_model import export_model
 
-    if out.exists() and not overwrite:
-        raise UdcbenchError(f"{out} exists (pass --overwrite to replace it)")
+    for written in (out, out.with_name(out.name + ".json")):  # the model and its sidecar
+        if written.exists() and not overwrite:
+            raise UdcbenchError(f"{written} exists (pass --overwrite to replace it)")
     record = export_model(model, fmt, out)
     if as_json:
         print_json(record)
