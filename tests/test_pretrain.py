@@ -130,3 +130,33 @@ def test_a_study_with_a_pretraining_trains_it_once_and_starts_every_run_from_it(
     for run in json.loads(result.stdout)["runs"]:  # the chosen epoch's test predictions, for udcbench compare
         labels, predictions = np.load(Path(run) / "test_predictions.npy")
         assert labels.shape == predictions.shape == (21,) and set(labels.tolist()) <= set(range(7))
+
+
+@pytest.mark.slow(reason="a smoke study of LRDif from a face pre-training, run three times: about 30 s")
+def test_a_study_from_a_pretraining_runs_again_and_moved_as_finished(tmp_path, monkeypatch):
+    """The README's command run twice: a finished (or killed) study re-run with the same command continues; its
+    stage 1 was trained from the pre-training, and is the same stage 1 wherever the workspace now lies."""
+    import dataclasses
+    import shutil
+
+    from udcbench import reproduce as study_module
+    from udcbench.datasets.generate import generate_synthetic
+
+    smoke = dataclasses.replace(study_module.STUDY_PRESETS["smoke"], pretrain=TINY, steps=())
+    monkeypatch.setitem(study_module.STUDY_PRESETS, "smoke", smoke)
+    first = tmp_path / "first"
+    generate_synthetic(first / "data" / "synthetic", n_train=56, n_test=21, size=48)
+    in_default_workspace(monkeypatch, first)
+    args = ["reproduce", "--study", "smoke", "--methods", "lrdif", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["trained_now"] == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved, symlinks=True)
+    shutil.rmtree(first)
+    in_default_workspace(monkeypatch, moved)
+    there = runner.invoke(app, args)
+    assert there.exit_code == 0, there.output
+    assert json.loads(there.stdout)["trained_now"] == 0

@@ -338,7 +338,7 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
         overrides = [*(overrides or []), *clip_overrides.get(job.method, [])] or None
         adapter = adapters[job.dataset][job.condition]
         stage1 = get_method(job.method).stage1
-        first = stage1_plan(job.method, adapter, workspace.runs, study.train_preset, job.seed, overrides, None,
+        first = stage1_plan(job.method, adapter, workspace.runs, study.train_preset, job.seed, overrides, weights,
                             tag)[0] if stage1 else None
         also = ""
         if first is not None and first not in first_stages:

@@ -32,8 +32,12 @@ def data_tag(adapter: DatasetAdapter) -> str:
 
 
 def finished(run_dir: Path) -> dict | None:
-    """The record of a finished run, or None."""
-    return read_json(Path(run_dir) / "results.json")
+    """The record of a finished run, or None; its ``run_dir`` is where the folder lies now (a moved or copied
+    workspace), not where it was trained."""
+    record = read_json(Path(run_dir) / "results.json")
+    if isinstance(record, dict) and record.get("run_dir"):
+        record["run_dir"] = str(run_dir)
+    return record
 
 
 #: The first file the trainer writes in a run folder: it marks the folder as udcbench's own, so that only such
@@ -89,9 +93,27 @@ def _differences(run_dir: Path, config: TrainConfig) -> list[str] | None:
     spec = get_method(config.method)
     wanted = replace(config, method_args=spec.args_for(config)).to_json()
     saved = TrainConfig.from_json(saved).to_json()
-    differ = [k for k in wanted if k not in (*RUN_SETTINGS, "method_args") and saved[k] != wanted[k]]
+    differ = [k for k in wanted if k not in (*RUN_SETTINGS, "method_args", "weights") and saved[k] != wanted[k]]
+    if not _same_weights(run_dir, saved["weights"], wanted["weights"]):
+        differ.append("weights")
     return differ + [f"method_args.{k}" for k in wanted["method_args"]
                      if saved["method_args"].get(k) != wanted["method_args"][k]]
+
+
+def _same_weights(run_dir: Path, saved: str | None, wanted: str | None) -> bool:
+    """Whether a run started from ``saved`` weights starts from ``wanted``: the same file by content (sha256: the
+    run's record keeps its digest), wherever either lies, so that a moved or copied workspace is the same study."""
+    if saved is None or wanted is None:
+        return saved == wanted
+    from baselines.backbone import sha256_file
+
+    if not Path(wanted).is_file():
+        return Path(saved) == Path(wanted)
+    record = read_json(run_dir / "results.json")
+    digest = record.get("weights_sha256") if isinstance(record, dict) else None
+    if digest is None and Path(saved).is_file():
+        digest = sha256_file(saved)
+    return digest == sha256_file(wanted) if digest else Path(saved) == Path(wanted)
 
 
 def stage1_plan(method: str, adapter: DatasetAdapter, out: Path, preset: str, seed: int,

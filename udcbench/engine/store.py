@@ -228,5 +228,18 @@ def load_results(path: Path) -> list[dict[str, Any]]:
                          "('udcbench runs --rebuild' rebuilds the store from the run folders)", highlight=False)
             continue
         if _plain(record, path) and _sound(record, path):
-            results.append({**dict(zip(COLUMNS, row[:-1])), "record": record})
+            results.append(_rerooted({**dict(zip(COLUMNS, row[:-1])), "record": record}, path.parent))
     return results
+
+
+def _rerooted(row: dict[str, Any], runs: Path) -> dict[str, Any]:
+    """A row whose run folder is named where the store now lies: a run folder is always ``<runs>/<data
+    folder>/<run name>`` (``engine.runs.run_folder``), so a moved or copied workspace finds its runs (the record
+    kept the absolute folder it was trained in)."""
+    recorded = row.get("run_dir")
+    if not recorded:
+        return row
+    here = runs / Path(recorded).parent.name / Path(recorded).name
+    if here == Path(recorded) or not here.is_dir():
+        return row
+    return {**row, "run_dir": str(here), "record": {**row["record"], "run_dir": str(here)}}
