@@ -36,3 +36,16 @@ def test_the_gpu_checks_cpu_fallback_writes_every_section(tmp_path: Path):
     assert int(by_check[("launches", "lrdif")]["kernels_per_step"]) > int(by_check[("launches", "resnet18")][
         "kernels_per_step"])
     assert by_check[("memory", "lrdif")]["status"] == "skipped: no GPU"
+
+
+def test_the_ddp_row_keeps_the_carried_wheels_on_the_path():
+    """The check's torchrun row once replaced PYTHONPATH with the repository alone: kornia, carried as wheels on
+    PYTHONPATH, was gone and the row failed with ModuleNotFoundError."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu" / "check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    env = module.with_repo_on_path({"PYTHONPATH": os.pathsep.join(["/tmp/site", "/opt/more"]), "HOME": "/root"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/tmp/site", "/opt/more"] and env["HOME"] == "/root"
+    assert module.with_repo_on_path({})["PYTHONPATH"] == str(REPO)

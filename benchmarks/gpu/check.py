@@ -66,13 +66,20 @@ class Check:
             values = fn() or {}
             status = "ok"
         except Exception as exc:  # a failing item is a row, not the end of the check
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            first = str(exc).strip().splitlines()[0][:600] if str(exc).strip() else ""
             values, status = {}, f"FAIL: {type(exc).__name__}: {first}"
             traceback.print_exc()
         row = {"check": check, "method": method, "status": status, "seconds": round(time.perf_counter() - start, 2),
                **values}
         self.rows.append(row)
         print(" ".join(f"{k}={row[k]}" for k in row), file=sys.stderr, flush=True)
+
+
+def with_repo_on_path(environ) -> dict:
+    """``environ`` with the repository first on PYTHONPATH, the folders already there kept (the carried wheels that
+    ``check.sh`` put there hold kornia and open_clip on a machine without them)."""
+    kept = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**environ, "PYTHONPATH": os.pathsep.join([str(REPO), *kept])}
 
 
 def second_epoch(record: dict) -> dict:
@@ -200,9 +207,9 @@ def main() -> None:
                               str(work / "faces"), "--preset", "smoke", "--device", device, "--out", str(work / "ddp"),
                               "--overwrite", "--json"],
                              cwd=work, capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
-        if out.returncode:
-            raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
+                             env=with_repo_on_path(os.environ))
+        if out.returncode:  # the tail of its stderr, not torchrun's banner line
+            raise RuntimeError(" | ".join(out.stderr.strip().splitlines()[-6:]) or f"exit {out.returncode}")
         record = json.loads(out.stdout)
         if "(DDP)" not in record["device"]:
             raise RuntimeError(f"not under DDP: {record['device']}")
