@@ -883,3 +883,14 @@ def test_a_record_whose_accuracy_is_no_share_is_named_and_left_out_of_tables(wor
     assert shown.exit_code == 0 and [r["seed"] for r in json.loads(shown.stdout)] == [0]  # the sound record only
     table = runner.invoke(app, ["table", "leaderboard"])
     assert "Traceback" not in table.output and "AttributeError" not in table.output
+
+
+def test_a_lock_file_planted_as_a_link_writes_nothing_through_it(workspace):
+    target = workspace / "victim.txt"
+    target.write_text("keep me")
+    runs = workspace / "runs" / "synthetic"
+    runs.mkdir(parents=True)
+    (runs / ".test_cnn-smoke-s0.lock").symlink_to(target)  # as a runs/ archive someone hands you could hold
+    result = _train()
+    assert result.exit_code == 2 and "is a link" in result.output and "Traceback" not in result.output
+    assert target.read_text() == "keep me"

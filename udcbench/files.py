@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,7 +166,16 @@ def folder_lock(folder: Path, what: str = "folder") -> Iterator[None]:
         return
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "a+") as f:
+    path = folder.parent / f".{folder.name}.lock"
+    try:  # never through a link: a lock file planted as a symlink in an archive would be written through
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise UdcbenchError(f"cannot lock the {what} {folder}: {path} is a link or unreadable ({exc.strerror}); "
+                            "remove it") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UdcbenchError(f"cannot lock the {what} {folder}: {path} is not a plain file; remove it")
+    with os.fdopen(fd, "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
