@@ -894,3 +894,69 @@ def test_a_lock_file_planted_as_a_link_writes_nothing_through_it(workspace):
     result = _train()
     assert result.exit_code == 2 and "is a link" in result.output and "Traceback" not in result.output
     assert target.read_text() == "keep me"
+
+
+def _saved_hf(path: Path, splits: dict, features=None) -> Path:
+    """A saved DatasetDict of tiny PNG faces: ``splits`` maps a split name to rows (id, label, image cell)."""
+    import datasets
+    import numpy as np
+
+    from udcbench.images import encode
+    from udcbench.labels import CANONICAL_LABELS
+
+    png = encode(np.full((8, 8, 3), 120, np.uint8))
+    features = features or datasets.Features({"image": datasets.Image(), "id": datasets.Value("string"),
+                                              "label": datasets.ClassLabel(names=list(CANONICAL_LABELS[:7]))})
+    parts = {}
+    for split, rows in splits.items():
+        parts[split] = datasets.Dataset.from_dict(
+            {"image": [cell if cell is not None else {"bytes": png, "path": None} for _, _, cell in rows],
+             "id": [i for i, _, _ in rows], "label": [label for _, label, _ in rows]}, features=features)
+    datasets.DatasetDict(parts).save_to_disk(str(path))
+    return path
+
+
+def test_a_saved_hf_dataset_names_nothing_outside_it(tmp_path):
+    import os
+    import shutil
+
+    import datasets
+
+    from udcbench.datasets import create_dataset
+    from udcbench.errors import DatasetLayoutError, UnreadableImageError
+
+    # a split named as a path: load_from_disk follows it to a sibling folder; synth wrote its PNGs there
+    bad_split = _saved_hf(tmp_path / "split", {"train": [("a", 0, None)]})
+    shutil.copytree(bad_split / "train", tmp_path / "escape")
+    (bad_split / "dataset_dict.json").write_text(json.dumps({"splits": ["../escape"]}))
+    with pytest.raises(DatasetLayoutError, match="not a plain name"):
+        create_dataset("hf", bad_split).records()
+    # image cells naming files: a photo outside the dataset, a device, a FIFO inside it: refused, each named
+    outside = tmp_path / "private.png"
+    outside.write_bytes(b"not yours")
+    # the cells as saved: a struct of bytes and path (an Image feature's storage), read back as an Image column
+    plain = datasets.Features({"image": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                               "id": datasets.Value("string"),
+                               "label": datasets.ClassLabel(names=["neutral", "happiness"])})
+    cells = _saved_hf(tmp_path / "cells", {"train": [
+        ("a", 0, {"bytes": None, "path": str(outside)}), ("b", 1, {"bytes": None, "path": "/dev/zero"}),
+        ("c", 0, {"bytes": None, "path": "fifo"})]}, plain)
+    os.mkfifo(cells / "fifo")
+    adapter = create_dataset("hf", cells)
+    whys = ("outside the dataset", "outside the dataset", "no regular file")
+    for record, why in zip(adapter.records(), whys):
+        with pytest.raises(UnreadableImageError, match=why):
+            adapter.load_image(record)
+
+
+def test_hf_labels_outside_the_classes_and_ids_that_collide_are_handled(tmp_path):
+    from udcbench.datasets import create_dataset
+    from udcbench.datasets.hfdisk import file_stem
+    from udcbench.errors import DatasetLayoutError
+
+    missing = _saved_hf(tmp_path / "missing", {"train": [("a", 0, None), ("b", -1, None)]})
+    with pytest.raises(DatasetLayoutError, match="label -1, not one of the 7 classes"):
+        create_dataset("hf", missing).records()
+    stems = [file_stem(i) for i in ("p/face", "q/face", ".", "..", "plain_1")]
+    assert len(set(stems)) == 5 and stems[-1] == "plain_1"
+    assert not any(s.startswith(".") or "/" in s for s in stems)

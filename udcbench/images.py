@@ -11,6 +11,8 @@ import numpy as np
 #: The most pixels an image may declare: Pillow's own default limit (about 9,459 x 9,459); a real face photo or
 #: panel capture is far below it.
 MAX_IMAGE_PIXELS = 89_478_485
+#: The largest image file read whole into memory (a file cell of a saved dataset, say): 256 MB.
+MAX_FILE_BYTES = 256 << 20
 
 
 class ImageTooLarge(ValueError):

@@ -16,10 +16,24 @@ from pathlib import Path
 import numpy as np
 
 from udcbench.datasets.base import DatasetAdapter, DatasetSpec, Record, register_dataset
-from udcbench.errors import DatasetLayoutError, UnreadableImageError
+from udcbench.errors import DatasetLayoutError, UdcbenchError, UnreadableImageError
+from udcbench.files import check_name
 from udcbench.labels import CANONICAL_LABELS
 
 MARKER = "dataset_dict.json"
+
+
+def file_stem(id_: str) -> str:
+    """A file name for a record's id: the id itself where it is a plain name; else its plain characters and a digest
+    of the whole id (ids ``p/face`` and ``q/face`` stay two files; ``.`` and ``..`` are no hidden files)."""
+    import hashlib
+    import re
+
+    try:
+        return check_name(id_, "id")
+    except UdcbenchError:
+        plain = re.sub(r"[^A-Za-z0-9_+-]+", "_", id_).strip("_")[:100] or "image"
+        return f"{plain}-{hashlib.sha256(id_.encode(errors='surrogateescape')).hexdigest()[:10]}"
 
 
 @register_dataset
@@ -48,6 +62,10 @@ class SavedHF(DatasetAdapter):
         if not isinstance(data, datasets.DatasetDict):
             raise DatasetLayoutError(f"{self.root}: a single Dataset, not a DatasetDict of splits")
         for split, part in data.items():
+            try:  # a split's name becomes a folder name (synth, export): never a path
+                check_name(split, f"{self.root}/{MARKER} split")
+            except UdcbenchError as exc:
+                raise DatasetLayoutError(str(exc)) from None
             missing = {"image", "label"} - set(part.column_names)
             if missing:
                 raise DatasetLayoutError(f"{self.root}: split '{split}' lacks the column(s) {sorted(missing)}")
@@ -64,7 +82,12 @@ class SavedHF(DatasetAdapter):
             canonical = aliases.get(split, split)
             ids = part["id"] if "id" in part.column_names else [f"{split}_{i:06d}" for i in range(len(part))]
             soft = part["soft_label"] if "soft_label" in part.column_names else [None] * len(part)
+            classes = len(getattr(part.features["label"], "names", None) or CANONICAL_LABELS)
             for i, (id_, label, votes) in enumerate(zip(ids, part["label"], soft)):
+                if not isinstance(label, int) or not 0 <= label < classes:  # -1: "missing" in HF's ClassLabel
+                    raise DatasetLayoutError(f"{self.root}: split '{split}' row {i} has label {label!r}, not one of "
+                                             f"the {classes} classes (0-{classes - 1}): label or drop it first")
+                id_ = str(id_)
                 if id_ in self._rows:
                     id_ = f"{split}/{id_}"  # unique ids: they key caches and the records
                 self._rows[id_] = (split, i)
@@ -83,8 +106,8 @@ class SavedHF(DatasetAdapter):
         self.records()
         split, index = self._rows[record.id]
         cell = self._data[split][index]["image"]
-        data = cell.get("bytes") or (Path(cell["path"]).read_bytes() if cell.get("path") else b"")
         where = self.root / split / f"#{index}"
+        data = cell.get("bytes") or (self._file_cell(cell["path"], where) if cell.get("path") else b"")
         try:
             image = decode(np.frombuffer(data, np.uint8)) if data else None
         except ImageTooLarge as exc:
@@ -95,6 +118,20 @@ class SavedHF(DatasetAdapter):
 
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
+    def _file_cell(self, name: str, where: Path) -> bytes:
+        """An image cell that names a file instead of holding its bytes: read only a regular file inside the dataset's
+        folder, within the image size budget (a cell naming /dev/zero, a FIFO or a photo elsewhere is refused)."""
+        from udcbench.images import MAX_FILE_BYTES
+
+        path = (self.root / name).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise UnreadableImageError(where, f"its image cell names a file outside the dataset ({name})")
+        if not path.is_file():  # a FIFO, a device or a folder is no image
+            raise UnreadableImageError(where, f"its image cell names no regular file ({name})")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise UnreadableImageError(where, f"its image file is over {MAX_FILE_BYTES >> 20} MB")
+        return path.read_bytes()
+
     def as_image_folder(self, folder: Path) -> Path:
         """The dataset written as an image folder (``split/class/<id>.png``, its manifest beside) under ``folder``,
         once per content (a later call finds it complete): for the commands that read image files (synth)."""
@@ -103,14 +140,17 @@ class SavedHF(DatasetAdapter):
         from udcbench.files import write_atomic
         from udcbench.photos import write_image
 
-        digest = hashlib.sha256(f"{self.root.resolve()}:{self.manifest_sha256}:{len(self.records())}".encode(
+        # keyed by content: the splits' fingerprints (a dataset replaced by another of the same size and path is
+        # another cache), the manifest and the records
+        content = [f"{split}:{part._fingerprint}:{len(part)}" for split, part in self._data.items()]
+        digest = hashlib.sha256(f"{self.root.resolve()}:{self.manifest_sha256}:{content}".encode(
             errors="surrogateescape")).hexdigest()[:16]
         out = Path(folder) / digest
         done = out / ".complete"
         if done.is_file():
             return out
         for record in self.records():
-            name = record.id.rsplit("/", 1)[-1].replace("\\", "_") or "image"
+            name = file_stem(record.id)
             write_image(self.load_image(record), out / record.split / CANONICAL_LABELS[record.label] / f"{name}.png")
         if self.manifest:
             write_atomic(out / "manifest.json", (self.root / "manifest.json").read_bytes())
