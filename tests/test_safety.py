@@ -960,3 +960,13 @@ def test_hf_labels_outside_the_classes_and_ids_that_collide_are_handled(tmp_path
     stems = [file_stem(i) for i in ("p/face", "q/face", ".", "..", "plain_1")]
     assert len(set(stems)) == 5 and stems[-1] == "plain_1"
     assert not any(s.startswith(".") or "/" in s for s in stems)
+
+
+def test_a_dataset_whose_manifest_says_incomplete_is_refused_by_its_readers(workspace):
+    manifest = workspace / "data" / "synthetic" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "complete": False}))  # a killed generate
+    for args in (["info", "data/synthetic"], ["train", "test_cnn", "--data", "data/synthetic", "--preset", "smoke"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "is incomplete" in result.output and "Traceback" not in result.output
+    assert runner.invoke(app, ["generate", "--n-train", "70", "--n-test", "14", "--size", "32"]).exit_code == 0
+    assert runner.invoke(app, ["info", "data/synthetic"]).exit_code == 0  # the same command finished it

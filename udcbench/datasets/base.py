@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from udcbench.errors import DatasetNotFoundError, UdcbenchError, UnreadableImageError, unknown_name
+from udcbench.errors import DatasetLayoutError, DatasetNotFoundError, UdcbenchError, UnreadableImageError, unknown_name
 from udcbench.files import check_name
 from udcbench.images import ImageTooLarge, decode
 from udcbench.labels import label_names
@@ -201,6 +201,9 @@ class DatasetAdapter(ABC):
     def records(self, split: str | None = None) -> list[Record]:
         """Records of one split (or all), scanned once and cached."""
         if self._records is None:
+            if self.manifest.get("complete") is False:
+                raise DatasetLayoutError(f"{self.root} is incomplete (its manifest says complete: false: a generate or "
+                                         "synth that was stopped); run the command that made it again to finish it")
             self._records = self._scan()
             if not self._records:
                 raise UdcbenchError(f"{self.spec.title} at {self.root}: no images found ({self.spec.layout})")

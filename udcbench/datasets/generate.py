@@ -60,9 +60,9 @@ def generate_synthetic(out: Path, n_train: int = DEFAULT_COUNTS["train"], n_test
     if out.exists() and any(out.iterdir()):
         if not overwrite and _complete(out, seed, size, counts):
             return {"images": n_train + n_test, "seconds": 0.0, "images_per_second": None, "skipped": True}
-        if not overwrite:
+        if not overwrite and not _stopped(out, seed, size, counts):
             raise UdcbenchError(f"{out} is not empty and holds other data; pass --overwrite to replace it")
-        remove_own_output(out, "synthetic faces folder")
+        remove_own_output(out, "synthetic faces folder")  # its own: another draw (--overwrite), or this one stopped
     manifest = {
         "dataset": "synthetic",
         "generator": "udcbench.datasets.synthetic_faces.SyntheticFaceGenerator",
@@ -102,6 +102,14 @@ def generate_synthetic(out: Path, n_train: int = DEFAULT_COUNTS["train"], n_test
     write_json(out / MANIFEST, {**manifest, "complete": True})
     return {"images": len(ids), "seconds": seconds, "images_per_second": len(ids) / max(seconds, 1e-9),
             "skipped": False}
+
+
+def _stopped(out: Path, seed: int, size: int, counts: dict[str, int]) -> bool:
+    """Whether ``out`` holds this very generation, stopped before its end (its manifest, written first, says
+    complete: false): the same command then draws it again, as a half-made output never blocks the re-run."""
+    manifest = read_json(out / MANIFEST)
+    return (isinstance(manifest, dict) and manifest.get("complete") is False
+            and (manifest.get("seed"), manifest.get("size"), manifest.get("counts")) == (seed, size, counts))
 
 
 def _complete(out: Path, seed: int, size: int, counts: dict[str, int]) -> bool:
