@@ -970,3 +970,22 @@ def test_a_dataset_whose_manifest_says_incomplete_is_refused_by_its_readers(work
         assert result.exit_code == 2 and "is incomplete" in result.output and "Traceback" not in result.output
     assert runner.invoke(app, ["generate", "--n-train", "70", "--n-test", "14", "--size", "32"]).exit_code == 0
     assert runner.invoke(app, ["info", "data/synthetic"]).exit_code == 0  # the same command finished it
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"input_size": 60000}, "input_size is a whole number in [1, 1024]"), ({"seed": 2**80}, "seed is a whole number"),
+    ({"std": [0, 0, 0]}, "std must be positive"), ({"extra": 1}, "unknown key(s) ['extra']"),
+])
+def test_a_checkpoints_config_is_checked_before_anything_is_built(workspace, change, message):
+    assert _train().exit_code == 0
+    best = workspace / "runs" / "synthetic" / "test_cnn-smoke-s0" / "best.pt"
+    state = load_checkpoint(best)
+    state["config"] = {**state["config"], **change}
+    crafted = workspace / "crafted.pt"
+    save_checkpoint(state, crafted)
+    photo = next((workspace / "data" / "synthetic" / "test").rglob("*.png"))
+    for args in (["predict", str(crafted), str(photo), "--crop", "none"],
+                 ["export-model", str(crafted), "--out", str(workspace / "m.pt")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, args
+    assert not (workspace / "m.pt").exists()

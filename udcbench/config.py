@@ -22,6 +22,9 @@ CROPS = ("none", "five", "resized")
 #: The most loader worker processes a run may ask for: each holds a process and a share of the batch queue, and
 #: more than 8 per core only thrash (a run that asked for 1e9 forked until memory ran out).
 MAX_WORKERS_PER_CORE = 8
+#: The largest input side a run may ask for (the paper's recipes use 224; a checkpoint declaring 60000 would have a
+#: photo resized to 10 GB).
+MAX_INPUT_SIZE = 1024
 #: Fields a ``--set`` may not change: each has its own option (a run's folder and records are named by them).
 OWN_OPTIONS = {"method": "the METHOD argument", "preset": "--budget", "seed": "--seed", "weights": "--weights"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -111,6 +114,12 @@ class TrainConfig:
         if self.num_workers > most:
             raise UdcbenchError(f"num_workers {self.num_workers} is above this machine's bound of {most} "
                                 f"({MAX_WORKERS_PER_CORE} per core): -1 chooses for you")
+        whole = (("seed", self.seed, 0, 2**32 - 1), ("input_size", self.input_size, 1, MAX_INPUT_SIZE),
+                 ("epochs", self.epochs, 1, 100_000), ("batch_size", self.batch_size, 1, 1 << 16),
+                 ("eval_batch_size", self.eval_batch_size, 1, 1 << 16))
+        for name, value, low, high in whole:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise UdcbenchError(f"{name} is a whole number in [{low}, {high}], got {value!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
                     "input_size": self.input_size, "lr": self.lr, "head_lr_scale": self.head_lr_scale}
         for name, value in positive.items():
@@ -141,11 +150,21 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """A saved configuration (a run's config.json, a checkpoint's ``config``), checked as ``--set`` values are
+        before anything is built: an unknown key, a wrong type or a value out of range is one line."""
+        if not isinstance(data, dict):
+            raise UdcbenchError(f"a saved configuration is a mapping, got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise UdcbenchError(f"a saved configuration has unknown key(s) {unknown}: not written by this udcbench")
         data = dict(data)
         for key in ("mean", "std"):
-            if key in data:
+            if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
-        return cls(**data)
+        config = cls(**data)
+        config.validate()
+        return config
 
 
 def _typed(key: str, current: Any, value: Any, raw: str) -> Any:
