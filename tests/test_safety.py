@@ -989,3 +989,21 @@ def test_a_checkpoints_config_is_checked_before_anything_is_built(workspace, cha
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, args
     assert not (workspace / "m.pt").exists()
+
+
+def test_an_image_whose_size_its_header_does_not_tell_is_refused_before_decoding(workspace):
+    """A 9 MB Radiance HDR named .png declaring 12000 x 12000 was decoded by OpenCV (2.2 GB); now every image read
+    goes through the size gate, which refuses a format it cannot size."""
+    import numpy as np
+
+    from udcbench.images import ImageTooLarge, decode
+
+    hdr = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 12000 +X 12000\n" + bytes(64)
+    with pytest.raises(ImageTooLarge, match="size cannot be read from its header"):
+        decode(hdr)
+    assert decode(b"") is None
+    bomb = next((workspace / "data" / "synthetic" / "train").rglob("*.png"))
+    bomb.write_bytes(hdr)
+    info = runner.invoke(app, ["info", "data/synthetic"])
+    assert "Traceback" not in info.output and "size cannot be read" in info.output, info.output
+    assert decode(np.frombuffer(b"", np.uint8)) is None

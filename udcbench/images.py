@@ -49,9 +49,18 @@ def encode(image_rgb: np.ndarray, suffix: str = ".png", jpeg_quality: int = 95) 
 
 
 def decode(data: bytes | np.ndarray, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
-    """``cv2.imdecode`` after the pixel check (:class:`ImageTooLarge`); None when OpenCV cannot decode it."""
+    """``cv2.imdecode`` after the pixel check (:class:`ImageTooLarge`); None when OpenCV cannot decode it. A file
+    whose size its header does not tell (a format Pillow cannot read: Radiance HDR, OpenEXR, PFM, ... which OpenCV
+    decodes whatever size they declare) is refused too: every image udcbench reads (PNG, JPEG, BMP, TIFF, WebP)
+    declares its size."""
     size = declared_size(data)
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+    if size is None:
+        head = bytes(data[:16]) if len(data) else b""
+        if head:  # an empty or unreadable file stays OpenCV's "not decodable" (None)
+            raise ImageTooLarge(f"its size cannot be read from its header (a format udcbench does not read, "
+                                f"starting {head[:10]!r}): refused before decoding")
+        return None
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise ImageTooLarge(f"declares {size[0]} x {size[1]} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
                             "(udcbench.images.MAX_IMAGE_PIXELS)")
     return cv2.imdecode(np.frombuffer(bytes(data), np.uint8) if isinstance(data, bytes) else data, flags)
