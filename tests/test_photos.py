@@ -257,3 +257,18 @@ def test_export_probes_a_model_at_its_own_size_and_never_replaces_a_sidecar_it_d
     refused = runner.invoke(app, ["export-model", str(run), "--out", str(workspace / "m.pt")])
     assert refused.exit_code == 2 and "m.pt.json exists" in refused.output and mine.read_text() == "my notes"
     assert not (workspace / "m.pt").exists()
+
+
+def test_predict_goes_on_past_a_bad_image_and_lists_it(workspace, tmp_path):
+    run = _trained(workspace)
+    folder = tmp_path / "photos"
+    good = _photo(folder / "a.png")
+    (folder / "b.png").write_bytes(b"not an image at all")
+    result = runner.invoke(app, ["predict", str(run), str(folder), "--crop", "none", "--json", "--csv",
+                                 str(tmp_path / "rows.csv")])
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["file"]).name: r for r in json.loads(result.stdout)}
+    assert rows["a.png"]["predicted"] and rows["b.png"]["face"] == "unreadable" and rows["b.png"]["error"]
+    assert "unreadable:" in result.output and good.exists()
+    table = runner.invoke(app, ["predict", str(run), str(folder), "--crop", "none"])
+    assert table.exit_code == 0 and "unreadable" in table.stdout

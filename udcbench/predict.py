@@ -17,7 +17,7 @@ import numpy as np
 from udcbench.datasets import get_adapter_class
 from udcbench.datasets.base import read_image
 from udcbench.engine.data import resize_image
-from udcbench.errors import UdcbenchError
+from udcbench.errors import UdcbenchError, UnreadableImageError
 from udcbench.faces import detect_face, square_crop
 from udcbench.files import printable, read_json
 from udcbench.labels import label_names
@@ -147,7 +147,11 @@ def predict_files(predictor: Predictor, files: list[Path], crop: str = "detect",
         raise UdcbenchError(f"--crop is {' or '.join(CROPS)}, not '{crop}'")
     rows, faces, degraded = [], [], []
     for path in files:
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except UnreadableImageError as exc:  # a bad photo is a row that says so; the others are still predicted
+            rows.append({"file": printable(str(path)), "face": "unreadable", "box": None, "error": exc.reason})
+            continue
         face, box = predictor.crop(image, crop)
         row = {"file": printable(str(path)), "face": "whole image" if crop == "none" else "detected" if face is not None
                else "none found", "box": box}
@@ -160,7 +164,7 @@ def predict_files(predictor: Predictor, files: list[Path], crop: str = "detect",
 
             damaged = degrade_photo(image, recipe, seed, name=path.name).image
             degraded.append(predictor.crop(damaged, "none")[0] if crop == "none" else predictor.crop_at(damaged, box))
-    found = [row for row in rows if row["face"] != "none found"]
+    found = [row for row in rows if row["face"] not in ("none found", "unreadable")]
     for key, inputs in (("", faces), ("panel_", degraded)):
         if not inputs:
             continue

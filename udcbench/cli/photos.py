@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from udcbench.cli._common import JSON_OPTION, add_command, check_device, choices, print_json, stdout
@@ -104,9 +105,13 @@ def predict_cmd(
                      row["face"] if row["box"] is None else "x{} y{} {}x{}".format(*row["box"])]
             for key in ("", "panel_") if recipe else ("",):
                 predicted = row.get(f"{key}predicted")
-                cells += [predicted or "no face", f"{row[f'{key}probabilities'][predicted]:.3f}" if predicted else ""]
+                missing = "unreadable" if row["face"] == "unreadable" else "no face"
+                cells += [predicted or missing, f"{row[f'{key}probabilities'][predicted]:.3f}" if predicted else ""]
             table.add_row(*cells)
         stdout.print(table)
+    for row in rows:
+        if row["face"] == "unreadable":
+            stderr.print(f"[yellow]unreadable: {escape(row['file'])}[/] ({escape(row['error'])})", highlight=False)
     missing = [row["file"] for row in rows if row["face"] == "none found"]
     for name in missing:
         stderr.print(f"[yellow]no face found in {name}[/] (--crop none takes the whole image as the face)",
