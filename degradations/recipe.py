@@ -105,9 +105,15 @@ MAX_FFT_GRID = 4096
 MAX_PSF_SCALE = 4.0
 
 
+#: The largest magnitude a recipe number may have: float32's, the precision the degradation computes in (1e39 is
+#: finite in float64 and infinite in float32, and gave an all-black dataset).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _number(value: Any) -> bool:
-    """A finite real number (not a bool, NaN or infinity)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number, finite in float32 too (not a bool, NaN or infinity)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and abs(value) <= FLOAT32_MAX)
 
 
 def _positive(raw: dict, key: str, high: float | None = None, where: str = "") -> None:
@@ -220,7 +226,18 @@ def parse_recipe(raw: dict[str, Any], source: str = "") -> Recipe:
             if not _number(darken[key]) or darken[key] < 0:
                 raise RecipeError(f"'darken.{key}' must be a non-negative number, got {darken[key]!r}")
         for key in ("log_shot", "red_gain", "blue_gain"):
-            _range(raw, key, -50.0)
+            _range(raw, key, -50.0, 50.0)
+        read = raw.get("read_from_shot")
+        if read is not None:
+            if not isinstance(read, dict) or not {"slope", "intercept", "sd"} <= set(read):
+                raise RecipeError("'read_from_shot' needs slope, intercept and sd")
+            for key in ("slope", "intercept", "sd"):
+                if not _number(read[key]) or abs(read[key]) > 100 or (key == "sd" and read[key] < 0):
+                    raise RecipeError(f"'read_from_shot.{key}' must be a finite number within +-100 (sd not "
+                                      f"negative), got {read[key]!r}")
+        bits = raw.get("raw_bits", 12)
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 16:
+            raise RecipeError(f"'raw_bits' must be an integer from 1 to 16, got {bits!r}")
     _check_scale(raw)
     name = str(raw.get("name", Path(source).stem or "recipe"))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or ".." in name:

@@ -1007,3 +1007,28 @@ def test_an_image_whose_size_its_header_does_not_tell_is_refused_before_decoding
     info = runner.invoke(app, ["info", "data/synthetic"])
     assert "Traceback" not in info.output and "size cannot be read" in info.output, info.output
     assert decode(np.frombuffer(b"", np.uint8)) is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"raw_bits": 0}, "raw_bits' must be an integer from 1 to 16"),
+    ({"read_from_shot": {"slope": float("nan"), "intercept": 1.2, "sd": 0.26}}, "read_from_shot.slope"),
+    ({"log_shot": [1e39, 1e39]}, "log_shot"),
+])
+def test_low_light_recipes_that_give_black_images_are_refused(change, message):
+    import yaml
+    from importlib import resources
+
+    from degradations import RecipeError
+    from degradations.recipe import parse_recipe
+
+    raw = yaml.safe_load(resources.files("degradations.presets").joinpath("lowlight.yaml").read_text())
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe({**raw, **change}, "crafted.yaml")
+
+
+def test_a_number_finite_in_float64_but_not_in_float32_is_refused():
+    from degradations import RecipeError
+    from degradations.recipe import parse_recipe
+
+    with pytest.raises(RecipeError, match="photons"):
+        parse_recipe(_poled_with(photons=[1e39, 1e39]), "crafted.yaml")
