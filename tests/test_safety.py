@@ -1015,8 +1015,9 @@ def test_an_image_whose_size_its_header_does_not_tell_is_refused_before_decoding
     ({"log_shot": [1e39, 1e39]}, "log_shot"),
 ])
 def test_low_light_recipes_that_give_black_images_are_refused(change, message):
-    import yaml
     from importlib import resources
+
+    import yaml
 
     from degradations import RecipeError
     from degradations.recipe import parse_recipe
