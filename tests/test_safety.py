@@ -1033,3 +1033,12 @@ def test_a_number_finite_in_float64_but_not_in_float32_is_refused():
 
     with pytest.raises(RecipeError, match="photons"):
         parse_recipe(_poled_with(photons=[1e39, 1e39]), "crafted.yaml")
+
+
+def test_a_second_study_in_one_workspace_is_told_to_wait(workspace):
+    from udcbench.files import folder_lock
+
+    with folder_lock(workspace / "runs", "study in"):  # a first reproduce, still at work
+        result = runner.invoke(app, ["reproduce", "--study", "smoke", "--methods", "test_cnn"])
+    assert result.exit_code == 2 and "another udcbench is writing the study in" in result.output
+    assert "--overwrite" not in result.output and "wait for it to end" in result.output

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
@@ -22,7 +23,7 @@ from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.runs import STORE, data_tag, finished, run_folder, stage1_plan, train_method
 from udcbench.engine.store import load_results
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
-from udcbench.files import read_json
+from udcbench.files import folder_lock, read_json
 from udcbench.methods import get_method, method_names, study_methods, swept_method
 from udcbench.methods.base import clip_override
 from udcbench.pretrain import PRETRAINED, FacePretraining, pretrained_trunk
@@ -309,12 +310,21 @@ def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = No
     open_clip checkpoint of the methods with CLIP encoders (LRDif's paper model)."""
     study, names, methods, seeds, steps, condition = _resolve(preset, datasets, methods, seeds, steps, condition)
     clip_overrides = _clip_overrides(methods, study.train_preset, clip)  # refused here, before anything trains
+    distributed = _distributed(device)
+    # one study at a time per workspace: a second one started beside it is told to wait (rank 0 holds the lock)
+    lock = folder_lock(workspace.runs, "study in") if distributed.rank() == 0 else nullcontext()
+    with lock:
+        return _reproduce(study, workspace, names, methods, seeds, steps, condition, clip_overrides, distributed,
+                          datasets is not None, src_root, device, log)
+
+
+def _reproduce(study: StudyPreset, workspace: Workspace, names: list[str], methods: list[str], seeds: list[int],
+               steps: list[int], condition: str, clip_overrides: dict[str, list[str]], distributed, explicit: bool,
+               src_root: Path | None, device: str | None, log: Callable[[str], None]) -> StudySummary:
     start = time.perf_counter()
     summary = StudySummary()
-    explicit = datasets is not None
     conditions = ("clean", condition)
     adapters: dict[str, dict[str, DatasetAdapter]] = {}
-    distributed = _distributed(device)
     for name in names:
         if name != "synthetic" and not clean_source(name, workspace, src_root).is_dir():  # every rank alike
             if explicit:
