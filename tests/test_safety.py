@@ -1042,3 +1042,23 @@ def test_a_second_study_in_one_workspace_is_told_to_wait(workspace):
         result = runner.invoke(app, ["reproduce", "--study", "smoke", "--methods", "test_cnn"])
     assert result.exit_code == 2 and "another udcbench is writing the study in" in result.output
     assert "--overwrite" not in result.output and "wait for it to end" in result.output
+
+
+def test_synthesis_keeps_within_its_memory_budget_or_refuses_the_recipe_before_writing(workspace, monkeypatch):
+    """A recipe inside every documented limit (toled's halo at 1,023 px, psf_scale 4) reached 23.3 GB: synth worked
+    64 images at a time. Now a batch is sized to the budget, and a recipe whose one image is over it is refused."""
+    from importlib import resources
+
+    import yaml
+
+    raw = yaml.safe_load(resources.files("degradations.presets").joinpath("toled.yaml").read_text())
+    raw["scatter"]["kernel_px"], raw["psf_scale"], raw["name"] = 1023, 4, "big"
+    (workspace / "big.yaml").write_text(yaml.safe_dump(raw))
+    refused = runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--recipe", "big.yaml",
+                                  "--out", "data/big"])
+    assert refused.exit_code == 2 and "over the synthesis memory budget" in refused.output
+    assert not (workspace / "data" / "big").exists()  # refused before anything was written
+    monkeypatch.setenv("UDCBENCH_SYNTH_MEMORY_GB", "0.01")  # a few images per batch at this size
+    small = runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", "data/udc", "--json"])
+    assert small.exit_code == 0, small.output
+    assert len(list((workspace / "data" / "udc").rglob("*.png"))) >= 84

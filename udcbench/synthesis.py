@@ -50,6 +50,12 @@ from udcbench.progress import progress_bar
 from udcbench.workers import worker_pool
 
 CHUNK = 64
+#: The memory one synthesis batch may take (``UDCBENCH_SYNTH_MEMORY_GB``, default 2 GB): a chunk's images of one
+#: size are degraded in batches sized by :func:`image_bytes` to stay within it, and a recipe whose one image needs
+#: more is refused before anything is written.
+SYNTH_MEMORY_GB = 2.0
+#: Working copies per image and channel in the degradation (the padded image, its FFT and the kernel's, products).
+_WORKING_COPIES = 6
 MANIFEST = "manifest.json"
 PREVIEW = "preview.png"
 _OWN_FILES = {MANIFEST, PREVIEW}
@@ -119,6 +125,34 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def memory_budget() -> int:
+    """Bytes one synthesis batch may take (:data:`SYNTH_MEMORY_GB`, or ``UDCBENCH_SYNTH_MEMORY_GB``)."""
+    raw = os.environ.get("UDCBENCH_SYNTH_MEMORY_GB") or str(SYNTH_MEMORY_GB)
+    try:
+        gb = float(raw)
+    except ValueError:
+        gb = float("nan")
+    if not 0.01 <= gb <= 4096:
+        raise UdcbenchError(f"UDCBENCH_SYNTH_MEMORY_GB is a number of gigabytes from 0.01 to 4096, got '{raw}'")
+    return int(gb * 2**30)
+
+
+def image_bytes(module, psf_scale: float, height: int, width: int) -> int:
+    """About the memory the degradation of one ``height x width`` image takes at ``psf_scale``: its padded planes
+    (the image plus the largest kernel on the dataset's grid) in complex float32, times the working copies."""
+    sides = [k.shape[-1] for k in (getattr(module, "psf", None) and module.psf(psf_scale),
+                                   getattr(module, "halo", None) and module.halo(psf_scale)) if k is not None]
+    pad = max(sides, default=0)
+    return 3 * (height + pad) * (width + pad) * 8 * _WORKING_COPIES
+
+
+def batches_within(rels: list[str], per_image: int, budget: int) -> list[list[str]]:
+    """``rels`` in consecutive batches of at most ``budget // per_image`` images (the same split on every run, so
+    the output stays byte-identical)."""
+    size = max(1, budget // max(per_image, 1))
+    return [rels[i : i + size] for i in range(0, len(rels), size)]
+
+
 # -- the work of one chunk (runs in worker processes) -----------------------------------------------------
 _module_cache: dict[str, torch.nn.Module] = {}
 
@@ -155,7 +189,10 @@ def degrade_chunk(src: str, out: str, files: list[str], todo: list[str], recipe:
     for rel, (image, _) in decoded.items():
         groups.setdefault(image.shape[:2], []).append(rel)
     quality = int(recipe.raw.get("jpeg_quality", 95))
-    for (_, width), rels in groups.items():
+    budget = memory_budget()
+    batches = [((h, w), part) for (h, w), rels in groups.items()
+               for part in batches_within(rels, image_bytes(module, recipe.psf_scale(dataset, w), h, w), budget)]
+    for (_, width), rels in batches:
         x = torch.from_numpy(np.stack([decoded[r][0] for r in rels])).permute(0, 3, 1, 2).float() / 255.0
         gens = [torch.Generator().manual_seed(image_seed(recipe, seed, r)) for r in rels]
         psf_scale = recipe.psf_scale(dataset, width)
@@ -260,6 +297,22 @@ def synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int = 0
         return _synthesize(adapter, Path(out), recipe, seed, workers, shard, resume, overwrite, cache_dir)
 
 
+def _check_memory(module, recipe: Recipe, dataset: str, first: Path) -> None:
+    """Refuse, before anything is written, a recipe whose one image (the dataset's first, by its header) would take
+    more than the memory budget."""
+    from udcbench.images import declared_size
+
+    size = declared_size(first.read_bytes()[:1 << 16]) if first.is_file() else None
+    if size is None:
+        return
+    width, height = size
+    need = image_bytes(module, recipe.psf_scale(dataset, width), height, width)
+    if need > memory_budget():
+        raise UdcbenchError(f"recipe {recipe.name} needs about {need / 2**30:.1f} GB per {width} x {height} image, "
+                            f"over the synthesis memory budget of {memory_budget() / 2**30:.1f} GB "
+                            "(UDCBENCH_SYNTH_MEMORY_GB): a smaller kernel_px or psf_scale, or a larger budget")
+
+
 def _synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int, workers: int, shard: Shard,
                 resume: bool, overwrite: bool, cache_dir: Path | None) -> SynthReport:
     src = adapter.root
@@ -272,9 +325,10 @@ def _synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int, w
     dataset = adapter.origin
     adapter.records()  # a malformed label file fails here, before any image is written
     try:
-        _module(recipe, cache_dir)  # so does the recipe's PSF (a missing or unreadable file)
+        module = _module(recipe, cache_dir)  # so does the recipe's PSF (a missing or unreadable file)
     except (OSError, ValueError) as exc:
         raise UdcbenchError(f"recipe {recipe.name}: {exc}") from None
+    _check_memory(module, recipe, dataset, src / images[0])
     header = _header(recipe, seed, adapter, src, len(images))
     # Shards of one run share the output folder: each may find the others already there.
     _check_output(out, src, header, resume or shard.count > 1, overwrite)
