@@ -272,3 +272,22 @@ def test_predict_goes_on_past_a_bad_image_and_lists_it(workspace, tmp_path):
     assert "unreadable:" in result.output and good.exists()
     table = runner.invoke(app, ["predict", str(run), str(folder), "--crop", "none"])
     assert table.exit_code == 0 and "unreadable" in table.stdout
+
+
+def test_degrade_refuses_a_photo_over_its_memory_budget_in_one_line(tmp_path, monkeypatch):
+    photo = _photo(tmp_path / "big.png")  # 640 x 480: about 0.05 GB at the panel's scale
+    monkeypatch.setenv("UDCBENCH_DEGRADE_MEMORY_GB", "0.02")  # as an 81-megapixel photo against the default 8 GB
+    result = runner.invoke(app, ["degrade", str(photo), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "over the budget of 0.02 GB" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out" / "big-toled.png").exists()
+
+
+def test_an_allocation_the_machine_refuses_is_one_line(tmp_path, monkeypatch):
+    import udcbench.photos as photos
+
+    def refuse(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(photos, "degrade_files", refuse)
+    result = runner.invoke(app, ["degrade", str(_photo(tmp_path / "a.png")), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "out of memory" in result.output and "Traceback" not in result.output

@@ -78,6 +78,30 @@ def photo_scale(image: np.ndarray, recipe: Recipe, face_px: float | None = None
     return scale, f"face {width:.0f} px ({source})", box
 
 
+#: The memory one photo's degradation may take (``UDCBENCH_DEGRADE_MEMORY_GB``, default 8 GB): about a 40-megapixel
+#: photo at the presets' scales; an 81-megapixel one needed more than 12 GB.
+DEGRADE_MEMORY_GB = 8.0
+
+
+def _check_photo_memory(module, psf_scale: float, height: int, width: int, name: str) -> None:
+    """Refuse, in one line, a photo whose degradation would take more than the budget."""
+    import os
+
+    from udcbench.synthesis import image_bytes
+
+    raw = os.environ.get("UDCBENCH_DEGRADE_MEMORY_GB") or str(DEGRADE_MEMORY_GB)
+    try:
+        budget = float(raw)
+    except ValueError:
+        budget = float("nan")
+    if not 0.01 <= budget <= 4096:
+        raise UdcbenchError(f"UDCBENCH_DEGRADE_MEMORY_GB is a number of gigabytes from 0.01 to 4096, got '{raw}'")
+    need = image_bytes(module, psf_scale, height, width) / 2**30
+    if need > budget:
+        raise UdcbenchError(f"{name or 'the photo'} ({width} x {height}) needs about {need:.1f} GB to degrade, over "
+                            f"the budget of {budget:g} GB (UDCBENCH_DEGRADE_MEMORY_GB): downscale it first")
+
+
 def degrade_photo(image: np.ndarray, recipe: Recipe, seed: int = 0, face_px: float | None = None,
                   name: str = "") -> Degraded:
     """``image`` (H x W x 3 uint8 RGB) through ``recipe`` at its face scale; the same (recipe, seed, name) give
@@ -87,11 +111,13 @@ def degrade_photo(image: np.ndarray, recipe: Recipe, seed: int = 0, face_px: flo
     from degradations.functional import to_uint8
 
     scale, source, box = photo_scale(image, recipe, face_px)
+    module = build_degradation(recipe)
+    _check_photo_memory(module, scale, image.shape[0], image.shape[1], name)
     digest = hashlib.sha256(f"{recipe.digest}:{seed}:{name}".encode(errors="surrogateescape")).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
     with torch.no_grad():
-        y = build_degradation(recipe)(x, psf_scale=scale, generator=[generator])
+        y = module(x, psf_scale=scale, generator=[generator])
     return Degraded(to_uint8(y)[0].permute(1, 2, 0).numpy(), scale, source, box)
 
 

@@ -66,6 +66,11 @@ def add_command(app: typer.Typer, fn: Callable, name: str, panel: str | None = N
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
             fail(f"{where}{exc.strerror or exc}".replace("[", r"\["))
+        except MemoryError:  # an allocation the machine (or its ulimit) refused: one line, not a traceback
+            if debug():
+                raise
+            fail("out of memory: the machine (or its memory limit) refused an allocation; use smaller inputs, fewer "
+                 "workers or a smaller batch", 1)
         except KeyboardInterrupt:
             if debug():
                 raise
