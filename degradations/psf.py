@@ -179,6 +179,10 @@ def display_psf(optics: Optics, cache_dir: Path | None = None) -> np.ndarray:
     return psf.copy()
 
 
+#: The largest measured PSF array a recipe may name (a capture-scale kernel of 1,023 x 1,023 x 3 float64 is 25 MB).
+MAX_PSF_FILE_BYTES = 64 << 20
+
+
 def load_measured_psf(path: Path | str) -> np.ndarray:
     """A measured PSF from ``.npy`` (H x W, H x W x 3 or 3 x H x W) or an image file (grey or RGB).
 
@@ -188,8 +192,11 @@ def load_measured_psf(path: Path | str) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"PSF file not found: {path}")
     if path.suffix.lower() == ".npy":
-        try:
-            psf = np.load(path, allow_pickle=False).astype(np.float64)
+        try:  # mapped first: a small file declaring a huge array is refused before anything is allocated
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+            if mapped.nbytes > MAX_PSF_FILE_BYTES:
+                raise ValueError(f"declares {mapped.nbytes / 2**20:.0f} MB, over {MAX_PSF_FILE_BYTES >> 20} MB")
+            psf = np.asarray(mapped, dtype=np.float64)
         except ValueError as exc:  # e.g. a pickled object array: refused, never unpickled
             raise ValueError(f"{path}: not a numeric .npy array ({exc})") from None
     else:

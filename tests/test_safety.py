@@ -1062,3 +1062,33 @@ def test_synthesis_keeps_within_its_memory_budget_or_refuses_the_recipe_before_w
     small = runner.invoke(app, ["synth", "synthetic", "--src", "data/synthetic", "--out", "data/udc", "--json"])
     assert small.exit_code == 0, small.output
     assert len(list((workspace / "data" / "udc").rglob("*.png"))) >= 84
+
+
+def test_an_array_file_declaring_gigabytes_is_refused_before_loading(workspace, tmp_path):
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from udcbench.files import check_array_file
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 31, 3)})
+    bomb = workspace / "data" / "synthetic" / "landmarks.npz"  # 24 GB declared, a few bytes stored
+    with zipfile.ZipFile(bomb, "w") as archive:
+        archive.writestr("points.npy", header.getvalue() + bytes(16))
+        archive.writestr("ids.npy", header.getvalue())
+    with pytest.raises(UdcbenchError, match="over the limit"):
+        check_array_file(bomb)
+    from udcbench.datasets import create_dataset
+    from udcbench.errors import DatasetLayoutError
+
+    adapter = create_dataset("imagefolder", workspace / "data" / "synthetic")
+    with pytest.raises(DatasetLayoutError, match="over the limit"):
+        adapter.ground_truth_landmarks(adapter.records("train")[0])
+    psf = tmp_path / "psf.npy"
+    psf.write_bytes(header.getvalue() + bytes(16))  # a PSF file declaring 24 GB
+    from degradations.psf import load_measured_psf
+
+    with pytest.raises(ValueError, match="psf.npy"):
+        load_measured_psf(psf)

@@ -193,6 +193,49 @@ def folder_lock(folder: Path, what: str = "folder") -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+#: The most memory the arrays of a ``.npz``/``.npy`` file read whole may declare (landmarks, predictions): 1 GB.
+MAX_ARRAY_BYTES = 1 << 30
+
+
+def declared_array_bytes(path: Path) -> int:
+    """The bytes the arrays of a ``.npy`` or ``.npz`` file declare in their headers, read without loading them (a
+    small file can declare gigabytes)."""
+    import zipfile
+
+    import numpy as np
+
+    def one(f) -> int:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"array format version {version} is not read here")
+        shape, _, dtype = readers[version](f)
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            total = 0
+            for name in archive.namelist():
+                with archive.open(name) as f:
+                    total += one(f)
+            return total
+    with open(path, "rb") as f:
+        return one(f)
+
+
+def check_array_file(path: Path, limit: int = MAX_ARRAY_BYTES) -> None:
+    """Refuse, in one line, an array file whose declared arrays are over ``limit`` bytes, or whose headers do not
+    read, before anything is loaded."""
+    try:
+        size = declared_array_bytes(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UdcbenchError(f"{path}: not a numpy array file ({exc})") from None
+    if size > limit:
+        raise UdcbenchError(f"{path} declares {size / 2**30:.1f} GB of arrays, over the limit of "
+                            f"{limit / 2**30:.0f} GB (udcbench.files.MAX_ARRAY_BYTES): refused before loading")
+
+
 def printable(text: str) -> str:
     """``text`` as valid UTF-8: a file name in another encoding (Python keeps its bytes as surrogates) with those
     bytes escaped (``caf\\xe9.png``), for records, exports and messages."""

@@ -146,7 +146,10 @@ class LandmarkSet:
 
     @classmethod
     def load(cls, path: Path) -> LandmarkSet:
-        with np.load(path) as data:
+        from udcbench.files import check_array_file
+
+        check_array_file(path)
+        with np.load(path, allow_pickle=False) as data:
             return cls(data["ids"].tolist(), data["points"], data["methods"], cached=True)
 
 

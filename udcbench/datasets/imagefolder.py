@@ -19,7 +19,8 @@ from udcbench.datasets.base import (
     Record,
     register_dataset,
 )
-from udcbench.errors import DatasetLayoutError
+from udcbench.errors import DatasetLayoutError, UdcbenchError
+from udcbench.files import check_array_file
 from udcbench.labels import CANONICAL_LABELS, LABEL_INDEX
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
@@ -87,8 +88,9 @@ class ImageFolder(DatasetAdapter):
             self._landmarks = None
             if path.is_file():
                 try:
+                    check_array_file(path)
                     with np.load(path, allow_pickle=False) as data:
                         self._landmarks = dict(zip(data["ids"].tolist(), data["points"].astype(np.float32)))
-                except (OSError, ValueError, KeyError) as exc:  # a pickled object array is refused, not loaded
+                except (OSError, ValueError, KeyError, UdcbenchError) as exc:  # a pickled object array: refused
                     raise DatasetLayoutError(f"{path}: not a landmarks file of arrays ids and points ({exc})") from None
         return self._landmarks
