@@ -208,3 +208,14 @@ def test_log_lines_are_not_wrapped_in_a_pipe(capsys):
     path = "/a/" + "long-folder-name/" * 12 + "run"
     stderr.print(f"training resnet18 -> {path}")
     assert capsys.readouterr().err == f"training resnet18 -> {path}\n"  # one line, the path whole
+
+
+def test_a_path_that_reads_as_markup_prints_as_text(tmp_path, capsys):
+    from udcbench.progress import stderr
+
+    odd = "runs/[/x]/[abc]/model"
+    stderr.print(f"[yellow]note:[/] training into {odd}")  # raised MarkupError before
+    assert odd in capsys.readouterr().err
+    folder = tmp_path / "[/x]"
+    result = runner.invoke(app, ["generate", str(folder), "--n-train", "14", "--n-test", "7", "--size", "32"])
+    assert result.exit_code == 0 and "Traceback" not in result.output

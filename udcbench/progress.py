@@ -19,9 +19,26 @@ from rich.progress import (
 
 T = TypeVar("T")
 
+class SafeConsole(Console):
+    """A console whose messages never fail on text they quote: a path or name that reads as Rich markup (``[/x]``,
+    ``[abc]``) prints as plain text instead of raising."""
+
+    def print(self, *objects, **kwargs) -> None:
+        from rich.errors import MarkupError, MissingStyle, StyleSyntaxError
+
+        try:
+            super().print(*objects, **kwargs)
+        except (MarkupError, MissingStyle, StyleSyntaxError):
+            markup, self._markup = self._markup, False  # tables render their titles with the console's setting
+            try:
+                super().print(*objects, **{**kwargs, "markup": False})
+            finally:
+                self._markup = markup
+
+
 #: Logs and progress go to stderr; results go to stdout. Lines are never wrapped (``soft_wrap``): in a log or a pipe
 #: Rich's 80 columns split paths and words across lines.
-stderr = Console(stderr=True, soft_wrap=True)
+stderr = SafeConsole(stderr=True, soft_wrap=True)
 
 
 def quiet() -> bool:

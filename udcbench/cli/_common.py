@@ -13,18 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from degradations import preset_names
 from udcbench.config import PRESETS
 from udcbench.datasets import create_dataset, dataset_names, detect_dataset, get_adapter_class
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.errors import DatasetNotFoundError, UdcbenchError
-from udcbench.progress import stderr
+from udcbench.progress import SafeConsole, stderr
 from udcbench.workspace import load_workspace
 
 #: Results go to stdout; logs and progress to stderr (:data:`udcbench.progress.stderr`).
-stdout = Console(soft_wrap=True)
+stdout = SafeConsole(soft_wrap=True)
 DEBUG_VAR = "UDCBENCH_DEBUG"
 
 
