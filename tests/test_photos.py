@@ -291,3 +291,23 @@ def test_an_allocation_the_machine_refuses_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(photos, "degrade_files", refuse)
     result = runner.invoke(app, ["degrade", str(_photo(tmp_path / "a.png")), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and "out of memory" in result.output and "Traceback" not in result.output
+
+
+def test_tiny_images_are_one_line_not_an_opencv_traceback(tmp_path, monkeypatch):
+    thin, dot = tmp_path / "thin.png", tmp_path / "dot.png"
+    assert cv2.imwrite(str(thin), np.full((1, 5000, 3), 100, np.uint8))
+    assert cv2.imwrite(str(dot), np.full((1, 1, 3), 100, np.uint8))
+    degraded = runner.invoke(app, ["degrade", str(thin), "--out", str(tmp_path / "out")])
+    assert degraded.exit_code == 2 and "at least 16 on each side" in degraded.output
+    calibrated = runner.invoke(app, ["calibrate", "--clean", str(dot), "--udc", str(dot), "--out",
+                                     str(tmp_path / "p.yaml")])
+    assert calibrated.exit_code == 2 and "at least 32 on each side" in calibrated.output
+    import udcbench.photos as photos
+
+    def opencv_fails(*args, **kwargs):  # whatever else OpenCV refuses is one line too
+        cv2.resize(np.zeros((1, 1, 3), np.uint8), (0, 0))
+
+    monkeypatch.setattr(photos, "degrade_files", opencv_fails)
+    other = runner.invoke(app, ["degrade", str(_photo(tmp_path / "a.png")), "--out", str(tmp_path / "o2")])
+    assert other.exit_code == 2 and "OpenCV cannot process this image" in other.output
+    assert "Traceback" not in degraded.output + calibrated.output + other.output

@@ -76,6 +76,10 @@ class PairFit:
         return raw
 
 
+#: The smallest capture side ``calibrate`` takes (a 1 x 1 pair gave an OpenCV traceback in the alignment).
+MIN_CAPTURE_SIDE = 32
+
+
 def read_image(path: Path) -> torch.Tensor:
     """An 8- or 16-bit image as (1, 3, H, W) sRGB in [0, 1], float64."""
     import cv2
@@ -88,6 +92,9 @@ def read_image(path: Path) -> torch.Tensor:
         raise UdcbenchError(f"{path}: {exc}") from None
     if image is None:
         raise UdcbenchError(f"{path}: not a readable image")
+    if min(image.shape[:2]) < MIN_CAPTURE_SIDE:
+        raise UdcbenchError(f"{path}: {image.shape[1]} x {image.shape[0]} pixels; a capture for calibrate needs at "
+                            f"least {MIN_CAPTURE_SIDE} on each side (the PSF and its alignment need room)")
     scale = 65535.0 if image.dtype == np.uint16 else 255.0
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)

@@ -20,10 +20,24 @@ import numpy as np
 from degradations import build_degradation
 from degradations.recipe import CAPTURE_SCALE, MAX_PSF_SCALE, Recipe
 from udcbench.datasets.base import IMAGE_SUFFIXES, read_image
-from udcbench.errors import UdcbenchError
+from udcbench.errors import UdcbenchError, UnreadableImageError
 from udcbench.faces import detect_face_haar
 from udcbench.files import printable, write_atomic
 from udcbench.images import encode
+
+#: The smallest photo side ``degrade`` and ``predict`` take (a face and a panel's blur need room).
+MIN_PHOTO_SIDE = 16
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """A photo as H x W x 3 uint8 RGB, refused in one line when a side is under :data:`MIN_PHOTO_SIDE` pixels (a
+    1 x 5,000 image gave an OpenCV traceback)."""
+    image = read_image(path)
+    if min(image.shape[:2]) < MIN_PHOTO_SIDE:
+        raise UnreadableImageError(path, f"{image.shape[1]} x {image.shape[0]} pixels: at least {MIN_PHOTO_SIDE} "
+                                         "on each side")
+    return image
+
 
 #: The long side of each half of the side-by-side figure (pixels): large enough to judge a blur.
 FIGURE_SIDE = 768
@@ -202,7 +216,7 @@ def degrade_files(files: list[Path], recipe: Recipe, out: Path, seed: int = 0, f
                             "it, or another --out")
     rows = []
     for path in files:
-        image = read_image(path)
+        image = read_photo(path)
         result = degrade_photo(image, recipe, seed, face_px, name=path.name)
         degraded = write_image(result.image, out / names[path][0])
         figure = side_by_side(image, result.image, (f"{path.name} (clean)", f"{recipe.name}: {result.scale_from}, "

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from udcbench.datasets import get_adapter_class
-from udcbench.datasets.base import read_image
 from udcbench.engine.data import resize_image
 from udcbench.errors import UdcbenchError, UnreadableImageError
 from udcbench.faces import detect_face, square_crop
 from udcbench.files import printable, read_json
 from udcbench.labels import label_names
+from udcbench.photos import read_photo
 
 CROPS = ("detect", "none")
 
@@ -148,7 +148,7 @@ def predict_files(predictor: Predictor, files: list[Path], crop: str = "detect",
     rows, faces, degraded = [], [], []
     for path in files:
         try:
-            image = read_image(path)
+            image = read_photo(path)
         except UnreadableImageError as exc:  # a bad photo is a row that says so; the others are still predicted
             rows.append({"file": printable(str(path)), "face": "unreadable", "box": None, "error": exc.reason})
             continue

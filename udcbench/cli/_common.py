@@ -70,6 +70,11 @@ def add_command(app: typer.Typer, fn: Callable, name: str, panel: str | None = N
                 raise
             fail("out of memory: the machine (or its memory limit) refused an allocation; use smaller inputs, fewer "
                  "workers or a smaller batch", 1)
+        except Exception as exc:  # noqa: BLE001 - OpenCV's own errors (cv2.error) on an image it cannot process
+            if debug() or type(exc).__name__ != "error" or "cv2" not in type(exc).__module__:
+                raise
+            detail = next((line for line in str(exc).splitlines() if "error:" in line), str(exc)).strip()
+            fail(f"OpenCV cannot process this image ({detail[-160:]})".replace("[", r"\["))
         except KeyboardInterrupt:
             if debug():
                 raise
