@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -311,3 +312,17 @@ def test_tiny_images_are_one_line_not_an_opencv_traceback(tmp_path, monkeypatch)
     other = runner.invoke(app, ["degrade", str(_photo(tmp_path / "a.png")), "--out", str(tmp_path / "o2")])
     assert other.exit_code == 2 and "OpenCV cannot process this image" in other.output
     assert "Traceback" not in degraded.output + calibrated.output + other.output
+
+
+def test_export_removes_what_a_killed_export_left(workspace):
+    from udcbench.files import temp_path
+
+    run = _trained(workspace)
+    out = workspace / "models" / "m.pt"
+    out.parent.mkdir()
+    left = temp_path(out).with_name(temp_path(out).name.replace(f".{os.getpid()}.", ".999999999."))
+    left.write_bytes(bytes(1000))  # a temporary of a process long gone (a SIGKILL mid-write)
+    mine = out.parent / "notes.txt"
+    mine.write_text("keep")
+    assert runner.invoke(app, ["export-model", str(run), "--out", str(out)]).exit_code == 0
+    assert not left.exists() and mine.read_text() == "keep" and out.is_file()

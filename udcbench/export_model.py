@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from udcbench.errors import UdcbenchError
-from udcbench.files import temp_path, write_atomic, write_json
+from udcbench.files import remove_stale_temporaries, temp_path, write_atomic, write_json
 from udcbench.predict import Predictor
 
 FORMATS = {"torchscript": 1e-5, "onnx": 1e-4}  # the format and the largest logit difference its check allows
@@ -69,6 +69,7 @@ def export_model(target: Path, fmt: str, out: Path) -> dict:
     sampling = _samples(wrapped, size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out.parent, recursive=False)  # what a killed export left (14-33 MB each)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation notes: the check below decides
         if fmt == "torchscript":

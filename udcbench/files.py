@@ -35,14 +35,14 @@ def temp_path(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{stem}.{os.getpid()}{TEMP_MARK}{suffix}")
 
 
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete the temporary files udcbench processes that no longer run left under ``folder`` (a kill in the middle
-    of a write); returns how many. Another running process's temporaries are kept."""
+def remove_stale_temporaries(folder: Path, recursive: bool = True) -> int:
+    """Delete the temporary files udcbench processes that no longer run left under ``folder`` (in it alone unless
+    ``recursive``: a kill in the middle of a write); returns how many. Another running process's are kept."""
     removed = 0
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    for path in folder.rglob(f".*{TEMP_MARK}*"):
+    for path in (folder.rglob if recursive else folder.glob)(f".*{TEMP_MARK}*"):
         match = _TEMP.match(path.name)
         if match and path.is_file() and not _alive(int(match["pid"])):
             path.unlink(missing_ok=True)
