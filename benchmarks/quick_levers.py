@@ -36,7 +36,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, help="where to train (default: a temporary folder)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs-from", type=Path, nargs="+", metavar="WORKSPACE",
+                        help="instead of training: each epoch's validation and test accuracy of the multi-epoch runs "
+                             "(EAC's two) of finished quick studies (reproduce_time.py --workspace)")
     args = parser.parse_args()
+    if args.epochs_from:
+        report("quick_levers", "The quick study's levers: validation (chooses) and test accuracy (%), fp32, quick "
+               "preset", merge_previous("quick_levers", epoch_rows(args.epochs_from), ("lever", "method", "seed")))
+        return
 
     from udcbench.datasets import create_dataset
     from udcbench.datasets.generate import generate_synthetic
@@ -71,6 +78,30 @@ def main() -> None:
                 print(f"{lever}: {method} seed {seed}: val {rows[-1]['val_accuracy']:.2f} %", flush=True)
     report("quick_levers", "The quick study's levers: validation (chooses) and test accuracy (%), fp32, quick preset",
            merge_previous("quick_levers", rows, ("lever", "method", "seed")))
+
+
+def epoch_rows(workspaces: list[Path]) -> list[dict]:
+    """One row per epoch of each clean run that trained more than one epoch in these quick-study workspaces: the
+    epochs lever read on validation from the runs themselves (``metrics.jsonl``)."""
+    import json
+
+    rows = []
+    for ws in workspaces:
+        for metrics in sorted((ws / "runs" / "synthetic").glob("*-quick-s*/metrics.jsonl")):
+            record = json.loads((metrics.parent / "results.json").read_text())
+            config = json.loads((metrics.parent / "config.json").read_text())
+            epochs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            if len(epochs) < 2:
+                continue
+            for e in epochs:
+                rows.append({"lever": f"identity pre-training 4 epochs, {record['method']} after epoch {e['epoch']} "
+                                      f"of {len(epochs)}", "pretraining": "identity", "method": record["method"],
+                             "seed": record["seed"], "input_size": record["input_size"], "epochs": e["epoch"],
+                             "batch_size": config["batch_size"],
+                             "val_accuracy": 100 * e["val_accuracy"], "accuracy": 100 * e["test_accuracy"],
+                             "precision": record["precision"], "selected_on": "val_accuracy",
+                             "commit": record.get("git_commit") or "", "machine": machine()})
+    return rows
 
 
 def _batch(overrides: list[str]) -> int:
