@@ -167,6 +167,21 @@ class TrainConfig:
         return config
 
 
+def env_number(name: str, default: float, low: float, high: float, unit: str) -> float:
+    """The number in environment variable ``name`` (``default`` when unset or empty), refused in one line outside
+    [``low``, ``high``] or when it is no number."""
+    import os
+
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise UdcbenchError(f"{name} is a number of {unit} from {low:g} to {high:g}, got '{raw}'")
+    return value
+
+
 def _typed(key: str, current: Any, value: Any, raw: str) -> Any:
     """``value`` in ``current``'s type (bool or number), or a one-line error."""
     if isinstance(current, bool) and not isinstance(value, bool):

@@ -99,17 +99,10 @@ DEGRADE_MEMORY_GB = 8.0
 
 def _check_photo_memory(module, psf_scale: float, height: int, width: int, name: str) -> None:
     """Refuse, in one line, a photo whose degradation would take more than the budget."""
-    import os
-
+    from udcbench.config import env_number
     from udcbench.synthesis import image_bytes
 
-    raw = os.environ.get("UDCBENCH_DEGRADE_MEMORY_GB") or str(DEGRADE_MEMORY_GB)
-    try:
-        budget = float(raw)
-    except ValueError:
-        budget = float("nan")
-    if not 0.01 <= budget <= 4096:
-        raise UdcbenchError(f"UDCBENCH_DEGRADE_MEMORY_GB is a number of gigabytes from 0.01 to 4096, got '{raw}'")
+    budget = env_number("UDCBENCH_DEGRADE_MEMORY_GB", DEGRADE_MEMORY_GB, 0.01, 4096, "gigabytes")
     need = image_bytes(module, psf_scale, height, width) / 2**30
     if need > budget:
         raise UdcbenchError(f"{name or 'the photo'} ({width} x {height}) needs about {need:.1f} GB to degrade, over "

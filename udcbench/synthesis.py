@@ -127,14 +127,9 @@ def _sha256(data: bytes) -> str:
 
 def memory_budget() -> int:
     """Bytes one synthesis batch may take (:data:`SYNTH_MEMORY_GB`, or ``UDCBENCH_SYNTH_MEMORY_GB``)."""
-    raw = os.environ.get("UDCBENCH_SYNTH_MEMORY_GB") or str(SYNTH_MEMORY_GB)
-    try:
-        gb = float(raw)
-    except ValueError:
-        gb = float("nan")
-    if not 0.01 <= gb <= 4096:
-        raise UdcbenchError(f"UDCBENCH_SYNTH_MEMORY_GB is a number of gigabytes from 0.01 to 4096, got '{raw}'")
-    return int(gb * 2**30)
+    from udcbench.config import env_number
+
+    return int(env_number("UDCBENCH_SYNTH_MEMORY_GB", SYNTH_MEMORY_GB, 0.01, 4096, "gigabytes") * 2**30)
 
 
 def image_bytes(module, psf_scale: float, height: int, width: int) -> int:

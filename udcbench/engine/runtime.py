@@ -133,14 +133,9 @@ DDP_TIMEOUT_MINUTES = 120
 
 def process_group_timeout() -> timedelta:
     """The process group's timeout: :data:`DDP_TIMEOUT_MINUTES` unless ``UDCBENCH_DDP_TIMEOUT_MIN`` says."""
-    raw = os.environ.get("UDCBENCH_DDP_TIMEOUT_MIN") or str(DDP_TIMEOUT_MINUTES)
-    try:
-        minutes = float(raw)
-    except ValueError:
-        minutes = float("nan")
-    if not 0 < minutes < 100_000:
-        raise UdcbenchError(f"UDCBENCH_DDP_TIMEOUT_MIN is a number of minutes above 0, got '{raw}'")
-    return timedelta(minutes=minutes)
+    from udcbench.config import env_number
+
+    return timedelta(minutes=env_number("UDCBENCH_DDP_TIMEOUT_MIN", DDP_TIMEOUT_MINUTES, 1, 100_000, "minutes"))
 
 
 def runtime(device: str | None = None) -> Runtime:
