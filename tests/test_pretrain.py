@@ -160,3 +160,24 @@ def test_a_study_from_a_pretraining_runs_again_and_moved_as_finished(tmp_path, m
     there = runner.invoke(app, args)
     assert there.exit_code == 0, there.output
     assert json.loads(there.stdout)["trained_now"] == 0
+
+
+@pytest.mark.slow(reason="a smoke study from a face pre-training: about 15 s")
+def test_no_file_the_study_writes_for_others_names_the_workspace(tmp_path, monkeypatch):
+    """Tables, leaderboard and report name the pre-training's weights relative to the workspace: a published
+    results folder leaks no machine path."""
+    import dataclasses
+
+    from udcbench import reproduce as study_module
+    from udcbench.datasets.generate import generate_synthetic
+
+    smoke = dataclasses.replace(study_module.STUDY_PRESETS["smoke"], pretrain=TINY, steps=())
+    monkeypatch.setitem(study_module.STUDY_PRESETS, "smoke", smoke)
+    generate_synthetic(tmp_path / "data" / "synthetic", n_train=56, n_test=21, size=48)
+    in_default_workspace(monkeypatch, tmp_path)
+    result = runner.invoke(app, ["reproduce", "--study", "smoke", "--methods", "resnet18"])
+    assert result.exit_code == 0, result.output
+    leaks = [p for p in (tmp_path / "results").rglob("*") if p.is_file() and str(tmp_path).encode() in p.read_bytes()]
+    assert leaks == []
+    table = (tmp_path / "results" / "tables" / "table2-synthetic.md").read_text()
+    assert f"runs/pretrained/{TINY.folder_name()}/trunk.pt" in table

@@ -235,11 +235,18 @@ def load_results(path: Path) -> list[dict[str, Any]]:
 def _rerooted(row: dict[str, Any], runs: Path) -> dict[str, Any]:
     """A row whose run folder is named where the store now lies: a run folder is always ``<runs>/<data
     folder>/<run name>`` (``engine.runs.run_folder``), so a moved or copied workspace finds its runs (the record
-    kept the absolute folder it was trained in)."""
+    kept the absolute folder it was trained in); weights inside the workspace it was trained in named relative to
+    that workspace."""
     recorded = row.get("run_dir")
     if not recorded:
         return row
+    row = {**row, "record": dict(row["record"])}
+    workspace = Path(recorded).parents[2]  # <workspace>/<runs>/<data folder>/<run name>
+    init = row.get("init")
+    if init and Path(init).is_absolute() and Path(init).is_relative_to(workspace):
+        # weights inside the workspace are named relative to it: tables, cards and reports leak no machine path
+        row["init"] = row["record"]["init"] = Path(init).relative_to(workspace).as_posix()
     here = runs / Path(recorded).parent.name / Path(recorded).name
-    if here == Path(recorded) or not here.is_dir():
-        return row
-    return {**row, "run_dir": str(here), "record": {**row["record"], "run_dir": str(here)}}
+    if here != Path(recorded) and here.is_dir():
+        row["run_dir"] = row["record"]["run_dir"] = str(here)
+    return row

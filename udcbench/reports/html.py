@@ -158,8 +158,10 @@ def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leader
                  figures_dir: Path, out: Path, title: str = "udcbench study") -> Path:
     """Write the page to ``out`` (``.../index.html``) and return its path."""
     out = Path(out)
-    records = {r["run_dir"]: {**(r.get("record") or {}), **(read_json(Path(r["run_dir"]) / "results.json") or {})}
-               for r in results if r.get("run_dir")}
+    # the run folder's record, with the store's workspace-relative names (init, run_dir) over the absolute ones
+    stored = {r["run_dir"]: r.get("record") or {} for r in results if r.get("run_dir")}
+    records = {run: {**record, **(read_json(Path(run) / "results.json") or {}),
+                     **{k: record[k] for k in ("init", "run_dir") if k in record}} for run, record in stored.items()}
     shown_runs = sorted({run for t in tables for row in t.rows for c in row.cells.values() for run in c.runs})
     figures = sorted(Path(figures_dir).rglob("*.png")) if Path(figures_dir).is_dir() else []
     groups = [("Samples (Figure 3): clean | panel", [f for f in figures if f.name.startswith("fig3")]),
