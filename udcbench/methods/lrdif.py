@@ -140,7 +140,7 @@ def _lrdif_prepare(model: FERModel, context: PrepareContext) -> None:
                          source=args["landmark_source"])
 
 
-for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "LRDif (the paper's model)"),
+for _variant, _title in (("s1", "LRDif stage 1 (oracle: label in)"), ("s2-v3", "LRDif"),
                          ("s2-v1", "LRDif S2-V1 (no DM, L_ce)"), ("s2-v2", "LRDif S2-V2 (DM, L_ce)"),
                          ("s2-v4", "LRDif S2-V4 (DM, L_total, no inserted noise)")):
     register_method(
