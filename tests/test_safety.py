@@ -1092,3 +1092,20 @@ def test_an_array_file_declaring_gigabytes_is_refused_before_loading(workspace, 
 
     with pytest.raises(ValueError, match="psf.npy"):
         load_measured_psf(psf)
+
+
+def test_a_store_that_cannot_take_the_record_at_the_end_says_how_to_add_it_without_retraining(workspace, monkeypatch):
+    import udcbench.engine.trainer as trainer
+
+    def locked(path, record):
+        raise UdcbenchError(f"the results store {path} cannot be used: database is locked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trainer, "save_result", locked)
+        result = _train()
+    assert result.exit_code == 0, result.output
+    assert "runs --rebuild" in result.output and "nothing needs retraining" in result.output
+    assert "--overwrite" not in result.output
+    assert runner.invoke(app, ["runs", "--rebuild"]).exit_code == 0
+    listed = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
+    assert [r["method"] for r in listed] == ["test_cnn"]  # the finished run, added without retraining

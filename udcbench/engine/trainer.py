@@ -484,6 +484,11 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     if rt.main:
         write_json(run_dir / "results.json", record)
         if store is not None:
-            save_result(store, record)
+            try:
+                save_result(store, record)
+            except UdcbenchError as exc:  # the run is finished and its record on disk: the store is rebuilt from it
+                stderr.print(f"[yellow]warning:[/] the run finished (its record: {run_dir / 'results.json'}), but "
+                             f"the store could not take it ({exc}); 'udcbench runs --rebuild' adds it, nothing needs "
+                             "retraining", highlight=False)
     distributed.barrier()
     return record
