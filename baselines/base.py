@@ -41,6 +41,10 @@ class FERModel(nn.Module):
 
     #: Run in NHWC (``torch.channels_last``): CNNs train ~20 % faster so on CPU (oneDNN) and GPU.
     channels_last: bool = False
+    #: One 32-bit key per image of the batch being evaluated (``baselines.randomness.image_keys``), set by the
+    #: engine around inference: a model that samples draws each image's noise from its key, so its result does not
+    #: depend on the batch or the number of ranks. None: the global generator.
+    sample_keys: torch.Tensor | None = None
 
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         raise NotImplementedError

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.randomness import hash_normal, mix
+
 
 def beta_schedule(steps: int, start: float = 0.1, end: float = 0.99, dtype=torch.float64) -> torch.Tensor:
     """``linspace(sqrt(start), sqrt(end), steps) ** 2``, ending at ``end`` for every ``steps`` (also 1)."""
@@ -109,21 +111,27 @@ class EPRDiffusion(nn.Module):
         return F.normalize(x0, dim=1)
 
     def reverse(self, zt: torch.Tensor, condition: torch.Tensor, insert_noise: bool = True,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Run t = T..1 from ``zt``; returns the estimate of ``Z`` at unit RMS (differentiable)."""
+                generator: torch.Generator | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """Run t = T..1 from ``zt``; returns the estimate of ``Z`` at unit RMS (differentiable). ``keys``: one 32-bit
+        key per row, whose inserted noise is then that row's own (:func:`baselines.randomness.hash_normal`)."""
         z = zt
         for t in range(self.steps, 0, -1):
             x0 = self.predict_x0(z, t, condition)
             mean, variance = self.schedule.posterior(x0, z, t)
             if t > 1 and insert_noise:
-                noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+                noise = (torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype) if keys is None
+                         else hash_normal(mix(keys ^ (t * 0x27D4EB2F)), tuple(z.shape[1:])).to(z.dtype))
                 z = mean + variance.sqrt() * noise
             else:
                 z = mean if t > 1 else x0
         return z * self.scale
 
     def sample(self, condition: torch.Tensor, insert_noise: bool = True,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Inference: start from Gaussian noise, no label."""
-        zt = torch.randn(condition.shape, generator=generator, device=condition.device, dtype=condition.dtype)
-        return self.reverse(zt, condition, insert_noise, generator)
+               generator: torch.Generator | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """Inference: start from Gaussian noise, no label; with ``keys`` (one per row) every row's noise is its own,
+        whatever batch or rank it is evaluated in."""
+        if keys is None:
+            zt = torch.randn(condition.shape, generator=generator, device=condition.device, dtype=condition.dtype)
+        else:
+            zt = hash_normal(keys, tuple(condition.shape[1:])).to(condition.dtype)
+        return self.reverse(zt, condition, insert_noise, generator, keys)

@@ -122,7 +122,7 @@ class LRDif(FERModel):
         condition = self.fpen_s2(e_image)
         if not self.variant.diffusion:
             return condition
-        return self.diffusion.sample(condition, insert_noise=self.variant.insert_noise)
+        return self.diffusion.sample(condition, insert_noise=self.variant.insert_noise, keys=self.sample_keys)
 
     def _features(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         maps, pooled, landmarks = self._image(x)

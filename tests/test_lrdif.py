@@ -476,3 +476,28 @@ def test_every_departure_of_lrdif_is_recorded_and_shown():
         assert words in departures, words
     shown = CliRunner().invoke(app, ["methods", "--details"]).stdout
     assert "method_args.head=bypass" in shown and "'head': 'udcformer'" in shown
+
+
+def test_sampled_evaluation_is_the_same_in_any_batch_or_share_of_the_images():
+    """Each image's reverse-chain noise comes from its own key (its position and the seed): evaluated in batches of
+    5 or 32, or in two shares as two ranks would, LRDif's sampled outputs agree exactly."""
+    from baselines.randomness import image_keys
+    from udcbench.config import TrainConfig
+    from udcbench.engine.evaluation import predict
+    from udcbench.engine.runtime import runtime
+
+    torch.manual_seed(0)
+    model = small_lrdif().eval()
+    images = np.random.default_rng(0).integers(0, 256, (23, 48, 48, 3), dtype=np.uint8)
+    rt = runtime("cpu")
+    out = {b: predict(model, images, TrainConfig(input_size=48, eval_batch_size=b, amp=False), rt, features=True)[0]
+           for b in (5, 32)}
+    np.testing.assert_allclose(out[5], out[32], rtol=0, atol=1e-4)  # float sums by batch size only: no other noise
+    x = torch.randn(6, 3, 48, 48)
+    model.sample_keys = image_keys(0, torch.arange(6))
+    whole = model.embed(x)
+    model.sample_keys = image_keys(0, torch.arange(3, 6))
+    torch.manual_seed(123)  # the global generator no longer matters
+    share = model.embed(x[3:])
+    model.sample_keys = None
+    torch.testing.assert_close(whole[3:], share, rtol=0, atol=1e-5)

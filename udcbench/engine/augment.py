@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import get_affine_matrix2d
 
+from baselines.randomness import MASK, hash_normal, mix
 from udcbench.config import TrainConfig
 
-_MASK = 0xFFFFFFFF
 #: The affine jitter: probability, scale range, shift (fraction of the side), rotation (degrees).
 AFFINE_P, AFFINE_SCALE, AFFINE_SHIFT, AFFINE_DEGREES = 0.5, (0.9, 1.1), 0.06, 10.0
 #: Random erasing: the erased area's share of the image and its aspect ratio range.
@@ -32,21 +32,12 @@ RESIZED_AREA, RESIZED_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 DRAWS = 19
 
 
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (lowbias32) on int64 tensors holding 32-bit values: the same bits on any device."""
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK
-    return x ^ (x >> 16)
-
-
 def hash_uniform(seed: int, epoch: int, index: torch.Tensor, draws: int) -> torch.Tensor:
     """``len(index) x draws`` uniform numbers in [0, 1), a pure function of (seed, epoch, index, draw)."""
-    key = _mix(torch.tensor([(seed * 0x9E3779B1) & _MASK]) ^ _mix(torch.tensor([epoch & _MASK])))
-    per_image = _mix((index.to(torch.int64) & _MASK) ^ key)
-    draw = torch.arange(1, draws + 1, dtype=torch.int64) * 0x85EBCA77 & _MASK
-    return (_mix(per_image[:, None] ^ draw[None, :]).double() / 2**32).float()
+    key = mix(torch.tensor([(seed * 0x9E3779B1) & MASK]) ^ mix(torch.tensor([epoch & MASK])))
+    per_image = mix((index.to(torch.int64) & MASK) ^ key)
+    draw = torch.arange(1, draws + 1, dtype=torch.int64) * 0x85EBCA77 & MASK
+    return (mix(per_image[:, None] ^ draw[None, :]).double() / 2**32).float()
 
 
 @dataclass
@@ -132,17 +123,6 @@ def crop_matrices(config: TrainConfig, u: torch.Tensor) -> torch.Tensor:
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = half[:, 0], half[:, 1], centre
     return theta
-
-
-def hash_normal(key: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Standard normal numbers, ``len(key) x shape``, a pure function of each image's 32-bit key and the pixel's
-    position (Box-Muller on two hashes): the same noise on any device and in any batch."""
-    n = math.prod(shape)
-    cells = torch.arange(n, device=key.device, dtype=torch.int64)
-    base = _mix((key.to(torch.int64)[:, None] & _MASK) ^ (cells[None] * 0x9E3779B1 & _MASK))
-    u1 = (base.double() + 1) / (2**32 + 1)
-    u2 = _mix(base ^ 0x68E31DA4).double() / 2**32
-    return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * math.pi * u2)).float().view(len(key), *shape)
 
 
 def eval_input(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:

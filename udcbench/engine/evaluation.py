@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from baselines import distributed
+from baselines.randomness import image_keys
 from udcbench.checkpoints import load_checkpoint
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter
@@ -49,10 +50,13 @@ def predict(model: nn.Module, images: np.ndarray, config: TrainConfig, rt: Runti
         j = min(i + config.eval_batch_size, hi)
         chunk = torch.from_numpy(np.array(images[i:j]))  # a copy: the cache is read-only
         x = eval_input(chunk.to(rt.device), config)
+        # each image's sampling noise from its own position: the same on any rank, batch size or device
+        model.sample_keys = image_keys(config.seed, torch.arange(i, j, device=rt.device))
         extra = (torch.from_numpy(labels[i:j]).to(rt.device),) if oracle else ()
         with rt.autocast(config.amp):
             out = (model.embed if features else model)(x, *extra)
         outputs.append(out.float() if features else out.float().argmax(dim=1))
+    model.sample_keys = None
     mine = torch.cat(outputs) if outputs else torch.zeros((0,), device=rt.device)
     gathered = distributed.all_gather_cat(mine) if shard else mine
     result = gathered.cpu().numpy()
