@@ -326,3 +326,23 @@ def test_export_removes_what_a_killed_export_left(workspace):
     mine.write_text("keep")
     assert runner.invoke(app, ["export-model", str(run), "--out", str(out)]).exit_code == 0
     assert not left.exists() and mine.read_text() == "keep" and out.is_file()
+
+
+def test_a_runs_model_folder_loads_in_predict_and_in_the_docs_plain_torch_example(workspace, tmp_path):
+    import re
+
+    run = _trained(workspace, "resnet18")
+    folder = run / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "resnet18" and config["id2label"]["0"] == "neutral"
+    assert config["input_size"] == 32 and config["crop"]["grayscale"] is False and (folder / "model.safetensors").is_file()
+    face = sorted((workspace / "data" / "synthetic" / "test").rglob("*.png"))[0]
+    expected = json.loads(runner.invoke(app, ["predict", str(run), str(face), "--crop", "none", "--json"]).stdout)[0]
+    from_folder = json.loads(runner.invoke(app, ["predict", str(folder), str(face), "--crop", "none",
+                                                 "--json"]).stdout)[0]
+    assert from_folder["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "photos.md").read_text()
+    code = re.search(r"## A run's model, as the field loads it.*?```python\n(.*?)```", page, re.S).group(1)
+    namespace: dict = {}
+    exec(code.replace("RUN", str(run)).replace("FACE.png", str(face)), namespace)  # the page's own example
+    assert namespace["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)

@@ -42,7 +42,8 @@ class Predictor:
 
     @classmethod
     def load(cls, target: Path, device: str | None = None) -> Predictor:
-        """From a run folder (its ``best.pt``) or a checkpoint file of one."""
+        """From a run folder (its ``best.pt``), a checkpoint file of one, or a model folder (``model.safetensors`` and
+        ``config.json``, :mod:`udcbench.model_files`)."""
         import torch
 
         from udcbench.checkpoints import load_checkpoint
@@ -50,12 +51,22 @@ class Predictor:
         from udcbench.engine.runtime import runtime
         from udcbench.methods import create_method, get_method
 
+        from udcbench.model_files import WEIGHTS, read_model_folder
+
         target = Path(target)
         path = target / "best.pt" if target.is_dir() else target
-        if not path.is_file():
-            raise UdcbenchError(f"{target}: no run folder with best.pt, nor a checkpoint file")
         rt = runtime(device)
-        state = load_checkpoint(path, rt.device)
+        if target.is_dir() and not path.is_file() and (target / WEIGHTS).is_file():  # a published model folder
+            tensors, meta = read_model_folder(target)
+            state = {"model": tensors, "config": meta["udcbench_config"]}
+            training = meta.get("training") or {}
+            record = {"classes": list((meta.get("id2label") or {}).values()), "adapter": training.get("adapter"),
+                      "precision": training.get("precision"), "dataset": training.get("dataset")}
+        elif not path.is_file():
+            raise UdcbenchError(f"{target}: no run folder with best.pt, model folder, nor a checkpoint file")
+        else:
+            state = load_checkpoint(path, rt.device)
+            record = read_json(path.parent / "results.json") or {}
         if not isinstance(state.get("config"), dict) or "model" not in state:
             raise UdcbenchError(f"{path}: not a udcbench run's checkpoint (no config and model)")
         config = TrainConfig.from_json(state["config"])
@@ -63,7 +74,6 @@ class Predictor:
         if spec.oracle:
             raise UdcbenchError(f"{config.method} is an oracle (it needs the label as input): predict a model that "
                                 "reads the image alone")
-        record = read_json(path.parent / "results.json") or {}
         counts = [len(record["classes"])] if record.get("classes") else [7, 8]
         for n in counts:  # the class count the checkpoint's classifier has
             model = create_method(config.method, n, config)

@@ -211,6 +211,19 @@ def setup(config: TrainConfig, spec: MethodSpec, data: RunData, rt: Runtime, mod
     return state
 
 
+def _publish_model(run_dir: Path, record: dict, adapter: DatasetAdapter) -> None:
+    """The best weights as ``model/model.safetensors`` and ``model/config.json`` (:mod:`udcbench.model_files`); an
+    oracle (LRDif's stage 1, which needs the label as input) is not published."""
+    from udcbench.checkpoints import load_checkpoint
+    from udcbench.model_files import write_model_folder
+
+    if get_method(record["method"]).oracle or not (run_dir / "best.pt").is_file():
+        return
+    spec = adapter.spec
+    write_model_folder(run_dir, record, load_checkpoint(run_dir / "best.pt"), spec.face_margin, spec.grayscale,
+                       spec.aligned)
+
+
 def _relabel(labels: torch.Tensor, relabel: tuple[torch.Tensor, torch.Tensor]) -> None:
     """Write a step's relabels (every rank's, gathered) into the train labels; -1 keeps a label."""
     positions = distributed.all_gather_cat(relabel[0])
@@ -483,6 +496,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
                           images_per_second=trained_images / max(train_seconds, 1e-9), minutes=train_seconds / 60)
     if rt.main:
         write_json(run_dir / "results.json", record)
+        _publish_model(run_dir, record, adapter)
         if store is not None:
             try:
                 save_result(store, record)
