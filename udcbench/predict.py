@@ -50,7 +50,6 @@ class Predictor:
         from udcbench.config import TrainConfig
         from udcbench.engine.runtime import runtime
         from udcbench.methods import create_method, get_method
-
         from udcbench.model_files import WEIGHTS, read_model_folder
 
         target = Path(target)
