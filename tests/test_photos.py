@@ -335,7 +335,8 @@ def test_a_runs_model_folder_loads_in_predict_and_in_the_docs_plain_torch_exampl
     folder = run / "model"
     config = json.loads((folder / "config.json").read_text())
     assert config["architecture"] == "resnet18" and config["id2label"]["0"] == "neutral"
-    assert config["input_size"] == 32 and config["crop"]["grayscale"] is False and (folder / "model.safetensors").is_file()
+    assert config["input_size"] == 32 and config["crop"]["grayscale"] is False
+    assert (folder / "model.safetensors").is_file()
     face = sorted((workspace / "data" / "synthetic" / "test").rglob("*.png"))[0]
     expected = json.loads(runner.invoke(app, ["predict", str(run), str(face), "--crop", "none", "--json"]).stdout)[0]
     from_folder = json.loads(runner.invoke(app, ["predict", str(folder), str(face), "--crop", "none",
