@@ -1,3 +1,4 @@
+import inspect
 import json
 import os
 import subprocess
@@ -310,5 +311,9 @@ def test_the_process_group_waits_long_enough_for_rank_zeros_preparation(monkeypa
     monkeypatch.setattr(runtime_module.dist, "init_process_group", lambda *a, **kw: calls.append(kw))
     monkeypatch.setattr(runtime_module.distributed, "bind", lambda device: None)
     monkeypatch.setenv("WORLD_SIZE", "2")
+    runtime_module.runtime("cpu")  # gloo: its own 30 minutes, unless asked
+    monkeypatch.setenv("UDCBENCH_DDP_TIMEOUT_MIN", "90")
     runtime_module.runtime("cpu")
-    assert calls == [{"timeout": timedelta(minutes=DDP_TIMEOUT_MINUTES)}]
+    assert calls == [{}, {"timeout": timedelta(minutes=90)}]
+    source = inspect.getsource(runtime_module.runtime)  # NCCL (no GPU here): always given the long timeout
+    assert 'init_process_group("nccl", device_id=dev, timeout=process_group_timeout())' in source
