@@ -156,7 +156,7 @@ def runtime(device: str | None = None) -> Runtime:
     if launched and not dist.is_initialized():
         if dev.type == "cuda":
             dist.init_process_group("nccl", device_id=dev, timeout=process_group_timeout())
-        else:  # gloo's own 30 minutes unless asked (a 2-hour gloo group aborted at exit under pytest: not needed on CPU)
+        else:  # gloo's own 30 minutes unless asked (a 2-hour gloo group aborted at exit under pytest)
             timeout = process_group_timeout() if os.environ.get("UDCBENCH_DDP_TIMEOUT_MIN") else None
             dist.init_process_group("gloo", **({"timeout": timeout} if timeout else {}))
     distributed.bind(dev)
