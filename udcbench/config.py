@@ -114,17 +114,17 @@ class TrainConfig:
         if self.num_workers > most:
             raise UdcbenchError(f"num_workers {self.num_workers} is above this machine's bound of {most} "
                                 f"({MAX_WORKERS_PER_CORE} per core): -1 chooses for you")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+                    "input_size": self.input_size, "lr": self.lr, "head_lr_scale": self.head_lr_scale}
+        for name, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise UdcbenchError(f"{name} must be positive, got {value!r}")
         whole = (("seed", self.seed, 0, 2**32 - 1), ("input_size", self.input_size, 1, MAX_INPUT_SIZE),
                  ("epochs", self.epochs, 1, 100_000), ("batch_size", self.batch_size, 1, 1 << 16),
                  ("eval_batch_size", self.eval_batch_size, 1, 1 << 16))
         for name, value, low, high in whole:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise UdcbenchError(f"{name} is a whole number in [{low}, {high}], got {value!r}")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
-                    "input_size": self.input_size, "lr": self.lr, "head_lr_scale": self.head_lr_scale}
-        for name, value in positive.items():
-            if not value > 0:
-                raise UdcbenchError(f"{name} must be positive, got {value}")
         for name, value in (("val_fraction", self.val_fraction), ("label_smoothing", self.label_smoothing)):
             if not 0 <= value < 1:
                 raise UdcbenchError(f"{name} must be in [0, 1), got {value}")
