@@ -241,9 +241,10 @@ def _rerooted(row: dict[str, Any], runs: Path) -> dict[str, Any]:
     if not recorded:
         return row
     row = {**row, "record": dict(row["record"])}
-    workspace = Path(recorded).parents[2]  # <workspace>/<runs>/<data folder>/<run name>
+    parents = Path(recorded).parents
+    workspace = parents[2] if len(parents) > 2 else None  # <workspace>/<runs>/<data folder>/<run name>
     init = row.get("init")
-    if init and Path(init).is_absolute() and Path(init).is_relative_to(workspace):
+    if workspace is not None and init and Path(init).is_absolute() and Path(init).is_relative_to(workspace):
         # weights inside the workspace are named relative to it: tables, cards and reports leak no machine path
         row["init"] = row["record"]["init"] = Path(init).relative_to(workspace).as_posix()
     here = runs / Path(recorded).parent.name / Path(recorded).name
