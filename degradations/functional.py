@@ -155,15 +155,18 @@ def poisson_gaussian_noise(
     """
     scale = photons.to(torch.float32).reshape(-1, 1, 1, 1)
     rate = x.clamp(min=0.0).to(torch.float32) * scale
-    z = torch.stack([torch.randn(rate.shape[1:], generator=g, dtype=torch.float32) for g in generators])
+    # the draws come from the images' own (CPU) generators whatever the device: the same noise on a GPU
+    z = torch.stack([torch.randn(rate.shape[1:], generator=g, dtype=torch.float32) for g in generators]).to(x.device)
     if exact_below is None:
-        electrons = torch.stack([torch.poisson(r, generator=g) for r, g in zip(rate, generators)]) + read_noise * z
+        electrons = torch.stack([torch.poisson(r.cpu(), generator=g) for r, g in zip(rate, generators)]).to(x.device)
+        electrons = electrons + read_noise * z
     else:
         electrons = rate + torch.sqrt(rate + read_noise**2) * z
         low = rate < exact_below
         for i in torch.nonzero(low.flatten(1).any(dim=1)).flatten().tolist():
             mask = low[i]
-            electrons[i][mask] = torch.poisson(rate[i][mask], generator=generators[i]) + read_noise * z[i][mask]
+            drawn = torch.poisson(rate[i][mask].cpu(), generator=generators[i]).to(x.device)
+            electrons[i][mask] = drawn + read_noise * z[i][mask]
     return (electrons / scale).clamp(0.0, 1.0).to(x.dtype)
 
 
@@ -174,7 +177,8 @@ def heteroscedastic_noise(
     out = torch.empty_like(x)
     for i, generator in enumerate(generators):
         std = (shot[i] * x[i].clamp(min=0.0) + read[i] ** 2).sqrt().to(torch.float64)
-        out[i] = (x[i] + std * torch.randn(std.shape, generator=generator, dtype=torch.float64)).to(x.dtype)
+        z = torch.randn(std.shape, generator=generator, dtype=torch.float64).to(x.device)  # a CPU draw on any device
+        out[i] = (x[i] + std * z).to(x.dtype)
     return out
 
 

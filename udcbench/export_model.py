@@ -25,7 +25,9 @@ from udcbench.errors import UdcbenchError
 from udcbench.files import remove_stale_temporaries, temp_path, write_atomic, write_json
 from udcbench.predict import Predictor
 
-FORMATS = {"torchscript": 1e-5, "onnx": 1e-4}  # the format and the largest logit difference its check allows
+#: The format and the largest logit difference its check allows: TorchScript, torch.export's ExportedProgram (.pt2,
+#: ``torch.export.load(path).module()``) and ONNX.
+FORMATS = {"torchscript": 1e-5, "torch.export": 1e-5, "onnx": 1e-4}
 CHECK_IMAGES = 8
 
 
@@ -77,6 +79,17 @@ def export_model(target: Path, fmt: str, out: Path) -> dict:
             buffer = io.BytesIO()
             torch.jit.save(traced, buffer)
             write_atomic(out, buffer.getvalue())
+        elif fmt == "torch.export":
+            try:
+                program = torch.export.export(wrapped, (example[:2],),
+                                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+            except Exception as exc:  # noqa: BLE001 - a graph torch.export cannot capture: one line
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise UdcbenchError(f"{config.method} does not export with torch.export ({first}); --format "
+                                    "torchscript does") from None
+            buffer = io.BytesIO()
+            torch.export.save(program, buffer)
+            write_atomic(out, buffer.getvalue())
         else:
             tmp = temp_path(out)
             try:
@@ -111,8 +124,8 @@ def _check(path: Path, fmt: str, reference: nn.Module, x: torch.Tensor, sampling
     with torch.no_grad():
         torch.manual_seed(0)
         expected = reference(x).numpy()
-    if fmt == "torchscript":
-        loaded = torch.jit.load(str(path))
+    if fmt in ("torchscript", "torch.export"):
+        loaded = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
         with torch.no_grad():
             torch.manual_seed(0)
             got = loaded(x).numpy()

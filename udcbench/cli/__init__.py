@@ -67,9 +67,9 @@ def _root(
     """udcbench: FER under under-display cameras."""
 
 
-from udcbench.cli import data, photos, results, synth, train  # noqa: E402
+from udcbench.cli import data, photos, results, robustness, synth, train  # noqa: E402
 
-for _module in (data, results, synth, train, photos):
+for _module in (data, results, synth, train, robustness, photos):
     _module.register(app)
 
 

@@ -140,7 +140,8 @@ def _write_csv(rows: list[dict], classes: tuple[str, ...], path: Path) -> None:
 
 def export_model_cmd(
     model: Path = typer.Argument(..., help="A run folder (its best.pt) or a checkpoint file of one."),
-    fmt: str = typer.Option("torchscript", "--format", help="torchscript, or onnx (pip install 'udcbench[onnx]')."),
+    fmt: str = typer.Option("torchscript", "--format", help="torchscript, torch.export (a .pt2 ExportedProgram) or "
+                                                             "onnx (pip install 'udcbench[onnx]')."),
     out: Path = typer.Option(..., "--out", help="The file to write; FILE.json beside it holds the labels, input "
                                                "size and preprocessing."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),

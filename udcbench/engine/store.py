@@ -140,14 +140,14 @@ def _sound(record: dict[str, Any], source: Path | str) -> bool:
 
 
 def _records_in_folders(root: Path) -> list[dict[str, Any]]:
-    files = sorted([*root.glob("*/*/results.json"), *root.glob("*/*/eval-*.json")])
+    files = sorted([*root.glob("*/*/results.json"), *root.glob("*/*/eval-*.json"), *root.glob("*/*/robustness-*.json")])
     return [r for f, r in zip(files, map(read_json, files))
             if isinstance(r, dict) and r.get("run_id") and _plain(r, f) and _sound(r, f)]
 
 
 def rebuild(path: Path, reason: str | None = None) -> int:
     """Set ``path`` aside (``results.sqlite.damaged-<time>``) and rebuild the store from the run folders beside
-    it (their results.json and eval-*.json: the source of truth); returns the number of records."""
+    it (their results.json, eval-*.json and robustness-*.json: the source of truth); returns the number of records."""
     path = Path(path)
     if path.exists():
         aside = path.with_name(f"{path.name}.damaged-{datetime.now():%Y%m%d-%H%M%S}")
