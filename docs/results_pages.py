@@ -115,8 +115,68 @@ def quick_study() -> str:
         *table(["seed", "method", "condition", "accuracy", "drop", "epochs", "input", "precision"], lines)])
 
 
+def _model(row: dict[str, str]) -> tuple[str, str, str]:
+    return row["method"], row["trained_on"], row["seed"]
+
+
+def _falls(accuracies: list[float]) -> bool:
+    return all(a >= b for a, b in zip(accuracies, accuracies[1:]))
+
+
+def robustness() -> str:
+    cells = rows("robustness")
+    models = list(dict.fromkeys(_model(r) for r in cells))
+    panels = [p for p in dict.fromkeys(r["panel"] for r in cells) if p != "clean"]
+    levels = sorted({int(r["severity"]) for r in cells if r["panel"] != "clean"})
+    by = {(_model(r), r["panel"], int(r["severity"])): r for r in cells}
+    first = {m: next(r for r in cells if _model(r) == m) for m in models}
+    scores = [[m[0], m[1], m[2], num(by[(m, "clean", 0)]["accuracy"]),
+               *(num(by[(m, p, levels[0])]["ce"]) for p in panels), num(first[m]["mce"]),
+               num(first[m]["relative_mce"])] for m in models]
+    curves = [[m[0], m[1], m[2], p, *(num(by[(m, p, s)]["accuracy"]) for s in levels)]
+              for m in models for p in panels]
+    reference = [m for m in models if m[0] == "resnet18" and m[1] == "clean"]
+    falls = []
+    for m in reference:
+        clean = float(by[(m, "clean", 0)]["accuracy"])
+        for p in panels:
+            curve = [clean, *(float(by[(m, p, s)]["accuracy"]) for s in levels)]
+            falls.append(f"{p}: {'falls at every step' if _falls(curve) else 'does not fall at every step'}")
+    cross = []
+    for method in dict.fromkeys(m[0] for m in models):
+        mine = [m for m in models if m[0] == method]
+        for m in mine:
+            cross.append([method, m[1], m[2], *(num(sum(float(by[(m, p, s)]["accuracy"]) for s in levels) / len(levels))
+                                                for p in panels)])
+    speed_rows = [[r["measure"], r["precision"], r["images"], num(r["minutes"]), num(r.get("synthesis_share", "")),
+                   r.get("images_per_s", ""), r.get("bar_minutes", "")] for r in rows("robustness_speed")]
+    return page("UDC-C on FERPlus (cpu budget)", "`robustness.csv` and `robustness_speed.csv`",
+                "python benchmarks/robustness.py --workspace WS && python benchmarks/robustness_speed.py --run RUN", [
+                    "Each FERPlus run of the cpu budget scored by `udcbench robustness` on FER2013Valid (the test "
+                    "split) degraded by every panel at severities 1-5 (docs/robustness.md), in fp32 on 2 CPU cores. "
+                    "CE per panel and mCE: 100 is the reference (the ResNet-18 control trained clean, seed 0); lower "
+                    "is more robust. One seed per model: no interval, and no claim that one model beats another.", "",
+                    "![accuracy against severity](robustness-ferplus.png)", "",
+                    *table(["method", "trained on", "seed", "clean", *(f"{p} CE" for p in panels), "mCE",
+                            "relative mCE"], scores),
+                    "## Accuracy per severity", "",
+                    "The reference's accuracy against severity (clean first): " + "; ".join(falls) + ".", "",
+                    *table(["method", "trained on", "seed", "panel", *(f"s{s}" for s in levels)], curves),
+                    "## Across panels", "",
+                    "What training behind one panel buys behind the others: each model's accuracy per panel, the "
+                    "mean over its severities.", "",
+                    *table(["method", "trained on", "seed", *panels], cross),
+                    "## Cost of a sweep", "",
+                    "One ResNet-18 run (64 px), 3 panels x 5 severities and clean on the 3,191 test images; the cold "
+                    "sweep synthesises every degraded set, the warm one reads the cache; forward only is the "
+                    "model's forward pass alone over as many images, the ceiling of any sweep.", "",
+                    *table(["measure", "precision", "images", "minutes", "synthesis share", "images/s",
+                            "bar (minutes)"], speed_rows)])
+
+
 PAGES: dict[str, Callable[[], str]] = {"fer-accuracy": fer_accuracy, "table5": table5, "figure6": figure6,
-                                        "lowlight": lowlight, "speed": speed, "quick-study": quick_study}
+                                        "lowlight": lowlight, "speed": speed, "quick-study": quick_study,
+                                        "robustness": robustness}
 
 
 def render() -> dict[str, str]:

@@ -30,7 +30,7 @@ def study(tmp_path_factory):
         assert first.exit_code == 0, first.output
         again = runner.invoke(app, ["reproduce", "--preset", "smoke", "--methods", "resnet18", "--methods", "lrdif",
                                     "--json"])
-        yield root, json.loads(first.stdout), json.loads(again.stdout), mp
+        yield root, json.loads(first.stdout), {**json.loads(again.stdout), "log": again.stderr}, mp
 
 
 def test_reproduce_trains_every_job_and_writes_everything(study):
@@ -44,7 +44,9 @@ def test_reproduce_trains_every_job_and_writes_everything(study):
     for name in ("tables/table1-synthetic.csv", "tables/table2-synthetic.md", "tables/table5-synthetic.csv",
                  "figures/fig3-samples-synthetic.png", "figures/fig6-steps-synthetic.csv",
                  "figures/fig6-steps-synthetic.png", "figures/tsne-udc-synthetic-lrdif-s0.png",
-                 "figures/confusion/synthetic-resnet18-s0.png", "leaderboard.csv", "leaderboard.md"):
+                 "figures/confusion/synthetic-resnet18-s0.png", "leaderboard.csv", "leaderboard.md",
+                 "tables/table-robustness-synthetic.csv", "figures/robustness-synthetic.png",
+                 "figures/severities-synthetic.png"):
         assert name in files and (root / "results" / name).is_file(), name
     steps = list(csv.DictReader((root / "results/figures/fig6-steps-synthetic.csv").open()))
     assert [s["steps"] for s in steps] == ["1", "4"]
@@ -60,6 +62,20 @@ def test_reproduce_trains_every_job_and_writes_everything(study):
     assert all(r["drop_from_clean"] for r in board if r["condition"] == "toled")
 
 
+def test_the_study_ends_with_a_udc_c_sweep_of_its_clean_runs_against_the_clean_control(study):
+    root, summary, _, _ = study
+    swept = {p.parent.name: json.loads(p.read_text()) for p in (root / "runs").glob("*/*/robustness-synthetic.json")}
+    assert set(swept) == {"resnet18-smoke-s0", "lrdif-smoke-s0"}  # the smoke plan: the runs trained clean
+    for record in swept.values():
+        assert record["severities"] == [5] and record["images"] == 21 and record["limit"] == 35
+        assert {(c["panel"], c["severity"]) for c in record["cells"]} == {
+            ("clean", 0), ("toled", 5), ("poled", 5), ("lowlight", 5)}
+        assert Path(record["reference"]["runs"][0]).name == "resnet18-smoke-s0"
+    assert swept["resnet18-smoke-s0"]["mce"]["overall"] == pytest.approx(100)  # the reference against itself
+    table = list(csv.DictReader((root / "results/tables/table-robustness-synthetic.csv").open()))
+    assert {r["method"] for r in table} == {"resnet18", "lrdif"} and all(r["mce"] for r in table)
+
+
 def test_reproduce_again_skips_finished_runs(study):
     _, first, again, _ = study
     assert again["runs"] == first["runs"]
@@ -67,6 +83,7 @@ def test_reproduce_again_skips_finished_runs(study):
     # 5 jobs and the two LRDif first stages (clean, udc): all 7 trained by the first invocation, none by the second
     assert len(first["first_stages"]) == 2 and (first["trained_now"], again["trained_now"]) == (7, 0)
     assert again["train_minutes"] == pytest.approx(first["train_minutes"])
+    assert "UDC-C: " in again["log"] and "UDC-C sweep of" not in again["log"]  # the saved sweeps cover the plan
     record = json.loads((Path(first["runs"][0]) / "results.json").read_text())
     assert record["created"] == json.loads((Path(again["runs"][0]) / "results.json").read_text())["created"]
 

@@ -28,6 +28,7 @@ from udcbench.methods import get_method, method_names, study_methods, swept_meth
 from udcbench.methods.base import clip_override
 from udcbench.pretrain import PRETRAINED, FacePretraining, pretrained_trunk
 from udcbench.reports.tables import UDC_TABLE, BuiltTable, build_table, dataset_title, write_table
+from udcbench.robustness import REFERENCE_METHOD
 from udcbench.workspace import Workspace, condition_folder
 
 T = TypeVar("T")
@@ -52,18 +53,41 @@ class StudyPreset:
     ablation: bool = True
     #: The face pre-training every run starts from (``--weights``), trained once per workspace; None: from scratch.
     pretrain: FacePretraining | None = None
+    #: The UDC-C sweep the study ends with (``udcbench robustness`` of its runs); None: none.
+    robustness: RobustnessPlan | None = None
+
+
+@dataclass(frozen=True)
+class RobustnessPlan:
+    """Which runs a study sweeps over the panels (:data:`udcbench.robustness.DEFAULT_PANELS`), at which severities and
+    on how many test images (None: all)."""
+
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    limit: int | None = None
+    clean_only: bool = False  # only the runs trained clean (ImageNet-C's question); else every run
+
+    def describe(self) -> str:
+        runs = "the runs trained clean" if self.clean_only else "every run"
+        images = f"the first {self.limit} test images (class-stratified)" if self.limit else "the whole test split"
+        return f"{runs}, severities {', '.join(map(str, self.severities))}, {images}"
 
 
 STUDY_PRESETS = {
-    "smoke": StudyPreset("smoke", ("synthetic",), (1, 4), "a few steps per method: checks the pipeline, no results"),
+    "smoke": StudyPreset("smoke", ("synthetic",), (1, 4), "a few steps per method: checks the pipeline, no results",
+                         robustness=RobustnessPlan((5,), 35, clean_only=True)),
     # The paper's main comparison only (Table 5's variants and Figure 6's sweep are in the cpu and paper studies),
     # every run from one face pre-training; T-OLED, whose scale for the built-in faces costs the control a visible
     # 5-15 points (degradations/presets/toled.yaml; P-OLED left them dark and hazed: every method near chance).
     "quick": StudyPreset("quick", ("synthetic",), (),
                          "the built-in synthetic faces, the quick study's methods at the quick budget (minutes on a "
-                         "CPU)", "toled", quick_methods=True, ablation=False, pretrain=FacePretraining()),
-    "cpu": StudyPreset("cpu", PAPER_DATASETS, (1, 2, 4, 8), "real data at the cpu budget (2 CPU cores)"),
-    "paper": StudyPreset("paper", PAPER_DATASETS, (1, 2, 4, 8, 16), "real data, the papers' recipes (a GPU)"),
+                         "CPU)", "toled", quick_methods=True, ablation=False, pretrain=FacePretraining(),
+                         # UDC-C in what the 20 minutes leave: the clean-trained runs, mild and harsh severities (3 is
+                         # the panel the study trains on), 12 test faces per class (the budget's last 0.4 min)
+                         robustness=RobustnessPlan((1, 5), 84, clean_only=True)),
+    "cpu": StudyPreset("cpu", PAPER_DATASETS, (1, 2, 4, 8), "real data at the cpu budget (2 CPU cores)",
+                       robustness=RobustnessPlan()),
+    "paper": StudyPreset("paper", PAPER_DATASETS, (1, 2, 4, 8, 16), "real data, the papers' recipes (a GPU)",
+                         robustness=RobustnessPlan()),
 }
 
 
@@ -297,9 +321,33 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
             points = min(n, TSNE_MAX_IMAGES)
             units = points * (method_cost(job.method, config.input_size, "infer")[0] + unit_cost("tsne_point"))
             plan.items.append(PlanItem(f"t-SNE {job.method}", job.dataset, job.condition, units, f"{points} images"))
+    if study.robustness is not None:
+        plan.items += robustness_items(study, list(adapters), methods, condition, counts)
     plan.items.append(PlanItem("start-up, figures, tables", "-", "-", UNCOUNTED_SHARE * plan.units,
                                f"{UNCOUNTED_SHARE:.0%} of the above (reproduce_time.py)"))
     return plan
+
+
+def robustness_items(study: StudyPreset, names: list[str], methods: list[str], condition: str, counts
+                     ) -> list[PlanItem]:
+    """The plan's UDC-C sweep: per dataset, each degraded test set synthesised once and every swept run evaluated on
+    the clean test set and each panel x severity."""
+    from udcbench.robustness import DEFAULT_PANELS
+
+    sweep = study.robustness
+    items = []
+    for name in names:
+        config = get_method(REFERENCE_METHOD).config(study.train_preset)
+        n = counts(name, config.val_fraction, 0)["test"]
+        images = min(n, sweep.limit) if sweep.limit else n
+        cells = len(DEFAULT_PANELS) * len(sweep.severities)
+        conditions = ["clean"] if sweep.clean_only else ["clean", condition]
+        swept = [m for m in methods if not get_method(m).oracle]
+        infer = sum(method_cost(m, get_method(m).config(study.train_preset).input_size, "infer")[0] for m in swept)
+        units = images * (cells * unit_cost("synthesise") + len(conditions) * (cells + 1) * infer)
+        items.append(PlanItem("UDC-C sweep", name, "+".join(conditions), units,
+                              f"{len(swept) * len(conditions)} runs x {cells + 1} cells x {images} images"))
+    return items
 
 
 def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
@@ -365,11 +413,49 @@ def _reproduce(study: StudyPreset, workspace: Workspace, names: list[str], metho
         summary.trained_now += fresh
     summary.first_stages = [finished(folder) or {} for folder in first_stages]
     summary.trained_now += sum(first_stages.values())
+    if distributed.rank() == 0 and study.robustness is not None:  # the UDC-C sweep of the study's runs: once
+        sweep_runs(study, workspace, adapters, summary, device, log)
     if distributed.rank() == 0:  # tables, figures and the leaderboard: once
         summary.files += write_outputs(workspace, adapters, study.train_preset, condition, ablation_data, summary,
                                        device, log, study.ablation)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def sweep_runs(study: StudyPreset, workspace: Workspace, adapters: dict[str, dict[str, DatasetAdapter]],
+               summary: StudySummary, device: str | None, log: Callable[[str], None]) -> None:
+    """``udcbench robustness`` of the study's runs on each dataset's clean test split, the clean control first (the
+    reference of the others' CE); a run whose saved sweep already covers the plan is not swept again."""
+    from udcbench.robustness import (
+        DEFAULT_PANELS,
+        RECORD_PREFIX,
+        covers,
+        load_panels,
+        score_model,
+        source_digest,
+        stratified_head,
+    )
+    from udcbench.robustness import test_records as split_records
+
+    plan = study.robustness
+    panels = load_panels(list(DEFAULT_PANELS))
+    log(f"UDC-C: {plan.describe()}")
+    for run in sorted(summary.runs, key=lambda r: (r.record["method"] != REFERENCE_METHOD or r.condition != "clean",
+                                                   r.record["method"])):
+        record = run.record
+        if (get_method(record["method"]).oracle or record.get("config_changes")
+                or (plan.clean_only and run.condition != "clean")):
+            continue
+        clean = adapters[run.dataset]["clean"]
+        saved = read_json(Path(record["run_dir"]) / f"{RECORD_PREFIX}{clean.origin}.json")
+        if saved and saved.get("mce") and saved.get("limit") == plan.limit:
+            records = split_records(clean)[1]
+            chosen = stratified_head(records, plan.limit) if plan.limit else records
+            if covers(saved, panels, plan.severities, source_digest(clean, chosen), plan.limit):
+                continue
+        log(f"UDC-C sweep of {record['method']} ({run.condition}) on {dataset_title(run.dataset)}")
+        score_model(Path(record["run_dir"]), clean, workspace.runs, workspace.cache, panels, plan.severities,
+                    workers=DATA_WORKERS, device=device, train_reference=False, limit=plan.limit, log=log)
 
 
 def _clip_overrides(methods: list[str], preset: str, clip: Path | None) -> dict[str, list[str]]:
@@ -435,8 +521,31 @@ def write_report_page(workspace: Workspace, results: list[dict] | None = None, t
         condition = condition or (max(set(conditions), key=conditions.count) if conditions else "toled")
         ablation = any(get_method(r["method"]).ablation_only for r in results if r["method"] in method_names())
         tables = study_tables(results, names, condition, preset, workspace.data, ablation)
+    from udcbench.reports.robustness import robustness_tables
+
     return write_report(results, tables, build_leaderboard(results), workspace.results / "figures",
-                        workspace.results / "report" / "index.html")
+                        workspace.results / "report" / "index.html", robustness=robustness_tables(results, preset))
+
+
+def robustness_outputs(results: list[dict], adapters: dict[str, dict[str, DatasetAdapter]], preset: str,
+                       tables_dir: Path, figures_dir: Path) -> list[Path]:
+    """Per dataset with UDC-C sweeps: the robustness table, the accuracy-vs-severity curves and the severity strip
+    (its first test face under every panel at every severity)."""
+    from udcbench.reports import robustness as udcc
+    from udcbench.robustness import DEFAULT_PANELS, load_panels, test_records
+
+    files: list[Path] = []
+    for name, by_condition in adapters.items():
+        clean = by_condition["clean"]
+        if not udcc.sweeps(results, clean.origin, preset):
+            continue
+        table = udcc.build_robustness_table(results, clean.origin, preset)
+        files += udcc.write_robustness_table(table, tables_dir)
+        files.append(udcc.severity_curves(table, figures_dir / f"robustness-{name}.png"))
+        face = clean.load_image(test_records(clean)[1][0])
+        files.append(udcc.severity_strip(face, load_panels(list(DEFAULT_PANELS)), clean.origin,
+                                         figures_dir / f"severities-{name}.png"))
+    return files
 
 
 def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAdapter]], preset: str,
@@ -491,6 +600,7 @@ def write_outputs(workspace: Workspace, adapters: dict[str, dict[str, DatasetAda
             files.append(figures.run_tsne(Path(record["run_dir"]), adapters[run.dataset][run.condition],
                                           figures_dir / f"tsne-{stem}.png", TSNE_MAX_IMAGES, device))
     files += write_leaderboard(build_leaderboard(results), workspace.results)
+    files += robustness_outputs(results, adapters, preset, tables_dir, figures_dir)
     files.append(write_report_page(workspace, results, summary.tables))  # last: it shows all of the above
     log(f"report: {files[-1]}")
     return files

@@ -96,15 +96,16 @@ def image_name(adapter: DatasetAdapter, record: Record) -> str:
     return record.id
 
 
-def cache_path(cache_dir: Path, adapter: DatasetAdapter, recipe: Recipe, digest: str, seed: int, size: int) -> Path:
-    key = hashlib.sha256(json.dumps([CACHE_VERSION, recipe.digest, digest, seed, size]).encode()).hexdigest()[:24]
-    return Path(cache_dir) / CACHE_FOLDER / f"{adapter.origin}-{recipe.name}-{size}px-{key}.npy"
+def cache_path(cache_dir: Path, adapter: DatasetAdapter, recipe: Recipe, digest: str, seed: int, size: int,
+               draws: str = "") -> Path:
+    key = hashlib.sha256(json.dumps([CACHE_VERSION, recipe.digest, digest, seed, size, draws]).encode()).hexdigest()
+    return Path(cache_dir) / CACHE_FOLDER / f"{adapter.origin}-{recipe.name}-{size}px-{key[:24]}.npy"
 
 
 def _degrade_job(name: str, root: str | None, options: dict, records: list[Record], recipe: Recipe, seed: int,
-                 size: int, path: str, start: int, device: str) -> int:
+                 size: int, path: str, start: int, device: str, draws: str) -> int:
     """Degrade ``records`` as synth does and write them, resized to ``size``, into rows ``start...`` of the
-    memory-mapped array at ``path``."""
+    memory-mapped array at ``path``; each image's random parameters from the recipe digest ``draws``."""
     import torch
 
     from degradations.functional import to_uint8
@@ -125,7 +126,7 @@ def _degrade_job(name: str, root: str | None, options: dict, records: list[Recor
     quality = int(recipe.raw.get("jpeg_quality", 95))
     for (_, width), items in groups.items():
         x = torch.from_numpy(np.stack([im for _, _, im in items])).to(device).permute(0, 3, 1, 2).float() / 255.0
-        gens = [torch.Generator().manual_seed(image_seed(recipe, seed, image_name(adapter, r))) for _, r, _ in items]
+        gens = [torch.Generator().manual_seed(image_seed(draws, seed, image_name(adapter, r))) for _, r, _ in items]
         with torch.no_grad():
             y = to_uint8(module(x, psf_scale=recipe.psf_scale(adapter.origin, width), generator=gens))
         y = y.permute(0, 2, 3, 1).cpu().numpy()
@@ -139,9 +140,12 @@ def _degrade_job(name: str, root: str | None, options: dict, records: list[Recor
 
 
 def synthesise_set(adapter: DatasetAdapter, records: list[Record], recipe: Recipe, seed: int, size: int, path: Path,
-                   workers: int = 1, device: str = "cpu") -> None:
+                   workers: int = 1, device: str = "cpu", draws: str | None = None) -> None:
     """Degrade every record into the array at ``path`` (written under a temporary name, then renamed); on a GPU
-    in this process, on the CPU over ``workers`` processes."""
+    in this process, on the CPU over ``workers`` processes. ``draws``: the digest the per-image parameters are
+    drawn from (default the recipe's own, as synth; a severity sweep passes its panel's, so that every level of an
+    image shares its random numbers and only the severity's axes change)."""
+    draws = draws or recipe.digest
     from udcbench.files import write_json
     from udcbench.workers import worker_pool
 
@@ -156,28 +160,31 @@ def synthesise_set(adapter: DatasetAdapter, records: list[Record], recipe: Recip
             task = bar.add_task(f"synth {recipe.name}", total=len(records))
             if workers > 1 and device == "cpu" and len(jobs) > 1:
                 with worker_pool(workers) as pool:
-                    futures = [pool.submit(_degrade_job, *args, part, recipe, seed, size, str(partial), i, device)
-                               for i, part in jobs]
+                    futures = [pool.submit(_degrade_job, *args, part, recipe, seed, size, str(partial), i, device,
+                                           draws) for i, part in jobs]
                     for future in futures:
                         bar.advance(task, future.result())
             else:
                 for i, part in jobs:
-                    bar.advance(task, _degrade_job(*args, part, recipe, seed, size, str(partial), i, device))
+                    bar.advance(task, _degrade_job(*args, part, recipe, seed, size, str(partial), i, device, draws))
         write_json(path.with_suffix(".json"), {"recipe": recipe.raw, "recipe_sha256": recipe.digest, "seed": seed,
-                                               "size": size, "images": len(records), "dataset": adapter.origin})
+                                               "draws_from": draws, "size": size, "images": len(records),
+                                               "dataset": adapter.origin})
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
 
 
 def degraded_set(adapter: DatasetAdapter, records: list[Record], recipe: Recipe, seed: int, size: int,
-                 cache_dir: Path, digest: str, workers: int = 1, device: str = "cpu") -> tuple[np.ndarray, bool]:
+                 cache_dir: Path, digest: str, workers: int = 1, device: str = "cpu", draws: str | None = None
+                 ) -> tuple[np.ndarray, bool]:
     """The test set degraded by ``recipe`` at ``size`` (read-only, memory-mapped) and whether it was synthesised
-    now (False: read from the cache)."""
-    path = cache_path(cache_dir, adapter, recipe, digest, seed, size)
+    now (False: read from the cache); ``draws`` as :func:`synthesise_set`."""
+    draws = draws or recipe.digest
+    path = cache_path(cache_dir, adapter, recipe, digest, seed, size, "" if draws == recipe.digest else draws)
     made = False
     if not path.is_file():
-        synthesise_set(adapter, records, recipe, seed, size, path, workers, device)
+        synthesise_set(adapter, records, recipe, seed, size, path, workers, device, draws)
         made = True
     images = np.load(path, mmap_mode="r")
     if images.shape != (len(records), size, size, 3):  # a cache entry of another set under this name
@@ -368,7 +375,7 @@ def sweep(model: Model, adapter: DatasetAdapter, panels: list[Recipe], severitie
             t = time.perf_counter()
             try:
                 images, new = degraded_set(adapter, records, recipe, seed, model.input_size, cache_dir, digest, workers,
-                                           device)
+                                           device, draws=panel.digest)
             except UnreadableImageError as exc:
                 raise UdcbenchError(str(exc)) from None
             timing["synthesis"] += time.perf_counter() - t
@@ -510,7 +517,7 @@ def reference_runs(results: list[dict[str, Any]], dataset: str, preset: str | No
     found = [r for r in results if usable(r) and r["method"] == REFERENCE_METHOD and r["condition"] == "clean"
              and r["dataset"] == dataset and r["input_size"] == input_size and (preset in (None, "external")
                                                                                  or r["preset"] == preset)]
-    same = [r for r in found if init is not None and str(r["init"]) == str(init)]
+    same = [r for r in found if init is not None and Path(str(r["init"])).name == Path(str(init)).name]
     latest: dict[Any, dict[str, Any]] = {}
     for r in sorted(same or found, key=lambda r: str(r.get("created"))):
         latest[r["seed"]] = r

@@ -99,9 +99,10 @@ class SynthReport:
     not_copied: list[str] = field(default_factory=list)
 
 
-def image_seed(recipe: Recipe, seed: int, rel: str) -> int:
-    """The per-image generator seed: a function of (recipe, seed, file) only."""
-    digest = hashlib.sha256(f"{recipe.digest}:{seed}:{rel}".encode(errors="surrogateescape")).digest()
+def image_seed(recipe: Recipe | str, seed: int, rel: str) -> int:
+    """The per-image generator seed: a function of (recipe, or a recipe's digest, seed, file) only."""
+    key = recipe if isinstance(recipe, str) else recipe.digest
+    digest = hashlib.sha256(f"{key}:{seed}:{rel}".encode(errors="surrogateescape")).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 

@@ -68,8 +68,9 @@ def print_table(table) -> None:
 
 def table_cmd(
     number: str = typer.Argument(..., help="Paper table: 1 (clean), 2-4 (UDC-RAF-DB, -FERPlus, -KDEF), 5 (LRDif "
-                                           "ablation); or ll, the low-light table (clean and LL-RAF-DB, "
-                                           "-FERPlus, -KDEF, every method)."),
+                                           "ablation); ll, the low-light table (clean and LL-RAF-DB, "
+                                           "-FERPlus, -KDEF, every method); or robustness (UDC-C: CE per panel, "
+                                           "mCE, from `udcbench robustness` sweeps)."),
     old_preset: Preset | None = OLD_PRESET,
     preset: Preset | None = typer.Option(None, "--budget", help="Runs of this budget only (default: the most "
                                                                 "common among the "
@@ -90,7 +91,7 @@ def table_cmd(
     Writes results/tables/table{N}.csv and .md. Empty cells list the command that fills them.
 
     Examples: udcbench table 3 ; udcbench table 1 --budget cpu --init scratch ; udcbench table 5 -d ferplus ;
-    udcbench table 2 --dataset synthetic --json ; udcbench table ll
+    udcbench table 2 --dataset synthetic --json ; udcbench table ll ; udcbench table robustness -d ferplus
     """
     preset = renamed(preset, old_preset, "--budget")
     from udcbench.reports import table_kind
@@ -117,14 +118,20 @@ def leaderboard_cmd(
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: results/)."),
     publish: Path | None = typer.Option(None, help="Also write Hugging Face model cards here (one per method, "
                                                   "preset, init and draw; near-chance results left out)."),
+    robustness: bool = typer.Option(False, "--robustness", help="The UDC-C leaderboard instead: models ranked by "
+                                                               "mCE (udcbench robustness sweeps)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """One row per (method, init, preset, dataset, condition): mean, std, seeds, drop from clean, rank change.
 
-    Writes results/leaderboard.csv and .md (columns: see docs/results.md).
+    Writes results/leaderboard.csv and .md (columns: see docs/results.md); with --robustness,
+    results/leaderboard-robustness.csv and .md ranked by mCE.
 
-    Examples: udcbench leaderboard ; udcbench leaderboard --publish cards/ --json
+    Examples: udcbench leaderboard ; udcbench leaderboard --publish cards/ --json ; udcbench leaderboard --robustness
     """
+    if robustness:
+        _robustness_leaderboard(runs, out, as_json)
+        return
     from udcbench.reports.leaderboard import (
         NEAR_CHANCE_POINTS,
         RANK_NOTE,
@@ -134,13 +141,15 @@ def leaderboard_cmd(
         write_leaderboard,
     )
     from udcbench.reports.leaderboard import publish as publish_cards
+    from udcbench.reports.robustness import mce_by_model
 
-    rows = build_leaderboard(_results(runs))
+    results = _results(runs)
+    rows = build_leaderboard(results)
     if not rows:
         raise UdcbenchError("the results store holds no finished training runs yet (udcbench train ...)")
     paths = list(write_leaderboard(rows, out or load_workspace().results))
     if publish is not None:
-        paths += publish_cards(rows, publish)
+        paths += publish_cards(rows, publish, mce_by_model(results))
     if as_json:
         print_json({"rows": rows, "files": [str(p) for p in paths]})
         return
@@ -159,6 +168,35 @@ def leaderboard_cmd(
         stderr.print(f"~chance: within {NEAR_CHANCE_POINTS:.0f} points of chance (the better of a uniform guess and "
                      "the largest class), not ranked")
     stderr.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _robustness_leaderboard(runs: Path | None, out: Path | None, as_json: bool) -> None:
+    """``udcbench leaderboard --robustness``: UDC-C sweeps ranked by mCE."""
+    from udcbench.files import write_atomic, write_csv
+    from udcbench.reports.leaderboard import cell
+    from udcbench.reports.robustness import LEADERBOARD_COLUMNS, RANK_NOTE, robustness_leaderboard
+
+    rows = robustness_leaderboard(_results(runs))
+    if not rows:
+        raise UdcbenchError("no scored robustness sweeps in the results store (udcbench robustness RUN --data ...)")
+    folder = out or load_workspace().results
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = folder / "leaderboard-robustness.csv", folder / "leaderboard-robustness.md"
+    write_csv(csv_path, list(LEADERBOARD_COLUMNS), ({k: cell(v) for k, v in r.items()} for r in rows))
+    lines = ["| " + " | ".join(LEADERBOARD_COLUMNS) + " |", "|" + "|".join("---" for _ in LEADERBOARD_COLUMNS) + "|",
+             *("| " + " | ".join(cell(r[c]) for c in LEADERBOARD_COLUMNS) + " |" for r in rows), "", RANK_NOTE]
+    write_atomic(md_path, "\n".join(lines) + "\n")
+    if as_json:
+        print_json({"rows": rows, "files": [str(csv_path), str(md_path)]})
+        return
+    shown = Table(title=f"UDC-C leaderboard ({len(rows)} rows): lower mCE is more robust")
+    for column in LEADERBOARD_COLUMNS:
+        shown.add_column(column, overflow="fold")
+    for row in rows:
+        shown.add_row(*(cell(row[c]) for c in LEADERBOARD_COLUMNS))
+    stdout.print(shown)
+    stderr.print(RANK_NOTE)
+    stderr.print(f"wrote {csv_path}, {md_path}")
 
 
 def _parse_steps(steps: str) -> list[int]:
@@ -247,6 +285,32 @@ def figure_samples_cmd(
     first = resolve_dataset(clean, options=parse_options(option))
     second = resolve_dataset(udc, options=parse_options(option))
     path = sample_grid(first, second, _figures_dir(out) / f"fig3-samples-{first.origin}.png", per_class)
+    _wrote(path, as_json)
+
+
+def figure_severities_cmd(
+    data: str = typer.Option("synthetic", "--data", help="Dataset whose first test face is shown (its face scale "
+                                                       "sets the panels' PSF size)."),
+    panels: str = typer.Option("toled,poled,lowlight", help="Comma-separated presets or recipe files."),
+    index: int = typer.Option(0, min=0, help="Which test face."),
+    option: list[str] | None = DATASET_OPTIONS,
+    out: Path | None = OUT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """UDC-C's severities: one test face clean and at severities 1-5 of each panel (level 3 = the preset).
+
+    Examples: udcbench figure severities ; udcbench figure severities --data ferplus --panels toled,my-panel.yaml
+    """
+    from udcbench.reports.robustness import severity_strip
+    from udcbench.robustness import load_panels, test_records
+
+    adapter = resolve_dataset(data, options=parse_options(option))
+    records = test_records(adapter)[1]
+    if index >= len(records):
+        raise UdcbenchError(f"--index {index}: the test split has {len(records)} faces")
+    recipes = load_panels([p for p in panels.split(",") if p.strip()])
+    path = severity_strip(adapter.load_image(records[index]), recipes, adapter.origin,
+                          _figures_dir(out) / f"severities-{adapter.origin}.png")
     _wrote(path, as_json)
 
 
@@ -447,5 +511,6 @@ def register(app: typer.Typer) -> None:
     add_command(figure_app, figure_samples_cmd, "3")
     add_command(figure_app, figure_tsne_cmd, "tsne")
     add_command(figure_app, figure_confusion_cmd, "confusion")
+    add_command(figure_app, figure_severities_cmd, "severities")
     add_command(app, reproduce_cmd, "reproduce", panel=PANEL)
     app.add_typer(figure_app, name="figure", rich_help_panel=PANEL)

@@ -54,8 +54,20 @@ def _lowlight_table() -> TableKind:
                      lowlight.lowlight_markdown)
 
 
+def _robustness_table() -> TableKind:
+    from udcbench.reports import robustness
+
+    def build(results, key, options):
+        datasets = options.get("datasets")
+        return robustness.build_robustness_table(results, dataset=datasets[0] if datasets else None,
+                                                 preset=options.get("preset"))
+
+    return TableKind(("robustness",), build, robustness.write_robustness_table, robustness.robustness_records,
+                     robustness.robustness_markdown)
+
+
 #: The registered kinds of table (built lazily: the CLI's --help imports no report module).
-TABLE_KINDS: tuple[Callable[[], TableKind], ...] = (_paper_table, _lowlight_table)
+TABLE_KINDS: tuple[Callable[[], TableKind], ...] = (_paper_table, _lowlight_table, _robustness_table)
 
 
 def table_kind(key: str) -> TableKind:
@@ -65,5 +77,5 @@ def table_kind(key: str) -> TableKind:
         if key.lower() in kind.keys:
             return kind
     known = ", ".join(k for kind in kinds for k in kind.keys)
-    raise UdcbenchError(f"'{key}' is not a table: the paper has Tables 1-5 and udcbench adds the low-light table "
-                        f"(known: {known})")
+    raise UdcbenchError(f"'{key}' is not a table: the paper has Tables 1-5 and udcbench adds the low-light and "
+                        f"robustness tables (known: {known})")

@@ -154,9 +154,26 @@ def _curves(run_dirs: list[str]) -> str:
     return '<div class="curves">' + "".join(out) + "</div>" if out else "<p>(no run has more than one step)</p>"
 
 
+def _robustness(tables: list) -> str:
+    """The UDC-C tables (:mod:`udcbench.reports.robustness`): per model its clean accuracy, CE per panel and mCE."""
+    from udcbench.reports.robustness import robustness_records
+
+    out = []
+    for table in tables:
+        rows = robustness_records(table)
+        columns = [c for c in rows[0] if c not in ("preset", "init", "precision")] if rows else []
+        out += [f"<h3>{_e(table.title)}</h3>", f'<div class="sub">{_e(table.subtitle)}</div>',
+                "<table><tr>" + "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in columns) + "</tr>",
+                *("<tr>" + "".join(f"<td>{_e(r[c])}</td>" for c in columns) + "</tr>" for r in rows), "</table>"]
+        if table.notes:
+            out.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in table.notes) + "</ul>")
+    return "\n".join(out)
+
+
 def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leaderboard: list[dict[str, Any]],
-                 figures_dir: Path, out: Path, title: str = "udcbench study") -> Path:
-    """Write the page to ``out`` (``.../index.html``) and return its path."""
+                 figures_dir: Path, out: Path, title: str = "udcbench study", robustness: list | None = None) -> Path:
+    """Write the page to ``out`` (``.../index.html``) and return its path; ``robustness``: the UDC-C tables
+    (:func:`udcbench.reports.robustness.robustness_tables`), shown with their figures in a section of their own."""
     out = Path(out)
     # the run folder's record, with the store's workspace-relative names (init, run_dir) over the absolute ones
     stored = {r["run_dir"]: r.get("record") or {} for r in results if r.get("run_dir")}
@@ -168,6 +185,7 @@ def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leader
               ("Figure 6: accuracy against the diffusion steps", [f for f in figures if f.name.startswith("fig6")]),
               ("t-SNE of the features (Figures 4 and 5)", [f for f in figures if f.name.startswith("tsne")]),
               ("Confusion matrices", [f for f in figures if f.parent.name == "confusion"])]
+    udcc = [f for f in figures if f.name.startswith(("robustness-", "severities-"))]
     parts = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -176,11 +194,19 @@ def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leader
         f'<div class="sub">udcbench {_e(__version__)}, written {datetime.now():%Y-%m-%d %H:%M}; '
         f"{len(records)} runs in the store. Accuracies in percent on the test split at the epoch chosen on "
         "validation; open a cell for the runs behind it.</div>",
-        '<nav><a href="#tables">Tables</a><a href="#leaderboard">Leaderboard</a><a href="#curves">Training</a>'
-        '<a href="#figures">Figures</a></nav>',
+        '<nav><a href="#tables">Tables</a><a href="#leaderboard">Leaderboard</a>'
+        + ('<a href="#robustness">Robustness</a>' if robustness else "")
+        + '<a href="#curves">Training</a><a href="#figures">Figures</a></nav>',
         '<h2 id="tables">Tables</h2>',
         *(_table(t, records, out) for t in tables),
         '<h2 id="leaderboard">Leaderboard</h2>', _leaderboard(leaderboard),
+    ]
+    if robustness:
+        parts += ['<h2 id="robustness">Robustness (UDC-C)</h2>',
+                  '<div class="sub">Each model on the clean test split degraded by every panel at severities 1 (mild) '
+                  "to 5 (harsh); 3 is the panel as shipped (docs/robustness.md).</div>", _robustness(robustness),
+                  *(f"<figure>{_image(f)}<figcaption>{_e(f.name)}</figcaption></figure>" for f in udcc)]
+    parts += [
         '<h2 id="curves">Training curves</h2>', _curves(shown_runs),
         '<h2 id="figures">Figures</h2>',
     ]

@@ -163,10 +163,11 @@ def write_leaderboard(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, 
     return csv_path, md_path
 
 
-def model_card(rows: list[dict[str, Any]]) -> str:
+def model_card(rows: list[dict[str, Any]], mce: dict[tuple, tuple[float, int]] | None = None) -> str:
     """A Hugging Face model card (``huggingface_hub``'s card classes, so that its own parser reads it back) of one
     method's results at one preset, init and draw of the data: accuracy (mean over seeds) and mean class accuracy
-    per dataset and condition, each condition its own dataset type."""
+    per dataset and condition, each condition its own dataset type; and the UDC-C mCE where ``mce``
+    (:func:`udcbench.reports.robustness.mce_by_model`) has the model's sweeps."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     first = rows[0]
@@ -184,6 +185,14 @@ def model_card(rows: list[dict[str, Any]]) -> str:
             results.append(EvalResult(**common, metric_type="mean_class_accuracy",
                                       metric_value=round(row["mean_class_accuracy"], 2),
                                       metric_name=f"Mean class accuracy (%, {seeds})"))
+        swept = (mce or {}).get((row["method"], row["preset"], Path(str(row["init"])).name, row["condition"]))
+        if swept is not None:
+            results.append(EvalResult(**{**common, "dataset_type": f"udcbench/{row['dataset']}-udc-c",
+                                         "dataset_name": f"UDC-C {dataset_title(row['dataset'])} (3 panels x 5 "
+                                                         "severities)"},
+                                      metric_type="mce", metric_value=round(swept[0], 2),
+                                      metric_name=f"mCE (%, 100 = the clean ResNet-18 control, lower is better, "
+                                                  f"{swept[1]} seed(s))"))
     data = ModelCardData(model_name=f"udcbench-{first['method']}", license="apache-2.0", library_name="pytorch",
                          tags=["facial-expression-recognition", "under-display-camera", "udcbench"],
                          eval_results=results)
@@ -209,9 +218,11 @@ def _card_stem(row: dict[str, Any]) -> str:
     return check_name("-".join(parts), "model card name")
 
 
-def publish(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def publish(rows: list[dict[str, Any]], out_dir: Path, mce: dict[tuple, tuple[float, int]] | None = None
+            ) -> list[Path]:
     """``out_dir/<method>-<preset>-<init>-<dataset>-<condition>-<draw>.md``: one model card per method, preset,
-    init and draw of the data; results near chance are left out (they say nothing about the method)."""
+    init and draw of the data (with its mCE where swept); results near chance are left out (they say nothing about
+    the method)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for row in rows:
@@ -219,6 +230,6 @@ def publish(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             continue
         check_name(row["method"], "method in the results store")
         path = out_dir / f"{_card_stem(row)}.md"
-        write_atomic(path, model_card([row]))
+        write_atomic(path, model_card([row], mce))
         paths.append(path)
     return paths

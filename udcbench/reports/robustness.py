@@ -139,6 +139,12 @@ def build_robustness_table(results: list[dict[str, Any]], dataset: str | None = 
     return RobustnessTable(dataset, preset, panels, group_rows(chosen), notes)
 
 
+def robustness_tables(results: list[dict[str, Any]], preset: str | None = None) -> list[RobustnessTable]:
+    """One robustness table per test dataset the store has sweeps of (at ``preset``, else the most common)."""
+    datasets = sorted({r["dataset"] for r in sweeps(results, preset=preset)})
+    return [build_robustness_table(results, d, preset) for d in datasets]
+
+
 def _pm(value: float | None, ci: float | None) -> str:
     return fmt(value) + (f" +- {ci:.2f}" if ci is not None else "")
 
@@ -197,11 +203,11 @@ def robustness_leaderboard(results: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def mce_by_model(results: list[dict[str, Any]]) -> dict[tuple, tuple[float, int]]:
-    """(method, preset, init, dataset, trained condition) -> (mean mCE, seeds): what a model card carries."""
+    """(method, preset, init file name, trained condition) -> (mean mCE, seeds): what a model card carries."""
     out = {}
     for row in group_rows(sweeps(results)):
         if row.mce is not None:
-            out[(row.method, row.preset, row.init, row.trained_on)] = (row.mce, row.seeds)
+            out[(row.method, row.preset, Path(str(row.init)).name, row.trained_on)] = (row.mce, row.seeds)
     return out
 
 
@@ -250,7 +256,7 @@ def severity_strip(image: np.ndarray, recipes: list, dataset: str, path: Path, s
         for level in LEVELS:
             at = severity_recipe(recipe, level)
             x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-            generator = torch.Generator().manual_seed(image_seed(at, seed, "strip"))
+            generator = torch.Generator().manual_seed(image_seed(recipe, seed, "strip"))  # one draw for all levels
             with torch.no_grad():
                 y = to_uint8(build_degradation(at)(x, psf_scale=at.psf_scale(dataset, image.shape[1]),
                                                    generator=generator))
