@@ -6,7 +6,8 @@ severities of the test split, scored against the clean ResNet-18 control (CE, mC
 WS is a workspace whose ``runs/`` holds the runs (``python benchmarks/fer_accuracy.py --workspace WS`` trains them)
 and whose ``data/ferplus`` is the clean FERPlus folder. The degraded test sets are synthesised once into WS's cache.
 Writes ``benchmarks/results/robustness.csv`` (one row per model and cell, with the model's CE per panel, mCE and
-relative mCE; earlier rows of other models kept) and draws ``docs/results/robustness-ferplus.png`` from it.
+relative mCE; earlier rows of other models kept) and draws ``docs/results/robustness-ferplus.png`` from it, and
+``docs/results/severities-ferplus.png`` (every severity of every panel on one built-in face at FERPlus's scale).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from _common import REPO, merge_previous, read_rows, report
 
 KEY = ("method", "trained_on", "seed", "panel", "severity")
 FIGURE = REPO / "docs" / "results" / "robustness-ferplus.png"
+STRIP = REPO / "docs" / "results" / "severities-ferplus.png"
 
 
 def finished_runs(results: list[dict], budget: str) -> list[dict]:
@@ -112,6 +114,20 @@ def main() -> None:
             rows += rows_of(record)
         report("robustness", "UDC-C on FERPlus (cpu budget)", merge_previous("robustness", rows, KEY))
     print(f"wrote {figure(read_rows('robustness'), FIGURE).relative_to(REPO)}")
+    print(f"wrote {strip(STRIP).relative_to(REPO)}")
+
+
+def strip(path: Path) -> Path:
+    """Every severity of every panel on one face: a built-in face (ours to publish, not a FER2013 image) drawn at
+    FERPlus's 48 px in grey, degraded at FERPlus's face scale."""
+    import cv2
+
+    from udcbench.reports.robustness import severity_strip
+
+    faces = create_dataset("synthetic", n_train=7, n_test=7, size=48)
+    face = faces.load_image(faces.records("test")[3])
+    grey = cv2.cvtColor(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    return severity_strip(grey, load_panels(list(DEFAULT_PANELS)), "ferplus", path)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,28 @@
 """Five severities per panel, UDC-C's scale: each a recipe derived from a panel's preset along the axes that vary
 in a real device, level 3 being the preset as shipped (its calibration to real captures).
 
-The whole definition is :data:`AXES`: per recipe kind, the field each axis changes and its factor at levels 1-5.
-Every axis moves by about one photographic stop per level at its ends (x2 or x0.5 at levels 1 and 5), so that
-the levels are evenly spaced in what a camera engineer reads as an exposure or a framing step:
+The whole definition is :data:`AXES`: per recipe kind, the field each axis changes, how, and its factor at levels
+1-5. Every axis doubles (or halves) per level or per two levels, so that the levels are evenly spaced in what a
+camera engineer reads as a stop of light, a step of framing or a thicker panel:
 
-- **face size on the sensor** (``face_px``, udc): the capture pixels a stored face spans. A face half as wide on
-  the sensor meets a PSF twice as wide relative to it (a user further from the phone, a wider lens).
-  Level 1 (x2) to 5 (x0.5) brackets the face scales the FERPlus calibration tried (512 down to 96 for ``toled``).
-- **photon budget** (``photons``, udc): light at full scale, the panel's transmission times the scene's light and
-  exposure. One stop per level: x4 at level 1 (a bright scene, a clearer panel) to x0.25 at level 5 (dim indoor
-  light, a denser panel). The measured P-OLED budget's low end (1,608 photons) lies 1.3 stops under T-OLED's
-  (4,005): T-OLED's level 4-5 budget is a P-OLED panel's.
-- **veil** (``veil``, udc): the share of light the panel's stack spreads over the whole frame (haze, glare from
-  the display). Half a stop per level: x0.5 at level 1 to x2 at level 5, clipped to 1.
-- **scene light** (``darken``, lowlight): the exposure's darkening factor (mean and spread), one stop per level:
-  x4 at level 1 to x0.25 at level 5, on the same sensor (its shot and read noise unchanged), so the photon count and
-  with it the signal-to-noise ratio fall with the light.
+- **face size on the sensor** (``face_px``, udc, scaled): the capture pixels a stored face spans. A face half as
+  wide on the sensor meets a PSF twice as wide relative to it (a user further from the phone, a wider lens).
+  Level 1 (x2) to 5 (x1/2) brackets the face scales the FERPlus calibration tried (512 down to 96 for ``toled``).
+- **scene light** (``photons``, udc, scaled): photons at full scale, the scene's light times the exposure. One stop
+  per level: x4 at level 1 (daylight) to x1/4 at level 5 (a dim room).
+- **panel transmission** (``gains``, udc, optical density): each channel's transmission T becomes T^f, the
+  Beer-Lambert law for an absorbing layer f times as thick: f = 1/4, 1/2, 1, 2, 4. A panel whose captures are
+  exposure-compensated (T-OLED's gains near 1) barely changes; a dark, blue-cut one (P-OLED) clears at level 1 and
+  turns black at level 5.
+- **scattering** (``scatter.fraction``, udc, optical depth): the share of light the panel's stack scatters into its
+  halo, 1 - exp(-tau), its depth tau times f = 1/4, 1/2, 1, 2, 4 (the same thickness as the transmission's).
+- **veil** (``veil``, udc, scaled): the share of light spread over the whole frame (display glare): x1/2 at level 1
+  to x2 at level 5 (clipped to 1).
+- **scene light** (``darken``, lowlight, scaled): the exposure's darkening factor (mean and spread), one stop per
+  level: x4 at level 1 to x1/4 at level 5, on the same sensor (its shot and read noise unchanged), so the signal-to-
+  noise ratio falls with the light.
 
-Read noise and the panel's colour (its gains) are properties of the sensor and the panel: they stay as measured.
+Read noise is the sensor's own: it stays as measured.
 """
 
 from __future__ import annotations
@@ -34,19 +38,30 @@ LEVELS = (1, 2, 3, 4, 5)
 PRESET_LEVEL = 3
 
 
+#: How an axis changes its field: ``scale`` multiplies it; ``density`` raises a transmission T to T^f (Beer-Lambert);
+#: ``depth`` scales a scattered share s through its optical depth, 1 - (1 - s)^f.
+RULES = ("scale", "density", "depth")
+#: A panel f times as thick, per level.
+THICKNESS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
 @dataclass(frozen=True)
 class Axis:
-    """One physical axis of the severity scale: the recipe field it scales and its factor at levels 1-5."""
+    """One physical axis of the severity scale: the recipe field it changes, how (:data:`RULES`) and its factor at
+    levels 1-5."""
 
     kind: str  # the recipe kind it applies to (udc, lowlight)
-    field: str  # the recipe field it scales
+    field: str  # the recipe field it changes (``scatter.fraction``: a nested one)
     title: str  # what it is in the device
     factors: tuple[float, float, float, float, float]
+    rule: str = "scale"
 
 
 AXES: tuple[Axis, ...] = (
     Axis("udc", "face_px", "face size on the sensor (capture px a face spans)", (2.0, 2 ** 0.5, 1.0, 2 ** -0.5, 0.5)),
-    Axis("udc", "photons", "photon budget (panel transmission x scene light)", (4.0, 2.0, 1.0, 0.5, 0.25)),
+    Axis("udc", "photons", "scene light (photons at full scale)", (4.0, 2.0, 1.0, 0.5, 0.25)),
+    Axis("udc", "gains", "panel transmission (per channel, as the panel's thickness)", THICKNESS, "density"),
+    Axis("udc", "scatter.fraction", "scattering into the halo (as the panel's thickness)", THICKNESS, "depth"),
     Axis("udc", "veil", "veil (light spread over the frame)", (0.5, 2 ** -0.5, 1.0, 2 ** 0.5, 2.0)),
     Axis("lowlight", "darken", "scene light (the exposure's darkening factor)", (4.0, 2.0, 1.0, 0.5, 0.25)),
 )
@@ -56,17 +71,21 @@ def axes_for(kind: str) -> tuple[Axis, ...]:
     return tuple(a for a in AXES if a.kind == kind)
 
 
-def _scaled(value: Any, field: str, factor: float) -> Any:
-    """A recipe field's value times ``factor``: a number, a [low, high] range, a per-dataset mapping, or
-    ``darken``'s mean and spread; shares (the veil) stay at most 1."""
-    if isinstance(value, dict) and field == "darken":
+def _changed(value: Any, axis: Axis, factor: float) -> Any:
+    """A recipe field's value changed by ``axis`` at ``factor``: a number, a [low, high] range, a per-dataset or
+    per-channel mapping, or ``darken``'s mean and spread; shares (the veil) stay at most 1."""
+    if isinstance(value, dict) and axis.field == "darken":
         return {**value, "mean": value["mean"] * factor, "sd": value["sd"] * factor}
     if isinstance(value, dict):
-        return {k: _scaled(v, field, factor) for k, v in value.items()}
+        return {k: _changed(v, axis, factor) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_scaled(v, field, factor) for v in value]
+        return [_changed(v, axis, factor) for v in value]
+    if axis.rule == "density":
+        return min(value, 1.0) ** factor
+    if axis.rule == "depth":
+        return 1.0 - (1.0 - min(value, 1.0)) ** factor
     scaled = value * factor
-    return min(scaled, 1.0) if field == "veil" else scaled
+    return min(scaled, 1.0) if axis.field == "veil" else scaled
 
 
 def severity_recipe(recipe: Recipe, level: int) -> Recipe:
@@ -79,12 +98,18 @@ def severity_recipe(recipe: Recipe, level: int) -> Recipe:
     raw = copy.deepcopy(recipe.raw)
     for axis in axes_for(recipe.kind):
         factor = axis.factors[level - 1]
+        *parents, key = axis.field.split(".")
+        holder = raw
+        for name in parents:
+            holder = holder.get(name) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict):  # the recipe has no such part (no scatter halo): nothing to change
+            continue
         if axis.field == "face_px":
-            raw["face_px"] = _scaled(raw.get("face_px", 512), "face_px", factor)
+            raw["face_px"] = _changed(raw.get("face_px", 512), axis, factor)
             if raw.get("psf_scale") is not None:  # a fixed scale instead of the face-size rule: the PSF grows
                 raw["psf_scale"] = min(raw["psf_scale"] / factor, MAX_PSF_SCALE)
-        elif raw.get(axis.field) is not None:
-            raw[axis.field] = _scaled(raw[axis.field], axis.field, factor)
+        elif holder.get(key) is not None:
+            holder[key] = _changed(holder[key], axis, factor)
     raw["name"] = f"{recipe.name}-s{level}"
     raw["description"] = f"{recipe.name} at severity {level} of 5 (udcbench UDC-C; level 3 is the preset)"
     return parse_recipe(raw, source=recipe.source)
@@ -92,5 +117,5 @@ def severity_recipe(recipe: Recipe, level: int) -> Recipe:
 
 def severity_table() -> list[dict[str, Any]]:
     """The definition as rows (kind, field, what it is, factor per level): what docs/robustness.md shows."""
-    return [{"kind": a.kind, "field": a.field, "axis": a.title,
+    return [{"kind": a.kind, "field": a.field, "axis": a.title, "rule": a.rule,
              **{f"level {lv}": round(f, 3) for lv, f in zip(LEVELS, a.factors)}} for a in AXES]

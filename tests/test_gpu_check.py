@@ -28,8 +28,9 @@ def test_the_gpu_checks_cpu_fallback_writes_every_section(tmp_path: Path):
     by_check = {(r["check"], r["method"]): r for r in rows}
     assert [r for r in rows if r["status"].startswith("FAIL")] == []
     assert {("smoke", "test_cnn"), ("smoke", "lrdif"), ("ddp", "resnet18"), ("throughput", "resnet18"),
-            ("throughput", "lrdif"), ("launches", "lrdif"), ("memory", "lrdif"), ("paper_epoch", "resnet18")} <= set(
-        by_check)
+            ("throughput", "lrdif"), ("launches", "lrdif"), ("memory", "lrdif"), ("paper_epoch", "resnet18"),
+            ("robustness", "resnet18")} <= set(by_check)
+    assert "vs CPU synthesis: max 0 levels" in by_check[("robustness", "resnet18")]["detail"]
     assert "(DDP), gloo" in by_check[("ddp", "resnet18")]["detail"]
     assert float(by_check[("throughput", "lrdif")]["images_per_second"]) > 0
     assert 0 <= float(by_check[("throughput", "resnet18")]["data_wait_share"]) < 1

@@ -154,6 +154,8 @@ def test_the_report_is_one_self_contained_page_with_provenance_per_cell(study):
     assert "Table 2: accuracy (%) on UDC-Synthetic faces" in text and "<details>" in text
     assert "resnet18-smoke-s0" in text and "draw <code>" in text and "Leaderboard" in text
     assert "training loss per step" in text  # the runs' steps.jsonl, drawn
+    assert 'id="robustness"' in text and "UDC-C robustness on Synthetic" in text  # the sweep's table and figures
+    assert "robustness-synthetic.png" in text and "severities-synthetic.png" in text
 
 
 def test_the_report_renders_in_a_browser_without_errors(study, tmp_path):

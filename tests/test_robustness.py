@@ -28,11 +28,15 @@ def test_level_3_is_the_preset_and_every_axis_gets_harsher_with_the_level():
             faces = [r.face_px("ferplus") for r in recipes]
             photons = [r.raw["photons"][0] for r in recipes]
             veils = [r.raw["veil"][1] for r in recipes]
+            blue = [r.raw["gains"]["b"][0] for r in recipes]
+            scattered = [r.raw["scatter"]["fraction"][0] for r in recipes]
             assert faces == sorted(faces, reverse=True) and faces[0] == 2 * faces[2] and faces[4] == faces[2] / 2
             assert photons == sorted(photons, reverse=True) and photons[0] == 4 * photons[2]
             assert veils == sorted(veils) and veils[4] == pytest.approx(2 * veils[2])
-            assert all(r.raw["gains"] == preset.raw["gains"] and r.raw["read_noise"] == preset.raw["read_noise"]
-                       for r in recipes)  # the panel's colour and the sensor stay as measured
+            # a panel twice as thick: its transmission squared (Beer-Lambert), its unscattered share squared
+            assert blue == sorted(blue, reverse=True) and blue[4] == pytest.approx(blue[2] ** 4)
+            assert scattered == sorted(scattered) and 1 - scattered[3] == pytest.approx((1 - scattered[2]) ** 2)
+            assert all(r.raw["read_noise"] == preset.raw["read_noise"] for r in recipes)  # the sensor as measured
         else:
             means = [r.raw["darken"]["mean"] for r in recipes]
             assert means == sorted(means, reverse=True) and means[0] == pytest.approx(0.4)
@@ -151,3 +155,62 @@ def test_robustness_refuses_a_degraded_copy_and_an_unknown_panel_in_one_line(tra
                        (["--data", "data/synthetic", "--severities", "7"], "levels run from")):
         result = runner.invoke(app, ["robustness", str(trained), *args, "--no-train-reference"])
         assert result.exit_code == 2 and said in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def _record(method: str, seed: int, mce: float, trained_on: str = "clean") -> dict:
+    cells = [{"panel": "clean", "severity": 0, "accuracy": 80.0, "mean_class_accuracy": 70.0},
+             *({"panel": p, "severity": s, "accuracy": 80.0 - 5 * s, "mean_class_accuracy": 60.0}
+               for p in ("toled", "poled") for s in (1, 5))]
+    return {"run_id": f"/runs/ferplus/{method}-cpu-s{seed}::robustness::ferplus:abc", "kind": "robustness",
+            "method": method, "preset": "cpu", "init": "scratch", "input_size": 64, "dataset": "ferplus",
+            "condition": trained_on, "test_split": "valid", "seed": seed, "precision": "fp32",
+            "test_at_best": {"accuracy": 0.8, "mean_class_accuracy": 0.7}, "cells": cells,
+            "panels": [{"name": "toled"}, {"name": "poled"}], "severities": [1, 5], "limit": None,
+            "mce": {"overall": mce, "per_panel": {"toled": mce, "poled": mce}, "relative_overall": mce,
+                    "relative_per_panel": {"toled": mce, "poled": mce}},
+            "created": f"2026-12-0{seed + 1}T00:00:00+00:00", "run_dir": None}
+
+
+def test_the_robustness_table_leaderboard_and_cards_read_the_sweeps(tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    from udcbench.engine.store import load_results, save_result
+    from udcbench.reports.leaderboard import model_card
+    from udcbench.reports.robustness import mce_by_model, robustness_leaderboard
+
+    in_default_workspace(monkeypatch, tmp_path)
+    store = tmp_path / "runs" / "results.sqlite"
+    scores = {"resnet18": (100.0, 100.4, 99.6), "scn": (90.0, 90.5, 89.5), "rul": (99.0, 80.0, 118.0)}
+    for method, values in scores.items():
+        for seed, value in enumerate(values):
+            save_result(store, _record(method, seed, value))
+    table = runner.invoke(app, ["table", "robustness", "--json"])
+    assert table.exit_code == 0, table.output
+    rows = {r["method"]: r for r in json.loads(table.stdout)["rows"]}
+    assert rows["scn"]["mce"] == "90.00" and rows["scn"]["seeds"] == 3 and rows["scn"]["mce_ci95"]
+    assert rows["resnet18"]["ce_toled"] == "100.00"
+    board = {r["method"]: r for r in robustness_leaderboard(load_results(store))}
+    # SCN is separated from the control (tight seeds, 10 points apart); RUL's seeds spread too wide to rank
+    assert board["scn"]["rank"] == 1 and board["resnet18"]["rank"] == 2 and board["rul"]["rank"] == 1
+    shown = runner.invoke(app, ["leaderboard", "--robustness", "--json"])
+    assert shown.exit_code == 0 and len(json.loads(shown.stdout)["rows"]) == 3
+    mce = mce_by_model(load_results(store))
+    assert mce[("scn", "cpu", "scratch", "clean")] == (pytest.approx(90.0), 3)
+    row = {"method": "scn", "title": "SCN", "preset": "cpu", "init": "scratch", "input_size": "64",
+           "dataset": "ferplus", "condition": "clean", "draw": "", "test_split": "valid", "seeds": 3,
+           "accuracy": 83.0, "accuracy_std": 0.3, "mean_class_accuracy": 61.0}
+    card = ModelCard(model_card([row], mce))
+    metrics = {(r.metric_type, r.metric_value) for r in card.data.eval_results}
+    assert ("mce", 90.0) in metrics and ("accuracy", 83.0) in metrics
+
+
+def test_figure_severities_draws_every_level_of_every_panel(tmp_path, monkeypatch):
+    in_default_workspace(monkeypatch, tmp_path)
+    result = runner.invoke(app, ["figure", "severities", "--data", "synthetic", "--out", "figs"])
+    assert result.exit_code == 0, result.output
+    import cv2
+
+    image = cv2.imread(result.stdout.strip())
+    assert image.shape[0] == 24 + 3 * 160 and image.shape[1] == 90 + 6 * 160  # 3 panels x (clean + 5 levels)
+    tiles = [image[24 + 160 : 24 + 320, 90 + k * 160 : 90 + (k + 1) * 160].astype(float) for k in range(6)]
+    assert all(np.abs(tiles[0] - t).mean() > 5 for t in tiles[1:])  # every P-OLED level changes the face

@@ -258,7 +258,7 @@ def _exported(path: Path, device: str | None, batch: int) -> Model:
                 return module(x).float().cpu().numpy()
     else:
         raise UdcbenchError(f"{path}: unknown model format {fmt!r} (torchscript, torch.export or onnx)")
-    info = {"method": sidecar.get("method"), "format": fmt, "precision": "fp32",
+    info = {"method": sidecar.get("method"), "format": fmt, "precision": "fp32", "precision_mode": "fp32",
             "checkpoint_sha256": sidecar.get("checkpoint_sha256")}
     return Model(str(path), size, tuple(sidecar["labels"]), _batched(logits, batch), info)
 
@@ -285,6 +285,7 @@ def _trained(target: Path, device: str | None, precision: str) -> Model:
         "precision": "fp32" if not config.amp else (record.get("precision") or "bf16"),
         "run_dir": str(folder) if record else None,
         "weights_sha256": record.get("weights_sha256"),
+        "precision_mode": precision,
     }
 
     def run(images: np.ndarray) -> np.ndarray:
@@ -475,6 +476,7 @@ def sweep_record(model: Model, adapter: DatasetAdapter, result: Sweep, panels: l
         "test_split": result.test_split,
         "seed": info.get("seed"),
         "precision": info.get("precision"),
+        "precision_mode": info.get("precision_mode"),  # what was asked: run (the run's own), fp32 or bf16
         "test_at_best": {"accuracy": clean["accuracy"] / 100,
                          "mean_class_accuracy": clean["mean_class_accuracy"] / 100},
         "cells": result.cells,
@@ -552,7 +554,7 @@ def _reference_cells(run_dir: Path, adapter: DatasetAdapter, panels: list[Recipe
     """A reference run's cells: its saved sweep when it covers these panels and severities, else a new sweep
     (saved beside it; the degraded sets are in the cache by then)."""
     saved = read_json(Path(run_dir) / f"{RECORD_PREFIX}{adapter.origin}.json")
-    if covers(saved, panels, severities, digest, limit) and saved.get("precision") in (None, precision, "bf16", "fp32"):
+    if covers(saved, panels, severities, digest, limit) and saved.get("precision_mode") == precision:
         return saved["cells"]
     if own is not None:
         return own.cells
@@ -599,8 +601,9 @@ def score_model(target: Path, adapter: DatasetAdapter, runs: Path, cache_dir: Pa
     scores = ref_info = None
     if ref_dirs:
         own_dir = model.info.get("run_dir")
-        sweeps = [_reference_cells(d, adapter, panels, severities, cache_dir, seed, workers, device, precision,
-                                   result.digest, limit, store,
+        # the reference at the model's precision (an exported model runs in fp32)
+        sweeps = [_reference_cells(d, adapter, panels, severities, cache_dir, seed, workers, device,
+                                   model.info["precision_mode"], result.digest, limit, store,
                                    result if own_dir and Path(own_dir).resolve() == d.resolve() else None)
                   for d in ref_dirs]
         scores = corruption_errors(result.cells, mean_cells(sweeps))

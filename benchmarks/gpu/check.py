@@ -249,6 +249,30 @@ def main() -> None:
 
     check.run("paper_epoch", "resnet18", paper_epoch)
 
+    def robustness() -> dict:
+        """A UDC-C sweep with the degradation on this device against the same sweep synthesised on the CPU: the
+        cached images (at most a level or two apart: float order) and the accuracies."""
+        import numpy as np
+
+        from udcbench.robustness import load_model, load_panels, sweep
+
+        run_dir = Path(train("resnet18", "smoke", [], "robustness")["run_dir"])
+        panels, levels, limit = load_panels(["toled", "lowlight"]), (1, 5), 350 if cuda else 35
+        start = time.perf_counter()
+        here = sweep(load_model(run_dir, device, "fp32"), faces, panels, levels, cache / "here", device=device,
+                     limit=limit)
+        seconds = time.perf_counter() - start
+        cpu = sweep(load_model(run_dir, "cpu", "fp32"), faces, panels, levels, cache / "cpu", workers=4, limit=limit)
+        arrays = [sorted((cache / name / "robustness").glob("*.npy")) for name in ("here", "cpu")]
+        gap = max(int(np.abs(np.load(a).astype(int) - np.load(b).astype(int)).max()) for a, b in zip(*arrays))
+        accuracy = max(abs(a["accuracy"] - b["accuracy"]) for a, b in zip(here.cells, cpu.cells))
+        if gap > 2 or accuracy > 1.0:
+            raise RuntimeError(f"{device} synthesis differs from the CPU's: {gap} levels, {accuracy:.2f} points")
+        return {"detail": f"{len(here.cells)} cells x {here.images} images in {seconds:.1f} s on {device}; vs CPU "
+                          f"synthesis: max {gap} levels, accuracy within {accuracy:.2f} points"}
+
+    check.run("robustness", "resnet18", robustness)
+
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"gpu_check{'' if cuda else '-cpu'}.csv"
     with path.open("w", newline="") as f:
