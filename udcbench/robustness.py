@@ -320,9 +320,10 @@ class Sweep:
 
 
 def test_records(adapter: DatasetAdapter) -> tuple[str, list[Record]]:
-    """The adapter's test split (its valid split where it has no test split)."""
-    split = "test" if "test" in adapter.splits() else "valid"
-    return split, adapter.records(split)
+    """The adapter's test split (its valid split where it has no test split): the engine's."""
+    from udcbench.engine.evaluation import test_records as split_records
+
+    return split_records(adapter)
 
 
 def check_clean(adapter: DatasetAdapter) -> None:

@@ -97,10 +97,16 @@ def load_trained(run_dir: Path, adapter: DatasetAdapter, rt: Runtime, checkpoint
     return TrainedRun(model, config, trained, state, num_classes)
 
 
+def test_records(adapter: DatasetAdapter) -> tuple[str, list]:
+    """The adapter's test split (its valid split where it has no test split): its name and records."""
+    split = "test" if "test" in adapter.splits() else "valid"
+    return split, adapter.records(split)
+
+
 def load_test_split(adapter: DatasetAdapter, config: TrainConfig) -> tuple[str, list, torch.Tensor]:
-    """The adapter's test split (its valid split where it has no test split), loaded at the run's size."""
-    test_split = "test" if "test" in adapter.splits() else "valid"
-    records, widths = adapter.records(test_split), []
+    """The adapter's test split (:func:`test_records`), loaded at the run's size."""
+    test_split, records = test_records(adapter)
+    widths = []
     images = load_images(adapter, records, config.input_size, f"loading {test_split}", sizes=widths)
     records, images, _, unreadable = drop_unreadable(records, images, widths)
     if unreadable:
