@@ -119,8 +119,21 @@ def _model(row: dict[str, str]) -> tuple[str, str, str]:
     return row["method"], row["trained_on"], row["seed"]
 
 
-def _falls(accuracies: list[float]) -> bool:
-    return all(a >= b for a, b in zip(accuracies, accuracies[1:]))
+def _fall(panel: str, curve: list[dict[str, str]]) -> str:
+    """How the reference's accuracy moves along a panel's severities (clean first): falling at every step, or
+    falling to a floor where it stays (said with the floor's mean class accuracy: 100 / classes is one answer for
+    every face)."""
+    accuracy = [float(r["accuracy"]) for r in curve]
+    if all(a > b for a, b in zip(accuracy, accuracy[1:])):
+        return f"{panel}: falls at every step"
+    if any(a < b for a, b in zip(accuracy, accuracy[1:])):
+        return f"{panel}: does NOT fall at every step (the severity definition is wrong)"
+    level = next(i for i in range(1, len(accuracy)) if accuracy[i] == accuracy[i - 1])
+    mca = float(curve[level]["mean_class_accuracy"])
+    one = abs(100 / mca - round(100 / mca)) < 1e-6
+    return (f"{panel}: falls to severity {curve[level - 1]['severity']}, then stays at {num(curve[level]['accuracy'])} "
+            f"% (mean class accuracy {num(curve[level]['mean_class_accuracy'])} %" + (
+                ": one answer for every face)" if one else ")"))
 
 
 def robustness() -> str:
@@ -136,12 +149,7 @@ def robustness() -> str:
     curves = [[m[0], m[1], m[2], p, *(num(by[(m, p, s)]["accuracy"]) for s in levels)]
               for m in models for p in panels]
     reference = [m for m in models if m[0] == "resnet18" and m[1] == "clean"]
-    falls = []
-    for m in reference:
-        clean = float(by[(m, "clean", 0)]["accuracy"])
-        for p in panels:
-            curve = [clean, *(float(by[(m, p, s)]["accuracy"]) for s in levels)]
-            falls.append(f"{p}: {'falls at every step' if _falls(curve) else 'does not fall at every step'}")
+    falls = [_fall(p, [by[(m, "clean", 0)], *(by[(m, p, s)] for s in levels)]) for m in reference for p in panels]
     cross = []
     for method in dict.fromkeys(m[0] for m in models):
         mine = [m for m in models if m[0] == method]

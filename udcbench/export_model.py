@@ -125,7 +125,9 @@ def _check(path: Path, fmt: str, reference: nn.Module, x: torch.Tensor, sampling
         torch.manual_seed(0)
         expected = reference(x).numpy()
     if fmt in ("torchscript", "torch.export"):
-        loaded = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation note
+            loaded = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
         with torch.no_grad():
             torch.manual_seed(0)
             got = loaded(x).numpy()

@@ -133,6 +133,7 @@ def leaderboard_cmd(
         _robustness_leaderboard(runs, out, as_json)
         return
     from udcbench.reports.leaderboard import (
+        HEADERS,
         NEAR_CHANCE_POINTS,
         RANK_NOTE,
         TERMINAL_COLUMNS,
@@ -154,9 +155,8 @@ def leaderboard_cmd(
         print_json({"rows": rows, "files": [str(p) for p in paths]})
         return
     shown = Table(title=f"Leaderboard ({len(rows)} rows; every column in the files)")
-    headers = {"accuracy_std": "std", "drop_from_clean": "drop", "rank_change_from_clean": "rank +/-"}
     for column in TERMINAL_COLUMNS:
-        shown.add_column(headers.get(column, column), overflow="fold")
+        shown.add_column(HEADERS.get(column, column), overflow="fold")
     for row in rows:
         values = [cell(row[c]) for c in TERMINAL_COLUMNS]
         if row["near_chance"]:

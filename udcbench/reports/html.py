@@ -40,6 +40,7 @@ figure img{max-width:100%;height:auto;display:block} figcaption{font-size:12px;c
 .curves{display:flex;flex-wrap:wrap;gap:10px}
 .curve{background:#fff;border:1px solid #d8dce3;padding:6px;font-size:11px}
 nav a{margin-right:12px}
+.missing{color:#8a93a3} .wide{overflow-x:auto;max-width:100%}
 """
 
 
@@ -94,6 +95,10 @@ def _table(table: BuiltTable, records: dict[str, dict], page: Path) -> str:
             if cell.runs:
                 runs = "".join(_provenance(r, records, page) for r in cell.runs)
                 text = f"<details><summary>{text}</summary><ul>{runs}</ul></details>"
+            elif cell.command:  # an empty cell says so, and how to fill it
+                text = f'<details><summary class="missing">not run</summary><code>{_e(cell.command)}</code></details>'
+            elif not text:
+                text = '<span class="missing">-</span>'
             cells.append(f"<td>{text}</td>")
             k += 1
             if table.has_paper(dataset):
@@ -107,11 +112,12 @@ def _table(table: BuiltTable, records: dict[str, dict], page: Path) -> str:
 
 
 def _leaderboard(rows: list[dict[str, Any]]) -> str:
-    from udcbench.reports.leaderboard import RANK_NOTE, TERMINAL_COLUMNS, cell
+    from udcbench.reports.leaderboard import HEADERS, RANK_NOTE, TERMINAL_COLUMNS, cell
 
-    out = ["<table><tr>" + "".join(f"<th>{_e(c)}</th>" for c in TERMINAL_COLUMNS) + "</tr>"]
+    out = ['<div class="wide"><table><tr>' + "".join(f"<th>{_e(HEADERS.get(c, c))}</th>" for c in TERMINAL_COLUMNS)
+           + "</tr>"]
     out += ["<tr>" + "".join(f"<td>{_e(cell(r[c]))}</td>" for c in TERMINAL_COLUMNS) + "</tr>" for r in rows]
-    return "\n".join(out + ["</table>", f'<div class="notes">{_e(RANK_NOTE)}</div>'])
+    return "\n".join(out + ["</table></div>", f'<div class="notes">{_e(RANK_NOTE)}</div>'])
 
 
 def _sparkline(values: list[float], width: int = 150, height: int = 40, colour: str = "#1f5fbf") -> str:

@@ -32,6 +32,9 @@ from udcbench.reports.tables import dataset_title, usable
 COLUMNS = ("method", "title", "init", "preset", "input_size", "dataset", "condition", "draw", "test_split", "seeds",
            "accuracy", "accuracy_std", "mean_class_accuracy", "macro_f1", "chance", "near_chance", "drop_from_clean",
            "rank", "rank_change_from_clean", "paper_accuracy")
+#: Column headers as a reader sees them (the terminal, the report); the files keep the column names.
+HEADERS = {"accuracy_std": "std", "drop_from_clean": "drop", "rank_change_from_clean": "rank +/-",
+           "seeds": "seeds", "preset": "budget"}
 #: What the terminal shows (the files hold every column).
 TERMINAL_COLUMNS = ("method", "dataset", "condition", "preset", "seeds", "accuracy", "accuracy_std",
                     "drop_from_clean", "rank", "rank_change_from_clean")
