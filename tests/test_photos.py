@@ -347,3 +347,19 @@ def test_a_runs_model_folder_loads_in_predict_and_in_the_docs_plain_torch_exampl
     namespace: dict = {}
     exec(code.replace("RUN", str(run)).replace("FACE.png", str(face)), namespace)  # the page's own example
     assert namespace["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
+
+
+def test_a_failing_onnx_export_says_one_line_on_stderr_and_nothing_on_stdout(workspace, monkeypatch, capfd):
+    run = _trained(workspace, "resnet18")
+
+    def failing(*args, **kwargs):  # what the legacy exporter does on an operator it lacks: a graph dump, then raise
+        print("graph(%image : Float(1, 3, 32, 32)) ... " * 2000)
+        os.write(1, b"native graph dump\n")
+        raise RuntimeError("Exporting the operator 'aten::nosuch' to ONNX opset version 17 is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", failing)
+    result = runner.invoke(app, ["export-model", str(run), "--format", "onnx", "--out", "m.onnx", "--json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "does not export to ONNX (Exporting the operator 'aten::nosuch'" in result.stderr
+    assert "graph dump" not in capfd.readouterr().out  # native writes went to stderr as well
+    assert not (workspace / "m.onnx").exists()

@@ -1109,3 +1109,50 @@ def test_a_store_that_cannot_take_the_record_at_the_end_says_how_to_add_it_witho
     assert runner.invoke(app, ["runs", "--rebuild"]).exit_code == 0
     listed = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
     assert [r["method"] for r in listed] == ["test_cnn"]  # the finished run, added without retraining
+
+
+@pytest.mark.slow(reason="five commands in fresh processes under a 6 GB address-space limit: about 40 s")
+def test_under_a_6_gb_memory_limit_the_hostile_inputs_end_in_one_line(tmp_path):
+    """Issue 42: under ``ulimit -v 6000000`` the big-kernel recipe (synth and a robustness sweep), an 81-megapixel
+    degrade with its budget raised past the limit, and num_workers=1e9 each end in one line, never a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+    import yaml
+
+    from degradations import load_recipe
+
+    photo = np.full((9000, 9000, 3), 120, np.uint8)
+    photo[4000:5000, 4000:5000] = 200
+    cv2.imwrite(str(tmp_path / "big.png"), photo)
+    del photo
+    raw = {**load_recipe("toled").raw, "name": "bigk", "psf_scale": 4}
+    raw["scatter"] = {**raw["scatter"], "kernel_px": 1023}
+    (tmp_path / "bigk.yaml").write_text(yaml.safe_dump(raw))
+    cli = f"{sys.executable} -m udcbench"
+    env = {**os.environ, "UDCBENCH_QUIET": "1"}
+
+    def limited(command: str, variables: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", f"ulimit -v 6000000; {variables} {cli} {command}"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    assert limited("generate --n-train 14 --n-test 7 --size 48").returncode == 0
+    assert limited("train test_cnn --data data/synthetic --budget smoke").returncode == 0
+    cases = {
+        "synth synthetic --src data/synthetic --recipe bigk.yaml --out data/udc-bigk": "memory budget",
+        "robustness runs/synthetic/test_cnn-smoke-s0 --data data/synthetic --panels bigk.yaml --severities 3 "
+        "--no-train-reference": "memory budget",
+        "degrade big.png --panel toled --out out": "budget of 8 GB",
+        "train test_cnn --data data/synthetic --budget smoke --set num_workers=1e9 --tag w": "num_workers",
+    }
+    for command, said in cases.items():
+        result = limited(command)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and "Traceback" not in result.stderr, (command, result.stderr[-2000:])
+        assert lines[-1].startswith("error:") and said in lines[-1], (command, lines[-3:])
+    raised = limited("degrade big.png --panel toled --out out", "UDCBENCH_DEGRADE_MEMORY_GB=20")  # past the limit
+    assert raised.returncode == 1 and "Traceback" not in raised.stderr
+    assert raised.stderr.strip().splitlines()[-1].startswith("error: out of memory")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import os
+import sys
 import warnings
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,21 @@ class Normalised(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.mean) / self.std)
+
+
+@contextmanager
+def _stdout_to_stderr():
+    """Everything written to stdout inside, by Python or by native code, goes to stderr instead."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _samples(model: nn.Module, size: int) -> bool:
@@ -93,8 +111,10 @@ def export_model(target: Path, fmt: str, out: Path) -> dict:
         else:
             tmp = temp_path(out)
             try:
-                torch.onnx.export(wrapped, (example[:1],), str(tmp), dynamo=False, input_names=["image"],
-                                  output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+                with _stdout_to_stderr():  # a failing exporter dumps its graph on stdout: keep --json clean
+                        torch.onnx.export(wrapped, (example[:1],), str(tmp), dynamo=False, input_names=["image"],
+                                      output_names=["logits"],
+                                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
             except Exception as exc:  # noqa: BLE001 - an operator the exporter lacks: one line
                 tmp.unlink(missing_ok=True)
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

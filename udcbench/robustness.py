@@ -112,7 +112,7 @@ def _degrade_job(name: str, root: str | None, options: dict, records: list[Recor
     from udcbench.datasets import create_dataset
     from udcbench.engine.data import resize_image
     from udcbench.images import decode, encode
-    from udcbench.synthesis import _module, image_seed
+    from udcbench.synthesis import _module, batches_within, check_image_memory, image_bytes, image_seed, memory_budget
 
     if device == "cpu":
         torch.set_num_threads(1)  # one image stream per process, as synth
@@ -124,7 +124,14 @@ def _degrade_job(name: str, root: str | None, options: dict, records: list[Recor
         image = adapter.load_image(record)
         groups.setdefault(image.shape[:2], []).append((i, record, image))
     quality = int(recipe.raw.get("jpeg_quality", 95))
-    for (_, width), items in groups.items():
+    budget = memory_budget()
+    batches = []
+    for (height, width), items in groups.items():  # batches within synth's memory budget, as synth makes them
+        check_image_memory(module, recipe, adapter.origin, width, height)
+        per_image = image_bytes(module, recipe.psf_scale(adapter.origin, width), height, width)
+        batches += [(width, [items[i] for i in part])
+                    for part in batches_within(list(range(len(items))), per_image, budget)]
+    for width, items in batches:
         x = torch.from_numpy(np.stack([im for _, _, im in items])).to(device).permute(0, 3, 1, 2).float() / 255.0
         gens = [torch.Generator().manual_seed(image_seed(draws, seed, image_name(adapter, r))) for _, r, _ in items]
         with torch.no_grad():

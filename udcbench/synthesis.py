@@ -299,9 +299,12 @@ def _check_memory(module, recipe: Recipe, dataset: str, first: Path) -> None:
     from udcbench.images import declared_size
 
     size = declared_size(first.read_bytes()[:1 << 16]) if first.is_file() else None
-    if size is None:
-        return
-    width, height = size
+    if size is not None:
+        check_image_memory(module, recipe, dataset, *size)
+
+
+def check_image_memory(module, recipe: Recipe, dataset: str, width: int, height: int) -> None:
+    """Refuse a recipe whose one ``width`` x ``height`` image would take more than the memory budget."""
     need = image_bytes(module, recipe.psf_scale(dataset, width), height, width)
     if need > memory_budget():
         raise UdcbenchError(f"recipe {recipe.name} needs about {need / 2**30:.1f} GB per {width} x {height} image, "

@@ -65,8 +65,8 @@ def add_command(app: typer.Typer, fn: Callable, name: str, panel: str | None = N
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
             fail(f"{where}{exc.strerror or exc}".replace("[", r"\["))
-        except MemoryError:  # an allocation the machine (or its ulimit) refused: one line, not a traceback
-            if debug():
+        except (MemoryError, RuntimeError) as exc:  # an allocation the machine (or its ulimit) refused: one line
+            if debug() or not (isinstance(exc, MemoryError) or _out_of_memory(exc)):
                 raise
             fail("out of memory: the machine (or its memory limit) refused an allocation; use smaller inputs, fewer "
                  "workers or a smaller batch", 1)
@@ -81,6 +81,11 @@ def add_command(app: typer.Typer, fn: Callable, name: str, panel: str | None = N
             fail("interrupted", 130)
 
     app.command(name=name, rich_help_panel=panel)(wrapper)
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is torch's refused allocation (its CPU allocator's error, or a GPU's OutOfMemoryError)."""
+    return type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
 
 
 def choices(name: str, values: Iterable[str]) -> type[Enum]:
