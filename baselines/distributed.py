@@ -67,11 +67,17 @@ def all_reduce_mean_grad(tensor: torch.Tensor) -> torch.Tensor:
     return all_reduce(tensor) / world_size()
 
 
-def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``tensor`` concatenated along dim 0, rank order; the ranks' first dimensions may differ."""
+def all_gather_cat(tensor: torch.Tensor, same_size: bool = False) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0, rank order; the ranks' first dimensions may differ.
+    ``same_size``: the caller knows every rank's is as long as this one's (a step's per-rank batch): one collective
+    into one buffer, and no exchange of the sizes (whose read back to the host would wait for the GPU)."""
     if not active():
         return tensor
     check_device(tensor, "all_gather")
+    if same_size:
+        out = tensor.new_empty((world_size() * len(tensor), *tensor.shape[1:]))
+        dist.all_gather_into_tensor(out, tensor.contiguous())
+        return out
     n = torch.tensor([len(tensor)], device=tensor.device)
     sizes = [torch.zeros_like(n) for _ in range(world_size())]
     dist.all_gather(sizes, n)

@@ -46,12 +46,16 @@ def rows_of(record: dict) -> list[dict]:
     mce = record.get("mce") or {}
     common = {"method": record["method"], "trained_on": record["condition"], "seed": record["seed"],
               "precision": record["precision"], "images": record["images"]}
+    by_panel: dict[str, list[float]] = {}
+    for cell in record["cells"]:
+        by_panel.setdefault(cell["panel"], []).append(cell["accuracy"])
     out = []
     for cell in record["cells"]:
         panel = cell["panel"]
         out.append({**common, "panel": panel, "severity": cell["severity"], "accuracy": round(cell["accuracy"], 3),
                     "mean_class_accuracy": round(cell["mean_class_accuracy"], 3),
                     "relative_drop": round(cell.get("relative_drop", 0.0), 3),
+                    "panel_mean_accuracy": round(sum(by_panel[panel]) / len(by_panel[panel]), 2),
                     "ce": _round((mce.get("per_panel") or {}).get(panel)),
                     "relative_ce": _round((mce.get("relative_per_panel") or {}).get(panel)),
                     "mce": _round(mce.get("overall")), "relative_mce": _round(mce.get("relative_overall")),

@@ -154,8 +154,7 @@ def robustness() -> str:
     for method in dict.fromkeys(m[0] for m in models):
         mine = [m for m in models if m[0] == method]
         for m in mine:
-            cross.append([method, m[1], m[2], *(num(sum(float(by[(m, p, s)]["accuracy"]) for s in levels) / len(levels))
-                                                for p in panels)])
+            cross.append([method, m[1], m[2], *(num(by[(m, p, levels[0])]["panel_mean_accuracy"]) for p in panels)])
     speed_rows = [[r["measure"], r["precision"], r["images"], num(r["minutes"]), num(r.get("synthesis_share", "")),
                    r.get("images_per_s", ""), r.get("bar_minutes", ""),
                    ("yes" if float(r["minutes"]) <= float(r["bar_minutes"]) else "no") if r.get("bar_minutes") else ""]

@@ -156,6 +156,28 @@ def test_sam_steps_from_the_gradient_at_the_perturbed_weights():
     torch.testing.assert_close(w.detach(), torch.tensor([3.0, -4.0]) - 0.1 * 4 * perturbed**3)
 
 
+def test_sam_moves_nothing_on_a_non_finite_or_zero_gradient_and_never_reads_the_norm_back():
+    from udcbench.engine.optim import SharpnessAware
+
+    for bad in (float("inf"), float("nan"), 0.0):
+        w = torch.tensor([3.0, -4.0], requires_grad=True)
+        w.grad = torch.tensor([bad, 0.0])
+        sam = SharpnessAware([w], rho=0.5)
+        sam.perturb()
+        assert torch.equal(w.detach(), torch.tensor([3.0, -4.0]))
+        sam.restore()
+        assert torch.equal(w.detach(), torch.tensor([3.0, -4.0]))
+    w = torch.tensor([3.0, -4.0], requires_grad=True)
+    w.grad = torch.tensor([1.0, 1.0])
+    original = torch.Tensor.__bool__
+    try:  # a host read of a device value (if norm == 0: ...) would call __bool__ or item()
+        torch.Tensor.__bool__ = lambda self: (_ for _ in ()).throw(AssertionError("read back to the host"))
+        SharpnessAware([w], rho=0.5).perturb()
+    finally:
+        torch.Tensor.__bool__ = original
+    torch.testing.assert_close(w.detach(), torch.tensor([3.0, -4.0]) + 0.5 / 2**0.5)
+
+
 def test_sam_runs_two_passes_per_step_in_the_trainer(tmp_path: Path, monkeypatch):
     from baselines.tiny import TinyCNN
 
@@ -317,3 +339,30 @@ def test_the_process_group_waits_long_enough_for_rank_zeros_preparation(monkeypa
     assert calls == [{}, {"timeout": timedelta(minutes=90)}]
     source = inspect.getsource(runtime_module.runtime)  # NCCL (no GPU here): always given the long timeout
     assert 'init_process_group("nccl", device_id=dev, timeout=process_group_timeout())' in source
+
+
+def test_sync_bn_is_chosen_by_the_per_rank_batch_on_gpus_refused_elsewhere_and_said_in_tables():
+    from udcbench.config import TrainConfig
+    from udcbench.engine.runtime import Runtime
+    from udcbench.engine.trainer import sync_batch_norm
+    from udcbench.errors import UdcbenchError
+    from udcbench.reports.tables import _world_notes
+
+    gpus = Runtime(torch.device("cuda", 0), rank=0, world=8, ddp=True)
+    assert sync_batch_norm(TrainConfig(batch_size=64), gpus)  # 8 images a rank: its BN statistics are synchronised
+    assert not sync_batch_norm(TrainConfig(batch_size=256), gpus)  # 32 a rank: as one GPU's own
+    assert not sync_batch_norm(TrainConfig(batch_size=64, sync_bn="off"), gpus)
+    assert sync_batch_norm(TrainConfig(batch_size=256, sync_bn="on"), gpus)
+    one = Runtime(torch.device("cuda", 0))
+    assert not sync_batch_norm(TrainConfig(batch_size=8, sync_bn="on"), one)  # one process: nothing to synchronise
+    cpus = Runtime(torch.device("cpu"), rank=0, world=2, ddp=True)
+    assert not sync_batch_norm(TrainConfig(batch_size=8), cpus)
+    with pytest.raises(UdcbenchError, match="needs GPUs"):
+        sync_batch_norm(TrainConfig(batch_size=8, sync_bn="on"), cpus)
+    with pytest.raises(UdcbenchError, match="unknown sync_bn"):
+        TrainConfig(sync_bn="yes").validate()
+    runs = [{"method": "scn", "record": {"execution": {"world_size": 1}}},
+            {"method": "lrdif", "record": {"execution": {"world_size": 4, "sync_bn": True}}}]
+    assert _world_notes(runs) == ["mixes runs trained on different numbers of processes (1 process: scn; "
+                                  "4 processes, sync BN: lrdif)"]
+    assert _world_notes(runs[:1]) == []

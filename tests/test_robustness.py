@@ -143,6 +143,12 @@ def test_a_cached_cell_is_what_synth_writes(trained):
     copy = create_dataset("synthetic", Path("data/udc-synthetic"))
     written = np.stack([resize_image(copy.load_image(r), 32) for r in copy.records(robustness.test_records(copy)[0])])
     assert written.shape == images.shape and np.abs(written.astype(int) - images.astype(int)).max() <= 1
+    again, made = robustness.degraded_set(clean, records, recipe, 0, 32, Path(".udcbench-cache"), digest)
+    assert not made and np.array_equal(again, images)
+    cached = robustness.cache_path(Path(".udcbench-cache"), clean, recipe, digest, 0, 32)
+    np.save(cached, np.zeros((3, 32, 32, 3), np.uint8))  # an entry of another set under its name: refused
+    with pytest.raises(robustness.UdcbenchError, match="holds 3 images"):
+        robustness.degraded_set(clean, records, recipe, 0, 32, Path(".udcbench-cache"), digest)
 
 
 def test_robustness_refuses_a_degraded_copy_and_an_unknown_panel_in_one_line(trained):

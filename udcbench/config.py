@@ -19,6 +19,10 @@ PRESETS = ("smoke", "quick", "cpu", "paper")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "exponential", "step", "cosine", "constant")
 CROPS = ("none", "five", "resized")
+#: Batch norm over the ranks of a multi-GPU run: auto turns it on when a rank's share of the batch is under
+#: :data:`SYNC_BN_BELOW` images (its statistics would be those of a much smaller batch than one GPU's), on, off.
+SYNC_BN = ("auto", "on", "off")
+SYNC_BN_BELOW = 16
 #: The most loader worker processes a run may ask for: each holds a process and a share of the batch queue, and
 #: more than 8 per core only thrash (a run that asked for 1e9 forked until memory ran out).
 MAX_WORKERS_PER_CORE = 8
@@ -90,6 +94,7 @@ class TrainConfig:
     max_steps: int = 0  # per epoch, 0 = all (smoke preset)
     num_workers: int = -1  # loader processes; -1: automatic (none on a CPU run, up to 4 per GPU)
     compile: bool = False  # torch.compile the training step (recorded; results as without)
+    sync_bn: str = "auto"  # SyncBatchNorm over the ranks of a multi-GPU run (SYNC_BN); recorded with the world size
     weights: str | None = None  # MS-Celeb-1M ResNet-18 checkpoint; None = from scratch
     method_args: dict[str, Any] = field(default_factory=dict)  # loss constants and model options
 
@@ -141,7 +146,8 @@ class TrainConfig:
         if self.num_workers < -1:
             raise UdcbenchError(f"num_workers must be -1 (automatic) or more, got {self.num_workers}")
         for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
-                                   ("preset", self.preset, PRESETS), ("crop", self.crop, CROPS)):
+                                   ("preset", self.preset, PRESETS), ("crop", self.crop, CROPS),
+                                   ("sync_bn", self.sync_bn, SYNC_BN)):
             if value not in known:
                 raise UdcbenchError(f"unknown {name} '{value}' (known: {', '.join(known)})")
 

@@ -356,8 +356,12 @@ def sweep(model: Model, adapter: DatasetAdapter, panels: list[Recipe], severitie
     if len(model.classes) < adapter.num_classes:
         raise UdcbenchError(f"the model predicts {len(model.classes)} classes; {adapter.describe()} has "
                             f"{adapter.num_classes}")
+    from baselines import distributed
+
     widths: list[int] = []
-    clean = load_images(adapter, records, model.input_size, f"loading {split}", sizes=widths, cache_dir=cache_dir)
+    # under torchrun one rank sweeps (reproduce's rank 0): the engine's shared decode cache would wait for the others
+    clean = load_images(adapter, records, model.input_size, f"loading {split}", sizes=widths,
+                        cache_dir=None if distributed.active() else cache_dir)
     records, clean, _, unreadable = drop_unreadable(records, clean, widths)
     if unreadable:
         stderr.print(f"[yellow]warning:[/] {len(unreadable)} test image(s) do not decode and were left out, e.g. "

@@ -52,10 +52,10 @@ class SharpnessAware:
         if not grads:
             return
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for _, g in grads]))
-        if not torch.isfinite(norm) or norm == 0:
-            return
+        # decided on the device (no read back to the host): a non-finite or zero norm moves by zero
+        scale = torch.where(torch.isfinite(norm) & (norm > 0), self.rho / norm, torch.zeros_like(norm))
         for p, g in grads:
-            move = g.to(p.dtype) * (self.rho / norm).to(p.dtype)
+            move = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0).to(p.dtype) * scale.to(p.dtype)
             p.add_(move)
             self._moves.append((p, move))
 

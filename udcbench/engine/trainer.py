@@ -35,7 +35,7 @@ from baselines import distributed
 from baselines.backbone import WeightsError
 from baselines.base import Batch, FERModel
 from udcbench.checkpoints import load_checkpoint, save_checkpoint
-from udcbench.config import RUN_SETTINGS, TrainConfig
+from udcbench.config import RUN_SETTINGS, SYNC_BN_BELOW, TrainConfig
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.augment import augment, draw_params
 from udcbench.engine.data import (
@@ -170,12 +170,27 @@ def _load_weights(model: FERModel, spec: MethodSpec, config: TrainConfig, rt: Ru
     return {"init": "scratch", "weights_sha256": None}
 
 
+def sync_batch_norm(config: TrainConfig, rt: Runtime) -> bool:
+    """Whether the run's batch norm is synchronised over its ranks (:data:`~udcbench.config.SYNC_BN`): ``auto`` on a
+    multi-GPU run whose per-rank batch is under :data:`~udcbench.config.SYNC_BN_BELOW`; never on one process. Only
+    CUDA has SyncBatchNorm: ``on`` elsewhere is refused in one line."""
+    if rt.world == 1 or config.sync_bn == "off":
+        return False
+    if not rt.cuda:
+        if config.sync_bn == "on":
+            raise UdcbenchError("sync_bn=on needs GPUs (SyncBatchNorm runs on CUDA only): --set sync_bn=off or auto")
+        return False
+    return config.sync_bn == "on" or rt.per_rank(config.batch_size) < SYNC_BN_BELOW
+
+
 def _wrap(model: FERModel, config: TrainConfig, rt: Runtime) -> nn.Module:
     """The training step under DDP (gradients averaged over the ranks; buffers made to agree at each epoch's end
     by :func:`_average_buffers` instead of rank 0's overwriting the others' at every step) and, when asked,
     torch.compile."""
     model.train()  # a method's train() freezes what its variant never runs, before DDP lists the parameters
     step: nn.Module = _Step(model)
+    if sync_batch_norm(config, rt):
+        step = nn.SyncBatchNorm.convert_sync_batchnorm(step)
     if rt.ddp:
         step = nn.parallel.DistributedDataParallel(step, device_ids=[rt.device.index] if rt.cuda else None,
                                                    broadcast_buffers=False)
@@ -225,9 +240,11 @@ def _publish_model(run_dir: Path, record: dict, adapter: DatasetAdapter) -> None
 
 
 def _relabel(labels: torch.Tensor, relabel: tuple[torch.Tensor, torch.Tensor]) -> None:
-    """Write a step's relabels (every rank's, gathered) into the train labels; -1 keeps a label."""
-    positions = distributed.all_gather_cat(relabel[0])
-    new = distributed.all_gather_cat(relabel[1])
+    """Write a step's relabels (every rank's, gathered in one collective: every rank's step has the same batch)
+    into the train labels; -1 keeps a label."""
+    both = distributed.all_gather_cat(torch.stack([relabel[0], relabel[1].to(relabel[0].dtype)], dim=1),
+                                      same_size=True)
+    positions, new = both[:, 0], both[:, 1].to(labels.dtype)
     labels[positions] = torch.where(new >= 0, new, labels[positions])
 
 
@@ -488,7 +505,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
 
     if test is None:  # resumed after its last epoch (its record was lost): the last epoch's model, tested again
         test = evaluate(model, data.test, data.test_labels, config, rt, num_classes)
-    execution = {"world_size": rt.world, "per_rank_batch": per_rank,
+    execution = {"world_size": rt.world, "per_rank_batch": per_rank, "sync_bn": sync_batch_norm(config, rt),
                  "num_workers": resolve_workers(config.num_workers, rt.cuda, rt.world), "compile": config.compile,
                  "data_wait_share": float(np.mean(waits)) if waits else None}
     record = train_record(config, spec, adapter, data.plan, run_dir, rt, init=init, best=state.best, last_test=test,

@@ -351,7 +351,23 @@ def _recipe_notes(shown: list[dict[str, Any]], preset: str, init: str) -> list[s
         if model:
             models.setdefault(r["method"], set()).add(model)
     notes += [f"{name} runs: {'; '.join(sorted(m))}" for name, m in sorted(models.items())]
-    return notes
+    return notes + _world_notes(shown)
+
+
+def _world_notes(shown: list[dict[str, Any]]) -> list[str]:
+    """Runs trained over several processes (DDP), with or without synchronised batch norm: said, so that a table
+    never mixes one-GPU and N-GPU recipes without a word (their batch statistics differ)."""
+    how: dict[str, set[str]] = {}
+    for r in shown:
+        execution = (r.get("record") or {}).get("execution") or {}
+        world = execution.get("world_size") or 1
+        label = "1 process" if world == 1 else f"{world} processes" + (", sync BN" if execution.get("sync_bn") else "")
+        how.setdefault(label, set()).add(r["method"])
+    if set(how) <= {"1 process"}:
+        return []
+    parts = "; ".join(f"{label}: {', '.join(sorted(methods))}" for label, methods in sorted(how.items()))
+    return [("mixes runs trained on different numbers of processes (" if len(how) > 1 else "runs trained on ")
+            + parts + (")" if len(how) > 1 else "")]
 
 
 def _sweep_value(result: dict):
