@@ -219,3 +219,17 @@ def test_a_path_that_reads_as_markup_prints_as_text(tmp_path, capsys):
     folder = tmp_path / "[/x]"
     result = runner.invoke(app, ["generate", str(folder), "--n-train", "14", "--n-test", "7", "--size", "32"])
     assert result.exit_code == 0 and "Traceback" not in result.output
+
+
+def test_slots_and_gpus_are_checked_before_any_work(tmp_path, monkeypatch):
+    from udcbench.scheduler import parse_slots
+
+    monkeypatch.chdir(tmp_path)
+    both = runner.invoke(app, ["reproduce", "--study", "smoke", "--slots", "2", "--gpus", "0"])
+    assert both.exit_code == 2 and "not both" in both.output
+    slots = parse_slots(None, 2)
+    assert [s.name for s in slots] == ["cpu-0", "cpu-1"] and all(s.device == "cpu" for s in slots)
+    assert slots[0].env["CUDA_VISIBLE_DEVICES"] == "" and slots[0].threads >= 1
+    if not __import__("torch").cuda.is_available():
+        none = runner.invoke(app, ["reproduce", "--study", "smoke", "--gpus", "all"])
+        assert none.exit_code == 2 and "no CUDA device" in none.output and not (tmp_path / "runs").exists()

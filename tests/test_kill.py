@@ -59,3 +59,36 @@ def test_a_study_killed_at_every_stage_ends_with_the_tables_of_an_uninterrupted_
     final = subprocess.run(COMMAND, cwd=killed, env=_env(), capture_output=True, text=True)
     assert final.returncode == 0, final.stderr[-3000:]
     assert _tables(killed) == _tables(whole) and len(_tables(whole)) >= 4
+
+
+def _single_threaded() -> dict:
+    """Both ways of running the study on one thread per process: the same arithmetic, so the same numbers."""
+    return {**_env(), "OMP_NUM_THREADS": "1"}
+
+
+def test_a_study_on_two_cpu_slots_orders_its_stages_resumes_a_killed_slot_and_matches_the_serial_one(tmp_path):
+    import re
+
+    serial = _workspace(tmp_path / "serial")
+    assert subprocess.run(COMMAND, cwd=serial, env=_single_threaded(), capture_output=True).returncode == 0
+    slots = _workspace(tmp_path / "slots")
+    process = subprocess.Popen([*COMMAND, "--slots", "2"], cwd=slots, env=_single_threaded(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in process.stderr:  # kill the slot that trains the clean data's stage 1 as soon as it starts
+        said.append(line)
+        found = re.search(r"\(pid (\d+)\): lrdif-s1 -> .*/synthetic/", line)
+        if found:
+            os.kill(int(found.group(1)), signal.SIGKILL)
+    process.wait()
+    assert process.returncode == 2, "".join(said[-5:])
+    assert "did not finish" in said[-1] and "Run the same command again" in said[-1]
+    again = subprocess.run([*COMMAND, "--slots", "2"], cwd=slots, env=_single_threaded(), capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    runs = slots / "runs"
+    for data in ("synthetic", "udc-synthetic"):  # each second stage started after its first stage had finished
+        first = (runs / data / "lrdif-s1-smoke-s0" / "results.json").stat().st_mtime
+        assert first <= (runs / data / "lrdif-smoke-s0" / "config.json").stat().st_mtime
+    assert len(list((runs / "logs").glob("*.log"))) == 7
+    assert _tables(slots) == _tables(serial)

@@ -353,22 +353,27 @@ def robustness_items(study: StudyPreset, names: list[str], methods: list[str], c
 def reproduce(preset: str, workspace: Workspace, datasets: list[str] | None = None, src_root: Path | None = None,
               methods: list[str] | None = None, seeds: list[int] | None = None, condition: str | None = None,
               steps: list[int] | None = None, device: str | None = None, clip: Path | None = None,
-              log: Callable[[str], None] = print) -> StudySummary:
+              log: Callable[[str], None] = print, slots: list | None = None) -> StudySummary:
     """Run the study (see the module docstring); returns what was trained and written. ``clip``: the local
-    open_clip checkpoint of the methods with CLIP encoders (LRDif's paper model)."""
+    open_clip checkpoint of the methods with CLIP encoders (LRDif's paper model); ``slots``: train the runs side by
+    side, one per slot (:func:`udcbench.scheduler.parse_slots`), instead of one after the other."""
     study, names, methods, seeds, steps, condition = _resolve(preset, datasets, methods, seeds, steps, condition)
     clip_overrides = _clip_overrides(methods, study.train_preset, clip)  # refused here, before anything trains
     distributed = _distributed(device)
+    if slots and distributed.active():
+        raise UdcbenchError("--gpus/--slots run the study's runs side by side, each on one device; under torchrun "
+                            "every run is split over the processes instead: use one or the other")
     # one study at a time per workspace: a second one started beside it is told to wait (rank 0 holds the lock)
     lock = folder_lock(workspace.runs, "study in") if distributed.rank() == 0 else nullcontext()
     with lock:
         return _reproduce(study, workspace, names, methods, seeds, steps, condition, clip_overrides, distributed,
-                          datasets is not None, src_root, device, log)
+                          datasets is not None, src_root, device, log, slots)
 
 
 def _reproduce(study: StudyPreset, workspace: Workspace, names: list[str], methods: list[str], seeds: list[int],
                steps: list[int], condition: str, clip_overrides: dict[str, list[str]], distributed, explicit: bool,
-               src_root: Path | None, device: str | None, log: Callable[[str], None]) -> StudySummary:
+               src_root: Path | None, device: str | None, log: Callable[[str], None], slots: list | None = None
+               ) -> StudySummary:
     start = time.perf_counter()
     summary = StudySummary()
     conditions = ("clean", condition)
@@ -391,7 +396,9 @@ def _reproduce(study: StudyPreset, workspace: Workspace, names: list[str], metho
     ablation_data = ablation_dataset(list(adapters))
     jobs = study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_data)
     first_stages: dict[Path, bool] = {}  # folder -> trained by this invocation
-    for k, job in enumerate(jobs, 1):
+    if slots:
+        _run_in_slots(jobs, adapters, study, workspace, weights, clip_overrides, slots, summary, first_stages, log)
+    for k, job in enumerate([] if slots else jobs, 1):
         overrides, tag = job.overrides()
         overrides = [*(overrides or []), *clip_overrides.get(job.method, [])] or None
         adapter = adapters[job.dataset][job.condition]
@@ -420,6 +427,44 @@ def _reproduce(study: StudyPreset, workspace: Workspace, names: list[str], metho
                                        device, log, study.ablation)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _run_in_slots(jobs: list[Job], adapters: dict[str, dict[str, DatasetAdapter]], study: StudyPreset,
+                  workspace: Workspace, weights: Path | None, clip_overrides: dict[str, list[str]], slots: list,
+                  summary: StudySummary, first_stages: dict[Path, bool], log: Callable[[str], None]) -> None:
+    """The study's runs side by side, one per slot (:mod:`udcbench.scheduler`): each shared first stage as a run of
+    its own before the second stages that read it; the summary as the serial loop makes it."""
+    from udcbench.scheduler import Task, run_tasks
+
+    tasks: dict[Path, Task] = {}
+    folders = []
+    for job in jobs:
+        overrides, tag = job.overrides()
+        overrides = [*(overrides or []), *clip_overrides.get(job.method, [])] or None
+        adapter = adapters[job.dataset][job.condition]
+        data = (adapter.name, None if adapter.root is None else str(adapter.root), dict(adapter.options))
+        spec = get_method(job.method)
+        after: tuple[Path, ...] = ()
+        if spec.stage1:
+            first, kept = stage1_plan(job.method, adapter, workspace.runs, study.train_preset, job.seed, overrides,
+                                      weights, tag)
+            untagged = run_folder(workspace.runs, data_tag(adapter), spec.stage1, study.train_preset, job.seed)
+            if first not in tasks:
+                first_stages[first] = finished(first) is None
+                tasks[first] = Task(first, spec.stage1, data, {
+                    "out": workspace.runs, "preset": study.train_preset, "seed": job.seed, "overrides": kept or None,
+                    "weights": weights, "tag": "" if first == untagged else tag})
+            after = (first,)
+        folder = run_folder(workspace.runs, data_tag(adapter), job.method, study.train_preset, job.seed, tag)
+        folders.append((job, folder))
+        summary.trained_now += finished(folder) is None
+        tasks[folder] = Task(folder, job.method, data, {"out": workspace.runs, "preset": study.train_preset,
+                                                        "seed": job.seed, "overrides": overrides, "weights": weights,
+                                                        "tag": tag}, after)
+    log(f"{len(tasks)} runs on {len(slots)} slots ({', '.join(s.name for s in slots)}); logs in "
+        f"{workspace.runs / 'logs'}")
+    run_tasks(list(tasks.values()), slots, workspace.runs / "logs", workspace.cache, log)
+    summary.runs += [StudyRun(job.dataset, job.condition, finished(folder) or {}) for job, folder in folders]
 
 
 def sweep_runs(study: StudyPreset, workspace: Workspace, adapters: dict[str, dict[str, DatasetAdapter]],

@@ -392,6 +392,10 @@ def reproduce_cmd(
     device: str | None = typer.Option(None, help="cpu or cuda."),
     clip: Path | None = typer.Option(None, "--clip", help="A local open_clip checkpoint for the methods with CLIP "
                                      "encoders (the paper study's LRDif needs one)."),
+    gpus: str | None = typer.Option(None, "--gpus", help="Train the study's runs side by side, one per GPU: "
+                                                         "device numbers (0,1,3) or all."),
+    slots: int | None = typer.Option(None, "--slots", min=1, help="The same on the CPU: N runs side by side, each "
+                                                                  "with its share of the cores."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and its cost; train nothing."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -401,8 +405,12 @@ def reproduce_cmd(
 
     --dry-run prints every step with its cost in ResNet-18 image-steps and minutes on the reference machine.
 
+    --gpus 0,1,2,3 trains one run per GPU at a time (a study is many independent runs: about N times sooner than
+    splitting each run's batch over N GPUs); each run's log is in runs/logs/.
+
     Examples: udcbench reproduce ; udcbench reproduce --study quick --dry-run ;
     udcbench reproduce --study cpu --src-root /datasets --datasets ferplus ;
+    udcbench reproduce --study paper --gpus all --clip open_clip_pytorch_model.bin ;
     torchrun --nproc-per-node 4 -m udcbench reproduce --study paper --clip open_clip_pytorch_model.bin
     """
     preset = renamed(preset, old_preset, "--study", Study.quick)
@@ -418,9 +426,12 @@ def reproduce_cmd(
         else:
             _print_plan(plan)
         return
+    from udcbench.scheduler import parse_slots
+
+    side_by_side = parse_slots(gpus, slots) if gpus or slots else None
     summary = reproduce(preset, load_workspace(), datasets=datasets, src_root=src_root, methods=methods,
                         seeds=seeds, condition=condition, steps=_parse_steps(steps) if steps else None,
-                        device=device, clip=clip, log=stderr.print)
+                        device=device, clip=clip, log=stderr.print, slots=side_by_side)
     if as_json:
         from udcbench.reports.tables import table_records
 
