@@ -2,8 +2,10 @@
 
     python benchmarks/claims.py
 
-Reads ``benchmarks/results/fer_accuracy.csv`` and, for each pair docs/ compares (same condition, same draw
-of the data, the seeds both have rows for), gives the difference of the mean accuracies with its 95 % interval
+Reads ``benchmarks/results/fer_accuracy.csv`` (and the rows it no longer holds, measured before the engine's
+rewrite: ``fer_accuracy-before-engine-rewrite.csv``) and, for each pair docs/ compares (same condition, same draw
+of the data, the same engine: the rows measured since its rewrite when a side has any, the seeds both have
+rows for), gives the difference of the mean accuracies with its 95 % interval
 (Welch's t over seeds, :func:`udcbench.compare.seed_interval`) and whether the data tell the two apart. Pairs on
 different draws of the data are refused, not compared. Writes ``benchmarks/results/claims.csv``, and the seed
 means docs/ quotes (per method, condition and draw: accuracy and mean class accuracy, mean and sample std,
@@ -29,17 +31,39 @@ PAIRS = [
 ]
 
 
+#: The engine a row was measured with: rows recorded before the engine's rewrite name no commit.
+BEFORE = "before the engine rewrite"
+CURRENT = "current engine"
+
+
+def engine(row: dict) -> str:
+    return BEFORE if not row.get("commit") or row["commit"].startswith("not recorded") else CURRENT
+
+
 def main() -> None:
-    rows = read_rows("fer_accuracy")
+    # the engine's rewrite replaced some rows of fer_accuracy.csv; the replaced ones (kept apart) still count, in
+    # their own engine's means and comparisons
+    rows = read_rows("fer_accuracy") + read_rows("fer_accuracy-before-engine-rewrite")
     out = []
-    for method, other, condition in PAIRS:
-        sides = [[r for r in rows if r["method"] == m and r["condition"] == condition] for m in (method, other)]
+    for (method, other, condition), wanted in ((pair, era) for pair in PAIRS for era in (BEFORE, CURRENT)):
+        # a comparison never mixes the two engines' runs: one row per engine that measured either side
+        sides = [[r for r in rows if r["method"] == m and r["condition"] == condition and engine(r) == wanted]
+                 for m in (method, other)]
+        if not sides[0] and not sides[1]:
+            continue
         draws = [{r["data_manifest"] for r in side} for side in sides]
-        row = {"method": method, "other": other, "condition": condition,
+        row = {"method": method, "other": other, "condition": condition, "engine": wanted,
                "seeds": f"{len(sides[0])} / {len(sides[1])}", "draws": " / ".join("+".join(sorted(d)) or "-"
                                                                                for d in draws)}
+        if not sides[0] or not sides[1]:
+            out.append({**row, "verdict": f"not compared: no runs of {method if not sides[0] else other} with the "
+                                          f"{wanted}"})
+            continue
         if draws[0] != draws[1] or len(draws[0]) > 1:
             out.append({**row, "verdict": "not compared: the runs are on different draws of the data"})
+            continue
+        if min(len(sides[0]), len(sides[1])) < 2:
+            out.append({**row, "verdict": "not compared: one seed on a side, so seed noise is not covered"})
             continue
         a, b = (np.array([float(r["accuracy"]) for r in side]) for side in sides)
         diff, low, high = seed_interval(a, b)
@@ -56,17 +80,17 @@ def summary(rows: list[dict]) -> list[dict]:
     accuracy, and the drop of the mean from the method's clean mean."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["condition"], r["data_manifest"]), []).append(r)
+        groups.setdefault((r["method"], r["condition"], r["data_manifest"], engine(r)), []).append(r)
     out = []
-    for (method, condition, draw), runs in sorted(groups.items()):
+    for (method, condition, draw, measured), runs in sorted(groups.items()):
         acc = np.array([float(r["accuracy"]) for r in runs])
         mca = np.array([float(r["mean_class_accuracy"]) for r in runs])
-        out.append({"method": method, "condition": condition, "draw": draw, "seeds": len(runs),
+        out.append({"method": method, "condition": condition, "draw": draw, "engine": measured, "seeds": len(runs),
                     "accuracy_mean": acc.mean(), "accuracy_std": acc.std(ddof=1) if len(acc) > 1 else "",
                     "mean_class_accuracy_mean": mca.mean()})
-    clean = {r["method"]: r["accuracy_mean"] for r in out if r["condition"] == "clean"}
+    clean = {(r["method"], r["engine"]): r["accuracy_mean"] for r in out if r["condition"] == "clean"}
     for r in out:
-        base = clean.get(r["method"])
+        base = clean.get((r["method"], r["engine"]))
         r["drop_of_means"] = base - r["accuracy_mean"] if base is not None and r["condition"] != "clean" else ""
     return out
 
