@@ -41,6 +41,8 @@ figure img{max-width:100%;height:auto;display:block} figcaption{font-size:12px;c
 .curve{background:#fff;border:1px solid #d8dce3;padding:6px;font-size:11px}
 nav a{margin-right:12px}
 .missing{color:#8a93a3} .wide{overflow-x:auto;max-width:100%}
+.grid{display:flex;flex-wrap:wrap;gap:8px} .grid.small figure{width:300px;margin:0} svg text{fill:#1d2330}
+@media (max-width:640px){main{padding:10px} .grid.small figure{width:46%}}
 """
 
 
@@ -131,6 +133,11 @@ def _sparkline(values: list[float], width: int = 150, height: int = 40, colour: 
             f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/></svg>')
 
 
+def _points(path: Path) -> int:
+    """The rows of a figure's CSV (Figure 6's step counts): a one-point sweep draws no curve."""
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
 def _lines(path: Path) -> list[dict]:
     out = []
     for line in path.read_text().splitlines() if path.is_file() else []:
@@ -152,10 +159,11 @@ def _curves(run_dirs: list[str]) -> str:
             continue
         lines = [f"<b>{_e(Path(run_dir).parent.name)}/{_e(Path(run_dir).name)}</b>"]
         if len(loss) >= 2:
-            lines += [f"training loss per step, {len(loss)} steps: {loss[0]:.3f} → {loss[-1]:.3f}",
-                      _sparkline(loss, colour="#b04a2f")]
+            lines += [f"training loss per step, {len(loss)} steps: {loss[0]:.3f} → {loss[-1]:.3f} (axis {min(loss):.3f}"
+                      f"-{max(loss):.3f})", _sparkline(loss, colour="#b04a2f")]
         if len(val) >= 2:
-            lines += [f"validation accuracy per epoch {val[0]:.1f} → {val[-1]:.1f} %", _sparkline(val)]
+            lines += [f"validation accuracy per epoch {val[0]:.1f} → {val[-1]:.1f} % (axis {min(val):.1f}-"
+                      f"{max(val):.1f} %, epochs 1-{len(val)})", _sparkline(val)]
         out.append('<div class="curve">' + "<br>".join(lines) + "</div>")
     return '<div class="curves">' + "".join(out) + "</div>" if out else "<p>(no run has more than one step)</p>"
 
@@ -169,11 +177,72 @@ def _robustness(tables: list) -> str:
         rows = robustness_records(table)
         columns = [c for c in rows[0] if c not in ("preset", "init", "precision")] if rows else []
         out += [f"<h3>{_e(table.title)}</h3>", f'<div class="sub">{_e(table.subtitle)}</div>',
-                "<table><tr>" + "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in columns) + "</tr>",
-                *("<tr>" + "".join(f"<td>{_e(r[c])}</td>" for c in columns) + "</tr>" for r in rows), "</table>"]
+                '<div class="wide"><table><tr>' + "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in columns)
+                + "</tr>", *("<tr>" + "".join(f"<td>{_e(r[c])}</td>" for c in columns) + "</tr>" for r in rows),
+                "</table></div>"]
         if table.notes:
             out.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in table.notes) + "</ul>")
     return "\n".join(out)
+
+
+def _dumbbell(rows: list[tuple[str, float, float]], condition: str) -> str:
+    """One line per method from its clean accuracy (blue) to its ``condition`` one (orange), on an accuracy axis."""
+    values = [v for _, a, b in rows for v in (a, b)]
+    lo, hi = max(0.0, min(values) - 3), min(100.0, max(values) + 3)
+    width, left, top, step = 560, 170, 24, 22
+
+    def x(v: float) -> float:
+        return left + (v - lo) / (hi - lo or 1) * (width - left - 20)
+
+    height = top + step * len(rows) + 26
+    svg = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           f'aria-label="clean and {_e(condition)} accuracy per method">']
+    for k in range(6):  # the accuracy axis
+        v = lo + k * (hi - lo) / 5
+        svg.append(f'<line x1="{x(v):.1f}" y1="{top - 8}" x2="{x(v):.1f}" y2="{height - 22}" stroke="#e3e6eb"/>'
+                   f'<text x="{x(v):.1f}" y="{height - 8}" font-size="11" text-anchor="middle">{v:.0f}</text>')
+    for i, (name, a, b) in enumerate(rows):
+        y = top + step * i + 6
+        svg.append(f'<text x="{left - 8}" y="{y + 4}" font-size="12" text-anchor="end">{_e(name)}</text>'
+                   f'<line x1="{x(a):.1f}" y1="{y}" x2="{x(b):.1f}" y2="{y}" stroke="#9aa3b2" stroke-width="2"/>'
+                   f'<circle cx="{x(a):.1f}" cy="{y}" r="5" fill="#1f5fbf"><title>clean {a:.2f} %</title></circle>'
+                   f'<circle cx="{x(b):.1f}" cy="{y}" r="5" fill="#d0632c"><title>{_e(condition)} {b:.2f} %'
+                   "</title></circle>")
+    return "".join(svg) + "</svg>"
+
+
+def _summary(leaderboard: list[dict[str, Any]]) -> str:
+    """The study's message first: per dataset and panel, each method's clean and panel accuracy (mean over seeds) as
+    a dumbbell chart in inline SVG, methods sorted by their panel accuracy, and the largest and smallest drop."""
+    from udcbench.reports.tables import dataset_title
+
+    out = []
+    by_data: dict[tuple[str, str, str], list[tuple[str, float, float]]] = {}
+    clean = {(r["method"], r["init"], r["preset"], r["dataset"]): r["accuracy"] for r in leaderboard
+             if r["condition"] == "clean"}
+    for r in leaderboard:
+        base = clean.get((r["method"], r["init"], r["preset"], r["dataset"]))
+        if r["condition"] != "clean" and base is not None:
+            name = r["title"] + ("" if r["init"] == "scratch" else f" ({Path(r['init']).parent.name or r['init']})")
+            by_data.setdefault((r["dataset"], r["condition"], r["preset"]), []).append((name, base, r["accuracy"]))
+    for (dataset, condition, preset), rows in sorted(by_data.items()):
+        rows.sort(key=lambda row: -row[2])
+        svg = _dumbbell(rows, condition)
+        drops = sorted(rows, key=lambda row: row[1] - row[2])
+        said = (f"smallest drop: {drops[0][0]} ({drops[0][1] - drops[0][2]:.2f} points); largest: {drops[-1][0]} "
+                f"({drops[-1][1] - drops[-1][2]:.2f})") if len(rows) > 1 else ""
+        out += [f"<h3>{_e(dataset_title(dataset))}: clean "
+                f'<span style="color:#1f5fbf">●</span> and {_e(condition)} <span style="color:#d0632c">●</span> '
+                f"accuracy (%), {_e(preset)} budget, mean over seeds</h3>", svg, f'<div class="notes">{_e(said)}</div>']
+    return "\n".join(out) or "<p>(no method has both a clean and a panel result yet)</p>"
+
+
+def _figures(files: list[Path], small: bool = False) -> str:
+    """Figures side by side; ``small``: as small multiples (a grid of thumbnails that open at full size)."""
+    cls = ' class="small"' if small else ""
+    return f'<div class="grid"{cls}>' + "".join(
+        f"<figure>{_image(f)}<figcaption>{_e(f.stem if small else f.name)}</figcaption></figure>" for f in files
+    ) + "</div>"
 
 
 def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leaderboard: list[dict[str, Any]],
@@ -188,7 +257,8 @@ def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leader
     shown_runs = sorted({run for t in tables for row in t.rows for c in row.cells.values() for run in c.runs})
     figures = sorted(Path(figures_dir).rglob("*.png")) if Path(figures_dir).is_dir() else []
     groups = [("Samples (Figure 3): clean | panel", [f for f in figures if f.name.startswith("fig3")]),
-              ("Figure 6: accuracy against the diffusion steps", [f for f in figures if f.name.startswith("fig6")]),
+              ("Figure 6: accuracy against the diffusion steps",
+               [f for f in figures if f.name.startswith("fig6") and _points(f.with_suffix(".csv")) > 1]),
               ("t-SNE of the features (Figures 4 and 5)", [f for f in figures if f.name.startswith("tsne")]),
               ("Confusion matrices", [f for f in figures if f.parent.name == "confusion"])]
     udcc = [f for f in figures if f.name.startswith(("robustness-", "severities-"))]
@@ -200,9 +270,10 @@ def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leader
         f'<div class="sub">udcbench {_e(__version__)}, written {datetime.now():%Y-%m-%d %H:%M}; '
         f"{len(records)} runs in the store. Accuracies in percent on the test split at the epoch chosen on "
         "validation; open a cell for the runs behind it.</div>",
-        '<nav><a href="#tables">Tables</a><a href="#leaderboard">Leaderboard</a>'
+        '<nav><a href="#summary">Summary</a><a href="#tables">Tables</a><a href="#leaderboard">Leaderboard</a>'
         + ('<a href="#robustness">Robustness</a>' if robustness else "")
         + '<a href="#curves">Training</a><a href="#figures">Figures</a></nav>',
+        '<h2 id="summary">Summary</h2>', _summary(leaderboard),
         '<h2 id="tables">Tables</h2>',
         *(_table(t, records, out) for t in tables),
         '<h2 id="leaderboard">Leaderboard</h2>', _leaderboard(leaderboard),
@@ -211,14 +282,13 @@ def write_report(results: list[dict[str, Any]], tables: list[BuiltTable], leader
         parts += ['<h2 id="robustness">Robustness (UDC-C)</h2>',
                   '<div class="sub">Each model on the clean test split degraded by every panel at severities 1 (mild) '
                   "to 5 (harsh); 3 is the panel as shipped (docs/robustness.md).</div>", _robustness(robustness),
-                  *(f"<figure>{_image(f)}<figcaption>{_e(f.name)}</figcaption></figure>" for f in udcc)]
+                  _figures(udcc)]
     parts += [
         '<h2 id="curves">Training curves</h2>', _curves(shown_runs),
         '<h2 id="figures">Figures</h2>',
     ]
     for caption, files in groups:
         if files:
-            parts.append(f"<h3>{_e(caption)}</h3>")
-            parts += [f"<figure>{_image(f)}<figcaption>{_e(f.name)}</figcaption></figure>" for f in files]
+            parts += [f"<h3>{_e(caption)}</h3>", _figures(files, small=caption == "Confusion matrices")]
     parts.append("</main></body></html>")
     return write_atomic(out, "\n".join(parts) + "\n")
