@@ -107,8 +107,8 @@ class RobustnessTable:
     def subtitle(self) -> str:
         return (f"budget {self.preset}; CE = the model's summed top-1 error over the severities swept over the "
                 "reference's (the ResNet-18 control trained clean, = 100), mCE its mean over panels, relative mCE "
-                "the same over the error added to clean (ImageNet-C's definitions); lower is more robust; +- the 95 % interval "
-                "over seeds where there are several")
+                "the same over the error added to clean (ImageNet-C's definitions); lower is more robust; +- the "
+                "95 % interval over seeds where there are several")
 
     def commands(self) -> list[str]:
         return []
