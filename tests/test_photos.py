@@ -183,6 +183,14 @@ def test_a_udc_export_carries_its_recipe_and_its_card_loads_with_huggingface_hub
     assert meta["udcbench_degradation"]["recipe"] == "toled" and meta["udcbench_degradation"]["seed"] == 0
     assert "toled" in card.text
     assert json.loads((workspace / "hf" / "manifest.json").read_text())["recipe_name"] == "toled"
+    # published as what it is, with no folder of this machine in it
+    assert meta["pretty_name"] == "Synthetic faces behind the toled panel (udcbench export)"
+    assert "@software{udcbench" in card.text and str(workspace) not in card.text
+    from datasets import load_from_disk
+
+    sources = set(load_from_disk(str(workspace / "hf"))["test"]["source"])
+    assert sources == {"Synthetic faces, toled panel (udcbench synth)"}
+    assert str(workspace) not in (workspace / "hf" / "udcbench-export.json").read_text()
 
 
 def test_predict_levels_the_face_by_its_eyes_for_runs_trained_on_aligned_faces():

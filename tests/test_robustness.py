@@ -208,6 +208,7 @@ def test_the_robustness_table_leaderboard_and_cards_read_the_sweeps(tmp_path, mo
     card = ModelCard(model_card([row], mce))
     metrics = {(r.metric_type, r.metric_value) for r in card.data.eval_results}
     assert ("mce", 90.0) in metrics and ("accuracy", 83.0) in metrics
+    assert card.data.pipeline_tag == "image-classification"
 
 
 def test_figure_severities_draws_every_level_of_every_panel(tmp_path, monkeypatch):

@@ -24,6 +24,25 @@ def _size_category(n: int) -> str:
     return "n>1M"
 
 
+#: How to cite the built-in faces (udcbench's own drawing; CITATION.cff).
+UDCBENCH_BIBTEX = """@software{udcbench,
+  title = {udcbench: facial expression recognition under under-display cameras},
+  author = {{The udcbench developers}},
+  version = {%s},
+  license = {Apache-2.0}
+}"""
+
+
+def published_source(adapter: DatasetAdapter) -> str:
+    """What an export names as its source: the dataset and its panel, never a folder of this machine."""
+    from udcbench.datasets.base import dataset_names, get_adapter_class
+
+    origin = adapter.origin
+    title = get_adapter_class(origin).spec.title if origin in dataset_names() else adapter.spec.title
+    recipe = adapter.manifest.get("recipe_name")
+    return title + (f", {recipe} panel (udcbench synth)" if recipe else "")
+
+
 def dataset_card(adapter: DatasetAdapter, counts: dict[str, list[int]]) -> str:
     """README.md for the exported dataset: source, licence, citation, label mapping and counts."""
     spec = adapter.spec
@@ -41,7 +60,7 @@ def dataset_card(adapter: DatasetAdapter, counts: dict[str, list[int]]) -> str:
 
     source = get_adapter_class(origin).spec if origin in dataset_names() else spec  # a copy's terms are its source's
     data = DatasetCardData(
-        pretty_name=f"{spec.title} (udcbench export" + (f", {recipe} panel)" if recipe else ")"),
+        pretty_name=f"{source.title}" + (f" behind the {recipe} panel" if recipe else "") + " (udcbench export)",
         license=LICENSE_IDS.get(origin, "other"), task_categories=["image-classification"],
         size_categories=[_size_category(sum(sum(c) for c in counts.values()))],
         source_datasets=["original"] if origin == "synthetic" else [f"extended|{origin}"],
@@ -60,9 +79,9 @@ def dataset_card(adapter: DatasetAdapter, counts: dict[str, list[int]]) -> str:
         "---",
         data.to_yaml(),
         "---",
-        f"# {spec.title}" + (f" under the {recipe} panel" if recipe else ""),
+        f"# {source.title}" + (f" under the {recipe} panel" if recipe else ""),
         "",
-        f"Exported by udcbench {__version__} from `{adapter.describe()}`.",
+        f"Exported by udcbench {__version__} from {published_source(adapter)}.",
         "",
         *degradation,
         "## Source and licence",
@@ -87,7 +106,8 @@ def dataset_card(adapter: DatasetAdapter, counts: dict[str, list[int]]) -> str:
         "",
         "## Citation",
         "```bibtex",
-        source.citation or "(see the source)",
+        source.citation or (UDCBENCH_BIBTEX % __version__ if origin == "synthetic"
+                            else "No citation is recorded for this source: cite its authors' paper."),
         "```",
         "",
     ])))
@@ -117,7 +137,7 @@ def export_hf(adapter: DatasetAdapter, out: Path, overwrite: bool = False, progr
     if has_soft:
         features["soft_label"] = datasets.Sequence(datasets.Value("float32"), length=adapter.num_classes)
     features = datasets.Features(features)
-    source = adapter.describe()
+    source = published_source(adapter)
     splits, counts = {}, {}
     for split in adapter.splits():
         records = adapter.records(split)
@@ -137,7 +157,7 @@ def export_hf(adapter: DatasetAdapter, out: Path, overwrite: bool = False, progr
         remove_own_output(out, "export", EXPORT_MARKER)
     dataset.save_to_disk(str(out))
     write_atomic(out / "README.md", dataset_card(adapter, counts))
-    write_json(out / EXPORT_MARKER, {"udcbench_version": __version__, "source": adapter.describe()})
+    write_json(out / EXPORT_MARKER, {"udcbench_version": __version__, "source": source})
     if adapter.manifest:  # the source's identity (origin, condition, recipe and seed): read back with the export
         write_atomic(out / "manifest.json", (adapter.root / "manifest.json").read_bytes())
     return dataset

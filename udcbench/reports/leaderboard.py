@@ -197,6 +197,7 @@ def model_card(rows: list[dict[str, Any]], mce: dict[tuple, tuple[float, int]] |
                                       metric_name=f"mCE (%, 100 = the clean ResNet-18 control, lower is better, "
                                                   f"{swept[1]} seed(s))"))
     data = ModelCardData(model_name=f"udcbench-{first['method']}", license="apache-2.0", library_name="pytorch",
+                         pipeline_tag="image-classification",
                          tags=["facial-expression-recognition", "under-display-camera", "udcbench"],
                          eval_results=results)
     lines = [f"| {dataset_title(r['dataset'], r['condition'])} | {r['test_split']} | {r['seeds']} | "
