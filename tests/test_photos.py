@@ -132,13 +132,23 @@ def test_an_exported_model_reproduces_the_runs_logits(workspace, fmt):
     with torch.no_grad():
         expected = predictor.model.float()((x - mean) / std).numpy()
     if fmt == "torchscript":
-        got = torch.jit.load(str(out))(x).detach().numpy()
+        extra = {"udcbench.json": ""}
+        got = torch.jit.load(str(out), _extra_files=extra)(x).detach().numpy()
         assert np.abs(got - expected).max() <= 1e-5
+        embedded = json.loads(extra["udcbench.json"])
     else:
+        import onnx
         import onnxruntime
 
         got = onnxruntime.InferenceSession(str(out)).run(None, {"image": x.numpy()})[0]
         assert np.abs(got - expected).max() <= 1e-4
+        props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        embedded = {k: v if k in ("method", "source", "checkpoint_sha256", "input", "output") else json.loads(v)
+                    for k, v in props.items()}
+    # the file carries what the sidecar says (labels, input, preprocessing step by step), and no machine path
+    assert embedded["labels"] == sidecar["labels"] and embedded["input_size"] == 32
+    assert any("INTER_CUBIC" in step for step in embedded["preprocessing"]["steps"])
+    assert str(workspace) not in json.dumps(sidecar) and sidecar["source"] == run.name
     again = runner.invoke(app, ["export-model", str(run), "--format", fmt, "--out", str(out)])
     assert again.exit_code == 2 and "exists" in again.output
 

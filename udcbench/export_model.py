@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import json
 import os
 import sys
 import warnings
@@ -87,6 +88,8 @@ def export_model(target: Path, fmt: str, out: Path) -> dict:
     size = config.input_size
     example = torch.rand(CHECK_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
     sampling = _samples(wrapped, size)
+    meta = published_metadata(predictor, Path(target))
+    embedded = json.dumps(meta, sort_keys=True)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out.parent, recursive=False)  # what a killed export left (14-33 MB each)
@@ -95,7 +98,7 @@ def export_model(target: Path, fmt: str, out: Path) -> dict:
         if fmt == "torchscript":
             traced = torch.jit.trace(wrapped, example[:1], check_trace=False)
             buffer = io.BytesIO()
-            torch.jit.save(traced, buffer)
+            torch.jit.save(traced, buffer, _extra_files={METADATA: embedded})
             write_atomic(out, buffer.getvalue())
         elif fmt == "torch.export":
             try:
@@ -106,7 +109,7 @@ def export_model(target: Path, fmt: str, out: Path) -> dict:
                 raise UdcbenchError(f"{config.method} does not export with torch.export ({first}); --format "
                                     "torchscript does") from None
             buffer = io.BytesIO()
-            torch.export.save(program, buffer)
+            torch.export.save(program, buffer, extra_files={METADATA: embedded})
             write_atomic(out, buffer.getvalue())
         else:
             tmp = temp_path(out)
@@ -120,22 +123,59 @@ def export_model(target: Path, fmt: str, out: Path) -> dict:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
                 raise UdcbenchError(f"{config.method} does not export to ONNX ({first}); --format torchscript "
                                     "does") from None
+            _label_onnx(tmp, meta)
             tmp.replace(out)
     check = _check(out, fmt, wrapped, example, sampling)
-    checkpoint = Path(target) / "best.pt" if Path(target).is_dir() else Path(target)
-    record = {
-        "format": fmt, "file": out.name, "method": config.method, "source": str(Path(target).resolve()),
+    record = {"format": fmt, "file": out.name, **meta, "samples_at_inference": sampling, "check": check}
+    write_json(out.with_name(out.name + ".json"), record)
+    return record
+
+
+#: The name of the metadata every exported file carries (TorchScript and torch.export extra files; ONNX
+#: ``metadata_props`` hold its keys).
+METADATA = "udcbench.json"
+
+
+def published_metadata(predictor: Predictor, target: Path) -> dict:
+    """What an exported model needs to be used as it was evaluated, and nothing of this machine: the labels, the
+    input, the normalisation inside, and the preprocessing step by step (detector settings, crop, resampling)."""
+    config, size = predictor.config, predictor.config.input_size
+    candidates = [target / "best.pt", target / "model" / "model.safetensors", target / "model.safetensors"]
+    checkpoint = next((c for c in candidates if c.is_file()), target) if target.is_dir() else target
+    steps = [
+        "detect: the largest face box (x, y, w, h) by OpenCV's Haar cascades, haarcascade_frontalface_default.xml "
+        "then haarcascade_profileface.xml (the image and its mirror), on the grayscale image shrunk to 320 px on its "
+        "long side (cv2.INTER_AREA), detectMultiScale(scaleFactor=1.1, minNeighbors=5, minSize=that long side / 8)",
+        *(["level: turn the image about the box's centre so that the eyes (dlib's 68 landmarks) are level"]
+          if predictor.aligned else []),
+        f"crop: the square of side round(max(w, h) * (1 + 2 * {predictor.margin})) centred on the box, at that side in "
+        "pixels (cv2.warpAffine, INTER_AREA, BORDER_REPLICATE)",
+        *(["grayscale: luma (cv2.COLOR_RGB2GRAY) repeated to three channels"] if predictor.grayscale else []),
+        f"resize to {size} x {size}: cv2.INTER_AREA to shrink, cv2.INTER_CUBIC to enlarge",
+        "scale to float32 in [0, 1], N x 3 x S x S RGB",
+    ]
+    return {
+        "method": config.method, "source": target.name,
         "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
         "labels": list(predictor.classes), "input_size": size,
         "input": f"N x 3 x {size} x {size} float32 RGB in [0, 1]: the face crop, resized to {size} px",
         "normalisation_inside": {"mean": list(config.mean), "std": list(config.std)},
         "output": "logits (N x classes); softmax gives the probabilities",
         "preprocessing": {"face_margin": predictor.margin, "grayscale": predictor.grayscale,
+                          "aligned_by_eyes": predictor.aligned, "steps": steps,
                           "detector": "OpenCV Haar cascade (haarcascade_frontalface_default.xml)"},
-        "samples_at_inference": sampling, "check": check,
     }
-    write_json(out.with_name(out.name + ".json"), record)
-    return record
+
+
+def _label_onnx(path: Path, meta: dict) -> None:
+    """The metadata as the ONNX file's ``metadata_props`` (strings: JSON for the structured ones)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(model, str(path))
 
 
 def _check(path: Path, fmt: str, reference: nn.Module, x: torch.Tensor, sampling: bool) -> dict:
