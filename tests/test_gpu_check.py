@@ -29,7 +29,10 @@ def test_the_gpu_checks_cpu_fallback_writes_every_section(tmp_path: Path):
     assert [r for r in rows if r["status"].startswith("FAIL")] == []
     assert {("smoke", "test_cnn"), ("smoke", "lrdif"), ("ddp", "resnet18"), ("throughput", "resnet18"),
             ("throughput", "lrdif"), ("launches", "lrdif"), ("memory", "lrdif"), ("paper_epoch", "resnet18"),
-            ("robustness", "resnet18")} <= set(by_check)
+            ("robustness", "resnet18"), ("resume", "resnet18"), ("sync", "lrdif")} <= set(by_check)
+    assert by_check[("resume", "resnet18")]["status"] == "ok" and by_check[("sync", "lrdif")]["status"].startswith(
+        "skipped")
+    assert {r["device"] for r in rows} == {"cpu"}
     assert "vs CPU synthesis: max 0 levels" in by_check[("robustness", "resnet18")]["detail"]
     assert "(DDP), gloo" in by_check[("ddp", "resnet18")]["detail"]
     assert float(by_check[("throughput", "lrdif")]["images_per_second"]) > 0
@@ -50,3 +53,17 @@ def test_the_ddp_row_keeps_the_carried_wheels_on_the_path():
     env = module.with_repo_on_path({"PYTHONPATH": os.pathsep.join(["/tmp/site", "/opt/more"]), "HOME": "/root"})
     assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/tmp/site", "/opt/more"] and env["HOME"] == "/root"
     assert module.with_repo_on_path({})["PYTHONPATH"] == str(REPO)
+
+
+def test_a_row_past_its_limit_fails_and_says_so_and_the_rest_goes_on():
+    import importlib.util
+    import time
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu" / "check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    check = module.Check(budget_s=60, device="cuda")
+    check.run("slow", "-", lambda: time.sleep(5), limit_s=1)
+    check.run("fast", "-", lambda: {"detail": "done"})
+    assert check.rows[0]["status"] == "FAIL: over its 1 s" and check.rows[0]["seconds"] < 3
+    assert check.rows[1]["status"] == "ok" and {r["device"] for r in check.rows} == {"cuda"}

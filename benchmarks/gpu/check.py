@@ -8,6 +8,9 @@ Rows (``check`` column), each with its status (``ok``, ``FAIL: ...`` or ``skippe
 
 - ``environment``: the device, torch, the precision ``amp`` means there.
 - ``smoke``: every registered method trains at the ``smoke`` budget on the device (stage 1 before stage 2).
+- ``resume``: a run stopped after its first of two epochs resumes on the device and records both.
+- ``sync``: a few training steps and an eval batch of every method under ``torch.cuda.set_sync_debug_mode("error")``
+  (no read back to the host inside the step; GPU only).
 - ``ddp``: ``torchrun --nproc_per_node 1 -m udcbench train resnet18`` under NCCL (gloo on the CPU): DDP, the
   collectives and their devices, in one process.
 - ``throughput``: training images/s and the share of step time spent waiting for data, at the second epoch (the
@@ -17,7 +20,8 @@ Rows (``check`` column), each with its status (``ok``, ``FAIL: ...`` or ``skippe
 - ``memory``: peak GPU memory of two training steps of each method at its ``paper`` batch and input size.
 - ``paper_epoch``: one full epoch of ``resnet18 --preset paper`` on the built-in faces, with its evaluation.
 
-Sections past ``--budget-s`` are skipped (and say so), so that the script ends inside its lease.
+Sections past ``--budget-s`` are skipped (and say so), and a row past its own limit (120 s, the sync rows 60 s)
+fails with that said, so that the script ends inside its lease. Every row names the device.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,34 +49,57 @@ from udcbench.engine.runs import train_method  # noqa: E402
 from udcbench.methods import create_method, get_method, method_names  # noqa: E402
 
 COLUMNS = ("check", "method", "status", "seconds", "images_per_second", "data_wait_share", "peak_gb",
-           "kernels_per_step", "precision", "detail")
+           "kernels_per_step", "precision", "device", "detail")
+
+
+class RowTimeout(Exception):
+    """A row past its wall-clock limit."""
 
 
 class Check:
-    def __init__(self, budget_s: float):
+    def __init__(self, budget_s: float, device: str = "cpu", row_limit_s: float = 120.0):
         self.rows: list[dict] = []
         self.start = time.perf_counter()
         self.budget_s = budget_s
+        self.device = device
+        self.row_limit_s = row_limit_s
 
     def over(self) -> bool:
         return time.perf_counter() - self.start > self.budget_s
 
-    def run(self, check: str, method: str, fn) -> None:
-        """Run ``fn() -> dict`` as one row: its values, ``ok``, or the error's first line."""
+    def add(self, row: dict) -> None:
+        self.rows.append({"device": self.device, **row})
+
+    def run(self, check: str, method: str, fn, limit_s: float | None = None) -> None:
+        """Run ``fn() -> dict`` as one row: its values, ``ok``, or the error's first line. A row is stopped at its
+        wall-clock limit (``limit_s``, else the default; never past the script's budget)."""
         if self.over():
-            self.rows.append({"check": check, "method": method, "status": "skipped: past the time budget"})
+            self.add({"check": check, "method": method, "status": "skipped: past the time budget"})
             return
+        left = self.budget_s - (time.perf_counter() - self.start)
+        limit = max(1, int(min(limit_s or self.row_limit_s, left)))
         start = time.perf_counter()
+
+        def stop(signum, frame):
+            raise RowTimeout(f"over its {limit} s")
+
+        previous = signal.signal(signal.SIGALRM, stop)
+        signal.alarm(limit)
         try:
             values = fn() or {}
             status = "ok"
+        except RowTimeout as exc:
+            values, status = {}, f"FAIL: {exc}"
         except Exception as exc:  # a failing item is a row, not the end of the check
             first = str(exc).strip().splitlines()[0][:600] if str(exc).strip() else ""
             values, status = {}, f"FAIL: {type(exc).__name__}: {first}"
             traceback.print_exc()
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
         row = {"check": check, "method": method, "status": status, "seconds": round(time.perf_counter() - start, 2),
                **values}
-        self.rows.append(row)
+        self.add(row)
         print(" ".join(f"{k}={row[k]}" for k in row), file=sys.stderr, flush=True)
 
 
@@ -142,6 +170,76 @@ def launches(method: str, size: int, batch: int, device: str, compiled: bool) ->
     return {"kernels_per_step": count, "precision": rt.precision(True), "detail": f"{size} px, batch {batch}"}
 
 
+def no_host_sync(method: str, device: str, steps: int = 3) -> dict:
+    """A few training steps and one evaluation batch of ``method`` under ``torch.cuda.set_sync_debug_mode("error")``:
+    any read of a GPU value back to the host inside the step (``.item()``, ``bool(tensor)``, a blocking copy)
+    raises. The engine's own checks (every 10 steps, at an epoch's end) are outside these steps."""
+    from baselines.base import Batch
+    from udcbench.engine.augment import eval_input
+    from udcbench.engine.runtime import runtime
+    from udcbench.engine.trainer import _wrap
+
+    rt = runtime(device)
+    if not rt.cuda:
+        raise RuntimeError("the sync check needs a GPU")
+    config = paper_config(method)
+    config.input_size, config.batch_size = min(config.input_size, 112), 16
+    model = rt.place(create_method(method, 7, config))
+    step = _wrap(model, config, rt)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+    size = config.input_size
+    batches = [Batch(torch.randn(16, 3, size, size, device=rt.device).contiguous(memory_format=torch.channels_last),
+                     torch.randint(0, 7, (16,), device=rt.device), torch.arange(16, device=rt.device))
+               for _ in range(steps + 1)]
+    images = torch.randint(0, 255, (16, size, size, 3), dtype=torch.uint8, device=rt.device)
+    with rt.autocast(config.amp):  # the first step (cuDNN's autotuning) outside the check
+        loss = step(batches[0], 0).loss
+    loss.backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for data in batches[1:]:
+            with rt.autocast(config.amp):
+                loss = step(data, 0).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad(), rt.autocast(config.amp):
+            model(eval_input(images, config))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return {"precision": rt.precision(config.amp), "detail": f"{steps} training steps and an eval batch, {size} px"}
+
+
+def resumed(train) -> dict:
+    """A run stopped after its first of two epochs and resumed: its checkpoint loads on the CPU and the optimizer
+    state follows the model to the device; the resumed run ends with both epochs recorded."""
+    from udcbench.engine import trainer
+
+    real = trainer.save_epoch
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_the_first(*args, **kwargs):
+        real(*args, **kwargs)
+        raise Stop
+
+    trainer.save_epoch = stop_after_the_first
+    try:
+        train("resnet18", "smoke", ["epochs=2", "max_steps=2"], "resume")
+    except Stop:
+        pass
+    finally:
+        trainer.save_epoch = real
+    record = train("resnet18", "smoke", ["epochs=2", "max_steps=2"], "resume", resume=True)
+    epochs = len((Path(record["run_dir"]) / "metrics.jsonl").read_text().splitlines())
+    if epochs != 2:
+        raise RuntimeError(f"the resumed run recorded {epochs} epochs, not 2")
+    return {"precision": record["precision"], "detail": "stopped after epoch 1 of 2, resumed: 2 epochs recorded"}
+
+
 def peak_memory(method: str, device: str) -> dict:
     """Peak GPU memory of two training steps at the method's paper batch and input size (random data)."""
     from baselines.base import Batch
@@ -182,7 +280,7 @@ def main() -> None:
     cuda = not args.cpu and torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     methods = args.methods or method_names(include_test=True)
-    check = Check(args.budget_s)
+    check = Check(args.budget_s, "cuda" if not args.cpu and torch.cuda.is_available() else "cpu")
     work = Path(args.workspace or tempfile.mkdtemp(prefix="udcbench-gpu-check-"))
     runs, cache = work / "runs", work / ".udcbench-cache"
 
@@ -194,12 +292,20 @@ def main() -> None:
     generate_synthetic(work / "faces", n_train=n_train, n_test=n_test, size=size, workers=min(16, os.cpu_count() or 1))
     faces = create_dataset("imagefolder", work / "faces")
 
-    def train(method: str, preset: str, overrides: list[str], tag: str = "") -> dict:
-        return train_method(method, faces, runs, preset=preset, overrides=overrides, tag=tag, overwrite=True,
-                            device=device, cache_dir=cache, log=lambda line: print(line, file=sys.stderr))
+    def train(method: str, preset: str, overrides: list[str], tag: str = "", resume: bool = False) -> dict:
+        return train_method(method, faces, runs, preset=preset, overrides=overrides, tag=tag, overwrite=not resume,
+                            skip_finished=resume, device=device, cache_dir=cache,
+                            log=lambda line: print(line, file=sys.stderr))
 
+    # the cheap, decisive rows first: every method trains, a resume, no host sync in the step
     for method in methods:
         check.run("smoke", method, lambda m=method: {"precision": train(m, "smoke", [])["precision"]})
+    check.run("resume", "resnet18", lambda: resumed(train))
+    for method in methods:
+        if cuda:
+            check.run("sync", method, lambda m=method: no_host_sync(m, device), limit_s=60)
+        else:
+            check.add({"check": "sync", "method": method, "status": "skipped: no GPU"})
 
     def ddp() -> dict:
         out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
@@ -229,7 +335,7 @@ def main() -> None:
     for method, px, compiled in (("resnet18", 224, False), ("lrdif", 112, False), ("lrdif", 112, True)):
         if not cuda:
             if compiled:  # inductor builds C++ for minutes, and a compiled graph is one operator to the profiler
-                check.rows.append({"check": "launches", "method": f"{method} (compiled)",
+                check.add({"check": "launches", "method": f"{method} (compiled)",
                                    "status": "skipped: measured on a GPU only"})
                 continue
             px = 32
@@ -239,7 +345,7 @@ def main() -> None:
         if cuda:
             check.run("memory", method, lambda m=method: peak_memory(m, device))
         else:
-            check.rows.append({"check": "memory", "method": method, "status": "skipped: no GPU"})
+            check.add({"check": "memory", "method": method, "status": "skipped: no GPU"})
 
     def paper_epoch() -> dict:
         record = train("resnet18", "paper", ["epochs=1"] + ([] if cuda else ["input_size=32", "max_steps=3"]),
