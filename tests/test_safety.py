@@ -1111,10 +1111,11 @@ def test_a_store_that_cannot_take_the_record_at_the_end_says_how_to_add_it_witho
     assert [r["method"] for r in listed] == ["test_cnn"]  # the finished run, added without retraining
 
 
-@pytest.mark.slow(reason="five commands in fresh processes under a 6 GB address-space limit: about 40 s")
+@pytest.mark.slow(reason="eight commands in fresh processes under a 6 GB address-space limit: about 60 s")
 def test_under_a_6_gb_memory_limit_the_hostile_inputs_end_in_one_line(tmp_path):
     """Issue 42: under ``ulimit -v 6000000`` the big-kernel recipe (synth and a robustness sweep), an 81-megapixel
-    degrade with its budget raised past the limit, and num_workers=1e9 each end in one line, never a traceback."""
+    degrade (and one with its budget raised past the limit), the HDR bomb, a PSF array declaring 24 GB and
+    num_workers=1e9 each end in one line, never a traceback."""
     import os
     import subprocess
     import sys
@@ -1132,6 +1133,14 @@ def test_under_a_6_gb_memory_limit_the_hostile_inputs_end_in_one_line(tmp_path):
     raw = {**load_recipe("toled").raw, "name": "bigk", "psf_scale": 4}
     raw["scatter"] = {**raw["scatter"], "kernel_px": 1023}
     (tmp_path / "bigk.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "hdr.png").write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 12000 +X 12000\n" + bytes(64))
+    import io
+
+    header = io.BytesIO()  # a measured PSF declaring 24 GB in a few bytes
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 31, 3)})
+    (tmp_path / "psf.npy").write_bytes(header.getvalue() + bytes(16))
+    (tmp_path / "bomb.yaml").write_text(yaml.safe_dump({**load_recipe("toled").raw, "name": "bomb",
+                                                        "psf": {"file": "psf.npy"}}))
     cli = f"{sys.executable} -m udcbench"
     env = {**os.environ, "UDCBENCH_QUIET": "1"}
 
@@ -1146,6 +1155,8 @@ def test_under_a_6_gb_memory_limit_the_hostile_inputs_end_in_one_line(tmp_path):
         "robustness runs/synthetic/test_cnn-smoke-s0 --data data/synthetic --panels bigk.yaml --severities 3 "
         "--no-train-reference": "memory budget",
         "degrade big.png --panel toled --out out": "budget of 8 GB",
+        "degrade hdr.png --panel toled --out out3": "size cannot be read from its header",
+        "synth synthetic --src data/synthetic --recipe bomb.yaml --out data/udc-bomb": "psf.npy",
         "train test_cnn --data data/synthetic --budget smoke --set num_workers=1e9 --tag w": "num_workers",
     }
     for command, said in cases.items():
