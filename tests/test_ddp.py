@@ -113,3 +113,22 @@ def test_collectives_are_called_only_through_baselines_distributed():
                     and ast.unparse(node.value) in ("dist", "torch.distributed"):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert offenders == []
+
+
+def test_lrdifs_evaluation_is_the_same_on_one_and_on_two_ranks(faces: Path):
+    """LRDif samples at inference: each test image's noise comes from its own position (per-image keys), so the
+    sharded evaluation of two ranks gives one process's predictions, confusion matrix included."""
+    trained = subprocess.run([sys.executable, "-m", "udcbench", "train", "lrdif", "--data", "data/synthetic",
+                              "--budget", "smoke", "--tag", "worlds"], cwd=faces, env=ENV, capture_output=True,
+                             text=True)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    run, data = str(faces / "runs/synthetic/lrdif-smoke-s0-worlds"), str(faces / "data/synthetic")
+    one = subprocess.run([sys.executable, "-m", "udcbench", "eval", run, "--data", data, "--json"],
+                         cwd=faces, env=ENV, capture_output=True, text=True)
+    here = faces / "eval-on-two-ranks"  # its own torchrun logs
+    here.mkdir()
+    two, logs = _torchrun(["-m", "udcbench", "eval", run, "--data", data, "--json"], here)
+    assert one.returncode == 0 and two.returncode == 0, _failure(two, logs)
+    scores = [{k: v for k, v in json.loads(text)["test_at_best"].items() if k != "images_per_second"}
+              for text in (one.stdout, _rank_output(logs, 0))]
+    assert scores[0] == scores[1] and sum(map(sum, scores[0]["confusion"])) == 35
