@@ -112,12 +112,19 @@ def _degrade_job(name: str, root: str | None, options: dict, records: list[Recor
     from udcbench.datasets import create_dataset
     from udcbench.engine.data import resize_image
     from udcbench.images import decode, encode
-    from udcbench.synthesis import _module, batches_within, check_image_memory, image_bytes, image_seed, memory_budget
+    from udcbench.synthesis import (
+        batches_within,
+        check_image_memory,
+        degradation_module,
+        image_bytes,
+        image_seed,
+        memory_budget,
+    )
 
     if device == "cpu":
         torch.set_num_threads(1)  # one image stream per process, as synth
     adapter = create_dataset(name, Path(root) if root else None, **options)
-    module = _module(recipe, None)
+    module = degradation_module(recipe, None)
     out = np.load(path, mmap_mode="r+")
     groups: dict[tuple[int, int], list[tuple[int, Record, np.ndarray]]] = {}
     for i, record in enumerate(records):

@@ -153,7 +153,8 @@ def batches_within(rels: list[str], per_image: int, budget: int) -> list[list[st
 _module_cache: dict[str, torch.nn.Module] = {}
 
 
-def _module(recipe: Recipe, cache_dir: str | None) -> torch.nn.Module:
+def degradation_module(recipe: Recipe, cache_dir: str | None) -> torch.nn.Module:
+    """The degradation of ``recipe``, built once per process (its PSFs are costly to make)."""
     if recipe.digest not in _module_cache:
         _module_cache[recipe.digest] = build_degradation(recipe, Path(cache_dir) if cache_dir else None)
     return _module_cache[recipe.digest]
@@ -167,7 +168,7 @@ def degrade_chunk(src: str, out: str, files: list[str], todo: list[str], recipe:
     (and so every float operation) is then the same on every run.
     """
     torch.set_num_threads(1)  # identical arithmetic in every process
-    module = _module(recipe, cache_dir)
+    module = degradation_module(recipe, cache_dir)
     entries, decoded = [], {}
     for rel in files:
         data = (Path(src) / rel).read_bytes()
@@ -324,7 +325,7 @@ def _synthesize(adapter: DatasetAdapter, out: Path, recipe: Recipe, seed: int, w
     dataset = adapter.origin
     adapter.records()  # a malformed label file fails here, before any image is written
     try:
-        module = _module(recipe, cache_dir)  # so does the recipe's PSF (a missing or unreadable file)
+        module = degradation_module(recipe, cache_dir)  # so does the recipe's PSF (a missing or unreadable file)
     except (OSError, ValueError) as exc:
         raise UdcbenchError(f"recipe {recipe.name}: {exc}") from None
     _check_memory(module, recipe, dataset, src / images[0])
