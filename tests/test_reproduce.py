@@ -159,7 +159,8 @@ def test_the_report_is_one_self_contained_page_with_provenance_per_cell(study):
 
 
 def test_the_report_renders_in_a_browser_without_errors(study, tmp_path):
-    """Headless Chromium (Debian's package) opens the page: no console error, every image loaded."""
+    """Headless Chromium (Debian's package) opens the page at 600 and 1400 px: no console error, every image
+    loaded, nothing wider than the window; the summary chart and the "not run" cells are there."""
     import shutil
     import subprocess
 
@@ -169,11 +170,38 @@ def test_the_report_renders_in_a_browser_without_errors(study, tmp_path):
         if os.environ.get("CI"):  # .ci/run installs Debian's chromium: in CI this test runs, never skips
             pytest.fail("no Chromium in CI: .ci/run installs it with apt-get (apt-get install -y chromium)")
         pytest.skip("no Chromium installed (apt install chromium): the page's structure is checked above")
+    import re
+
     root, _, _, _ = study
     page = root / "results" / "report" / "index.html"
-    shot = tmp_path / "report.png"
-    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
-                          f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
-    assert shot.is_file(), out.stderr[-2000:]
-    assert "Uncaught" not in out.stderr and "Failed to load resource" not in out.stderr
+    text = page.read_text()
+    # the summary chart first; every empty cell says "not run" with the command that fills it
+    assert re.search(r'id="summary">Summary</h2>\s*<h3>[^<]*Synthetic faces[\s\S]*?<svg', text)
+    assert 'class="missing">not run</summary><code>udcbench train ' in text
+    # a copy of the page with a probe that reports its layout width (the page itself runs no script)
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", "<script>document.body.setAttribute('data-probe', "
+                                  "document.documentElement.scrollWidth + ' ' + window.innerWidth);</script></body>"))
+    for width in (600, 1400):
+        shot = tmp_path / f"report-{width}.png"
+        out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                              f"--screenshot={shot}", f"--window-size={width},2000", page.as_uri()],
+                             capture_output=True, text=True, timeout=120)
+        assert shot.is_file(), out.stderr[-2000:]
+        assert "Uncaught" not in out.stderr and "Failed to load resource" not in out.stderr
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},2000",
+                              "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+        scroll, inner = map(int, re.search(r'data-probe="(\d+) (\d+)"', dom.stdout).groups())
+        assert scroll <= inner, f"the page overflows {width} px: {scroll} px wide"
+
+
+def test_nothing_the_study_writes_for_others_names_the_workspaces_absolute_path(study):
+    root, _, _, mp = study
+    mp.chdir(root)
+    assert runner.invoke(app, ["leaderboard", "--publish", "cards"]).exit_code == 0
+    leaks = []
+    for folder in (root / "results", root / "cards"):
+        for path in folder.rglob("*"):
+            if path.suffix in (".md", ".csv", ".json", ".html") and str(root) in path.read_text(errors="replace"):
+                leaks.append(str(path.relative_to(root)))
+    assert leaks == []
