@@ -40,6 +40,14 @@ def rank() -> int:
     return dist.get_rank() if active() else 0
 
 
+def local_rank() -> int:
+    """This process's rank on its machine (torchrun's ``LOCAL_RANK``): one process per machine prepares what lies on
+    that machine's disk (a multi-node run with node-local disks), whatever its global rank."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", rank())) if active() else 0
+
+
 def check_device(tensor: torch.Tensor, what: str = "a collective") -> None:
     """Refuse a tensor on another device than the bound one (raises :class:`CollectiveDeviceError`)."""
     if _DEVICE is None:

@@ -132,3 +132,14 @@ def test_lrdifs_evaluation_is_the_same_on_one_and_on_two_ranks(faces: Path):
     scores = [{k: v for k, v in json.loads(text)["test_at_best"].items() if k != "images_per_second"}
               for text in (one.stdout, _rank_output(logs, 0))]
     assert scores[0] == scores[1] and sum(map(sum, scores[0]["confusion"])) == 35
+
+
+def test_the_image_cache_is_decoded_by_each_machines_local_rank_zero(monkeypatch):
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed, "rank", lambda: 5)  # global rank 5 of a second machine...
+    monkeypatch.setenv("LOCAL_RANK", "0")  # ...is that machine's first process: it decodes its disk's cache
+    assert distributed.local_rank() == 0
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.local_rank() == 1
+    monkeypatch.setattr(distributed, "active", lambda: False)
+    assert distributed.local_rank() == 0

@@ -199,12 +199,13 @@ def load_images(adapter: DatasetAdapter, records: list[Record], size: int, descr
     """Every image decoded and resized once: N x size x size x 3 uint8, read-only (original widths into ``sizes``).
 
     With ``cache_dir`` the array lives in ``cache_dir/decoded/`` as a memory-mapped .npy, decoded once on all cores
-    (by rank 0 under DDP; the other ranks wait and map the same file, so the set is in memory once, in the page
-    cache) and reused by later runs until the data changes (:func:`decode_key`). Without, it is decoded in this
-    process and kept for the process's later runs (``reproduce``)."""
+    (by each machine's local rank 0 under DDP; the other ranks wait and map the same file, so the set is in memory
+    once, in the page cache) and reused by later runs until the data changes (:func:`decode_key`). Without, it is
+    decoded in this process and kept for the process's later runs (``reproduce``)."""
     if cache_dir is not None:
         path = Path(cache_dir) / "decoded" / f"{adapter.name}-{size}px-{decode_key(adapter, records, size)}.npy"
-        if distributed.rank() == 0 and not (path.is_file() and path.with_suffix(".widths.json").is_file()):
+        # decoded once per machine (its local rank 0: node-local disks), the others wait at the barrier
+        if distributed.local_rank() == 0 and not (path.is_file() and path.with_suffix(".widths.json").is_file()):
             _decode_to_disk(adapter, records, size, path, description, decode_workers())
         distributed.barrier()
         images = np.load(path, mmap_mode="r")
