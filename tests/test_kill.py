@@ -13,7 +13,7 @@ import pytest
 
 from udcbench.datasets.generate import generate_synthetic
 
-pytestmark = pytest.mark.slow(reason="a smoke study killed five times, and one uninterrupted: about 60 s")
+pytestmark = pytest.mark.slow(reason="smoke studies killed and resumed, serial and on two slots: about 2.5 min")
 
 COMMAND = [sys.executable, "-m", "udcbench", "reproduce", "--study", "smoke", "--methods", "resnet18", "--methods",
            "lrdif"]
@@ -27,8 +27,10 @@ def _workspace(root: Path) -> Path:
 
 
 def _env() -> dict:
+    """The study's environment: quiet, and on one thread per process, so that a serial run and runs side by side
+    do the same arithmetic (and give the same numbers)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UDCBENCH_")}
-    return {**env, "UDCBENCH_QUIET": "1"}
+    return {**env, "UDCBENCH_QUIET": "1", "OMP_NUM_THREADS": "1"}
 
 
 def _killed_at(root: Path, marker: str) -> bool:
@@ -50,29 +52,29 @@ def _tables(root: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted((root / "results" / "tables").glob("*.csv"))}
 
 
-def test_a_study_killed_at_every_stage_ends_with_the_tables_of_an_uninterrupted_one(tmp_path):
-    whole = _workspace(tmp_path / "whole")
-    assert subprocess.run(COMMAND, cwd=whole, env=_env(), capture_output=True).returncode == 0
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> dict[str, str]:
+    """The tables of the study run once, uninterrupted and serial, on one thread (what both tests compare with)."""
+    root = _workspace(tmp_path_factory.mktemp("whole"))
+    assert subprocess.run(COMMAND, cwd=root, env=_env(), capture_output=True).returncode == 0
+    return _tables(root)
+
+
+def test_a_study_killed_at_every_stage_ends_with_the_tables_of_an_uninterrupted_one(tmp_path, whole):
     killed = _workspace(tmp_path / "killed")
     met = [marker for marker in STAGES if _killed_at(killed, marker)]
     assert len(met) >= 4, met  # killed in most stages (a fast one may end before its line is read)
     final = subprocess.run(COMMAND, cwd=killed, env=_env(), capture_output=True, text=True)
     assert final.returncode == 0, final.stderr[-3000:]
-    assert _tables(killed) == _tables(whole) and len(_tables(whole)) >= 4
+    assert _tables(killed) == whole and len(whole) >= 4
 
 
-def _single_threaded() -> dict:
-    """Both ways of running the study on one thread per process: the same arithmetic, so the same numbers."""
-    return {**_env(), "OMP_NUM_THREADS": "1"}
-
-
-def test_a_study_on_two_cpu_slots_orders_its_stages_resumes_a_killed_slot_and_matches_the_serial_one(tmp_path):
+def test_a_study_on_two_cpu_slots_orders_its_stages_resumes_a_killed_slot_and_matches_the_serial_one(tmp_path,
+                                                                                                    whole):
     import re
 
-    serial = _workspace(tmp_path / "serial")
-    assert subprocess.run(COMMAND, cwd=serial, env=_single_threaded(), capture_output=True).returncode == 0
     slots = _workspace(tmp_path / "slots")
-    process = subprocess.Popen([*COMMAND, "--slots", "2"], cwd=slots, env=_single_threaded(),
+    process = subprocess.Popen([*COMMAND, "--slots", "2"], cwd=slots, env=_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     said = []
     for line in process.stderr:  # kill the slot that trains the clean data's stage 1 as soon as it starts
@@ -83,12 +85,11 @@ def test_a_study_on_two_cpu_slots_orders_its_stages_resumes_a_killed_slot_and_ma
     process.wait()
     assert process.returncode == 2, "".join(said[-5:])
     assert "did not finish" in said[-1] and "Run the same command again" in said[-1]
-    again = subprocess.run([*COMMAND, "--slots", "2"], cwd=slots, env=_single_threaded(), capture_output=True,
-                           text=True)
+    again = subprocess.run([*COMMAND, "--slots", "2"], cwd=slots, env=_env(), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     runs = slots / "runs"
     for data in ("synthetic", "udc-synthetic"):  # each second stage started after its first stage had finished
         first = (runs / data / "lrdif-s1-smoke-s0" / "results.json").stat().st_mtime
         assert first <= (runs / data / "lrdif-smoke-s0" / "config.json").stat().st_mtime
     assert len(list((runs / "logs").glob("*.log"))) == 7
-    assert _tables(slots) == _tables(serial)
+    assert _tables(slots) == whole
