@@ -20,9 +20,8 @@ from degradations.severity import LEVELS
 from udcbench.datasets import create_dataset
 from udcbench.engine.data import decode_workers
 from udcbench.engine.store import load_results
-from udcbench.files import read_json
 from udcbench.methods import get_method
-from udcbench.robustness import DEFAULT_PANELS, RECORD_PREFIX, covers, load_panels, score_model
+from udcbench.robustness import DEFAULT_PANELS, load_panels, saved_sweep, score_model
 from udcbench.workspace import load_workspace
 
 from _common import REPO, merge_previous, read_rows, report
@@ -113,10 +112,9 @@ def main() -> None:
         rows = []
         # the reference first, so that every other model finds its sweep
         for run in sorted(runs, key=lambda r: (r["method"] != "resnet18" or r["condition"] != "clean", r["method"])):
-            saved = read_json(Path(run["run_dir"]) / f"{RECORD_PREFIX}ferplus.json")
-            if (saved and saved.get("mce") and saved.get("precision_mode") == args.precision
-                    and covers(saved, panels, LEVELS, saved.get("source_digest"), None)):
-                rows += rows_of(saved)  # swept already with these panels and severities
+            saved = saved_sweep(Path(run["run_dir"]), adapter, panels, LEVELS, None, args.precision, scored=True)
+            if saved is not None:
+                rows += rows_of(saved)  # swept already with these panels and severities, on these test images
                 continue
             print(f"sweeping {run['run_dir']}", flush=True)
             record = score_model(Path(run["run_dir"]), adapter, workspace.runs, workspace.cache, panels,

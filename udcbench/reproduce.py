@@ -471,16 +471,7 @@ def sweep_runs(study: StudyPreset, workspace: Workspace, adapters: dict[str, dic
                summary: StudySummary, device: str | None, log: Callable[[str], None]) -> None:
     """``udcbench robustness`` of the study's runs on each dataset's clean test split, the clean control first (the
     reference of the others' CE); a run whose saved sweep already covers the plan is not swept again."""
-    from udcbench.robustness import (
-        DEFAULT_PANELS,
-        RECORD_PREFIX,
-        covers,
-        load_panels,
-        score_model,
-        source_digest,
-        stratified_head,
-    )
-    from udcbench.robustness import test_records as split_records
+    from udcbench.robustness import DEFAULT_PANELS, load_panels, saved_sweep, score_model
 
     plan = study.robustness
     panels = load_panels(list(DEFAULT_PANELS))
@@ -492,12 +483,8 @@ def sweep_runs(study: StudyPreset, workspace: Workspace, adapters: dict[str, dic
                 or (plan.clean_only and run.condition != "clean")):
             continue
         clean = adapters[run.dataset]["clean"]
-        saved = read_json(Path(record["run_dir"]) / f"{RECORD_PREFIX}{clean.origin}.json")
-        if saved and saved.get("mce") and saved.get("limit") == plan.limit:
-            records = split_records(clean)[1]
-            chosen = stratified_head(records, plan.limit) if plan.limit else records
-            if covers(saved, panels, plan.severities, source_digest(clean, chosen), plan.limit):
-                continue
+        if saved_sweep(Path(record["run_dir"]), clean, panels, plan.severities, plan.limit, scored=True):
+            continue
         log(f"UDC-C sweep of {record['method']} ({run.condition}) on {dataset_title(run.dataset)}")
         score_model(Path(record["run_dir"]), clean, workspace.runs, workspace.cache, panels, plan.severities,
                     workers=DATA_WORKERS, device=device, train_reference=False, limit=plan.limit, log=log)

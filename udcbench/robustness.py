@@ -410,12 +410,12 @@ def sweep(model: Model, adapter: DatasetAdapter, panels: list[Recipe], severitie
 def stratified_head(records: list[Record], limit: int) -> list[Record]:
     """The first ``limit`` records of an order that takes each class in turn (the test order within a class):
     a shortened sweep keeps the test set's classes."""
+    from itertools import zip_longest
+
     by_class: dict[int, list[Record]] = {}
     for record in records:
         by_class.setdefault(record.label, []).append(record)
-    order = [r for group in zip(*[iter(g) for g in by_class.values()]) for r in group]
-    seen = {id(r) for r in order}
-    order += [r for r in records if id(r) not in seen]
+    order = [r for turn in zip_longest(*by_class.values()) for r in turn if r is not None]
     chosen = {id(r) for r in order[:limit]}
     return [r for r in records if id(r) in chosen]
 
@@ -558,29 +558,41 @@ def mean_cells(sweeps: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return cells
 
 
-def covers(record: dict[str, Any] | None, panels: list[Recipe], severities: tuple[int, ...], adapter_digest: str,
-           limit: int | None) -> bool:
-    """Whether a saved sweep has every wanted panel (same recipe) and severity, on the same test set."""
-    if not isinstance(record, dict) or record.get("limit") != limit or record.get("source_digest") != adapter_digest:
-        return False
+def saved_sweep(folder: Path, adapter: DatasetAdapter, panels: list[Recipe], severities: tuple[int, ...],
+                limit: int | None, precision_mode: str | None = None, digest: str | None = None,
+                scored: bool = False) -> dict[str, Any] | None:
+    """The sweep saved in ``folder`` when it has every wanted panel (same recipe) and severity on the same test
+    images (their digest: ``digest``, else computed from the test split and ``limit``) at that ``limit``, and the
+    ``precision_mode`` when given, and CE and mCE when ``scored``; None otherwise (sweep again)."""
+    record = read_json(Path(folder) / f"{RECORD_PREFIX}{adapter.origin}.json")
+    if (not isinstance(record, dict) or record.get("limit") != limit or (scored and not record.get("mce"))
+            or (precision_mode is not None and record.get("precision_mode") != precision_mode)):
+        return None
+    if digest is None:
+        records = test_records(adapter)[1]
+        digest = source_digest(adapter, stratified_head(records, limit) if limit else records)
+    if record.get("source_digest") != digest:
+        return None
     have = {(c["panel"], c["severity"], c.get("recipe_sha256")) for c in record.get("cells") or []}
-    return all((p.name, s, severity_recipe(p, s).digest) in have for p in panels for s in severities)
+    wanted = all((p.name, s, severity_recipe(p, s).digest) in have for p in panels for s in severities)
+    return record if wanted else None
 
 
 def _reference_cells(run_dir: Path, adapter: DatasetAdapter, panels: list[Recipe], severities: tuple[int, ...],
                      cache_dir: Path, seed: int, workers: int, device: str | None, precision: str, digest: str,
                      limit: int | None, store: Path | None, own: Sweep | None) -> list[dict[str, Any]]:
-    """A reference run's cells: its saved sweep when it covers these panels and severities, else a new sweep
-    (saved beside it; the degraded sets are in the cache by then)."""
-    saved = read_json(Path(run_dir) / f"{RECORD_PREFIX}{adapter.origin}.json")
-    if covers(saved, panels, severities, digest, limit) and saved.get("precision_mode") == precision:
-        return saved["cells"]
+    """A reference run's cells: the model's own sweep when the model is the reference, its saved sweep when that
+    covers these panels and severities, else a new sweep (saved beside it; the degraded sets are cached by then)."""
     if own is not None:
         return own.cells
+    saved = saved_sweep(run_dir, adapter, panels, severities, limit, precision, digest)
+    if saved is not None:
+        return saved["cells"]
     model = load_model(Path(run_dir), device, precision)
-    result = sweep(model, adapter, panels, severities, cache_dir, seed, workers, _synthesis_device(device), limit)
-    save_sweep(sweep_record(model, adapter, result, panels, seed, None, None, _synthesis_device(device), limit),
-               Path(run_dir), store)
+    synth_device = _synthesis_device(device)
+    result = sweep(model, adapter, panels, severities, cache_dir, seed, workers, synth_device, limit)
+    save_sweep(sweep_record(model, adapter, result, panels, seed, None, None, synth_device, limit), Path(run_dir),
+               store)
     return result.cells
 
 
