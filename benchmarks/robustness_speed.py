@@ -23,6 +23,7 @@ import torch
 
 from udcbench.datasets import create_dataset
 from udcbench.engine.data import decode_workers, forget_decoded
+from udcbench.engine.records import git_commit
 from udcbench.robustness import DEFAULT_PANELS, load_model, load_panels, sweep
 
 from _common import FERPLUS, machine, report
@@ -43,7 +44,7 @@ def forward_only(run: Path, images: int, batch: int = 256) -> dict:
     seconds = time.perf_counter() - start
     return {"measure": "forward only (the ceiling)", "images": images, "input_size": size, "precision": "fp32",
             "seconds": round(seconds, 1), "minutes": round(seconds / 60, 2), "images_per_s": round(images / seconds),
-            "threads": torch.get_num_threads(), "machine": machine(), "run": run.name}
+            "threads": torch.get_num_threads(), "machine": machine(), "run": run.name, "commit": git_commit() or ""}
 
 
 def main() -> None:
@@ -72,6 +73,7 @@ def main() -> None:
                 "images_per_s": round(len(result.cells) * result.images / seconds["evaluation"]),
                 "bar_minutes": 5 if state == "cold" else 1,
                 "threads": torch.get_num_threads(), "machine": machine(), "run": args.run.name,
+                "commit": git_commit() or "",
             })
         rows.append(forward_only(args.run, 16 * result.images))
     finally:

@@ -96,12 +96,18 @@ def _run(task: Task, slot: Slot, cache_dir: str | None, log_path: str) -> None:
 
 
 def run_tasks(tasks: list[Task], slots: list[Slot], logs: Path, cache_dir: Path | None,
-              log: Callable[[str], None] = print, finished: Callable[[Path], bool] | None = None) -> None:
+              log: Callable[[str], None] = print) -> None:
     """Train ``tasks`` on ``slots``, each as soon as a slot is free and the runs it comes after are finished; the
     others go on when one fails, and the failures (with their logs) are raised together at the end."""
-    from udcbench.engine.runs import finished as finished_run
+    from udcbench.engine.runs import finished
 
-    done = finished or (lambda folder: finished_run(folder) is not None)
+    known: set[Path] = set()  # runs seen finished (their results.json is read until then, not at every poll after)
+
+    def done(folder: Path) -> bool:
+        if folder not in known and finished(folder) is not None:
+            known.add(folder)
+        return folder in known
+
     logs.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: CUDA_VISIBLE_DEVICES before torch starts
     pending, running, failed = list(tasks), {}, {}

@@ -172,20 +172,14 @@ def leaderboard_cmd(
 
 def _robustness_leaderboard(runs: Path | None, out: Path | None, as_json: bool) -> None:
     """``udcbench leaderboard --robustness``: UDC-C sweeps ranked by mCE."""
-    from udcbench.files import write_atomic, write_csv
-    from udcbench.reports.leaderboard import cell
+    from udcbench.reports.leaderboard import cell, write_leaderboard
     from udcbench.reports.robustness import LEADERBOARD_COLUMNS, RANK_NOTE, robustness_leaderboard
 
     rows = robustness_leaderboard(_results(runs))
     if not rows:
         raise UdcbenchError("no scored robustness sweeps in the results store (udcbench robustness RUN --data ...)")
-    folder = out or load_workspace().results
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = folder / "leaderboard-robustness.csv", folder / "leaderboard-robustness.md"
-    write_csv(csv_path, list(LEADERBOARD_COLUMNS), ({k: cell(v) for k, v in r.items()} for r in rows))
-    lines = ["| " + " | ".join(LEADERBOARD_COLUMNS) + " |", "|" + "|".join("---" for _ in LEADERBOARD_COLUMNS) + "|",
-             *("| " + " | ".join(cell(r[c]) for c in LEADERBOARD_COLUMNS) + " |" for r in rows), "", RANK_NOTE]
-    write_atomic(md_path, "\n".join(lines) + "\n")
+    csv_path, md_path = write_leaderboard(rows, out or load_workspace().results, "leaderboard-robustness",
+                                          LEADERBOARD_COLUMNS, RANK_NOTE)
     if as_json:
         print_json({"rows": rows, "files": [str(csv_path), str(md_path)]})
         return

@@ -154,14 +154,15 @@ def cell(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def write_leaderboard(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
-    """``out_dir/leaderboard.csv`` and ``leaderboard.md``."""
+def write_leaderboard(rows: list[dict[str, Any]], out_dir: Path, stem: str = "leaderboard",
+                      columns: tuple[str, ...] = COLUMNS, note: str = RANK_NOTE) -> tuple[Path, Path]:
+    """``out_dir/STEM.csv`` and ``STEM.md`` (``columns``, then ``note`` under the markdown table)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / "leaderboard.csv", out_dir / "leaderboard.md"
-    write_csv(csv_path, list(COLUMNS), ({k: cell(v) for k, v in row.items()} for row in rows))
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
-    lines += ["", RANK_NOTE]
+    csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    write_csv(csv_path, list(columns), ({k: cell(v) for k, v in row.items()} for row in rows))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["", note]
     write_atomic(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path
 
