@@ -15,6 +15,15 @@ class Batch:
     labels: torch.Tensor  # B, canonical class indices (possibly relabelled)
     index: torch.Tensor  # B, positions in the training set (for relabelling)
     soft: torch.Tensor | None = None  # B x C vote distributions, when the dataset has them
+    #: The same positions on the CPU, as the loader gave them: reading them never waits for the device (the CLIP
+    #: cache's keys). None where the caller has only ``index``.
+    host_index: torch.Tensor | None = None
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """The positions to read on the host: ``host_index`` where given (and still on the CPU), else ``index``."""
+        host = self.host_index
+        return host if host is not None and host.device.type == "cpu" else self.index
 
 
 @dataclass

@@ -4,14 +4,18 @@
 
 Runs every source (ground truth does not apply to FERPlus) without the cache and reports
 images/s and the share of images where dlib's detector found the face (the rest use the whole
-48 x 48 crop as the face box).
+48 x 48 crop as the face box); dlib in one process and in one per core (``workers``), whose results must be
+equal.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from udcbench.datasets import create_dataset
+from udcbench.engine.data import decode_workers
 from udcbench.landmarks import compute_landmarks, dlib_available
 
 from _common import FERPLUS, report
@@ -24,11 +28,19 @@ def main() -> None:
     args = parser.parse_args()
     ds = create_dataset("ferplus", args.src)
     rows = []
-    for source in ("dlib", "mean_shape") if dlib_available() else ("mean_shape",):
-        result = compute_landmarks(ds, args.split, source, cache_dir=None)
+    runs = [("mean_shape", 1)]
+    if dlib_available():
+        runs = [("dlib", 1), ("dlib", decode_workers())] + runs
+    first = {}
+    for source, workers in runs:
+        result = compute_landmarks(ds, args.split, source, cache_dir=None, workers=workers)
+        same = first.setdefault(source, result)
+        if not (np.array_equal(same.points, result.points) and list(same.methods) == list(result.methods)):
+            raise SystemExit(f"{source} in {workers} processes found other landmarks than in one")
         counts = result.counts()
         rows.append({
             "source": source,
+            "workers": workers,
             "images": len(result),
             "images_per_s": len(result) / result.seconds,
             "detected": counts.get("dlib", 0),

@@ -87,7 +87,8 @@ class ClipEncoders(nn.Module):
 
     @torch.no_grad()
     def encode_image(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """E_I(x); with ``index`` (training-set positions) cached per image."""
+        """E_I(x); with ``index`` (training-set positions) cached per image. Pass the positions on the CPU (the
+        engine's ``Batch.positions``): reading them is then no device sync."""
         if index is not None:
             keys = index.tolist()
             missing = [i for i, key in enumerate(keys) if key not in self._cache]

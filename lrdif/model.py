@@ -144,7 +144,7 @@ class LRDif(FERModel):
     def training_step(self, batch: Batch, epoch: int) -> StepOutput:
         x, y = batch.images, batch.labels
         maps, pooled, landmarks = self._image(x)
-        e_image = self._e_image(x, pooled, batch.index)
+        e_image = self._e_image(x, pooled, batch.positions)
         if self.variant.stage == 1:
             dropped = torch.rand(y.shape, device=y.device) < self.label_dropout
             z = self.prior(e_image, torch.where(dropped, torch.full_like(y, self.num_classes), y), x)

@@ -92,3 +92,18 @@ def test_hf_export_round_trip(ferplus_root: Path, tmp_path: Path):
         export_hf(ds, out, progress=False)
     with pytest.raises(UdcbenchError, match="source folder"):
         export_hf(ds, ferplus_root / "hf", progress=False)
+
+
+@pytest.mark.skipif(not dlib_available(), reason="the landmarks extra (dlib) is not installed")
+def test_dlib_in_worker_processes_finds_what_one_process_finds(tmp_path: Path, monkeypatch):
+    ds = create_dataset("synthetic", n_train=0, n_test=10, size=64)
+    one = compute_landmarks(ds, "test", "dlib", progress=False, workers=1)
+    import udcbench.workers as workers
+
+    pools, real = [], workers.worker_pool
+    monkeypatch.setattr(workers, "worker_pool", lambda n: pools.append(n) or real(n))
+    two = compute_landmarks(ds, "test", "dlib", cache_dir=tmp_path, progress=False, workers=2)
+    assert pools == [2]
+    assert two.ids == one.ids and list(two.methods) == list(one.methods)
+    assert set(one.methods) <= {"dlib", "dlib_cropbox"}
+    np.testing.assert_array_equal(two.points, one.points)

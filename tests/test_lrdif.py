@@ -266,6 +266,25 @@ def test_clip_path_with_a_tiny_local_model(tmp_path, tiny_clip):
         LRDif(7, encoder="clip", clip_model="udcbench-tiny-test", clip_weights=str(tmp_path / "none.pt"), **SMALL)
 
 
+class _DeviceOnly(torch.Tensor):
+    """Positions as they are on a GPU: reading them on the host would wait for the device."""
+
+    def tolist(self):
+        raise AssertionError("the device's positions were read on the host")
+
+    item = tolist
+
+
+def test_the_clip_cache_reads_the_loaders_host_positions_not_the_devices(tmp_path, tiny_clip):
+    lrdif = LRDif(7, encoder="clip", clip_model="udcbench-tiny-test", clip_weights=str(tiny_clip[1]), **SMALL)
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
+    on_device = torch.tensor([4, 9]).as_subclass(_DeviceOnly)
+    with pytest.raises(AssertionError, match="read on the host"):  # the refusal is real
+        lrdif.training_step(Batch(images, labels, on_device), 0)
+    lrdif.training_step(Batch(images, labels, on_device, host_index=torch.tensor([4, 9])), 0)
+    assert sorted(lrdif.encoders._cache) == [4, 9]
+
+
 def test_the_unet_layout_carries_the_deepest_scale_up_to_the_finest():
     """U-Net style (the paper's model): every output scale depends on every input scale, and the finest on the
     deepest through the decoder; in sequence each scale's DT blocks see their own map only."""

@@ -36,6 +36,8 @@ SOURCES = ("auto", "ground_truth", "dlib", "mean_shape")
 METHODS = ("ground_truth", "dlib", "dlib_cropbox", "mean_shape")
 DLIB_MIN_SIDE = 192  # upsample small crops (FERPlus is 48 x 48) to at least this before dlib
 _CACHE_FORMAT = 1
+#: From this many images on, dlib runs in one process per core (a FERPlus split: minutes in one process).
+PARALLEL_MIN_IMAGES = 256
 
 
 def _predictor_file() -> Path | None:
@@ -175,24 +177,62 @@ def cache_path(adapter, split: str | None, source: str, cache_dir: Path) -> Path
     return Path(cache_dir) / "landmarks" / f"{adapter.name}-{split or 'all'}-{source}-{digest}.npz"
 
 
-def compute_landmarks(adapter, split: str | None = None, source: str = "auto", cache_dir: Path | None = None,
-                      progress: bool = True) -> LandmarkSet:
-    """Landmarks for every image of a split (or all), computed once and cached under ``cache_dir``."""
+def _landmarks_of(adapter, records: list, source: str, assume_cropped: bool, progress: bool = False,
+                  description: str = "") -> tuple[np.ndarray, list[str]]:
     from udcbench.progress import track
+
+    extractor = LandmarkExtractor(source, assume_cropped=assume_cropped)
+    points = np.zeros((len(records), NUM_LANDMARKS, 2), dtype=np.float32)
+    methods = []
+    for i, record in enumerate(track(records, description=description) if progress else records):
+        points[i], method = extractor(adapter.load_image(record), adapter.ground_truth_landmarks(record))
+        methods.append(method)
+    return points, methods
+
+
+def _landmark_chunk(name: str, root: str | None, options: dict, records: list, source: str,
+                    assume_cropped: bool) -> tuple[np.ndarray, list[str]]:
+    """A worker's share of :func:`compute_landmarks` (the dataset opened again in the worker)."""
+    from udcbench.datasets import create_dataset
+
+    return _landmarks_of(create_dataset(name, Path(root) if root else None, **options), records, source,
+                         assume_cropped)
+
+
+def compute_landmarks(adapter, split: str | None = None, source: str = "auto", cache_dir: Path | None = None,
+                      progress: bool = True, workers: int | None = None) -> LandmarkSet:
+    """Landmarks for every image of a split (or all), computed once and cached under ``cache_dir``. dlib's
+    detector runs in ``workers`` processes (default: every core, from :data:`PARALLEL_MIN_IMAGES` images on);
+    the result does not depend on their number."""
+    from udcbench.engine.data import decode_workers
+    from udcbench.progress import progress_bar
+    from udcbench.workers import worker_pool
 
     path = cache_path(adapter, split, source, cache_dir) if cache_dir is not None else None
     if path is not None and path.is_file():
         return LandmarkSet.load(path)
-    extractor = LandmarkExtractor(source, assume_cropped=getattr(adapter, "face_cropped", True))
+    assume_cropped = getattr(adapter, "face_cropped", True)
+    use_dlib = LandmarkExtractor(source, assume_cropped).use_dlib
     records = adapter.records(split)
-    points = np.zeros((len(records), NUM_LANDMARKS, 2), dtype=np.float32)
-    methods = []
+    if workers is None:
+        workers = decode_workers() if use_dlib and len(records) >= PARALLEL_MIN_IMAGES else 1
     start = time.perf_counter()
-    items = track(records, description=f"landmarks ({source})") if progress else records
-    for i, record in enumerate(items):
-        image = adapter.load_image(record)
-        points[i], method = extractor(image, adapter.ground_truth_landmarks(record))
-        methods.append(method)
+    description = f"landmarks ({source})"
+    if workers > 1 and len(records) > 1:
+        chunk = -(-len(records) // (4 * workers))
+        root = None if adapter.root is None else str(adapter.root)
+        parts = []
+        with worker_pool(workers) as pool, progress_bar(transient=not progress) as bar:
+            task = bar.add_task(description, total=len(records), visible=progress)
+            futures = [pool.submit(_landmark_chunk, adapter.name, root, dict(adapter.options), records[i : i + chunk],
+                                   source, assume_cropped) for i in range(0, len(records), chunk)]
+            for future in futures:
+                parts.append(future.result())
+                bar.advance(task, len(parts[-1][1]))
+        points = np.concatenate([p for p, _ in parts])
+        methods = [m for _, found in parts for m in found]
+    else:
+        points, methods = _landmarks_of(adapter, records, source, assume_cropped, progress, description)
     result = LandmarkSet([r.id for r in records], points, np.array(methods), seconds=time.perf_counter() - start)
     if path is not None:
         result.save(path)

@@ -304,8 +304,9 @@ def train_one_epoch(state: TrainState, data: RunData, config: TrainConfig, rt: R
         waited += time.perf_counter() - wait_start
         params = draw_params(index, config.input_size, config, epoch)
         x = augment(images.to(device, non_blocking=True), params.to(device), config.mean, config.std)
-        index = index.to(device, non_blocking=True)
-        batch = Batch(x, state.labels[index], index, None if data.soft is None else data.soft[index])
+        on_device = index.to(device, non_blocking=True)
+        batch = Batch(x, state.labels[on_device], on_device, None if data.soft is None else data.soft[on_device],
+                      host_index=index)
         with rt.autocast(config.amp):
             out = state.step_module(batch, epoch)
         loss = out.loss.detach().float()
