@@ -13,6 +13,20 @@ import pytest
 
 os.environ.setdefault("UDCBENCH_QUIET", "1")
 
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist each worker takes its share of the cores for torch's threads (two workers of two threads
+    each on two cores run slower than one)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // workers))
+
+
+_share_the_cores()
+
 REPO = Path(__file__).resolve().parents[1]
 FERPLUS_REAL = REPO.parent / "shared" / "data" / "ferplus"
 needs_ferplus = pytest.mark.skipif(not (FERPLUS_REAL / "FER2013Valid").is_dir(), reason="real FERPlus data absent")

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from udcbench.budget import QUICK_BUDGET_MINUTES, REFERENCE_SPEED, budget_units, run_units, split_counts, unit_cost
+from udcbench.budget import (
+    QUICK_BUDGET_MINUTES,
+    REFERENCE_SPEED,
+    UNCOUNTED_SHARE,
+    budget_units,
+    run_units,
+    split_counts,
+    unit_cost,
+)
 from udcbench.cli import app
 from udcbench.datasets import create_dataset
 from udcbench.datasets.generate import generate_synthetic
@@ -109,3 +117,62 @@ def test_dry_run_without_the_datasets_is_a_one_line_error(tmp_path, monkeypatch)
     in_default_workspace(monkeypatch, tmp_path)
     result = runner.invoke(app, ["reproduce", "--preset", "cpu", "--dry-run"])
     assert result.exit_code == 2 and "none of rafdb, ferplus, kdef found" in result.output
+
+
+def test_a_plan_on_a_gpu_prices_each_run_from_the_gpu_table_and_says_which_figures_are_measured(tmp_path):
+    from udcbench.gpu_cost import gpu_row, plan_on_gpu
+
+    plan = plan_study("quick", _empty_workspace(tmp_path))
+    on_gpu = plan_on_gpu(plan, "h100", gpus=4)
+    runs = [entry for entry in on_gpu.items if entry.item.work is not None]
+    assert runs and len(runs) == sum(item.work is not None for item in plan.items)
+    for entry in runs:  # trained / training images/s + evaluated / inference images/s + the rest on the CPU
+        w, row = entry.item.work, gpu_row("h100", entry.item.work.method, entry.item.work.input_size)
+        seconds = w.trained / row["train_images_per_s"] + w.evaluated / row["infer_images_per_s"] + \
+            w.other_units / REFERENCE_SPEED
+        assert entry.minutes == pytest.approx(seconds / 60) and entry.source == row["source"]
+    others = [e for e in on_gpu.items if e.item.work is None]
+    assert {e.source for e in others if not e.item.inference} == {"cpu"}  # drawing faces, synthesis
+    sweep = next(e for e in others if e.item.what == "UDC-C sweep")  # its inference on the GPU, its synthesis not
+    scored = sum(w.evaluated / gpu_row("h100", w.method, w.input_size)["infer_images_per_s"]
+                 for w in sweep.item.inference)
+    assert sweep.minutes > scored / 60 and sweep.source in ("measured", "estimated")
+    assert on_gpu.minutes == pytest.approx(sum(e.minutes for e in on_gpu.items) * (1 + UNCOUNTED_SHARE))
+    assert on_gpu.minutes / 4 < on_gpu.side_by_side_minutes < on_gpu.minutes
+    stage2 = next(i for i in plan.items if i.what == "train lrdif")
+    assert plan.items[stage2.after].what == "train lrdif-s1" and plan.items[stage2.after].condition == stage2.condition
+    with pytest.raises(UdcbenchError, match="unknown GPU 'tpu'"):
+        plan_on_gpu(plan, "tpu")
+
+
+def test_runs_side_by_side_wait_for_their_first_stage():
+    from udcbench.budget import PlanItem, RunWork
+    from udcbench.gpu_cost import GpuItem, GpuPlan
+
+    def run(what, minutes, after=None):
+        return GpuItem(PlanItem(what, "d", "c", 0, work=RunWork(what, 48, 8, 1, 1, 0), after=after), minutes, "x")
+
+    synth = GpuItem(PlanItem("synthesise toled", "d", "c", 0), 3.0, "cpu")
+    items = [synth, run("stage 1", 10), run("stage 2", 10, after=1), run("other", 5),
+             GpuItem(PlanItem("t-SNE", "d", "c", 0), 2.0, "cpu")]
+    # GPU 0: stage 1 (0-10) then other (10-15); GPU 1 idles until stage 1 ends, then stage 2 (10-20)
+    share = 1 + UNCOUNTED_SHARE  # start-up, figures and tables on top
+    assert GpuPlan("h100", items, 2).side_by_side_minutes == pytest.approx((3 + 20 + 2) * share)
+    items[2].item.after = None  # without the dependency: stage 2 on GPU 1 at once, other after stage 1
+    assert GpuPlan("h100", items, 2).side_by_side_minutes == pytest.approx((3 + 15 + 2) * share)
+    assert GpuPlan("h100", items, 1).side_by_side_minutes == pytest.approx(GpuPlan("h100", items, 1).minutes)
+
+
+def test_dry_run_on_a_gpu_from_the_command_line(tmp_path, monkeypatch):
+    in_default_workspace(monkeypatch, tmp_path)
+    result = runner.invoke(app, ["reproduce", "--study", "quick", "--dry-run", "--gpu", "h100", "--gpus", "0,1",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["gpu"] == "h100" and plan["gpus"] == 2 and plan["side_by_side_minutes"] < plan["minutes"]
+    assert {i["source"] for i in plan["items"]} <= {"measured", "estimated", "cpu"}
+    shown = runner.invoke(app, ["reproduce", "--study", "quick", "--dry-run", "--gpu", "h100", "--gpus", "0,1"])
+    assert shown.exit_code == 0 and "NVIDIA H100" in shown.stdout and "2 GPUs, one run per GPU" in shown.stdout
+    wrong = runner.invoke(app, ["reproduce", "--study", "quick", "--gpu", "h100"])
+    assert wrong.exit_code == 2 and "use it with --dry-run" in wrong.output
+    assert not any(tmp_path.iterdir())

@@ -4,6 +4,7 @@ rows; on a GPU machine the same script measures what the CSV's rows name (benchm
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def test_the_gpu_checks_cpu_fallback_writes_every_section(tmp_path: Path):
     by_check = {(r["check"], r["method"]): r for r in rows}
     assert [r for r in rows if r["status"].startswith("FAIL")] == []
     assert {("smoke", "test_cnn"), ("smoke", "lrdif"), ("ddp", "resnet18"), ("throughput", "resnet18"),
-            ("throughput", "lrdif"), ("launches", "lrdif"), ("memory", "lrdif"), ("paper_epoch", "resnet18"),
+            ("throughput", "lrdif"), ("launches", "lrdif"), ("cost", "lrdif"), ("paper_epoch", "resnet18"),
             ("robustness", "resnet18"), ("resume", "resnet18"), ("sync", "lrdif")} <= set(by_check)
     assert by_check[("resume", "resnet18")]["status"] == "ok" and by_check[("sync", "lrdif")]["status"].startswith(
         "skipped")
@@ -39,7 +40,9 @@ def test_the_gpu_checks_cpu_fallback_writes_every_section(tmp_path: Path):
     assert 0 <= float(by_check[("throughput", "resnet18")]["data_wait_share"]) < 1
     assert int(by_check[("launches", "lrdif")]["kernels_per_step"]) > int(by_check[("launches", "resnet18")][
         "kernels_per_step"])
-    assert by_check[("memory", "lrdif")]["status"] == "skipped: no GPU"
+    cost = by_check[("cost", "lrdif")]
+    assert float(cost["images_per_second"]) > 0 and int(cost["kernels_per_step"]) > 0 and cost["peak_gb"] == ""
+    assert json.loads(cost["detail"])["infer_images_per_second"] > 0
 
 
 def test_the_ddp_row_keeps_the_carried_wheels_on_the_path():

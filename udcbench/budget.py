@@ -23,7 +23,7 @@ fell short (``benchmarks/quick_levers.py``; docs/results.md, "The quick study").
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
 
@@ -77,6 +77,19 @@ def method_cost(method: str, input_size: int, kind: str = "train") -> tuple[floa
 
 
 @dataclass
+class RunWork:
+    """What one ``train`` of a plan does, beyond its cost in units: what a GPU's cost table prices."""
+
+    method: str
+    input_size: int
+    batch_size: int
+    trained: int  # images through a training step, over all epochs
+    evaluated: int  # images through inference (validation and test after every epoch)
+    other_units: float  # the rest (decoding, each epoch's set-up, the method's preparation), in units
+    detail: str = ""  # e.g. "15x19 steps of 128, 64 px"
+
+
+@dataclass
 class PlanItem:
     """One piece of work of a study and its cost."""
 
@@ -85,6 +98,11 @@ class PlanItem:
     condition: str
     units: float
     detail: str = ""
+    work: RunWork | None = None  # a training run's work
+    after: int | None = None  # the position of the plan item this one needs finished (a stage 2's stage 1)
+    #: The inference within other work (a UDC-C sweep, t-SNE), per method: ``trained`` 0, the rest of ``units``
+    #: is work on the CPU.
+    inference: list[RunWork] = field(default_factory=list)
 
 
 @dataclass
@@ -104,32 +122,43 @@ class StudyPlan:
         return {"preset": self.preset, "unit": UNIT, "units": self.units,
                 "reference_speed": REFERENCE_SPEED, "reference_minutes": self.minutes(),
                 "budget_minutes": QUICK_BUDGET_MINUTES if self.preset == "quick" else None,
-                "items": [vars(item) for item in self.items]}
+                "items": [asdict(item) for item in self.items]}
 
 
 def split_counts(n_train: int, n_val: int, n_test: int) -> dict[str, int]:
     return {"train": n_train, "val": n_val, "test": n_test}
 
 
-def run_units(config, counts: dict[str, int], decode: bool = True) -> tuple[float, str]:
-    """Units of one ``train`` of ``config`` on splits of ``counts`` (train, val, test), and what they count:
-    the training steps, the evaluation of val and test after every epoch, decoding the images (unless
-    ``decode`` is false: an earlier run of the same process decoded them), the method's preparation and
-    the run's fixed set-up."""
+def run_work(config, counts: dict[str, int], decode: bool = True) -> tuple[RunWork, str]:
+    """The work of one ``train`` of ``config`` on splits of ``counts`` (train, val, test) and what it counts: the
+    training steps, the evaluation of val and test after every epoch, decoding the images (unless ``decode`` is
+    false: an earlier run of the same process decoded them), the method's preparation and the run's fixed set-up."""
     from udcbench.methods import get_method
 
     size, method = config.input_size, config.method
     steps = max(1, counts["train"] // config.batch_size)
     if config.max_steps:
         steps = min(steps, config.max_steps)
-    trained = config.epochs * steps * config.batch_size
-    evaluated = config.epochs * (counts["val"] + counts["test"])
-    (train, measured), (infer, _) = method_cost(method, size), method_cost(method, size, "infer")
-    units = (trained * train + evaluated * infer
-             + decode * sum(counts.values()) * unit_cost("load_image") + config.epochs * unit_cost("epoch_setup")
+    other = (decode * sum(counts.values()) * unit_cost("load_image") + config.epochs * unit_cost("epoch_setup")
              + unit_cost("run_setup"))
     spec = get_method(method)
     if spec.prepare is not None and spec.stage1 is None:
-        units += counts["train"] * unit_cost(f"{method}:prepare")
+        other += counts["train"] * unit_cost(f"{method}:prepare")
+    work = RunWork(method, size, config.batch_size, config.epochs * steps * config.batch_size,
+                   config.epochs * (counts["val"] + counts["test"]), other, f"{config.epochs}x{steps} steps of "
+                   f"{config.batch_size}, {size} px")
+    measured = method_cost(method, size)[1]
     estimated = f" (cost estimated from {measured} px by pixel count)" if measured != size else ""
-    return units, f"{config.epochs}x{steps} steps of {config.batch_size}, {size} px{estimated}"
+    return work, f"{work.detail}{estimated}"
+
+
+def run_units(config, counts: dict[str, int], decode: bool = True) -> tuple[float, str]:
+    """Units of one ``train`` of ``config`` on splits of ``counts`` (:func:`run_work`), and what they count."""
+    work, detail = run_work(config, counts, decode)
+    return work_units(work), detail
+
+
+def work_units(work: RunWork) -> float:
+    """A run's work in units: its training steps and evaluations at the cost table's rates, and the rest."""
+    train, infer = method_cost(work.method, work.input_size)[0], method_cost(work.method, work.input_size, "infer")[0]
+    return work.trained * train + work.evaluated * infer + work.other_units

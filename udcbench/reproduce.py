@@ -17,7 +17,17 @@ from functools import cache, partial
 from pathlib import Path
 from typing import TypeVar
 
-from udcbench.budget import UNCOUNTED_SHARE, PlanItem, StudyPlan, method_cost, run_units, split_counts, unit_cost
+from udcbench.budget import (
+    UNCOUNTED_SHARE,
+    PlanItem,
+    RunWork,
+    StudyPlan,
+    method_cost,
+    run_work,
+    split_counts,
+    unit_cost,
+    work_units,
+)
 from udcbench.datasets import create_dataset, detect_dataset
 from udcbench.datasets.base import DatasetAdapter
 from udcbench.engine.runs import STORE, data_tag, finished, run_folder, stage1_plan, train_method
@@ -297,30 +307,35 @@ def plan_study(preset: str, workspace: Workspace, datasets: list[str] | None = N
         split = plan_splits(adapter, val_fraction, seed)
         return split_counts(len(split.train), len(split.val), len(split.test))
 
-    stage1_done: set[tuple[str, str, str, int]] = set()
+    stage1_items: dict[tuple[str, str, str, int], int] = {}  # a stage 1's plan position, by data, method and seed
     decoded: set[tuple] = set()  # the images a run of this process decoded already (engine.data.load_images)
     for job in study_jobs(list(adapters), conditions, methods, seeds, steps, ablation_dataset(list(adapters))):
         spec = get_method(job.method)
         overrides = job.overrides()[0]
         to_train = [job.method]  # preceded by its stage 1 the first time on this data and seed, as train_method does
-        if spec.stage1 and (first := (job.dataset, job.condition, spec.stage1, job.seed)) not in stage1_done:
-            stage1_done.add(first)
+        first = (job.dataset, job.condition, spec.stage1, job.seed) if spec.stage1 else None
+        if first is not None and first not in stage1_items:
             to_train.insert(0, spec.stage1)
         for name in to_train:
             config = apply_overrides(get_method(name).config(study.train_preset), overrides)
             config.seed = job.seed
             images = (job.dataset, job.condition, config.input_size, config.seed, config.val_fraction)
             split = counts(job.dataset, config.val_fraction, config.seed)
-            units, detail = run_units(config, split, decode=images not in decoded)
+            work, detail = run_work(config, split, decode=images not in decoded)
             decoded.add(images)
             what = f"train {job.title() if name == job.method else name}"
-            plan.items.append(PlanItem(what, job.dataset, job.condition, units, detail))
+            after = stage1_items.get(first) if name == job.method and first is not None else None
+            plan.items.append(PlanItem(what, job.dataset, job.condition, work_units(work), detail, work, after))
+            if name != job.method:
+                stage1_items[first] = len(plan.items) - 1
         if spec.tsne and job.condition == condition and job.value is None:
             config = get_method(job.method).config(study.train_preset)
             n = counts(job.dataset, config.val_fraction, job.seed)["test"]
             points = min(n, TSNE_MAX_IMAGES)
             units = points * (method_cost(job.method, config.input_size, "infer")[0] + unit_cost("tsne_point"))
-            plan.items.append(PlanItem(f"t-SNE {job.method}", job.dataset, job.condition, units, f"{points} images"))
+            plan.items.append(PlanItem(f"t-SNE {job.method}", job.dataset, job.condition, units, f"{points} images",
+                                       inference=[RunWork(job.method, config.input_size, config.batch_size, 0,
+                                                          points, 0.0)]))
     if study.robustness is not None:
         plan.items += robustness_items(study, list(adapters), methods, condition, counts)
     plan.items.append(PlanItem("start-up, figures, tables", "-", "-", UNCOUNTED_SHARE * plan.units,
@@ -342,11 +357,13 @@ def robustness_items(study: StudyPreset, names: list[str], methods: list[str], c
         images = min(n, sweep.limit) if sweep.limit else n
         cells = len(DEFAULT_PANELS) * len(sweep.severities)
         conditions = ["clean"] if sweep.clean_only else ["clean", condition]
-        swept = [m for m in methods if not get_method(m).oracle]
-        infer = sum(method_cost(m, get_method(m).config(study.train_preset).input_size, "infer")[0] for m in swept)
-        units = images * (cells * unit_cost("synthesise") + len(conditions) * (cells + 1) * infer)
+        swept = [get_method(m).config(study.train_preset) for m in methods if not get_method(m).oracle]
+        scored = [RunWork(c.method, c.input_size, c.batch_size, 0, len(conditions) * (cells + 1) * images, 0.0)
+                  for c in swept]
+        units = images * cells * unit_cost("synthesise") + sum(work_units(w) for w in scored)
         items.append(PlanItem("UDC-C sweep", name, "+".join(conditions), units,
-                              f"{len(swept) * len(conditions)} runs x {cells + 1} cells x {images} images"))
+                              f"{len(swept) * len(conditions)} runs x {cells + 1} cells x {images} images",
+                              inference=scored))
     return items
 
 

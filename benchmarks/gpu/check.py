@@ -16,8 +16,10 @@ Rows (``check`` column), each with its status (``ok``, ``FAIL: ...`` or ``skippe
 - ``throughput``: training images/s and the share of step time spent waiting for data, at the second epoch (the
   first holds cuDNN's autotuning and compilation), with the real pipeline (cache, loader, device augmentation):
   ``resnet18`` at 224 px and ``lrdif`` at the paper's 112 px (and compiled), on the built-in faces.
-- ``launches``: kernels (CPU: ATen operators) in one training step, eager and compiled.
-- ``memory``: peak GPU memory of two training steps of each method at its ``paper`` batch and input size.
+- ``launches``: kernels (CPU: outermost ATen operators) in one training step, eager and compiled.
+- ``cost``: the engine's training step and an inference batch of each method at its ``paper`` batch and input size
+  (random data): images/s of both, peak GPU memory, kernels; ``benchmarks/gpu_cost.py --from-check`` makes them
+  the measured rows of ``udcbench reproduce --dry-run --gpu``.
 - ``paper_epoch``: one full epoch of ``resnet18 --preset paper`` on the built-in faces, with its evaluation.
 
 Sections past ``--budget-s`` are skipped (and say so), and a row past its own limit (120 s, the sync rows 60 s)
@@ -134,40 +136,18 @@ def paper_config(method: str):
 
 
 def launches(method: str, size: int, batch: int, device: str, compiled: bool) -> dict:
-    """Kernels (on a CPU: ATen operators) that one training step issues, after three warm-up steps."""
-    from baselines.base import Batch
+    """Kernels (on a CPU: outermost ATen operators) that one training step issues, after three warm-up steps."""
     from udcbench.engine.runtime import runtime
-    from udcbench.engine.trainer import _wrap
+    from udcbench.engine.step_cost import count_kernels, synthetic_steps
 
     rt = runtime(device)
     config = paper_config(method)
     config.input_size, config.batch_size, config.compile = size, batch, compiled
-    model = rt.place(create_method(method, 7, config))
-    step = _wrap(model, config, rt)
-    x = torch.randn(batch, 3, size, size, device=rt.device).contiguous(memory_format=torch.channels_last)
-    data = Batch(x, torch.randint(0, 7, (batch,), device=rt.device), torch.arange(batch, device=rt.device))
-    optimizer = torch.optim.Adam(model.parameters())
-
-    def one():
-        with rt.autocast(True):
-            loss = step(data, 0).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    steps = synthetic_steps(create_method(method, 7, config), config, rt)
     for _ in range(3):
-        one()
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if rt.cuda else [])
-    with torch.profiler.profile(activities=activities) as prof:
-        one()
-        if rt.cuda:
-            torch.cuda.synchronize()
-    events = prof.events()
-    if rt.cuda:
-        count = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
-    else:
-        count = sum(1 for e in events if e.name.startswith("aten::") and e.cpu_parent is None)
-    return {"kernels_per_step": count, "precision": rt.precision(True), "detail": f"{size} px, batch {batch}"}
+        steps.train()
+    return {"kernels_per_step": count_kernels(steps.train, rt.cuda), "precision": rt.precision(config.amp),
+            "detail": f"{size} px, batch {batch}"}
 
 
 def no_host_sync(method: str, device: str, steps: int = 3) -> dict:
@@ -240,38 +220,35 @@ def resumed(train) -> dict:
     return {"precision": record["precision"], "detail": "stopped after epoch 1 of 2, resumed: 2 epochs recorded"}
 
 
-def peak_memory(method: str, device: str) -> dict:
-    """Peak GPU memory of two training steps at the method's paper batch and input size (random data)."""
-    from baselines.base import Batch
+def step_cost(method: str, device: str, size: int | None = None, batch: int | None = None) -> dict:
+    """The engine's training step and an inference batch of ``method`` at its paper batch and input size (or those
+    given), random data: images/s of both after warm-up, peak GPU memory, the step's kernels. ``benchmarks/gpu_cost.py
+    --from-check`` turns these rows into the measured rows of ``reproduce --dry-run --gpu``."""
+    from udcbench.engine.records import git_commit
     from udcbench.engine.runtime import runtime
+    from udcbench.engine.step_cost import count_kernels, images_per_second, synthetic_steps
 
     rt = runtime(device)
-    if not rt.cuda:
-        raise RuntimeError("peak GPU memory needs a GPU")
     config = paper_config(method)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    model = rt.place(create_method(method, 7, config)).train()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
-    b, s = config.batch_size, config.input_size
-    for _ in range(2):
-        x = torch.randn(b, 3, s, s, device=rt.device).contiguous(memory_format=torch.channels_last)
-        data = Batch(x, torch.randint(0, 7, (b,), device=rt.device), torch.arange(b, device=rt.device))
-        with rt.autocast(config.amp):
-            loss = model.training_step(data, 0).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    del model, optimizer
-    return {"peak_gb": round(peak, 2), "precision": rt.precision(config.amp), "detail": f"{s} px, batch {b}"}
+    config.input_size, config.batch_size = size or config.input_size, batch or config.batch_size
+    if rt.cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    steps = synthetic_steps(create_method(method, 7, config), config, rt)
+    repeats = 10 if rt.cuda else 2
+    train = images_per_second(steps.train, steps.batch_size, rt, steps=repeats)
+    peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if rt.cuda else ""
+    infer = images_per_second(steps.infer, steps.batch_size, rt, steps=repeats)
+    detail = {"input_size": config.input_size, "batch_size": config.batch_size, "infer_images_per_second":
+              round(infer, 1), "fair_model": bool(fair_model(method)), "commit": git_commit() or ""}
+    return {"images_per_second": round(train, 1), "peak_gb": peak, "kernels_per_step": count_kernels(steps.train,
+            rt.cuda), "precision": rt.precision(config.amp), "detail": json.dumps(detail)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu", action="store_true", help="the CPU fallback: small sizes, gloo, no memory rows")
-    parser.add_argument("--methods", nargs="*", help="methods of the smoke and memory rows (default: all)")
+    parser.add_argument("--cpu", action="store_true", help="the CPU fallback: small sizes, gloo, no peak memory")
+    parser.add_argument("--methods", nargs="*", help="methods of the smoke, sync and cost rows (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder of the CSV")
     parser.add_argument("--budget-s", type=float, default=450.0, help="skip sections started after this")
     parser.add_argument("--workspace", type=Path, help="work folder (default: a temporary one)")
@@ -342,10 +319,7 @@ def main() -> None:
         check.run("launches", method + (" (compiled)" if compiled else ""),
                   lambda m=method, p=px, c=compiled: launches(m, p, 64 if cuda else 4, device, c))
     for method in methods:
-        if cuda:
-            check.run("memory", method, lambda m=method: peak_memory(m, device))
-        else:
-            check.add({"check": "memory", "method": method, "status": "skipped: no GPU"})
+        check.run("cost", method, lambda m=method: step_cost(m, device) if cuda else step_cost(m, device, 32, 4))
 
     def paper_epoch() -> dict:
         record = train("resnet18", "paper", ["epochs=1"] + ([] if cuda else ["input_size=32", "max_steps=3"]),

@@ -369,6 +369,44 @@ def _print_plan(plan) -> None:
                  f"images/s (python benchmarks/reproduce_time.py measures both).")
 
 
+def _gpu_count(gpus: str | None) -> int:
+    """How many GPUs ``--gpus`` names (for a plan: ``all`` means those visible here)."""
+    if not gpus:
+        return 1
+    if gpus.strip() == "all":
+        import torch
+
+        if not torch.cuda.device_count():
+            raise UdcbenchError("--gpus all: no GPU is visible here; name the count, e.g. --gpus 0,1,2,3")
+        return torch.cuda.device_count()
+    return len([g for g in gpus.split(",") if g.strip()])
+
+
+def _print_gpu_plan(on_gpu) -> None:
+    from udcbench.budget import REFERENCE_SPEED, UNCOUNTED_SHARE
+    from udcbench.gpu_cost import GPUS
+
+    label = GPUS[on_gpu.gpu].label
+    table = Table(title=f"the plan on one {label}", title_justify="left")
+    for column in ("step", "data", "what", f"min @ {on_gpu.gpu}", "figure"):
+        table.add_column(column, justify="right" if column.startswith("min") else "left")
+    said = {"measured": "measured on the GPU", "estimated": "estimated (FLOPs, kernels)",
+            "cpu": f"CPU work at {REFERENCE_SPEED:.0f} images/s"}
+    for entry in on_gpu.items:
+        item = entry.item
+        table.add_row(item.what, f"{item.dataset} {item.condition}", item.work.detail if item.work else item.detail,
+                      f"{entry.minutes:.1f}", said[entry.source])
+    table.add_row("start-up, figures, tables", "-", f"{UNCOUNTED_SHARE:.0%} of the above",
+                  f"{on_gpu.overhead_minutes:.1f}", said["cpu"])
+    stdout.print(table)
+    runs = on_gpu.count("measured") + on_gpu.count("estimated")
+    stdout.print(f"one {label}: {on_gpu.minutes / 60:.1f} h; training runs: {on_gpu.count('measured')} of {runs} "
+                 f"priced from measurements, the others estimated (udcbench/gpu_cost.py says how)")
+    if on_gpu.gpus > 1:
+        stdout.print(f"{on_gpu.gpus} GPUs, one run per GPU (reproduce --gpus): "
+                     f"{on_gpu.side_by_side_minutes / 60:.1f} h")
+
+
 def reproduce_cmd(
     old_preset: Study | None = OLD_PRESET,
     preset: Study | None = typer.Option(None, "--study", help="quick (default; built-in synthetic faces, 20 min on "
@@ -391,18 +429,23 @@ def reproduce_cmd(
     slots: int | None = typer.Option(None, "--slots", min=1, help="The same on the CPU: N runs side by side, each "
                                                                   "with its share of the cores."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and its cost; train nothing."),
+    gpu: str | None = typer.Option(None, "--gpu", help="With --dry-run: the plan's time on this GPU (h100, h200, "
+                                                       "a100), one GPU and, with --gpus, side by side."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Reproduce the study: synthesise, train every method clean and UDC, write Tables 1-5, figures, leaderboard.
 
     Skips finished runs and resumes unfinished ones, so it can be stopped and started again.
 
-    --dry-run prints every step with its cost in ResNet-18 image-steps and minutes on the reference machine.
+    --dry-run prints every step with its cost in ResNet-18 image-steps and minutes on the reference machine;
+    with --gpu h100, its minutes on that GPU, each training run's from images/s measured on that GPU or estimated
+    from its FLOPs and kernels (the plan says which), and with --gpus 0,1,2,3 the time with one run per GPU.
 
     --gpus 0,1,2,3 trains one run per GPU at a time (a study is many independent runs: about N times sooner than
     splitting each run's batch over N GPUs); each run's log is in runs/logs/.
 
     Examples: udcbench reproduce ; udcbench reproduce --study quick --dry-run ;
+    udcbench reproduce --study paper --dry-run --gpu h100 --gpus 0,1,2,3,4,5,6,7 ;
     udcbench reproduce --study cpu --src-root /datasets --datasets ferplus ;
     udcbench reproduce --study paper --gpus all --clip open_clip_pytorch_model.bin ;
     torchrun --nproc-per-node 4 -m udcbench reproduce --study paper --clip open_clip_pytorch_model.bin
@@ -412,10 +455,20 @@ def reproduce_cmd(
 
     check_device(device)
     preset, condition = preset.value, condition.value if condition else None
+    if gpu and not dry_run:
+        raise UdcbenchError("--gpu prices a plan: use it with --dry-run (to train on GPUs: --gpus)")
     if dry_run:
         plan = plan_study(preset, load_workspace(), datasets=datasets, src_root=src_root, methods=methods,
                           seeds=seeds, condition=condition, steps=_parse_steps(steps) if steps else None)
-        if as_json:
+        if gpu:
+            from udcbench.gpu_cost import plan_on_gpu
+
+            on_gpu = plan_on_gpu(plan, gpu, _gpu_count(gpus))
+            if as_json:
+                print_json(on_gpu.to_json())
+            else:
+                _print_gpu_plan(on_gpu)
+        elif as_json:
             print_json(plan.to_json())
         else:
             _print_plan(plan)

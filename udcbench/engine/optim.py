@@ -21,15 +21,16 @@ def param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
     return [{"params": rest}, {"params": head, "lr": config.lr * config.head_lr_scale}]
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
-    """``params`` (tensors or :func:`param_groups`) under the config's optimiser at ``config.lr``."""
+def make_optimizer(params, config: TrainConfig, foreach: bool | None = None) -> torch.optim.Optimizer:
+    """``params`` (tensors or :func:`param_groups`) under the config's optimiser at ``config.lr``; ``foreach``
+    as torch's optimisers take it (None: their default, the multi-tensor path on a GPU)."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                               nesterov=config.schedule == "onecycle")
+                               nesterov=config.schedule == "onecycle", foreach=foreach)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=foreach)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, foreach=foreach)
     raise UdcbenchError(f"unknown optimizer '{config.optimizer}' ({', '.join(OPTIMIZERS)})")
 
 
