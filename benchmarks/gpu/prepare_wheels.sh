@@ -7,9 +7,12 @@ cd "$(dirname "$0")/../.."
 DEST=${1:-.whl}
 PYVER=${PYVER:-3.12}
 PYTHON=${PYTHON:-python3}
-# kornia, albumentations and theirs; datasets and open_clip_torch and those of theirs the GPU image lacks
+# kornia, albumentations and theirs; open_clip_torch and those of its own the GPU image lacks (huggingface_hub and
+# timm, which it imports); udcbench's own PyYAML and safetensors (each run writes model.safetensors); datasets
+# without pyarrow (40 MiB: the HF dataset paths do not run on the GPU machine)
 PACKAGES=(kornia kornia_rs albumentations albucore simsimd stringzilla pydantic pydantic_core annotated_types
-          typing_inspection datasets dill multiprocess open_clip_torch ftfy wcwidth)
+          typing_inspection datasets dill multiprocess open_clip_torch ftfy wcwidth regex timm huggingface_hub hf_xet
+          httpx2 httpcore2 h11 anyio idna truststore click tqdm PyYAML safetensors)
 specs=()
 for name in "${PACKAGES[@]}"; do
   version=$("$PYTHON" -m pip show "$name" 2>/dev/null | sed -n "s/^Version: //p" || true)
