@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("UDCBENCH_QUIET", "1")
+# pytest-xdist's workers inherit COLUMNS=80, which Rich's consoles would fix as their width when udcbench is imported;
+# the tests set the width per command (CliRunner's env), as a terminal would
+os.environ.pop("COLUMNS", None)
 
 
 def _share_the_cores() -> None:

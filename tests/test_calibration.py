@@ -41,6 +41,9 @@ def _halo_moments(components) -> tuple[float, float]:
     return float(np.sqrt((w * c[:, 1] ** 2).sum())), float(np.sqrt((w * c[:, 2] ** 2).sum()))
 
 
+pytestmark = pytest.mark.xdist_group("calibration")  # one worker fits the module's pair once
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pair")

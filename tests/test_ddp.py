@@ -20,7 +20,8 @@ from udcbench.methods import method_names
 from conftest import REPO
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux"),
-              pytest.mark.slow(reason="two torchrun processes per launch: 40 s for every method, 20 s for reproduce")]
+              pytest.mark.slow(reason="two torchrun processes per launch: 40 s for every method, 20 s for reproduce"),
+              pytest.mark.xdist_group("ddp")]  # one worker draws the module's faces once
 ENV = {**os.environ, "UDCBENCH_QUIET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 

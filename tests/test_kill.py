@@ -13,7 +13,8 @@ import pytest
 
 from udcbench.datasets.generate import generate_synthetic
 
-pytestmark = pytest.mark.slow(reason="smoke studies killed and resumed, serial and on two slots: about 2.5 min")
+pytestmark = [pytest.mark.slow(reason="smoke studies killed and resumed, serial and on two slots: about 2.5 min"),
+              pytest.mark.xdist_group("kill")]  # one worker builds the module's uninterrupted study once
 
 COMMAND = [sys.executable, "-m", "udcbench", "reproduce", "--study", "smoke", "--methods", "resnet18", "--methods",
            "lrdif"]

@@ -15,7 +15,8 @@ from conftest import in_default_workspace
 
 runner = CliRunner()
 #: The module's fixture runs a whole (smoke) study twice: about 10 s.
-pytestmark = pytest.mark.slow(reason="a whole smoke study, twice: about 10 s")
+pytestmark = [pytest.mark.slow(reason="a whole smoke study, twice: about 10 s"),
+              pytest.mark.xdist_group("reproduce")]  # one worker builds the module's study once
 
 
 @pytest.fixture(scope="module")

@@ -1144,12 +1144,16 @@ def test_under_a_6_gb_memory_limit_the_hostile_inputs_end_in_one_line(tmp_path):
     cli = f"{sys.executable} -m udcbench"
     env = {**os.environ, "UDCBENCH_QUIET": "1"}
 
-    def limited(command: str, variables: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", "-c", f"ulimit -v 6000000; {variables} {cli} {command}"], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=300)
+    def limited(command: str, variables: str = "") -> subprocess.Popen:
+        return subprocess.Popen(["bash", "-c", f"ulimit -v 6000000; {variables} {cli} {command}"], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    assert limited("generate --n-train 14 --n-test 7 --size 48").returncode == 0
-    assert limited("train test_cnn --data data/synthetic --budget smoke").returncode == 0
+    def ended(process: subprocess.Popen) -> subprocess.CompletedProcess:
+        out, err = process.communicate(timeout=300)
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+    assert ended(limited("generate --n-train 14 --n-test 7 --size 48")).returncode == 0
+    assert ended(limited("train test_cnn --data data/synthetic --budget smoke")).returncode == 0
     cases = {
         "synth synthetic --src data/synthetic --recipe bigk.yaml --out data/udc-bigk": "memory budget",
         "robustness runs/synthetic/test_cnn-smoke-s0 --data data/synthetic --panels bigk.yaml --severities 3 "
@@ -1159,11 +1163,12 @@ def test_under_a_6_gb_memory_limit_the_hostile_inputs_end_in_one_line(tmp_path):
         "synth synthetic --src data/synthetic --recipe bomb.yaml --out data/udc-bomb": "psf.npy",
         "train test_cnn --data data/synthetic --budget smoke --set num_workers=1e9 --tag w": "num_workers",
     }
+    started = {command: limited(command) for command in cases}  # side by side: each ends in a refusal
+    raised = ended(limited("degrade big.png --panel toled --out out4", "UDCBENCH_DEGRADE_MEMORY_GB=20"))  # past it
     for command, said in cases.items():
-        result = limited(command)
+        result = ended(started[command])
         lines = result.stderr.strip().splitlines()
         assert result.returncode != 0 and "Traceback" not in result.stderr, (command, result.stderr[-2000:])
         assert lines[-1].startswith("error:") and said in lines[-1], (command, lines[-3:])
-    raised = limited("degrade big.png --panel toled --out out", "UDCBENCH_DEGRADE_MEMORY_GB=20")  # past the limit
     assert raised.returncode == 1 and "Traceback" not in raised.stderr
     assert raised.stderr.strip().splitlines()[-1].startswith("error: out of memory")
