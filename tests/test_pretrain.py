@@ -132,12 +132,28 @@ def test_a_study_with_a_pretraining_trains_it_once_and_starts_every_run_from_it(
         assert labels.shape == predictions.shape == (21,) and set(labels.tolist()) <= set(range(7))
 
 
-@pytest.mark.slow(reason="a smoke study of LRDif from a face pre-training, run three times: about 30 s")
+#: The smoke study with the face pre-training, run as a process of its own (so that it can be killed).
+PRETRAINING_STUDY = f"""
+import dataclasses
+from udcbench import reproduce
+from udcbench.pretrain import FacePretraining
+tiny = FacePretraining(**{json.dumps(vars(TINY))})
+reproduce.STUDY_PRESETS["smoke"] = dataclasses.replace(reproduce.STUDY_PRESETS["smoke"], pretrain=tiny, steps=())
+from udcbench.cli import app
+app(["reproduce", "--study", "smoke", "--methods", "lrdif"])
+"""
+
+
+@pytest.mark.slow(reason="a smoke study of LRDif from a face pre-training, killed once, run three times: about 30 s")
 def test_a_study_from_a_pretraining_runs_again_and_moved_as_finished(tmp_path, monkeypatch):
-    """The README's command run twice: a finished (or killed) study re-run with the same command continues; its
-    stage 1 was trained from the pre-training, and is the same stage 1 wherever the workspace now lies."""
+    """The README's command run twice: a study killed in its pre-training, re-run with the same command, continues;
+    its stage 1 was trained from the pre-training, and is the same stage 1 wherever the workspace now lies."""
     import dataclasses
+    import os
     import shutil
+    import signal
+    import subprocess
+    import sys
 
     from udcbench import reproduce as study_module
     from udcbench.datasets.generate import generate_synthetic
@@ -146,10 +162,24 @@ def test_a_study_from_a_pretraining_runs_again_and_moved_as_finished(tmp_path, m
     monkeypatch.setitem(study_module.STUDY_PRESETS, "smoke", smoke)
     first = tmp_path / "first"
     generate_synthetic(first / "data" / "synthetic", n_train=56, n_test=21, size=48)
+    # SIGKILL as the pre-training starts (drawing its faces): nothing of it finished
+    process = subprocess.Popen([sys.executable, "-c", PRETRAINING_STUDY], cwd=first, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "UDCBENCH_QUIET": "1"})
+    said = []
+    for line in process.stderr:
+        said.append(line)
+        if "face pre-training on identity" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "".join(said)[-2000:]
+    pretrained = first / "runs" / "pretrained" / TINY.folder_name()
+    assert not (pretrained / "record.json").exists()
     in_default_workspace(monkeypatch, first)
     args = ["reproduce", "--study", "smoke", "--methods", "lrdif", "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert json.loads((pretrained / "record.json").read_text())["recipe"] == vars(TINY)
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["trained_now"] == 0
