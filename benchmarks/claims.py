@@ -28,6 +28,10 @@ PAIRS = [
     ("rul", "resnet18", "clean"),
     ("dan", "resnet18", "toled"),
     ("rul", "resnet18", "toled"),
+    ("lrdif (bypass)", "resnet18", "clean"),
+    ("lrdif (bypass)", "resnet18", "toled"),
+    ("lrdif", "lrdif (bypass)", "clean"),
+    ("lrdif", "lrdif (bypass)", "toled"),
 ]
 
 
@@ -40,6 +44,11 @@ def engine(row: dict) -> str:
     return BEFORE if not row.get("commit") or row["commit"].startswith("not recorded") else CURRENT
 
 
+def label(row: dict) -> str:
+    """The method as the comparisons name it: a named variant (``--variant``) is a method of its own."""
+    return f"{row['method']} ({row['variant']})" if row.get("variant") else row["method"]
+
+
 def main() -> None:
     # the engine's rewrite replaced some rows of fer_accuracy.csv; the replaced ones (kept apart) still count, in
     # their own engine's means and comparisons
@@ -47,7 +56,7 @@ def main() -> None:
     out = []
     for (method, other, condition), wanted in ((pair, era) for pair in PAIRS for era in (BEFORE, CURRENT)):
         # a comparison never mixes the two engines' runs: one row per engine that measured either side
-        sides = [[r for r in rows if r["method"] == m and r["condition"] == condition and engine(r) == wanted]
+        sides = [[r for r in rows if label(r) == m and r["condition"] == condition and engine(r) == wanted]
                  for m in (method, other)]
         if not sides[0] and not sides[1]:
             continue
@@ -56,8 +65,8 @@ def main() -> None:
                "seeds": f"{len(sides[0])} / {len(sides[1])}", "draws": " / ".join("+".join(sorted(d)) or "-"
                                                                                for d in draws)}
         if not sides[0] or not sides[1]:
-            out.append({**row, "verdict": f"not compared: no runs of {method if not sides[0] else other} with the "
-                                          f"{wanted}"})
+            era = "before the engine rewrite" if wanted == BEFORE else "with the current engine"
+            out.append({**row, "verdict": f"not compared: no runs of {method if not sides[0] else other} {era}"})
             continue
         if draws[0] != draws[1] or len(draws[0]) > 1:
             out.append({**row, "verdict": "not compared: the runs are on different draws of the data"})
@@ -80,7 +89,7 @@ def summary(rows: list[dict]) -> list[dict]:
     accuracy, and the drop of the mean from the method's clean mean."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["condition"], r["data_manifest"], engine(r)), []).append(r)
+        groups.setdefault((label(r), r["condition"], r["data_manifest"], engine(r)), []).append(r)
     out = []
     for (method, condition, draw, measured), runs in sorted(groups.items()):
         acc = np.array([float(r["accuracy"]) for r in runs])
