@@ -165,7 +165,7 @@ def main() -> None:
             for m in (get_method(name).stage1, name) if m))
         new = estimate(methods, args.presets, args.gpus)
     else:
-        parser.error("--estimate or --from-check")
+        parser.error("--estimate, --from-check or --plan")
     rows = merge(new)
     report("gpu_cost", "Training and inference images/s per GPU (measured or estimated)",
            [{k: r.get(k, "") for k in COLUMNS} for r in rows])

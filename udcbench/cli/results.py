@@ -400,11 +400,15 @@ def _print_gpu_plan(on_gpu) -> None:
                   f"{on_gpu.overhead_minutes:.1f}", said["cpu"])
     stdout.print(table)
     runs = on_gpu.count("measured") + on_gpu.count("estimated")
-    stdout.print(f"one {label}: {on_gpu.minutes / 60:.1f} h; training runs: {on_gpu.count('measured')} of {runs} "
+    stdout.print(f"one {label}: {_duration(on_gpu.minutes)}; training runs: {on_gpu.count('measured')} of {runs} "
                  f"priced from measurements, the others estimated (udcbench/gpu_cost.py says how)")
     if on_gpu.gpus > 1:
         stdout.print(f"{on_gpu.gpus} GPUs, one run per GPU (reproduce --gpus): "
-                     f"{on_gpu.side_by_side_minutes / 60:.1f} h")
+                     f"{_duration(on_gpu.side_by_side_minutes)}")
+
+
+def _duration(minutes: float) -> str:
+    return f"{minutes / 60:.1f} h" if minutes >= 60 else f"{minutes:.1f} min"
 
 
 def reproduce_cmd(
