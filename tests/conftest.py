@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -43,6 +46,16 @@ def in_default_workspace(mp: pytest.MonkeyPatch, root: Path) -> None:
     mp.chdir(root)
     for var in WORKSPACE_VARS:
         mp.delenv(var, raising=False)
+
+
+@contextmanager
+def module_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A module fixture's folder, removed when the module's tests are done (its runs weigh gigabytes)."""
+    root = tmp_path_factory.mktemp(name)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def write_png(path: Path, seed: int, size=(48, 48), gray: bool = False) -> None:

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import torch
 from baselines import distributed
 from udcbench.methods import method_names
 
-from conftest import REPO
+from conftest import REPO, module_folder
 
 pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux"),
               pytest.mark.slow(reason="two torchrun processes per launch: 40 s for every method, 20 s for reproduce"),
@@ -56,11 +57,11 @@ def _json_documents(text: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp")
-    subprocess.run([sys.executable, "-m", "udcbench", "generate", "--n-train", "70", "--n-test", "35", "--size", "32"],
-                   cwd=root, env=ENV, check=True, capture_output=True)
-    return root
+def faces(tmp_path_factory) -> Iterator[Path]:
+    with module_folder(tmp_path_factory, "ddp") as root:
+        subprocess.run([sys.executable, "-m", "udcbench", "generate", "--n-train", "70", "--n-test", "35", "--size",
+                        "32"], cwd=root, env=ENV, check=True, capture_output=True)
+        yield root
 
 
 def test_every_method_trains_under_torchrun_to_one_record_with_the_same_weights_on_both_ranks(faces: Path):

@@ -13,6 +13,8 @@ import pytest
 
 from udcbench.datasets.generate import generate_synthetic
 
+from conftest import module_folder
+
 pytestmark = [pytest.mark.slow(reason="smoke studies killed and resumed, serial and on two slots: about 2.5 min"),
               pytest.mark.xdist_group("kill")]  # one worker builds the module's uninterrupted study once
 
@@ -56,9 +58,11 @@ def _tables(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory) -> dict[str, str]:
     """The tables of the study run once, uninterrupted and serial, on one thread (what both tests compare with)."""
-    root = _workspace(tmp_path_factory.mktemp("whole"))
-    assert subprocess.run(COMMAND, cwd=root, env=_env(), capture_output=True).returncode == 0
-    return _tables(root)
+    with module_folder(tmp_path_factory, "whole") as folder:
+        root = _workspace(folder)
+        result = subprocess.run(COMMAND, cwd=root, env=_env(), capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return _tables(root)
 
 
 def test_a_study_killed_at_every_stage_ends_with_the_tables_of_an_uninterrupted_one(tmp_path, whole):

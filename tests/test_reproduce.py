@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from udcbench.cli import app
 from udcbench.datasets.generate import generate_synthetic
 
-from conftest import in_default_workspace
+from conftest import in_default_workspace, module_folder
 
 runner = CliRunner()
 #: The module's fixture runs a whole (smoke) study twice: about 10 s.
@@ -22,9 +22,8 @@ pytestmark = [pytest.mark.slow(reason="a whole smoke study, twice: about 10 s"),
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """One smoke reproduce (resnet18 and LRDif, Figure 6 at T = 1 and 4) in a fresh workspace."""
-    root = tmp_path_factory.mktemp("study")
-    generate_synthetic(root / "data" / "synthetic", n_train=56, n_test=21, size=48)
-    with pytest.MonkeyPatch.context() as mp:
+    with module_folder(tmp_path_factory, "study") as root, pytest.MonkeyPatch.context() as mp:
+        generate_synthetic(root / "data" / "synthetic", n_train=56, n_test=21, size=48)
         in_default_workspace(mp, root)
         first = runner.invoke(app, ["reproduce", "--preset", "smoke", "--methods", "resnet18", "--methods", "lrdif",
                                     "--json"])
