@@ -115,6 +115,24 @@ def test_train_writes_records_and_resume_matches_an_uninterrupted_run(tmp_path: 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_record_names_the_commit_its_process_loaded_not_a_later_checkout(monkeypatch):
+    from udcbench.engine import records
+
+    loaded = records.git_commit()
+    moved = "f" * 40  # the checkout is updated to another commit while a run trains
+
+    def git(args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, stdout=moved if "rev-parse" in args else "", stderr="")
+
+    monkeypatch.setattr(records.subprocess, "run", git)
+    try:
+        assert records.git_commit() == loaded
+        records.git_commit.cache_clear()  # a new process reads the checkout as it is then
+        assert records.git_commit() == moved
+    finally:
+        records.git_commit.cache_clear()
+
+
 def test_grad_clip_bounds_the_gradient_norm_of_each_step(tmp_path: Path, monkeypatch):
     norms: list[float] = []
     real = trainer.make_optimizer

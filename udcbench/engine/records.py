@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 import subprocess
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ from udcbench.methods import MethodSpec
 NOT_CODE = ("docs", "benchmarks", "tests", "*.md")
 
 
+@cache
 def git_commit() -> str | None:
     """The checkout's commit, with ``+dirty`` when the code (all but :data:`NOT_CODE`) has uncommitted changes: a
-    result then comes from code no commit holds. None outside a git checkout (an installed package)."""
+    result then comes from code no commit holds. None outside a git checkout (an installed package). Read once per
+    process, as the module is imported: a checkout updated while a run trains does not rename the code that
+    trained it."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
@@ -39,6 +43,9 @@ def git_commit() -> str | None:
         return commit + ("+dirty" if changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+git_commit()  # the code this process runs, read before it trains anything
 
 
 def config_changes(config: TrainConfig, spec: MethodSpec) -> dict[str, Any]:
