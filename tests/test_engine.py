@@ -133,6 +133,28 @@ def test_a_record_names_the_commit_its_process_loaded_not_a_later_checkout(monke
         records.git_commit.cache_clear()
 
 
+def test_a_second_stage_method_killed_in_its_stage_1_before_the_first_epoch_ends_trains_it_again(tmp_path: Path,
+                                                                                                    monkeypatch):
+    """What ``reproduce`` does after a kill during LRDif's first stage (skip_finished): the stage-1 folder holds only
+    what the trainer writes before its first checkpoint, and the same call trains it again and goes on."""
+    from udcbench.engine.runs import train_method
+
+    ds = small_synthetic()
+    real = trainer.evaluate
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the first validation of stage 1: before its first checkpoint
+
+    monkeypatch.setattr(trainer, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_method("lrdif", ds, tmp_path, preset="smoke", skip_finished=True, log=lambda _: None)
+    first = next(tmp_path.glob("*/lrdif-s1-smoke-s0"))
+    assert (first / "config.json").is_file() and not (first / "last.pt").exists()
+    monkeypatch.setattr(trainer, "evaluate", real)
+    record = train_method("lrdif", ds, tmp_path, preset="smoke", skip_finished=True, log=lambda _: None)
+    assert record["method"] == "lrdif" and (first / "results.json").is_file()
+
+
 def test_grad_clip_bounds_the_gradient_norm_of_each_step(tmp_path: Path, monkeypatch):
     norms: list[float] = []
     real = trainer.make_optimizer

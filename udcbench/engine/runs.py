@@ -199,9 +199,10 @@ def resolve_run(method: str, adapter: DatasetAdapter, out: Path, preset: str = "
                 raise UdcbenchError(f"{first} is not a finished stage-1 run (no results.json)")
         else:
             first, pairs = stage1_plan(method, adapter, out, preset, seed, overrides, weights, tag)
-            if finished(first) is None:
+            if finished(first) is None:  # killed before its first epoch ended: trained again, as the method's own
+                action = "resume" if (first / "last.pt").is_file() else "retrain" if _never_trained(first) else "train"
                 stages.append(Stage(get_method(spec.stage1), run_config(spec.stage1, preset, seed, pairs, weights),
-                                    first, "resume" if (first / "last.pt").is_file() else "train"))
+                                    first, action))
         extra[spec.stage1_arg] = str(first)
     run_dir = run_folder(out, data_tag(adapter), method, preset, seed, tag)
     done, has_last = finished(run_dir) is not None, (run_dir / "last.pt").is_file()
