@@ -39,6 +39,8 @@ def condition_folder(dataset: str, condition: str) -> str:
 
 _DEFAULTS = {"data": "data", "runs": "runs", "results": "results", "cache": ".udcbench-cache"}
 _ENV = {key: f"UDCBENCH_{key.upper()}" for key in _DEFAULTS}
+#: The environment variables that move a workspace's folders.
+WORKSPACE_VARS = tuple(_ENV.values())
 
 
 @dataclass(frozen=True)
