@@ -18,20 +18,28 @@ import os
 import tempfile
 from pathlib import Path
 
-from _common import machine, merge_previous, report
+from udcbench.budget import QUICK_BUDGET_MINUTES
+
+from _common import machine, merge_previous, read_rows, report
 
 os.environ["UDCBENCH_CPU_BF16"] = "0"  # fp32, as on the reference machine
 os.environ.setdefault("UDCBENCH_QUIET", "1")
 
 #: (lever, pre-training epochs or None for scratch, input size, method, --set overrides). The levers of the
 #: identity pre-training (the study's since issue 41): the quick recipe's learning rate for every method of the
-#: study (one shared rate: the highest mean validation accuracy over methods and seeds), and the pre-training's
-#: length (2, 4 or 6 epochs), read on the control.
+#: study (one shared rate: the highest mean validation accuracy over methods and seeds; 2e-3 was the recipe's when
+#: they were measured, 1e-3 since), and the pre-training's length (2, 4 or 6 epochs), read on the control.
+STUDY_METHODS = ("resnet18", "scn", "rul", "eac", "dan", "lrdif")
+RATES = {"lr 1e-3": ["lr=0.001"], "lr 2e-3": ["lr=0.002"], "lr 4e-3": ["lr=0.004"]}
 LEVERS = [
     (f"identity pre-training 4 epochs, {name}", 4, 48, method, overrides)
-    for method in ("resnet18", "scn", "rul", "eac", "dan", "lrdif")
-    for name, overrides in (("quick recipe", []), ("lr 1e-3", ["lr=0.001"]), ("lr 4e-3", ["lr=0.004"]))
-] + [(f"identity pre-training {epochs} epochs, quick recipe", epochs, 48, "resnet18", []) for epochs in (2, 6)]
+    for method in STUDY_METHODS for name, overrides in RATES.items()
+] + [(f"identity pre-training {e} epochs, lr 2e-3", e, 48, "resnet18", ["lr=0.002"]) for e in (2, 6)]
+#: What each choice compares (lever names) and over which methods' runs.
+CHOICES = {
+    "learning rate": ([f"identity pre-training 4 epochs, {name}" for name in RATES], STUDY_METHODS),
+    "pre-training length": ([f"identity pre-training {e} epochs, lr 2e-3" for e in (2, 4, 6)], ("resnet18",)),
+}
 
 
 def main() -> None:
@@ -41,7 +49,12 @@ def main() -> None:
     parser.add_argument("--epochs-from", type=Path, nargs="+", metavar="WORKSPACE",
                         help="instead of training: each epoch's validation and test accuracy of the multi-epoch runs "
                              "(EAC's two) of finished quick studies (reproduce_time.py --workspace)")
+    parser.add_argument("--choose", action="store_true", help="instead of training: the shared learning rate and "
+                        "the pre-training's length, from the rows already measured")
     args = parser.parse_args()
+    if args.choose:
+        choose(read_rows("quick_levers"))
+        return
     if args.epochs_from:
         report("quick_levers", "The quick study's levers: validation (chooses) and test accuracy (%), fp32, quick "
                "preset", merge_previous("quick_levers", epoch_rows(args.epochs_from), ("lever", "method", "seed")))
@@ -78,8 +91,51 @@ def main() -> None:
                              "selected_on": "val_accuracy", "commit": record.get("git_commit") or "",
                              "machine": machine()})
                 print(f"{lever}: {method} seed {seed}: val {rows[-1]['val_accuracy']:.2f} %", flush=True)
+    rows = merge_previous("quick_levers", rows, ("lever", "method", "seed"))
     report("quick_levers", "The quick study's levers: validation (chooses) and test accuracy (%), fp32, quick preset",
-           merge_previous("quick_levers", rows, ("lever", "method", "seed")))
+           rows)
+    choose(rows)
+
+
+def choose(rows: list[dict]) -> None:
+    """Each lever's mean validation accuracy over the runs of its choice (the learning rates over every method of the
+    study, the pre-training's lengths over the control) and the study's planned minutes with it; the highest mean
+    of each choice among the levers that fit the budget and were measured on as many runs is marked ``chosen``:
+    ``benchmarks/results/quick_choice.csv``. Test accuracy is never read."""
+    out = []
+    for kind, (levers, methods) in CHOICES.items():
+        means = []
+        for lever in levers:
+            picked = [float(r["val_accuracy"]) for r in rows
+                      if r["lever"] == lever and r["method"] in methods and r.get("val_accuracy")]
+            epochs = int(lever.split()[2])  # "identity pre-training N epochs, ..."
+            means.append({"choice": kind, "lever": lever, "methods": " ".join(methods), "runs": len(picked),
+                          "mean_val_accuracy": sum(picked) / len(picked) if picked else "",
+                          "study_minutes_at_reference": study_minutes(epochs),
+                          "budget_minutes": QUICK_BUDGET_MINUTES})
+        most = max(m["runs"] for m in means)
+        fit = [m for m in means
+               if most and m["runs"] == most and m["study_minutes_at_reference"] <= QUICK_BUDGET_MINUTES]
+        best = max(fit, key=lambda m: m["mean_val_accuracy"], default=None)
+        out += [{**m, "chosen": int(m is best)} for m in means]
+    report("quick_choice", "The quick study's choices: mean validation accuracy (%) per lever", out)
+
+
+def study_minutes(pretrain_epochs: int) -> float:
+    """The quick study's planned minutes at the reference speed (``reproduce --dry-run``) with a face pre-training of
+    ``pretrain_epochs``."""
+    from dataclasses import replace
+    from unittest import mock
+
+    from udcbench import reproduce
+    from udcbench.workspace import Workspace
+
+    study = reproduce.STUDY_PRESETS["quick"]
+    longer = replace(study, pretrain=replace(study.pretrain, epochs=pretrain_epochs))
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(reproduce.STUDY_PRESETS, quick=longer):
+        root = Path(tmp)
+        return reproduce.plan_study("quick", Workspace(root / "data", root / "runs", root / "results",
+                                                       root / "cache")).minutes()
 
 
 def epoch_rows(workspaces: list[Path]) -> list[dict]:
