@@ -32,11 +32,13 @@ STRIP = REPO / "docs" / "results" / "severities-ferplus.png"
 
 
 def finished_runs(results: list[dict], budget: str) -> list[dict]:
-    """The latest finished FERPlus run per (method, condition, seed) of ``budget``, oracles left out."""
+    """The latest finished FERPlus run per (method, condition, seed) of ``budget``, oracles and variants (runs with
+    ``--set`` changes, e.g. LRDif's bypass head) left out, as the tables leave them."""
     latest: dict[tuple, dict] = {}
     for row in sorted(results, key=lambda r: str(r.get("created"))):
         if (row.get("kind") == "train" and row.get("dataset") == "ferplus" and row.get("preset") == budget
-                and not get_method(row["method"]).oracle and row.get("run_dir") and Path(row["run_dir"]).is_dir()):
+                and not get_method(row["method"]).oracle and not row.get("record", {}).get("config_changes")
+                and row.get("run_dir") and Path(row["run_dir"]).is_dir()):
             latest[(row["method"], row["condition"], row["seed"])] = row
     return list(latest.values())
 
