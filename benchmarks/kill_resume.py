@@ -73,7 +73,8 @@ def main() -> None:
         whole, resumed = tables(whole_root), tables(root / "killed")
         records = [r["record"] for r in load_results(root / "killed" / "runs" / STORE) if r["kind"] == "train"]
     differ = sorted(n for n in whole.keys() | resumed.keys() if whole.get(n) != resumed.get(n))
-    row = {"study": args.study, "killed_at": args.kill_at, "killed": killed, "minutes_uninterrupted": whole_minutes,
+    row = {"study": args.study, "killed_at": args.kill_at, "killed": killed,
+           "minutes_uninterrupted": "" if args.whole else whole_minutes,  # --whole's study was only read back
            "minutes_until_killed": killed_minutes, "minutes_rerun": again_minutes, "tables": len(whole),
            "tables_differing": len(differ), "differing": " ".join(differ), "machine": machine(),
            "commit": next((r.get("git_commit") for r in records if r.get("git_commit")), "")}
