@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from functools import cache
 from pathlib import Path
 
 from udcbench.budget import QUICK_BUDGET_MINUTES
@@ -121,6 +122,7 @@ def choose(rows: list[dict]) -> None:
     report("quick_choice", "The quick study's choices: mean validation accuracy (%) per lever", out)
 
 
+@cache
 def study_minutes(pretrain_epochs: int) -> float:
     """The quick study's planned minutes at the reference speed (``reproduce --dry-run``) with a face pre-training of
     ``pretrain_epochs``."""

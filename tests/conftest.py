@@ -38,13 +38,11 @@ FERPLUS_REAL = REPO.parent / "shared" / "data" / "ferplus"
 needs_ferplus = pytest.mark.skipif(not (FERPLUS_REAL / "FER2013Valid").is_dir(), reason="real FERPlus data absent")
 
 
-
-
 def in_default_workspace(mp: pytest.MonkeyPatch, root: Path) -> None:
     """Run from ``root`` with the workspace's default folders (no UDCBENCH_* overrides)."""
-    mp.chdir(root)
     from udcbench.workspace import WORKSPACE_VARS
 
+    mp.chdir(root)
     for var in WORKSPACE_VARS:
         mp.delenv(var, raising=False)
 
