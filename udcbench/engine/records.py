@@ -29,7 +29,7 @@ NOT_CODE = ("docs", "benchmarks", "tests", "*.md")
 def git_commit() -> str | None:
     """The checkout's commit, with ``+dirty`` when the code (all but :data:`NOT_CODE`) has uncommitted changes: a
     result then comes from code no commit holds. None outside a git checkout (an installed package). Read once per
-    process, as the module is imported: a checkout updated while a run trains does not rename the code that
+    process (the trainer reads it as it starts): a checkout updated while a run trains does not rename the code that
     trained it."""
     here = Path(__file__).resolve().parent
     try:
@@ -43,9 +43,6 @@ def git_commit() -> str | None:
         return commit + ("+dirty" if changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-git_commit()  # the code this process runs, read before it trains anything
 
 
 def config_changes(config: TrainConfig, spec: MethodSpec) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from udcbench.engine.data import (
 )
 from udcbench.engine.evaluation import evaluate
 from udcbench.engine.optim import SharpnessAware, make_optimizer, make_scheduler, param_groups
-from udcbench.engine.records import count_macs, train_record
+from udcbench.engine.records import count_macs, git_commit, train_record
 from udcbench.engine.runs import mark_run_folder
 from udcbench.engine.runtime import Runtime, compile_backend, cpu_has_bf16, runtime
 from udcbench.engine.store import save_result
@@ -428,6 +428,7 @@ def train(config: TrainConfig, adapter: DatasetAdapter, run_dir: Path, store: Pa
     """Train ``config.method`` (``spec``, looked up when not given) on ``adapter`` into ``run_dir``; returns the
     final record (on every rank)."""
     rt = runtime(device)
+    git_commit()  # the code that trains, read before it does (the record names it even if the checkout moves)
     spec = spec or get_method(config.method)
     run_dir = Path(run_dir)
     last_path = run_dir / "last.pt"
