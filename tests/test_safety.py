@@ -1,6 +1,7 @@
 """Files a user is handed run no code: checkpoints load tensors-only (issue 19)."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -310,6 +311,29 @@ def test_a_full_or_read_only_disk_never_sets_a_healthy_store_aside(workspace, mo
     assert trained.exit_code == 2 and "database or disk is full" in trained.output and "left as it is" in trained.output
     assert not (workspace / "runs" / "synthetic" / "test_cnn-smoke-s1").exists()
     assert store.read_bytes() == before and not list((workspace / "runs").glob("results.sqlite.damaged-*"))
+
+
+def test_a_cache_array_reserves_its_blocks_before_it_is_written(tmp_path):
+    from udcbench.files import open_reserved_array
+
+    out = open_reserved_array(tmp_path / "a.npy", (64, 32, 32, 3))
+    assert os.stat(tmp_path / "a.npy").st_blocks * 512 >= out.nbytes  # not a sparse file that a write can fault on
+
+
+def test_a_full_disk_under_the_cache_is_one_line_not_a_bus_error(workspace, monkeypatch):
+    import errno
+
+    from udcbench import files
+
+    def full_disk(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "posix_fallocate", full_disk)
+    result = _train()
+    assert result.exit_code == 2, result.output
+    assert "not enough disk space in" in result.output and "UDCBENCH_CACHE" in result.output
+    assert len(result.output.strip().splitlines()) <= 2 and "Traceback" not in result.output
+    assert not [p for p in (workspace / ".udcbench-cache").rglob("*") if p.is_file()]  # no half-made array left
 
 
 @pytest.mark.parametrize("content", ["empty", "foreign"])

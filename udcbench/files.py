@@ -5,6 +5,7 @@ be torn, deleting only udcbench's own output folders, and names read from files 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -78,6 +79,38 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def open_reserved_array(path: Path, shape: tuple[int, ...], dtype: str = "uint8", hint: str = "") -> Any:
+    """A new .npy at ``path`` memory-mapped for writing, its blocks reserved on disk before any is written.
+
+    An array written through a memory map on a full disk does not fail at the write: the kernel kills the process
+    with a bus error (SIGBUS) when a page is first touched. Reserving the file's size first makes a full disk a
+    one-line error naming the folder and the space needed (``hint`` says how to make room). A file system that
+    cannot reserve (some network ones) is written unreserved."""
+    import numpy as np
+
+    path = Path(path)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
+    try:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return out
+            raise
+        size = out.nbytes
+        del out
+        path.unlink(missing_ok=True)
+        disk = os.statvfs(path.parent)
+        free = disk.f_bavail * disk.f_frsize
+        raise UdcbenchError(f"not enough disk space in {path.parent}: {size / 1e9:.2f} GB needed, "
+                            f"{free / 1e9:.2f} GB free{'; ' + hint if hint else ''}") from None
+    return out
 
 
 def write_json(path: Path, obj: Any) -> Path:

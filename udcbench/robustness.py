@@ -32,8 +32,9 @@ from degradations import Recipe, load_recipe
 from degradations.severity import LEVELS, severity_recipe
 from udcbench.datasets.base import DatasetAdapter, Record
 from udcbench.errors import UdcbenchError, UnreadableImageError
-from udcbench.files import read_json
+from udcbench.files import open_reserved_array, read_json
 from udcbench.progress import progress_bar, stderr
+from udcbench.workspace import CACHE_HINT
 
 DEFAULT_PANELS = ("toled", "poled", "lowlight")
 #: The reference model of CE and mCE: the plain ResNet-18 control (ImageNet-C's AlexNet), trained clean.
@@ -165,7 +166,7 @@ def synthesise_set(adapter: DatasetAdapter, records: list[Record], recipe: Recip
 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(records), size, size, 3))
+    out = open_reserved_array(partial, (len(records), size, size, 3), hint=CACHE_HINT)
     del out
     jobs = [(i, records[i : i + JOB_IMAGES]) for i in range(0, len(records), JOB_IMAGES)]
     args = (adapter.name, None if adapter.root is None else str(adapter.root), dict(adapter.options))

@@ -41,6 +41,8 @@ _DEFAULTS = {"data": "data", "runs": "runs", "results": "results", "cache": ".ud
 _ENV = {key: f"UDCBENCH_{key.upper()}" for key in _DEFAULTS}
 #: The environment variables that move a workspace's folders.
 WORKSPACE_VARS = tuple(_ENV.values())
+#: How a user makes room for the cache of decoded and degraded images.
+CACHE_HINT = f"free some, or move the cache to a larger disk with {_ENV['cache']} (or cache = ... in {CONFIG_FILE})"
 
 
 @dataclass(frozen=True)

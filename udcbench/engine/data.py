@@ -20,9 +20,10 @@ from baselines import distributed
 from udcbench.config import TrainConfig
 from udcbench.datasets.base import DatasetAdapter, Record, class_counts
 from udcbench.errors import UdcbenchError, UnreadableImageError
-from udcbench.files import write_json
+from udcbench.files import open_reserved_array, write_json
 from udcbench.progress import progress_bar
 from udcbench.workers import worker_pool
+from udcbench.workspace import CACHE_HINT
 
 
 @dataclass
@@ -166,7 +167,7 @@ def _decode_to_disk(adapter: DatasetAdapter, records: list[Record], size: int, p
     """Decode into ``path`` (a .npy) and its widths beside it, written under temporary names, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(records), size, size, 3))
+    out = open_reserved_array(partial, (len(records), size, size, 3), hint=CACHE_HINT)
     try:
         if workers > 1 and len(records) >= PARALLEL_MIN_IMAGES:
             chunk = -(-len(records) // (4 * workers))
