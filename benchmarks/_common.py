@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -48,7 +49,9 @@ def report(name: str, title: str, rows: list[dict]) -> Path:
     for row in rows:
         values = (row.get(key, "") for key in columns)
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values))
-    Console().print(table)
+    # in a terminal, its width; in a log file, the table's own width (Rich's default of 80 columns folds a wide
+    # table into one character per line)
+    Console(width=None if sys.stdout.isatty() else 100_000).print(table)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.csv"
     with path.open("w", newline="") as f:
