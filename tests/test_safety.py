@@ -320,6 +320,26 @@ def test_a_cache_array_reserves_its_blocks_before_it_is_written(tmp_path):
     assert os.stat(tmp_path / "a.npy").st_blocks * 512 >= out.nbytes  # not a sparse file that a write can fault on
 
 
+@pytest.mark.parametrize("step", ["header", "reservation"])
+def test_a_full_disk_at_either_step_of_a_cache_array_is_an_error_and_leaves_no_file(tmp_path, monkeypatch, step):
+    import errno
+
+    import numpy as np
+
+    from udcbench import files
+
+    def full(*args, **kw):
+        if step == "header":  # the header's write already fails, after the file was created
+            (tmp_path / "a.npy").write_bytes(b"")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np.lib.format if step == "header" else files.os,
+                        "open_memmap" if step == "header" else "posix_fallocate", full)
+    with pytest.raises(UdcbenchError, match=r"not enough disk space in .*: 0\.01 GB needed, .* GB free; make room"):
+        files.open_reserved_array(tmp_path / "a.npy", (10, 1000, 1000), hint="make room")
+    assert not (tmp_path / "a.npy").exists()
+
+
 def test_a_full_disk_under_the_cache_is_one_line_not_a_bus_error(workspace, monkeypatch):
     import errno
 

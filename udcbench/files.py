@@ -91,25 +91,25 @@ def open_reserved_array(path: Path, shape: tuple[int, ...], dtype: str = "uint8"
     import numpy as np
 
     path = Path(path)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
+    out = None
     try:
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
         fd = os.open(path, os.O_RDWR)
         try:
             os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
         finally:
             os.close(fd)
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-                return out
-            raise
-        size = out.nbytes
+        if out is not None and exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # cannot reserve: written unreserved
+            return out
         del out
         path.unlink(missing_ok=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
         disk = os.statvfs(path.parent)
-        free = disk.f_bavail * disk.f_frsize
-        raise UdcbenchError(f"not enough disk space in {path.parent}: {size / 1e9:.2f} GB needed, "
-                            f"{free / 1e9:.2f} GB free{'; ' + hint if hint else ''}") from None
+        needed = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        raise UdcbenchError(f"not enough disk space in {path.parent}: {needed / 1e9:.2f} GB needed, "
+                            f"{disk.f_bavail * disk.f_frsize / 1e9:.2f} GB free{'; ' + hint if hint else ''}") from None
     return out
 
 
