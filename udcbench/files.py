@@ -81,8 +81,8 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     return path
 
 
-def open_reserved_array(path: Path, shape: tuple[int, ...], dtype: str = "uint8", hint: str = "") -> Any:
-    """A new .npy at ``path`` memory-mapped for writing, its blocks reserved on disk before any is written.
+def open_reserved_array(path: Path, shape: tuple[int, ...], hint: str = "") -> Any:
+    """A new uint8 .npy at ``path`` memory-mapped for writing, its blocks reserved on disk before any is written.
 
     An array written through a memory map on a full disk does not fail at the write: the kernel kills the process
     with a bus error (SIGBUS) when a page is first touched. Reserving the file's size first makes a full disk a
@@ -93,7 +93,7 @@ def open_reserved_array(path: Path, shape: tuple[int, ...], dtype: str = "uint8"
     path = Path(path)
     out = None
     try:
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
         fd = os.open(path, os.O_RDWR)
         try:
             os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
@@ -107,7 +107,7 @@ def open_reserved_array(path: Path, shape: tuple[int, ...], dtype: str = "uint8"
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
         disk = os.statvfs(path.parent)
-        needed = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        needed = int(np.prod(shape))
         raise UdcbenchError(f"not enough disk space in {path.parent}: {needed / 1e9:.2f} GB needed, "
                             f"{disk.f_bavail * disk.f_frsize / 1e9:.2f} GB free{'; ' + hint if hint else ''}") from None
     return out
