@@ -335,7 +335,7 @@ def test_a_full_disk_at_either_step_of_a_cache_array_is_an_error_and_leaves_no_f
 
     monkeypatch.setattr(np.lib.format if step == "header" else files.os,
                         "open_memmap" if step == "header" else "posix_fallocate", full)
-    with pytest.raises(UdcbenchError, match=r"not enough disk space in .*: 0\.01 GB needed, .* GB free; make room"):
+    with pytest.raises(UdcbenchError, match=r"not enough disk space in .*: 10\.0 MB needed, .* MB free; make room"):
         files.open_reserved_array(tmp_path / "a.npy", (10, 1000, 1000), hint="make room")
     assert not (tmp_path / "a.npy").exists()
 

@@ -107,9 +107,9 @@ def open_reserved_array(path: Path, shape: tuple[int, ...], hint: str = "") -> A
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
         disk = os.statvfs(path.parent)
-        needed = int(np.prod(shape))
-        raise UdcbenchError(f"not enough disk space in {path.parent}: {needed / 1e9:.2f} GB needed, "
-                            f"{disk.f_bavail * disk.f_frsize / 1e9:.2f} GB free{'; ' + hint if hint else ''}") from None
+        needed, free = int(np.prod(shape)) / 1e6, disk.f_bavail * disk.f_frsize / 1e6
+        raise UdcbenchError(f"not enough disk space in {path.parent}: {needed:,.1f} MB needed, {free:,.1f} MB free"
+                            f"{'; ' + hint if hint else ''}") from None
     return out
 
 
