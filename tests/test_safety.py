@@ -340,6 +340,25 @@ def test_a_full_disk_at_either_step_of_a_cache_array_is_an_error_and_leaves_no_f
     assert not (tmp_path / "a.npy").exists()
 
 
+def test_a_cache_array_that_cannot_be_opened_leaves_a_file_it_did_not_write(tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    from udcbench import files
+
+    theirs = tmp_path / "a.npy"
+    theirs.write_bytes(b"someone else's")
+
+    def refused(*args, **kw):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", refused)
+    with pytest.raises(PermissionError):
+        files.open_reserved_array(theirs, (4, 4))
+    assert theirs.read_bytes() == b"someone else's"
+
+
 def test_a_full_disk_under_the_cache_is_one_line_not_a_bus_error(workspace, monkeypatch):
     import errno
 

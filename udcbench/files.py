@@ -91,7 +91,7 @@ def open_reserved_array(path: Path, shape: tuple[int, ...], hint: str = "") -> A
     import numpy as np
 
     path = Path(path)
-    out = None
+    out, existed = None, path.exists()
     try:
         out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
         fd = os.open(path, os.O_RDWR)
@@ -103,7 +103,8 @@ def open_reserved_array(path: Path, shape: tuple[int, ...], hint: str = "") -> A
         if out is not None and exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # cannot reserve: written unreserved
             return out
         del out
-        path.unlink(missing_ok=True)
+        if not existed:  # a file this call did not create is not this call's to remove
+            path.unlink(missing_ok=True)
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
         disk = os.statvfs(path.parent)
